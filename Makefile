@@ -1,0 +1,61 @@
+# Dealflow: every command a developer or CI needs. A fresh machine needs only Python 3.11+:
+# the first target that runs installs a pinned uv into .tools/ and the locked dependencies.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+RUN := $(UV) run --frozen
+
+.PHONY: help run test lint unit component integration bench contracts docs format clean
+
+help:
+	@echo "make run          start the whole system on the embedded broker and SQLite (Ctrl-C stops)"
+	@echo "make test         lint, then unit, component and integration tests (PostgreSQL + broker)"
+	@echo "make lint         ruff and mypy (strict on domains and libs/common)"
+	@echo "make unit | component | integration   one test tier"
+	@echo "make bench        the deal benchmark (JSON report)"
+	@echo "make contracts    regenerate JSON Schemas, AsyncAPI documents and docs/state-machine.md"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.synced: $(UV) uv.lock pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+run: .venv/.synced
+	$(RUN) dealflow-run
+
+test: lint
+	$(RUN) pytest
+
+unit: .venv/.synced
+	$(RUN) pytest -m "not integration" libs services -k "unit or contracts"
+
+component: .venv/.synced
+	$(RUN) pytest services -m "not integration"
+
+integration: .venv/.synced
+	$(RUN) pytest tests/integration
+
+lint: .venv/.synced
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy --strict libs/common/src services/*/src/*/domain services/*/src/*/application
+	$(RUN) mypy libs services/*/src
+
+bench: .venv/.synced
+	$(RUN) python -m bench.deals
+
+contracts: .venv/.synced
+	$(RUN) python -m dealflow_common.contracts.export libs/common/schemas
+	$(RUN) python -m tools.generate_docs
+
+format: .venv/.synced
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+clean:
+	rm -rf .venv $(TOOLS) data .pytest_cache .mypy_cache .ruff_cache

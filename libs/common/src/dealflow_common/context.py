@@ -1,0 +1,48 @@
+"""The business flow a piece of work belongs to, carried across awaits.
+
+An HTTP request or a consumed event sets it once at the edge; the unit of work stamps
+every event it writes with it, and the log formatter prints it. So one correlation id
+runs through every event of one flow, and each event names what caused it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FlowContext:
+    correlation_id: str
+    causation_id: str | None = None
+    """The event id or request id that caused the work now running."""
+
+
+_current: ContextVar[FlowContext | None] = ContextVar("dealflow_flow", default=None)
+
+
+def current_flow() -> FlowContext:
+    """The flow of the running work; outside any flow a fresh one is started."""
+    flow = _current.get()
+    if flow is None:
+        flow = FlowContext(correlation_id=str(uuid.uuid4()))
+        _current.set(flow)
+    return flow
+
+
+def peek_flow() -> FlowContext | None:
+    return _current.get()
+
+
+@contextmanager
+def flow(correlation_id: str | None, causation_id: str | None) -> Iterator[FlowContext]:
+    """Run a block inside a flow; a missing correlation id starts a new flow."""
+    ctx = FlowContext(correlation_id or str(uuid.uuid4()), causation_id)
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)

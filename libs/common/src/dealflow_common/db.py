@@ -1,0 +1,136 @@
+"""Database engines: PostgreSQL through asyncpg, SQLite through aiosqlite.
+
+On PostgreSQL each service owns one schema, selected through `search_path`, so the same
+unqualified tables and migrations serve every deployment. On SQLite each service has
+its own file; writers start with `BEGIN IMMEDIATE` so that two concurrent transactions
+queue on the busy timeout instead of failing when the second one tries to write.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    Numeric,
+    String,
+    TypeDecorator,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeEngine
+
+from dealflow_common.settings import ServiceSettings
+
+# Autoincrementing 64-bit ids; SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+READ_ONLY = {"dealflow_read_only": True}
+"""Execution options for a connection that only reads (plain `BEGIN` on SQLite)."""
+
+
+def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def checked_schema_name(name: str) -> str:
+    # The name is interpolated into DDL and search_path, so it must be a plain identifier.
+    if not _SCHEMA_NAME.match(name):
+        raise ValueError(f"invalid database schema name {name!r}")
+    return name
+
+
+def create_engine(settings: ServiceSettings) -> AsyncEngine:
+    url = make_url(settings.database_url)
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        schema = checked_schema_name(settings.db_schema)
+        return create_async_engine(
+            url,
+            echo=settings.database_echo,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_pool_size,
+            pool_pre_ping=True,
+            connect_args={
+                "server_settings": {
+                    "search_path": schema,
+                    "application_name": f"dealflow-{settings.service_name}",
+                }
+            },
+        )
+    if backend == "sqlite":
+        engine = create_async_engine(url, echo=settings.database_echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    raise ValueError(
+        f"unsupported database {backend!r}: use postgresql+asyncpg or sqlite+aiosqlite"
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so `begin` below decides how it starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        read_only = conn.get_execution_options().get("dealflow_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """Money amounts: NUMERIC on PostgreSQL, text on SQLite (whose NUMERIC is a float)."""
+
+    impl = Numeric(24, 6)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(24, 6, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment in UTC. SQLite keeps no offset, so values read back are made aware again."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given where a UTC moment is required")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+"""A JSON column: JSONB on PostgreSQL (indexable), JSON text on SQLite."""

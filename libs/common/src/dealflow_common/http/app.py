@@ -1,0 +1,138 @@
+"""The FastAPI application every service serves: its routers plus the operational endpoints.
+
+`/healthz` (the process answers), `/readyz` (200 only while the database and the broker
+answer), `/metrics` (Prometheus text) and `/asyncapi.json` need no token; every router
+a service adds is expected to require one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dealflow_common.context import flow
+from dealflow_common.http.problems import install_problem_handlers
+from dealflow_common.platform import Platform
+
+CORRELATION_HEADER = "x-correlation-id"
+_OPERATIONAL = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class FlowMiddleware:
+    """Puts each request in a flow (its correlation id) and measures it.
+
+    A pure ASGI middleware: Starlette's BaseHTTPMiddleware costs a task per request.
+    """
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter(
+            "dealflow_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "dealflow_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        correlation_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-correlation-id":
+                correlation_id = value.decode("latin-1")[:100] or None
+                break
+        request_id = str(uuid.uuid4())
+        status = 500
+        started = time.perf_counter()
+        with flow(correlation_id, f"request:{request_id}") as ctx:
+
+            async def send_with_headers(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    headers = list(message.get("headers", []))
+                    headers.append((b"x-correlation-id", ctx.correlation_id.encode("latin-1")))
+                    headers.append((b"x-request-id", request_id.encode()))
+                    message["headers"] = headers
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_with_headers)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", None) or "unmatched"
+                if path not in _OPERATIONAL:
+                    method = scope["method"]
+                    self.requests.labels(method, path, str(status)).inc()
+                    self.latency.labels(method, path).observe(time.perf_counter() - started)
+
+
+def create_app(
+    platform: Platform,
+    *,
+    title: str,
+    description: str,
+    version: str,
+    routers: Iterable[APIRouter],
+    asyncapi: dict[str, Any],
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await platform.start()
+        try:
+            yield
+        finally:
+            await platform.stop()
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    app.state.token_verifier = platform.token_verifier
+    app.state.platform = platform
+    install_problem_handlers(app)
+    app.add_middleware(FlowMiddleware, registry=platform.registry)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": platform.settings.service_name}
+
+    @app.get("/readyz", tags=["operations"], summary="The database and the broker answer")
+    async def readyz() -> JSONResponse:
+        checks = await platform.readiness()
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(platform.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/asyncapi.json",
+        tags=["operations"],
+        summary="AsyncAPI: what this service publishes and consumes",
+    )
+    async def asyncapi_document() -> dict[str, Any]:
+        return asyncapi
+
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,227 @@
+"""RFC 9457 problem+json: every error a client sees, in one place.
+
+Domain errors map to statuses here (404 unknown id, 409 forbidden transition with the
+allowed moves, 412 stale version, 422 invalid input naming the field, 403 not
+permitted), so routers never build error responses by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from dealflow_common.context import peek_flow
+from dealflow_common.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    NotPermitted,
+    RuleViolated,
+    StaleVersion,
+    TransitionNotAllowed,
+)
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem_type(slug: str) -> str:
+    return f"urn:dealflow:problem:{slug}"
+
+
+class Problem(Exception):
+    """Raise from an adapter to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+def problem_response(problem: Problem, request: Request) -> Response:
+    body: dict[str, Any] = {
+        "type": problem_type(problem.slug),
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.url.path,
+        **problem.extensions,
+    }
+    flow = peek_flow()
+    if flow is not None:
+        body["correlation_id"] = flow.correlation_id
+    return Response(
+        orjson.dumps(body, default=str),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
+def field_errors(field: str, message: str) -> list[dict[str, str]]:
+    return [{"field": field, "message": message}]
+
+
+def from_domain_error(error: DomainError) -> Problem:
+    if isinstance(error, NotFound):
+        return Problem(404, "not-found", f"{error.entity.capitalize()} not found", error.detail)
+    if isinstance(error, TransitionNotAllowed):
+        return Problem(
+            409,
+            "transition-not-allowed",
+            "Transition not allowed",
+            error.detail,
+            state=error.state,
+            attempted=error.attempted,
+            allowed=error.allowed,
+        )
+    if isinstance(error, StaleVersion):
+        return Problem(
+            412,
+            "stale-version",
+            "Precondition failed",
+            error.detail,
+            current_version=error.actual,
+        )
+    if isinstance(error, RuleViolated):
+        return Problem(
+            422,
+            "validation",
+            "Invalid request",
+            f"{error.field}: {error.detail}",
+            errors=field_errors(error.field, error.detail),
+        )
+    if isinstance(error, NotPermitted):
+        return Problem(403, "forbidden", "Forbidden", error.detail)
+    if isinstance(error, Conflict):
+        return Problem(409, "conflict", "Conflict", error.detail)
+    return Problem(400, "bad-request", "Bad request", error.detail)
+
+
+def _field_name(loc: Sequence[int | str]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        where, parts = parts[0], parts[1:]
+        if not parts:
+            return where
+        if where == "header":
+            return parts[0]
+    return ".".join(parts) or "body"
+
+
+def _describe_validation(errors: Sequence[Any]) -> list[dict[str, str]]:
+    described = []
+    for error in errors:
+        kind = error.get("type", "")
+        loc = error.get("loc", ())
+        if kind == "json_invalid":
+            described.append(
+                {
+                    "field": "body",
+                    "message": f"malformed JSON: {error.get('ctx', {}).get('error', '')}",
+                }
+            )
+            continue
+        message = error.get("msg", "invalid")
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        elif kind == "missing":
+            message = "required"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        described.append({"field": _field_name(loc), "message": message})
+    return described
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return problem_response(exc, request)
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        return problem_response(from_domain_error(exc), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = _describe_validation(exc.errors())
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return problem_response(
+            Problem(422, "validation", "Invalid request", detail, errors=errors), request
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
+        return problem_response(
+            Problem(
+                exc.status_code,
+                "http",
+                titles.get(exc.status_code, "HTTP error"),
+                str(exc.detail),
+                headers=dict(exc.headers or {}),
+            ),
+            request,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            Problem(500, "internal", "Internal error", "the request failed; see the service log"),
+            request,
+        )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json answers."""
+    meaning = {
+        401: "No or invalid bearer token",
+        403: "The caller's roles do not allow this",
+        404: "Unknown id (or one the caller may not see)",
+        409: "A transition the state machine forbids; `allowed` lists the allowed ones",
+        412: "`If-Match` names an older version",
+        422: "Invalid input; `errors` names each field",
+    }
+    schema = {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+            "allowed": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    return {
+        status: {"description": meaning[status], "content": {MEDIA_TYPE: {"schema": schema}}}
+        for status in statuses
+    }

@@ -1,0 +1,305 @@
+"""Transactional outbox: write events with the state change, publish them afterwards.
+
+`Outbox.append` runs inside the business transaction: it gives each event the next
+`sequence` of its subject and stores the whole CloudEvents envelope. `OutboxRelay`
+publishes unsent rows in id order and stamps them sent.
+
+Why it is built this way:
+- The relay selects *unsent* rows, never "ids above the last one sent": ids are taken
+  when a row is inserted, but transactions commit in any order, so a lower id can
+  appear after a higher one was already published.
+- One relay publishes at a time per database (a PostgreSQL advisory lock), so records
+  of one opportunity are sent in the order they were committed even with several
+  replicas. `FOR UPDATE SKIP LOCKED` keeps a replica that lost the lock race from
+  waiting on rows it would not send.
+- A subject's rows are marked sent only up to its first failed send: a later record of
+  that subject is sent again after the failed one, so a subscriber may see a
+  duplicate (it dedupes on the envelope id) but never a missing event.
+- A producer timeout does not prove the record was not written, so nothing is marked
+  sent without an acknowledgement; the price is an occasional duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dealflow_common.context import FlowContext
+from dealflow_common.contracts.base import EventPayload
+from dealflow_common.contracts.envelope import CONTENT_TYPE
+from dealflow_common.db import is_postgres
+from dealflow_common.messaging.tables import event_sequence, inbox, outbox
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock key for "the outbox relay of this schema" (search_path
+# scopes the tables, not the lock, so the key includes a hash of the schema name).
+_RELAY_LOCK_BASE = 0x0D_EA_1F_10
+
+
+class Outbox:
+    """Writes events to the outbox table inside the caller's transaction."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._committed = asyncio.Event()
+
+    async def append(
+        self,
+        connection: AsyncConnection,
+        events: Sequence[tuple[EventPayload, FlowContext]],
+        now: datetime,
+    ) -> None:
+        sequences = await _allocate_sequences(connection, [event for event, _ in events])
+        rows = []
+        for event, flow in events:
+            event_id = uuid.uuid4()
+            sequence = sequences[event.subject]
+            sequences[event.subject] = sequence + 1
+            envelope = {
+                "specversion": "1.0",
+                "id": str(event_id),
+                "source": self.source,
+                "type": event.event_type,
+                "subject": event.subject,
+                "time": now.isoformat(),
+                "datacontenttype": "application/json",
+                "dataschema": event.dataschema(),
+                "data": event.model_dump(mode="json"),
+                "correlationid": flow.correlation_id,
+                "causationid": flow.causation_id,
+                "sequence": sequence,
+            }
+            rows.append(
+                {
+                    "event_id": event_id,
+                    "topic": event.topic,
+                    "subject": event.subject,
+                    "sequence": sequence,
+                    "event_type": event.event_type,
+                    "correlation_id": flow.correlation_id,
+                    "envelope": orjson.dumps(envelope).decode(),
+                    "created_at": now,
+                }
+            )
+        await connection.execute(outbox.insert(), rows)
+
+    def notify_committed(self) -> None:
+        """Wake the relay of this process: new rows are committed."""
+        self._committed.set()
+
+    async def wait_for_commit(self, at_most: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._committed.wait(), at_most)
+        self._committed.clear()
+
+
+async def _allocate_sequences(
+    connection: AsyncConnection, events: Sequence[EventPayload]
+) -> dict[str, int]:
+    """Reserve one sequence number per event; returns the first number per subject.
+
+    One upsert for all subjects, in subject order so that two transactions touching
+    the same subjects take their row locks in the same order and cannot deadlock.
+    """
+    counts: dict[str, int] = {}
+    for event in events:
+        counts[event.subject] = counts.get(event.subject, 0) + 1
+    insert = postgresql.insert if is_postgres(connection) else sqlite.insert
+    values = insert(event_sequence).values(
+        [{"subject": s, "last_sequence": n} for s, n in sorted(counts.items())]
+    )
+    upsert = values.on_conflict_do_update(
+        index_elements=[event_sequence.c.subject],
+        set_={"last_sequence": event_sequence.c.last_sequence + values.excluded.last_sequence},
+    ).returning(event_sequence.c.subject, event_sequence.c.last_sequence)
+    result = await connection.execute(upsert)
+    return {subject: last - counts[subject] + 1 for subject, last in result.all()}
+
+
+class RecordSender(Protocol):
+    """Sends one record and returns an awaitable that resolves when the broker acked it."""
+
+    async def __call__(
+        self, topic: str, key: bytes, value: bytes, headers: dict[str, str], correlation_id: str
+    ) -> Awaitable[Any]: ...
+
+
+class RelayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter(
+            "dealflow_outbox_published",
+            "Events published from the outbox",
+            ["topic"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "dealflow_outbox_publish_failures",
+            "Outbox records the broker did not ack",
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "dealflow_outbox_backlog", "Outbox rows not yet published", registry=registry
+        )
+        self.oldest_unsent_age = Gauge(
+            "dealflow_outbox_oldest_unsent_age_seconds",
+            "Age of the oldest unpublished outbox row",
+            registry=registry,
+        )
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to Kafka and stamps them sent."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        outbox_writer: Outbox,
+        send: RecordSender,
+        *,
+        schema_name: str,
+        clock: Callable[[], datetime],
+        batch_size: int,
+        poll_interval: float,
+        outbox_retention: timedelta,
+        inbox_retention: timedelta,
+        metrics: RelayMetrics,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox_writer
+        self._send = send
+        self._lock_key = _RELAY_LOCK_BASE ^ (hash_name(schema_name) & 0x7FFFFFFF)
+        self._clock = clock
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._outbox_retention = outbox_retention
+        self._inbox_retention = inbox_retention
+        self._metrics = metrics
+        self._last_cleanup: datetime | None = None
+
+    async def run(self, ready: Callable[[], Awaitable[object]]) -> None:
+        """Relay until cancelled; `ready` returns once the broker is connected."""
+        await ready()
+        backoff = self._poll_interval
+        while True:
+            try:
+                sent = await self.relay_once()
+                await self._maybe_clean_up()
+                backoff = self._poll_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                self._metrics.failures.inc()
+                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(backoff)
+                continue
+            if sent < self._batch_size:
+                await self._outbox.wait_for_commit(self._poll_interval)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unsent rows; returns how many were marked sent."""
+        async with self._engine.connect() as connection, connection.begin():
+            postgres = is_postgres(connection)
+            if postgres:
+                got_lock = await connection.scalar(
+                    select(func.pg_try_advisory_xact_lock(self._lock_key))
+                )
+                if not got_lock:
+                    return 0
+            query = (
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.subject,
+                    outbox.c.correlation_id,
+                    outbox.c.envelope,
+                    outbox.c.created_at,
+                )
+                .where(outbox.c.sent_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(self._batch_size)
+            )
+            if postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = (await connection.execute(query)).all()
+            if not rows:
+                self._metrics.backlog.set(0)
+                self._metrics.oldest_unsent_age.set(0)
+                return 0
+            acks = [
+                await self._send(
+                    row.topic,
+                    row.subject.encode(),
+                    row.envelope.encode(),
+                    {"content-type": CONTENT_TYPE},
+                    row.correlation_id,
+                )
+                for row in rows
+            ]
+            results = await asyncio.gather(*acks, return_exceptions=True)
+            sent_ids: list[int] = []
+            failed_subjects: set[str] = set()
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, BaseException) or row.subject in failed_subjects:
+                    if isinstance(result, BaseException):
+                        log.warning("broker did not ack outbox row %s: %r", row.id, result)
+                        self._metrics.failures.inc()
+                    failed_subjects.add(row.subject)
+                    continue
+                sent_ids.append(row.id)
+                self._metrics.published.labels(row.topic).inc()
+            if sent_ids:
+                await connection.execute(
+                    update(outbox).where(outbox.c.id.in_(sent_ids)).values(sent_at=self._clock())
+                )
+            if failed_subjects:
+                raise RuntimeError(f"{len(rows) - len(sent_ids)} outbox rows were not acked")
+            return len(sent_ids)
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        async with self._engine.connect() as connection:
+            count, oldest = (
+                await connection.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.sent_at.is_(None)
+                    )
+                )
+            ).one()
+        return int(count), oldest
+
+    async def _maybe_clean_up(self) -> None:
+        """Hourly: refresh the backlog gauges and forget old published rows and inbox ids."""
+        now = self._clock()
+        if self._last_cleanup and now - self._last_cleanup < timedelta(minutes=1):
+            return
+        self._last_cleanup = now
+        count, oldest = await self.backlog()
+        self._metrics.backlog.set(count)
+        self._metrics.oldest_unsent_age.set((now - oldest).total_seconds() if oldest else 0)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(outbox).where(outbox.c.sent_at < now - self._outbox_retention)
+            )
+            await connection.execute(
+                delete(inbox).where(inbox.c.applied_at < now - self._inbox_retention)
+            )
+
+
+def hash_name(name: str) -> int:
+    """A stable (not per-process salted) hash, for lock keys shared between replicas."""
+    value = 0
+    for char in name.encode():
+        value = (value * 131 + char) & 0xFFFFFFFF
+    return value

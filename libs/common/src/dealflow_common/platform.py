@@ -1,0 +1,185 @@
+"""The running parts every service has, built once by the service's bootstrap.
+
+A `Platform` owns the database engine, the Kafka broker, the outbox and its relay,
+the event consumers, the scheduler and the token verifier, and starts and stops them
+in order. A service adds only its own domain: repositories, use cases, routes,
+handlers and jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry, Gauge
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dealflow_common.auth import TokenVerifier
+from dealflow_common.db import create_engine
+from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, EventHandler
+from dealflow_common.messaging.kafka import (
+    BrokerSender,
+    build_broker,
+    connect_with_retry,
+    subscribe,
+)
+from dealflow_common.messaging.outbox import Outbox, OutboxRelay, RelayMetrics
+from dealflow_common.settings import ServiceSettings
+from dealflow_common.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+U = TypeVar("U", bound=UnitOfWork)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Platform:
+    settings: ServiceSettings
+    engine: AsyncEngine
+    broker: KafkaBroker
+    outbox: Outbox
+    relay: OutboxRelay
+    sender: BrokerSender
+    registry: CollectorRegistry
+    token_verifier: TokenVerifier
+    scheduler: AsyncIOScheduler
+    clock: Callable[[], datetime]
+    published_topics: tuple[str, ...]
+    consumers: list[EventConsumer[Any]] = field(default_factory=list)
+    kafka_connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _consumer_metrics: ConsumerMetrics | None = None
+
+    @property
+    def consumed_topics(self) -> tuple[str, ...]:
+        return tuple(sorted({t for c in self.consumers for t in c.topics}))
+
+    def add_consumer(
+        self,
+        *,
+        group_id: str,
+        topics: Iterable[str],
+        handlers: Mapping[str, EventHandler],
+        unit_of_work: Callable[[], U],
+    ) -> EventConsumer[U]:
+        """Apply `handlers` to events of `topics`, once each, in consumer group `group_id`."""
+        if self._consumer_metrics is None:
+            self._consumer_metrics = ConsumerMetrics(self.registry)
+        consumer = EventConsumer(
+            group_id=group_id,
+            topics=tuple(topics),
+            handlers=handlers,
+            unit_of_work=unit_of_work,
+            send_dead_letter=self.sender.send_and_wait,
+            clock=self.clock,
+            max_attempts=self.settings.consumer_max_attempts,
+            retry_backoff=self.settings.consumer_retry_backoff_ms / 1000,
+            metrics=self._consumer_metrics,
+        )
+        subscribe(self.broker, consumer, self.settings)
+        self.consumers.append(consumer)
+        return consumer
+
+    async def start(self) -> None:
+        self.kafka_connected.clear()
+        topics = (*self.published_topics, *self.consumed_topics)
+        self._spawn(connect_with_retry(self.broker, self.settings, topics, self.kafka_connected))
+        self._spawn(self.relay.run(self.kafka_connected.wait))
+        if self.scheduler.get_jobs():
+            self.scheduler.start()
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in reversed(self._tasks):
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        await self.engine.dispose()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        task.add_done_callback(_log_crash)
+        self._tasks.append(task)
+
+    async def readiness(self) -> dict[str, bool]:
+        """Whether the database and the broker answer now (for `/readyz`)."""
+        return {
+            "database": await self._database_answers(),
+            "broker": self.kafka_connected.is_set() and await self.broker.ping(timeout=1.0),
+        }
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task crashed", exc_info=task.exception())
+
+
+def build_platform(
+    settings: ServiceSettings,
+    *,
+    publishes: Iterable[str],
+    clock: Callable[[], datetime] = utc_now,
+) -> Platform:
+    engine = create_engine(settings)
+    broker = build_broker(settings)
+    registry = CollectorRegistry()
+    outbox = Outbox(source=f"/dealflow/{settings.service_name}")
+    sender = BrokerSender(broker)
+    relay = OutboxRelay(
+        engine,
+        outbox,
+        sender,
+        schema_name=settings.db_schema,
+        clock=clock,
+        batch_size=settings.outbox_batch_size,
+        poll_interval=settings.outbox_poll_interval_ms / 1000,
+        outbox_retention=timedelta(hours=settings.outbox_retention_hours),
+        inbox_retention=timedelta(hours=settings.inbox_retention_hours),
+        metrics=RelayMetrics(registry),
+    )
+    Gauge("dealflow_service_info", "Service identity", ["service"], registry=registry).labels(
+        settings.service_name
+    ).set(1)
+    return Platform(
+        settings=settings,
+        engine=engine,
+        broker=broker,
+        outbox=outbox,
+        relay=relay,
+        sender=sender,
+        registry=registry,
+        token_verifier=TokenVerifier(
+            secret=settings.jwt_secret,
+            jwks_url=settings.jwt_jwks_url,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        ),
+        scheduler=AsyncIOScheduler(timezone=UTC),
+        clock=clock,
+        published_topics=tuple(publishes),
+    )

@@ -1,0 +1,69 @@
+"""The command line of every service: `serve` (default) and `migrate`.
+
+python -m dealflow_opportunity            # serve the API, consumers and relay
+python -m dealflow_opportunity migrate    # bring the schema to the newest version
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from dealflow_common.logs import configure_logging
+from dealflow_common.migrations import run_migrations
+from dealflow_common.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
+
+log = logging.getLogger(__name__)
+
+
+def load_settings(settings_class: type[S]) -> S:
+    """Read settings from the environment, or exit with what is missing."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors()
+        )
+        print(f"cannot start: invalid configuration\n{problems}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_service(
+    settings: S,
+    build_app: Callable[[S], FastAPI],
+    migrations: Path,
+    argv: list[str] | None = None,
+) -> None:
+    parser = argparse.ArgumentParser(prog=f"dealflow-{settings.service_name}")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    parser.add_argument("--migrate", action="store_true", help="migrate the schema before serving")
+    args = parser.parse_args(argv)
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+
+    if args.command == "migrate" or args.migrate:
+        run_migrations(settings, migrations)
+        log.info("database schema is at the newest version")
+        if args.command == "migrate":
+            return
+
+    app = build_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )

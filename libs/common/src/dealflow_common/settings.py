@@ -1,0 +1,113 @@
+"""Settings every Dealflow service reads from its environment.
+
+Only a service's `bootstrap` instantiates these classes; nothing else reads the
+environment. The well-known names of DESIGN.md (`DATABASE_URL`,
+`KAFKA_BOOTSTRAP_SERVERS`, `DEALFLOW_JWT_SECRET`, `DEALFLOW_JWT_JWKS_URL`) are
+read as they are; every other knob is `DEALFLOW_<FIELD>`.
+
+Secrets have no default: a service without `DEALFLOW_JWT_SECRET` or
+`DEALFLOW_JWT_JWKS_URL` refuses to start rather than run with a known key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Self
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: where it listens, its database, the broker, auth."""
+
+    model_config = SettingsConfigDict(env_prefix="DEALFLOW_", extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "service"
+    """Set by each service's settings class; never read from the environment."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+
+    database_url: str = Field(
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="SQLAlchemy async URL: postgresql+asyncpg://… or sqlite+aiosqlite:///…",
+    )
+    database_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema owned by this service (defaults to the service name). "
+        "Ignored on SQLite, where each service has its own file.",
+    )
+    database_pool_size: int = Field(default=10, ge=1)
+    database_echo: bool = False
+
+    kafka_bootstrap_servers: str = Field(
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated host:port list of the Kafka brokers.",
+    )
+    kafka_client_id: str | None = None
+    kafka_enable_idempotence: bool = Field(
+        default=True,
+        description="Idempotent producer. On for Apache Kafka; Tansu refuses it, so the "
+        "embedded runtime and the tests turn it off.",
+    )
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1)
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=3, ge=1)
+    kafka_create_topics: bool = Field(
+        default=True, description="Create missing topics (and their .dlq) at start."
+    )
+    kafka_consumer_batch_size: int = Field(default=200, ge=1)
+
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DEALFLOW_JWT_SECRET"),
+        description="Shared HS256 secret (development and tests).",
+    )
+    jwt_jwks_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DEALFLOW_JWT_JWKS_URL"),
+        description="JWKS of an enterprise identity provider (RS256/ES256 tokens).",
+    )
+    jwt_audience: str = "dealflow"
+    jwt_issuer: str | None = None
+
+    outbox_poll_interval_ms: int = Field(
+        default=500,
+        ge=10,
+        description="How often the relay looks for rows committed by other replicas; "
+        "commits in this process wake it at once.",
+    )
+    outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_retention_hours: int = Field(
+        default=168, ge=1, description="How long published outbox rows are kept for audit."
+    )
+    inbox_retention_hours: int = Field(
+        default=720,
+        ge=1,
+        description="How long applied event ids are remembered; keep above Kafka retention.",
+    )
+    consumer_max_attempts: int = Field(
+        default=5, ge=1, description="Attempts before a message goes to the dead-letter topic."
+    )
+    consumer_retry_backoff_ms: int = Field(default=200, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @model_validator(mode="after")
+    def _requires_a_token_key(self) -> Self:
+        if self.jwt_secret is None and not self.jwt_jwks_url:
+            raise ValueError(
+                "set DEALFLOW_JWT_SECRET (HS256) or DEALFLOW_JWT_JWKS_URL: "
+                "every business endpoint needs a way to verify bearer tokens"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
+            # RFC 7518 section 3.2: an HS256 key shorter than the hash is guessable.
+            raise ValueError("DEALFLOW_JWT_SECRET must be at least 32 characters")
+        return self
+
+    @property
+    def db_schema(self) -> str:
+        return self.database_schema or self.service_name

@@ -1,0 +1,83 @@
+"""The unit of work: one database transaction whose recorded events reach the outbox.
+
+A use case loads aggregates through the repositories of a unit of work, lets them
+record events, and commits. The events are written to the outbox in that same
+transaction, so a state change and the events it causes are stored together or not
+at all; the relay publishes them afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dealflow_common.context import FlowContext, current_flow
+from dealflow_common.contracts.base import EventPayload
+from dealflow_common.messaging.outbox import Outbox
+
+
+class UnitOfWork:
+    def __init__(self, engine: AsyncEngine, outbox: Outbox, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self.clock = clock
+        self._connection: AsyncConnection | None = None
+        self._events: list[tuple[EventPayload, FlowContext]] = []
+        self._done = False
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._connection is None:
+            raise RuntimeError("the unit of work is used outside `async with`")
+        return self._connection
+
+    async def __aenter__(self) -> Self:
+        self._connection = await self._engine.connect()
+        await self._connection.begin()
+        self._events = []
+        self._done = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection = self.connection
+        try:
+            if not self._done:
+                await connection.rollback()
+        finally:
+            await connection.close()
+            self._connection = None
+
+    def record(self, *events: EventPayload) -> None:
+        """Queue events for the outbox; they are written only if the work commits.
+
+        Each event keeps the flow it was recorded in: a consumer applies events of
+        many flows in one transaction, and each result belongs to its own flow.
+        """
+        flow = current_flow()
+        self._events.extend((event, flow) for event in events)
+
+    @property
+    def recorded(self) -> tuple[EventPayload, ...]:
+        return tuple(event for event, _ in self._events)
+
+    async def commit(self) -> None:
+        connection = self.connection
+        if self._events:
+            await self._outbox.append(connection, self._events, self.clock())
+        await connection.commit()
+        self._done = True
+        if self._events:
+            self._outbox.notify_committed()
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()
+        self._done = True
