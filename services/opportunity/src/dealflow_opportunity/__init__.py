@@ -1,0 +1,1 @@
+"""The opportunity service: deals, their stage machine, owners, notes and sales history."""

@@ -1,0 +1,3 @@
+from dealflow_opportunity.bootstrap import main
+
+main()

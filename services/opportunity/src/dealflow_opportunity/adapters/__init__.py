@@ -1,0 +1,1 @@
+"""Adapters: the opportunity's tables and repository, and its event handlers."""

@@ -1,0 +1,370 @@
+"""Opportunity persistence: rows to aggregates and back, and the read-side queries.
+
+Writes lock the opportunity's row (`FOR UPDATE` on PostgreSQL; SQLite writers are
+already serialised by `BEGIN IMMEDIATE`), so two requests on one deal apply one after
+the other, and the version check makes a lost update impossible even so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dealflow_common.auth import Principal
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.opportunity import (
+    Address,
+    Contact,
+    Customer,
+    LeadOrigin,
+    NextAction,
+    NoteReason,
+    Stage,
+)
+from dealflow_common.db import is_postgres
+from dealflow_opportunity.adapters.tables import (
+    assignment_history,
+    notes,
+    opportunities,
+    opportunity_owners,
+    sales_history,
+)
+from dealflow_opportunity.domain.errors import OpportunityNotFound
+from dealflow_opportunity.domain.model import (
+    AssignmentEntry,
+    Note,
+    Opportunity,
+    SalesHistoryEntry,
+)
+
+
+class ConcurrentUpdate(Exception):
+    """The row changed between read and write: retry the command."""
+
+
+class OpportunityRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+        self._loaded_versions: dict[UUID, int] = {}
+
+    async def get(self, opportunity_id: UUID) -> Opportunity:
+        """Load for a change: the row stays locked until the transaction ends."""
+        query = select(opportunities).where(opportunities.c.id == opportunity_id)
+        if is_postgres(self._connection):
+            query = query.with_for_update()
+        row = (await self._connection.execute(query)).first()
+        if row is None:
+            raise OpportunityNotFound(opportunity_id)
+        owners = await _owners_of(self._connection, [opportunity_id])
+        opportunity = _to_opportunity(row, owners.get(opportunity_id, []))
+        self._loaded_versions[opportunity.id] = opportunity.version
+        return opportunity
+
+    async def add(self, opportunity: Opportunity) -> None:
+        await self._connection.execute(insert(opportunities).values(**_to_row(opportunity)))
+        await self._write_entries(opportunity)
+
+    async def save(self, opportunity: Opportunity) -> None:
+        loaded = self._loaded_versions[opportunity.id]
+        if opportunity.version == loaded:
+            return
+        result = await self._connection.execute(
+            update(opportunities)
+            .where(opportunities.c.id == opportunity.id, opportunities.c.version == loaded)
+            .values(**_to_row(opportunity))
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(opportunity.id)
+        self._loaded_versions[opportunity.id] = opportunity.version
+        await self._write_entries(opportunity)
+
+    async def _write_entries(self, opportunity: Opportunity) -> None:
+        connection = self._connection
+        if opportunity.owners_changed:
+            await connection.execute(
+                delete(opportunity_owners).where(
+                    opportunity_owners.c.opportunity_id == opportunity.id
+                )
+            )
+            if opportunity.owners:
+                await connection.execute(
+                    insert(opportunity_owners),
+                    [
+                        {"opportunity_id": opportunity.id, "user_id": user, "position": i}
+                        for i, user in enumerate(opportunity.owners)
+                    ],
+                )
+            opportunity.owners_changed = False
+        if opportunity.new_history:
+            await connection.execute(
+                insert(sales_history),
+                [
+                    {
+                        "opportunity_id": opportunity.id,
+                        "from_stage": e.from_stage.value if e.from_stage else None,
+                        "to_stage": e.to_stage.value,
+                        "changed_at": e.changed_at,
+                        "changed_by": e.changed_by,
+                        "days_in_previous_stage": e.days_in_previous_stage,
+                        "owners": list(e.owners),
+                        "probability": e.probability,
+                    }
+                    for e in opportunity.new_history
+                ],
+            )
+            opportunity.new_history.clear()
+        if opportunity.new_notes:
+            await connection.execute(
+                insert(notes),
+                [
+                    {
+                        "id": n.id,
+                        "opportunity_id": opportunity.id,
+                        "reason": n.reason.value,
+                        "text": n.text,
+                        "added_by": n.added_by,
+                        "added_at": n.added_at,
+                    }
+                    for n in opportunity.new_notes
+                ],
+            )
+            opportunity.new_notes.clear()
+        if opportunity.new_assignments:
+            await connection.execute(
+                insert(assignment_history),
+                [
+                    {
+                        "opportunity_id": opportunity.id,
+                        "action": a.action,
+                        "user_id": a.user_id,
+                        "team_id": a.team_id,
+                        "owners": list(a.owners),
+                        "assigned_by": a.assigned_by,
+                        "assigned_at": a.assigned_at,
+                    }
+                    for a in opportunity.new_assignments
+                ],
+            )
+            opportunity.new_assignments.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class OpportunityFilter:
+    stages: Sequence[Stage] = ()
+    owner: str | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
+    text: str | None = None
+    close_from: date | None = None
+    close_to: date | None = None
+
+
+class OpportunityQueries:
+    """Reads for the API; they never lock and never change anything."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def find(self, opportunity_id: UUID) -> Opportunity | None:
+        row = (
+            await self._connection.execute(
+                select(opportunities).where(opportunities.c.id == opportunity_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        owners = await _owners_of(self._connection, [opportunity_id])
+        return _to_opportunity(row, owners.get(opportunity_id, []))
+
+    async def page(
+        self,
+        viewer: Principal,
+        where: OpportunityFilter,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Opportunity]:
+        """Newest first, `limit` rows after the cursor position, visible to `viewer`."""
+        o = opportunities
+        conditions: list[Any] = []
+        if not viewer.sees_everything:
+            visible = [
+                o.c.created_by == viewer.user_id,
+                o.c.id.in_(
+                    select(opportunity_owners.c.opportunity_id).where(
+                        opportunity_owners.c.user_id == viewer.user_id
+                    )
+                ),
+            ]
+            if viewer.teams:
+                visible.append(o.c.team_id.in_(sorted(viewer.teams)))
+            conditions.append(or_(*visible))
+        if where.stages:
+            conditions.append(o.c.stage.in_([s.value for s in where.stages]))
+        if where.owner:
+            conditions.append(
+                o.c.id.in_(
+                    select(opportunity_owners.c.opportunity_id).where(
+                        opportunity_owners.c.user_id == where.owner
+                    )
+                )
+            )
+        if where.team_id:
+            conditions.append(o.c.team_id == where.team_id)
+        if where.customer_id:
+            conditions.append(o.c.customer_id == where.customer_id)
+        if where.text:
+            pattern = "%" + _escape_like(where.text) + "%"
+            conditions.append(
+                or_(
+                    o.c.title.ilike(pattern, escape="\\"),
+                    o.c.description.ilike(pattern, escape="\\"),
+                    o.c.customer_name.ilike(pattern, escape="\\"),
+                )
+            )
+        if where.close_from:
+            conditions.append(o.c.expected_close_date >= where.close_from)
+        if where.close_to:
+            conditions.append(o.c.expected_close_date <= where.close_to)
+        if after is not None:
+            conditions.append(tuple_(o.c.created_at, o.c.id) < tuple_(*after))
+        query = (
+            select(o)
+            .where(and_(*conditions))
+            .order_by(o.c.created_at.desc(), o.c.id.desc())
+            .limit(limit)
+        )
+        rows = (await self._connection.execute(query)).all()
+        owners = await _owners_of(self._connection, [r.id for r in rows])
+        return [_to_opportunity(r, owners.get(r.id, [])) for r in rows]
+
+    async def history(self, opportunity_id: UUID) -> list[SalesHistoryEntry]:
+        rows = await self._connection.execute(
+            select(sales_history)
+            .where(sales_history.c.opportunity_id == opportunity_id)
+            .order_by(sales_history.c.id)
+        )
+        return [
+            SalesHistoryEntry(
+                from_stage=Stage(r.from_stage) if r.from_stage else None,
+                to_stage=Stage(r.to_stage),
+                changed_at=r.changed_at,
+                changed_by=r.changed_by,
+                days_in_previous_stage=r.days_in_previous_stage,
+                owners=tuple(r.owners),
+                probability=r.probability,
+            )
+            for r in rows
+        ]
+
+    async def notes(self, opportunity_id: UUID) -> list[Note]:
+        rows = await self._connection.execute(
+            select(notes)
+            .where(notes.c.opportunity_id == opportunity_id)
+            .order_by(notes.c.added_at, notes.c.id)
+        )
+        return [Note(r.id, NoteReason(r.reason), r.text, r.added_by, r.added_at) for r in rows]
+
+    async def assignments(self, opportunity_id: UUID) -> list[AssignmentEntry]:
+        rows = await self._connection.execute(
+            select(assignment_history)
+            .where(assignment_history.c.opportunity_id == opportunity_id)
+            .order_by(assignment_history.c.id)
+        )
+        return [
+            AssignmentEntry(
+                r.action, r.user_id, r.team_id, tuple(r.owners), r.assigned_by, r.assigned_at
+            )
+            for r in rows
+        ]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def _owners_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, list[str]]:
+    if not ids:
+        return {}
+    rows = await connection.execute(
+        select(opportunity_owners.c.opportunity_id, opportunity_owners.c.user_id)
+        .where(opportunity_owners.c.opportunity_id.in_(ids))
+        .order_by(opportunity_owners.c.opportunity_id, opportunity_owners.c.position)
+    )
+    owners: dict[UUID, list[str]] = {}
+    for opportunity_id, user_id in rows:
+        owners.setdefault(opportunity_id, []).append(user_id)
+    return owners
+
+
+def _to_row(o: Opportunity) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "title": o.title,
+        "description": o.description,
+        "customer_kind": o.customer.kind,
+        "customer_id": o.customer.id,
+        "customer_name": o.customer.name,
+        "contact": o.contact.model_dump(mode="json") if o.contact else None,
+        "contact_address": o.contact_address.model_dump(mode="json") if o.contact_address else None,
+        "value_amount": o.value.amount,
+        "value_currency": o.value.currency,
+        "stage": o.stage.value,
+        "probability": o.probability,
+        "expected_close_date": o.expected_close_date,
+        "next_action_date": o.next_action.date if o.next_action else None,
+        "next_action_note": o.next_action.note if o.next_action else None,
+        "lead_origin": o.lead_origin.value if o.lead_origin else None,
+        "external_reference": o.external_reference,
+        "team_id": o.team_id,
+        "won_quote_id": o.won_quote_id,
+        "order_id": o.order_id,
+        "lost_reason": o.lost_reason,
+        "created_by": o.created_by,
+        "created_at": o.created_at,
+        "updated_at": o.updated_at,
+        "stage_entered_at": o.stage_entered_at,
+        "closed_at": o.closed_at,
+        "version": o.version,
+    }
+
+
+def _to_opportunity(row: Row[Any], owners: list[str]) -> Opportunity:
+    return Opportunity(
+        id=row.id,
+        title=row.title,
+        description=row.description,
+        customer=Customer(kind=row.customer_kind, id=row.customer_id, name=row.customer_name),
+        contact=Contact.model_validate(row.contact) if row.contact else None,
+        contact_address=(
+            Address.model_validate(row.contact_address) if row.contact_address else None
+        ),
+        value=Money(amount=row.value_amount, currency=row.value_currency),
+        stage=Stage(row.stage),
+        probability=row.probability,
+        expected_close_date=row.expected_close_date,
+        next_action=(
+            NextAction(date=row.next_action_date, note=row.next_action_note)
+            if row.next_action_date
+            else None
+        ),
+        lead_origin=LeadOrigin(row.lead_origin) if row.lead_origin else None,
+        external_reference=row.external_reference,
+        owners=owners,
+        team_id=row.team_id,
+        won_quote_id=row.won_quote_id,
+        order_id=row.order_id,
+        lost_reason=row.lost_reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        stage_entered_at=row.stage_entered_at,
+        closed_at=row.closed_at,
+        version=row.version,
+    )

@@ -1,0 +1,118 @@
+"""The opportunity service's tables (its own schema; no other service reads them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+
+from dealflow_common.db import BigId, ExactDecimal, JsonDocument, UtcDateTime
+
+metadata = MetaData()
+
+opportunities = Table(
+    "opportunities",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("description", Text),
+    Column("customer_kind", String(20), nullable=False),
+    Column("customer_id", String(100), nullable=False),
+    Column("customer_name", String(200), nullable=False),
+    Column("contact", JsonDocument),
+    Column("contact_address", JsonDocument),
+    Column("value_amount", ExactDecimal, nullable=False),
+    Column("value_currency", String(3), nullable=False),
+    Column("stage", String(20), nullable=False),
+    Column("probability", Integer, nullable=False),
+    Column("expected_close_date", Date),
+    Column("next_action_date", Date),
+    Column("next_action_note", Text),
+    Column("lead_origin", String(20)),
+    Column("external_reference", String(200)),
+    Column("team_id", String(100)),
+    Column("won_quote_id", Uuid),
+    Column("order_id", Uuid),
+    Column("lost_reason", Text),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("stage_entered_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),
+    Column("version", Integer, nullable=False),
+    Index("ix_opportunities_listing", "created_at", "id"),
+    Index("ix_opportunities_stage", "stage"),
+    Index("ix_opportunities_team", "team_id"),
+    Index("ix_opportunities_customer", "customer_id"),
+    Index("ix_opportunities_close_date", "expected_close_date"),
+)
+
+opportunity_owners = Table(
+    "opportunity_owners",
+    metadata,
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("user_id", String(200), nullable=False),
+    Column("position", Integer, nullable=False),
+    PrimaryKeyConstraint("opportunity_id", "user_id"),
+    Index("ix_opportunity_owners_user", "user_id"),
+)
+
+sales_history = Table(
+    "sales_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("from_stage", String(20)),
+    Column("to_stage", String(20), nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("changed_by", String(200), nullable=False),
+    Column("days_in_previous_stage", Float),
+    Column("owners", JsonDocument, nullable=False),
+    Column("probability", Integer, nullable=False),
+    Index("ix_sales_history_opportunity", "opportunity_id", "id"),
+)
+
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("reason", String(20), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("added_by", String(200), nullable=False),
+    Column("added_at", UtcDateTime, nullable=False),
+    Index("ix_notes_opportunity", "opportunity_id", "added_at"),
+)
+
+assignment_history = Table(
+    "assignment_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("action", String(20), nullable=False),
+    Column("user_id", String(200)),
+    Column("team_id", String(100)),
+    Column("owners", JsonDocument, nullable=False),
+    Column("assigned_by", String(200), nullable=False),
+    Column("assigned_at", UtcDateTime, nullable=False),
+    Index("ix_assignment_history_opportunity", "opportunity_id", "id"),
+)

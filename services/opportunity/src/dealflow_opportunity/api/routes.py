@@ -1,0 +1,334 @@
+"""The opportunity endpoints: thin adapters from HTTP to the use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Response
+
+from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.http.paging import decode_cursor, encode_cursor, etag, expected_version
+from dealflow_common.http.problems import Problem, field_errors, problem_responses
+from dealflow_common.http.security import Caller
+from dealflow_opportunity.adapters.repository import OpportunityFilter
+from dealflow_opportunity.api.schemas import (
+    AssignmentResponse,
+    LoseRequest,
+    NoteRequest,
+    NoteResponse,
+    OpenOpportunityRequest,
+    OpportunityPage,
+    OpportunityResponse,
+    OwnerRequest,
+    SalesHistoryResponse,
+    StageMachineResponse,
+    StageMoveRequest,
+    TeamRequest,
+    UpdateOpportunityRequest,
+)
+from dealflow_opportunity.application import use_cases
+from dealflow_opportunity.application.queries import OpportunityReader
+from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
+from dealflow_opportunity.domain import stages
+from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges
+
+IfMatch = Annotated[
+    str | None,
+    Header(description="An ETag from an earlier response; the change is refused (412) if stale"),
+]
+
+_READ = problem_responses(401, 404, 422)
+_WRITE = problem_responses(401, 403, 404, 409, 412, 422)
+
+
+def to_response(opportunity: Opportunity) -> OpportunityResponse:
+    return OpportunityResponse(
+        **opportunity.state().model_dump(), allowed_moves=opportunity.allowed_moves()
+    )
+
+
+def _with_etag(response: Response, opportunity: Opportunity) -> OpportunityResponse:
+    response.headers["ETag"] = etag(opportunity.version)
+    return to_response(opportunity)
+
+
+def opportunity_routes(
+    unit_of_work: Callable[[], OpportunityUnitOfWork], reader: OpportunityReader
+) -> APIRouter:
+    router = APIRouter(prefix="/opportunities", tags=["opportunities"])
+
+    @router.post(
+        "",
+        status_code=201,
+        responses=problem_responses(401, 403, 422),
+        summary="Open an opportunity (stage lead)",
+    )
+    async def open_opportunity(
+        body: OpenOpportunityRequest, caller: Caller, response: Response
+    ) -> OpportunityResponse:
+        given: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+        opportunity = await use_cases.open_opportunity(unit_of_work(), caller, **given)
+        response.headers["Location"] = f"/opportunities/{opportunity.id}"
+        return _with_etag(response, opportunity)
+
+    @router.get("", responses=_READ, summary="List opportunities, newest first")
+    async def list_opportunities(
+        caller: Caller,
+        stage: Annotated[list[Stage] | None, Query(description="Repeat for several")] = None,
+        owner: Annotated[str | None, Query(max_length=200)] = None,
+        team: Annotated[str | None, Query(max_length=100)] = None,
+        customer: Annotated[str | None, Query(max_length=100, description="Customer id")] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=200,
+                description="Text in title, description or customer name",
+            ),
+        ] = None,
+        expected_close_from: date | None = None,
+        expected_close_to: date | None = None,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> OpportunityPage:
+        after = None
+        if cursor:
+            position = decode_cursor(cursor)
+            try:
+                after = (datetime.fromisoformat(position["t"]), UUID(position["i"]))
+            except (KeyError, ValueError, TypeError):
+                raise Problem(
+                    422,
+                    "validation",
+                    "Invalid request",
+                    "cursor: not a cursor this API returned",
+                    errors=field_errors("cursor", "not a cursor this API returned"),
+                ) from None
+        where = OpportunityFilter(
+            stages=stage or (),
+            owner=owner,
+            team_id=team,
+            customer_id=customer,
+            text=q,
+            close_from=expected_close_from,
+            close_to=expected_close_to,
+        )
+        page = await reader.page(caller, where, after, limit + 1)
+        items = page[:limit]
+        next_cursor = None
+        if len(page) > limit:
+            last = items[-1]
+            next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": str(last.id)})
+        return OpportunityPage(items=[to_response(o) for o in items], next_cursor=next_cursor)
+
+    @router.get("/{opportunity_id}", responses=_READ, summary="One opportunity")
+    async def get_opportunity(
+        opportunity_id: UUID, caller: Caller, response: Response
+    ) -> OpportunityResponse:
+        return _with_etag(response, await reader.get(opportunity_id, caller))
+
+    @router.patch("/{opportunity_id}", responses=_WRITE, summary="Change fields of an open deal")
+    async def update_opportunity(
+        opportunity_id: UUID,
+        body: UpdateOpportunityRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        changes = OpportunityChanges(
+            **{name: getattr(body, name) for name in body.model_fields_set}
+        )
+        opportunity = await use_cases.update_opportunity(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), changes
+        )
+        return _with_etag(response, opportunity)
+
+    @router.post(
+        "/{opportunity_id}/stage",
+        responses=_WRITE,
+        summary="Move to another stage under the state machine",
+    )
+    async def move_stage(
+        opportunity_id: UUID,
+        body: StageMoveRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.move_stage(
+            unit_of_work(),
+            opportunity_id,
+            caller,
+            expected_version(if_match),
+            body.stage,
+            body.probability,
+            body.lost_reason,
+            body.note,
+        )
+        return _with_etag(response, opportunity)
+
+    @router.post("/{opportunity_id}/lose", responses=_WRITE, summary="Close as lost, with a reason")
+    async def lose_opportunity(
+        opportunity_id: UUID,
+        body: LoseRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.lose_opportunity(
+            unit_of_work(),
+            opportunity_id,
+            caller,
+            expected_version(if_match),
+            body.reason,
+            body.note,
+        )
+        return _with_etag(response, opportunity)
+
+    @router.post("/{opportunity_id}/owners", responses=_WRITE, summary="Add an owner")
+    async def assign_owner(
+        opportunity_id: UUID,
+        body: OwnerRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.assign_owner(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), body.user_id
+        )
+        return _with_etag(response, opportunity)
+
+    @router.delete(
+        "/{opportunity_id}/owners/{user_id}", responses=_WRITE, summary="Remove an owner"
+    )
+    async def unassign_owner(
+        opportunity_id: UUID,
+        user_id: str,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.unassign_owner(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), user_id
+        )
+        return _with_etag(response, opportunity)
+
+    @router.post(
+        "/{opportunity_id}/claim", responses=_WRITE, summary="Take a deal from your team's queue"
+    )
+    async def claim_opportunity(
+        opportunity_id: UUID, caller: Caller, response: Response, if_match: IfMatch = None
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.claim_opportunity(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match)
+        )
+        return _with_etag(response, opportunity)
+
+    @router.put(
+        "/{opportunity_id}/team",
+        responses=_WRITE,
+        summary="Hand the deal to a team's queue until a rep claims it",
+    )
+    async def assign_team(
+        opportunity_id: UUID,
+        body: TeamRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.assign_team(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), body.team_id
+        )
+        return _with_etag(response, opportunity)
+
+    @router.post(
+        "/{opportunity_id}/notes",
+        status_code=201,
+        responses=_WRITE,
+        summary="Add a note with its reason",
+    )
+    async def add_note(opportunity_id: UUID, body: NoteRequest, caller: Caller) -> NoteResponse:
+        _, note = await use_cases.add_note(
+            unit_of_work(), opportunity_id, caller, body.reason, body.text
+        )
+        return NoteResponse(
+            id=note.id,
+            reason=note.reason,
+            text=note.text,
+            added_by=note.added_by,
+            added_at=note.added_at,
+        )
+
+    @router.get("/{opportunity_id}/notes", responses=_READ, summary="Notes, oldest first")
+    async def list_notes(opportunity_id: UUID, caller: Caller) -> list[NoteResponse]:
+        return [
+            NoteResponse(
+                id=n.id, reason=n.reason, text=n.text, added_by=n.added_by, added_at=n.added_at
+            )
+            for n in await reader.notes(opportunity_id, caller)
+        ]
+
+    @router.get(
+        "/{opportunity_id}/history", responses=_READ, summary="Sales history: every stage move"
+    )
+    async def sales_history(opportunity_id: UUID, caller: Caller) -> list[SalesHistoryResponse]:
+        return [
+            SalesHistoryResponse(
+                from_stage=e.from_stage,
+                to_stage=e.to_stage,
+                at=e.changed_at,
+                by=e.changed_by,
+                days_in_previous_stage=e.days_in_previous_stage,
+                owners=list(e.owners),
+                probability=e.probability,
+            )
+            for e in await reader.history(opportunity_id, caller)
+        ]
+
+    @router.get(
+        "/{opportunity_id}/assignments",
+        responses=_READ,
+        summary="Assignment history: who owned it, when",
+    )
+    async def assignment_history(opportunity_id: UUID, caller: Caller) -> list[AssignmentResponse]:
+        return [
+            AssignmentResponse(
+                action=a.action,
+                user_id=a.user_id,
+                team_id=a.team_id,
+                owners=list(a.owners),
+                by=a.assigned_by,
+                at=a.assigned_at,
+            )
+            for a in await reader.assignments(opportunity_id, caller)
+        ]
+
+    return router
+
+
+def stage_machine_routes() -> APIRouter:
+    router = APIRouter(tags=["opportunities"])
+
+    @router.get(
+        "/stages",
+        responses=problem_responses(401),
+        summary="The stage machine: stages, default probabilities, transitions",
+    )
+    async def stage_machine(caller: Caller) -> StageMachineResponse:
+        return StageMachineResponse(
+            stages=list(stages.TRANSITIONS),
+            open_stages=list(stages.OPEN_STAGES),
+            default_probability=dict(stages.DEFAULT_PROBABILITY),
+            transitions=[
+                {"from": source.value, "to": target.value, "trigger": trigger.value}
+                for source, by_trigger in stages.TRANSITIONS.items()
+                for trigger, reachable in by_trigger.items()
+                for target in sorted(reachable, key=list(Stage).index)
+            ],
+            mermaid=stages.mermaid_diagram(),
+        )
+
+    return router

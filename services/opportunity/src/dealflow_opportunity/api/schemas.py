@@ -1,0 +1,149 @@
+"""Request and response bodies. Requests refuse unknown fields; money is exact."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.opportunity import (
+    Address,
+    Contact,
+    Customer,
+    LeadOrigin,
+    NextAction,
+    NoteReason,
+    OpportunityState,
+    Stage,
+)
+
+Probability = Annotated[int, Field(ge=0, le=100, strict=True, description="Percent, 0-100")]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+TeamId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenOpportunityRequest(_Request):
+    title: Title
+    customer: Customer
+    value: Money
+    description: LongText | None = None
+    contact: Contact | None = Field(default=None, description="A person at an organization")
+    contact_address: Address | None = Field(
+        default=None, description="Where to reach the customer when there is no contact"
+    )
+    probability: Probability | None = Field(default=None, description="Default: 10 (lead)")
+    expected_close_date: date | None = None
+    next_action: NextAction | None = None
+    lead_origin: LeadOrigin | None = None
+    external_reference: Reference | None = None
+    owners: list[UserId] | None = Field(
+        default=None, min_length=1, max_length=20, description="Default: the caller"
+    )
+    team_id: TeamId | None = Field(
+        default=None, description="With no owners, the deal waits in this team's queue"
+    )
+
+
+class UpdateOpportunityRequest(_Request):
+    """Only the fields sent change; `null` clears an optional field."""
+
+    # Required fields take `None` only as "not sent": an explicit null fails validation.
+    title: Title = None  # type: ignore[assignment]
+    customer: Customer = None  # type: ignore[assignment]
+    value: Money = None  # type: ignore[assignment]
+    probability: Probability = None  # type: ignore[assignment]
+    description: LongText | None = None
+    contact: Contact | None = None
+    contact_address: Address | None = None
+    expected_close_date: date | None = None
+    next_action: NextAction | None = None
+    lead_origin: LeadOrigin | None = None
+    external_reference: Reference | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        return self
+
+
+class StageMoveRequest(_Request):
+    stage: Stage
+    probability: Probability | None = Field(
+        default=None, description="Default: the new stage's default probability"
+    )
+    lost_reason: Reason | None = Field(default=None, description="Required for closed_lost")
+    note: LongText | None = None
+
+
+class LoseRequest(_Request):
+    reason: Reason
+    note: LongText | None = None
+
+
+class OwnerRequest(_Request):
+    user_id: UserId
+
+
+class TeamRequest(_Request):
+    team_id: TeamId
+
+
+class NoteRequest(_Request):
+    reason: NoteReason = NoteReason.GENERAL
+    text: LongText
+
+
+class OpportunityResponse(OpportunityState):
+    allowed_moves: list[Stage] = Field(description="Stages the stage endpoint accepts now")
+
+
+class OpportunityPage(BaseModel):
+    items: list[OpportunityResponse]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
+class SalesHistoryResponse(BaseModel):
+    from_stage: Stage | None = Field(description="None for the opening entry")
+    to_stage: Stage
+    at: datetime
+    by: str
+    days_in_previous_stage: float | None
+    owners: list[str] = Field(description="The owners at the time of the move")
+    probability: int
+
+
+class NoteResponse(BaseModel):
+    id: UUID
+    reason: NoteReason
+    text: str
+    added_by: str
+    added_at: datetime
+
+
+class AssignmentResponse(BaseModel):
+    action: str
+    user_id: str | None
+    team_id: str | None
+    owners: list[str]
+    by: str
+    at: datetime
+
+
+class StageMachineResponse(BaseModel):
+    stages: list[Stage]
+    open_stages: list[Stage]
+    default_probability: dict[Stage, int]
+    transitions: list[dict[str, str]]
+    mermaid: str

@@ -1,0 +1,1 @@
+"""Use cases of the opportunity service, each one unit of work."""

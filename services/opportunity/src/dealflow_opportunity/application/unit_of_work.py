@@ -1,0 +1,17 @@
+"""The opportunity service's unit of work: one transaction with its repository."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from dealflow_common.uow import UnitOfWork
+from dealflow_opportunity.adapters.repository import OpportunityRepository
+
+
+class OpportunityUnitOfWork(UnitOfWork):
+    opportunities: OpportunityRepository
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self.opportunities = OpportunityRepository(self.connection)
+        return self

@@ -1,0 +1,203 @@
+"""The opportunity's use cases, one transaction each.
+
+Every change loads the deal with its row locked, checks who may do it and the
+`If-Match` version, lets the aggregate apply the rule, and commits the new state with
+the events it recorded (through the outbox). A refusal raises before anything is
+written, so bad input never leaves a partial write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from dealflow_common.auth import Principal, Role
+from dealflow_common.contracts.opportunity import NoteReason, Stage
+from dealflow_common.errors import NotPermitted
+from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
+from dealflow_opportunity.domain import access
+from dealflow_opportunity.domain.errors import OpportunityNotFound
+from dealflow_opportunity.domain.model import Note, Opportunity, OpportunityChanges
+
+Authorize = Callable[[Opportunity, Principal], None]
+
+
+async def open_opportunity(
+    uow: OpportunityUnitOfWork, principal: Principal, **fields: Any
+) -> Opportunity:
+    if not principal.has_any(*access.WRITERS):
+        raise NotPermitted("operators may read deals but not open them")
+    owners = fields.get("owners")
+    if owners and owners != [principal.user_id] and not principal.has_any(Role.MANAGER, Role.ADMIN):
+        raise NotPermitted("only a manager or an admin opens a deal for other people")
+    async with uow:
+        opportunity = Opportunity.open(by=principal.user_id, now=uow.clock(), **fields)
+        await uow.opportunities.add(opportunity)
+        _record(uow, opportunity)
+        await uow.commit()
+    return opportunity
+
+
+async def _change(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    apply: Callable[[Opportunity, datetime], object],
+    authorize: Authorize = access.require_change,
+) -> Opportunity:
+    async with uow:
+        opportunity = await uow.opportunities.get(opportunity_id)
+        if not access.can_view(opportunity, principal):
+            # Someone who may not see a deal learns nothing about it, not even that it exists.
+            raise OpportunityNotFound(opportunity_id)
+        authorize(opportunity, principal)
+        opportunity.check_version(expected_version)
+        apply(opportunity, uow.clock())
+        await uow.opportunities.save(opportunity)
+        _record(uow, opportunity)
+        await uow.commit()
+    return opportunity
+
+
+def _record(uow: OpportunityUnitOfWork, opportunity: Opportunity) -> None:
+    uow.record(*opportunity.events)
+    opportunity.events.clear()
+
+
+async def update_opportunity(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    changes: OpportunityChanges,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.update(changes, principal.user_id, now),
+    )
+
+
+async def move_stage(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    target: Stage,
+    probability: int | None,
+    lost_reason: str | None,
+    note: str | None,
+) -> Opportunity:
+    def apply(o: Opportunity, now: datetime) -> None:
+        o.move_to(target, principal.user_id, now, probability=probability, lost_reason=lost_reason)
+        if note:
+            o.add_note(NoteReason.STAGE_CHANGE, note, principal.user_id, now)
+
+    return await _change(uow, opportunity_id, principal, expected_version, apply)
+
+
+async def lose_opportunity(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    reason: str,
+    note: str | None,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.lose(reason, principal.user_id, now, note),
+    )
+
+
+async def assign_owner(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    user_id: str,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.assign(user_id, principal.user_id, now),
+        lambda o, p: access.require_assignment(o, p, user_id),
+    )
+
+
+async def unassign_owner(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    user_id: str,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.unassign(user_id, principal.user_id, now),
+        lambda o, p: access.require_assignment(o, p, user_id),
+    )
+
+
+async def claim_opportunity(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.claim(principal, now),
+        access.require_claim,
+    )
+
+
+async def assign_team(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    team_id: str,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.assign_team(team_id, principal.user_id, now),
+        access.require_team_assignment,
+    )
+
+
+async def add_note(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    reason: NoteReason,
+    text: str,
+) -> tuple[Opportunity, Note]:
+    added: list[Note] = []
+    opportunity = await _change(
+        uow,
+        opportunity_id,
+        principal,
+        None,
+        lambda o, now: added.append(o.add_note(reason, text, principal.user_id, now)),
+    )
+    return opportunity, added[0]

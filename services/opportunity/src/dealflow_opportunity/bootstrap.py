@@ -1,0 +1,64 @@
+"""Composition root of the opportunity service.
+
+The only place that reads settings and builds the engine, the broker, the relay and
+the app; importing any other module of the service does nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from dealflow_common.contracts.asyncapi import asyncapi_document
+from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS
+from dealflow_common.http.app import create_app
+from dealflow_common.platform import Platform, build_platform
+from dealflow_common.service import load_settings, run_service
+from dealflow_common.settings import ServiceSettings
+from dealflow_opportunity.api.routes import opportunity_routes, stage_machine_routes
+from dealflow_opportunity.application.queries import OpportunityReader
+from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION = "0.1.0"
+DESCRIPTION = (
+    "Opportunities from first lead to won or lost: the stage machine, owners and teams, "
+    "notes, sales history. Publishes every change on dealflow.opportunity.events."
+)
+
+
+class OpportunitySettings(ServiceSettings):
+    service_name: ClassVar[str] = "opportunity"
+    port: int = Field(default=8001, ge=1, le=65535)
+
+
+def build_app(settings: OpportunitySettings, platform: Platform | None = None) -> FastAPI:
+    platform = platform or build_platform(settings, publishes=[OPPORTUNITY_EVENTS])
+
+    def unit_of_work() -> OpportunityUnitOfWork:
+        return OpportunityUnitOfWork(platform.engine, platform.outbox, platform.clock)
+
+    return create_app(
+        platform,
+        title="Dealflow opportunity service",
+        description=DESCRIPTION,
+        version=VERSION,
+        routers=[
+            opportunity_routes(unit_of_work, OpportunityReader(platform.engine)),
+            stage_machine_routes(),
+        ],
+        asyncapi=asyncapi_document(
+            service="opportunity",
+            version=VERSION,
+            description=DESCRIPTION,
+            publishes=[OPPORTUNITY_EVENTS],
+            consumes={},
+        ),
+    )
+
+
+def main() -> None:
+    run_service(load_settings(OpportunitySettings), build_app, MIGRATIONS)

@@ -1,0 +1,56 @@
+"""Who may see and change an opportunity.
+
+Admins and operators see every deal; operators only read. Managers and reps see the
+deals they own, created, or that belong to one of their teams (a team's queue
+included), and may work on what they see. Only managers and admins hand deals to
+other people or teams; an owner may bring in a co-owner.
+"""
+
+from __future__ import annotations
+
+from dealflow_common.auth import Principal, Role
+from dealflow_common.errors import NotPermitted
+from dealflow_opportunity.domain.model import Opportunity
+
+WRITERS = (Role.REP, Role.MANAGER, Role.ADMIN)
+
+
+def can_view(opportunity: Opportunity, principal: Principal) -> bool:
+    if principal.sees_everything:
+        return True
+    return (
+        principal.user_id in opportunity.owners
+        or principal.user_id == opportunity.created_by
+        or (opportunity.team_id is not None and opportunity.team_id in principal.teams)
+    )
+
+
+def require_change(opportunity: Opportunity, principal: Principal) -> None:
+    if not principal.has_any(*WRITERS):
+        raise NotPermitted("operators may read deals but not change them")
+    if principal.has_any(Role.ADMIN):
+        return
+    if not can_view(opportunity, principal):
+        raise NotPermitted("you may change only deals you own, created, or of your teams")
+
+
+def require_assignment(opportunity: Opportunity, principal: Principal, user_id: str) -> None:
+    require_change(opportunity, principal)
+    if principal.has_any(Role.MANAGER, Role.ADMIN):
+        return
+    if principal.user_id in opportunity.owners:
+        return  # an owner brings in or drops a co-owner
+    raise NotPermitted(f"only a manager, an admin or an owner may change who owns it ({user_id})")
+
+
+def require_team_assignment(opportunity: Opportunity, principal: Principal) -> None:
+    require_change(opportunity, principal)
+    if not principal.has_any(Role.MANAGER, Role.ADMIN):
+        raise NotPermitted("only a manager or an admin hands a deal to a team")
+
+
+def require_claim(opportunity: Opportunity, principal: Principal) -> None:
+    if not principal.has_any(Role.REP, Role.MANAGER):
+        raise NotPermitted("only reps and managers claim deals")
+    if opportunity.team_id is None or opportunity.team_id not in principal.teams:
+        raise NotPermitted("you can claim only deals of your teams")
