@@ -20,7 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """What every service needs: where it listens, its database, the broker, auth."""
 
-    model_config = SettingsConfigDict(env_prefix="DEALFLOW_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="DEALFLOW_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     service_name: ClassVar[str] = "service"
     """Set by each service's settings class; never read from the environment."""

@@ -94,7 +94,8 @@ class Money(BaseModel):
 
     @model_validator(mode="after")
     def _fits_the_minor_unit(self) -> Self:
-        exponent = self.amount.as_tuple().exponent
+        # Trailing zeros are not precision: "10.500" USD is exactly 10.50.
+        exponent = self.amount.normalize().as_tuple().exponent
         places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
         if places > MINOR_UNITS[self.currency]:
             raise PydanticCustomError(

@@ -48,14 +48,20 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 class Record(Protocol):
-    """What the consumer needs of a Kafka record (aiokafka's ConsumerRecord has it)."""
+    """What the consumer reads of a Kafka record (aiokafka's ConsumerRecord has it)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,13 @@ async def _allocate_sequences(
     return {subject: last - counts[subject] + 1 for subject, last in result.all()}
 
 
+class RelayIncomplete(Exception):
+    """The broker did not ack every record of a batch; the rest will be sent again."""
+
+    def __init__(self, unsent: int) -> None:
+        super().__init__(f"{unsent} outbox rows were not acked; they will be sent again")
+
+
 class RecordSender(Protocol):
     """Sends one record and returns an awaitable that resolves when the broker acked it."""
 
@@ -199,9 +206,14 @@ class OutboxRelay:
                 backoff = self._poll_interval
             except asyncio.CancelledError:
                 raise
+            except RelayIncomplete as incomplete:
+                log.warning("%s", incomplete)
+                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(backoff)
+                continue
             except Exception:
-                log.exception("outbox relay failed; retrying")
-                self._metrics.failures.inc()
+                # The database is away, most likely; nothing is lost, rows stay unsent.
+                log.exception("outbox relay failed; retrying in %.1fs", backoff * 2)
                 backoff = min(backoff * 2, 10.0)
                 await asyncio.sleep(backoff)
                 continue
@@ -209,7 +221,11 @@ class OutboxRelay:
                 await self._outbox.wait_for_commit(self._poll_interval)
 
     async def relay_once(self) -> int:
-        """Publish one batch of unsent rows; returns how many were marked sent."""
+        """Publish one batch of unsent rows; returns how many were marked sent.
+
+        Raises `RelayIncomplete` after committing the stamps of what was acked, when
+        the broker did not ack some records.
+        """
         async with self._engine.connect() as connection, connection.begin():
             postgres = is_postgres(connection)
             if postgres:
@@ -225,7 +241,6 @@ class OutboxRelay:
                     outbox.c.subject,
                     outbox.c.correlation_id,
                     outbox.c.envelope,
-                    outbox.c.created_at,
                 )
                 .where(outbox.c.sent_at.is_(None))
                 .order_by(outbox.c.id)
@@ -235,8 +250,6 @@ class OutboxRelay:
                 query = query.with_for_update(skip_locked=True)
             rows = (await connection.execute(query)).all()
             if not rows:
-                self._metrics.backlog.set(0)
-                self._metrics.oldest_unsent_age.set(0)
                 return 0
             acks = [
                 await self._send(
@@ -250,23 +263,22 @@ class OutboxRelay:
             ]
             results = await asyncio.gather(*acks, return_exceptions=True)
             sent_ids: list[int] = []
-            failed_subjects: set[str] = set()
+            held_back: set[str] = set()
             for row, result in zip(rows, results, strict=True):
-                if isinstance(result, BaseException) or row.subject in failed_subjects:
-                    if isinstance(result, BaseException):
-                        log.warning("broker did not ack outbox row %s: %r", row.id, result)
-                        self._metrics.failures.inc()
-                    failed_subjects.add(row.subject)
-                    continue
-                sent_ids.append(row.id)
-                self._metrics.published.labels(row.topic).inc()
+                if isinstance(result, BaseException):
+                    log.warning("broker did not ack outbox row %s: %r", row.id, result)
+                    self._metrics.failures.inc()
+                    held_back.add(row.subject)
+                elif row.subject not in held_back:
+                    sent_ids.append(row.id)
+                    self._metrics.published.labels(row.topic).inc()
             if sent_ids:
                 await connection.execute(
                     update(outbox).where(outbox.c.id.in_(sent_ids)).values(sent_at=self._clock())
                 )
-            if failed_subjects:
-                raise RuntimeError(f"{len(rows) - len(sent_ids)} outbox rows were not acked")
-            return len(sent_ids)
+        if held_back:
+            raise RelayIncomplete(len(rows) - len(sent_ids))
+        return len(sent_ids)
 
     async def backlog(self) -> tuple[int, datetime | None]:
         async with self._engine.connect() as connection:

@@ -48,11 +48,12 @@ class OpenOpportunityRequest(_Request):
     lead_origin: LeadOrigin | None = None
     external_reference: Reference | None = None
     owners: list[UserId] | None = Field(
-        default=None, min_length=1, max_length=20, description="Default: the caller"
+        default=None,
+        max_length=20,
+        description="Default: the caller. An empty list with a team_id puts the deal in "
+        "that team's queue until a rep claims it.",
     )
-    team_id: TeamId | None = Field(
-        default=None, description="With no owners, the deal waits in this team's queue"
-    )
+    team_id: TeamId | None = None
 
 
 class UpdateOpportunityRequest(_Request):

@@ -30,7 +30,11 @@ async def open_opportunity(
     if not principal.has_any(*access.WRITERS):
         raise NotPermitted("operators may read deals but not open them")
     owners = fields.get("owners")
-    if owners and owners != [principal.user_id] and not principal.has_any(Role.MANAGER, Role.ADMIN):
+    if (
+        owners is not None
+        and owners not in ([], [principal.user_id])
+        and not principal.has_any(Role.MANAGER, Role.ADMIN)
+    ):
         raise NotPermitted("only a manager or an admin opens a deal for other people")
     async with uow:
         opportunity = Opportunity.open(by=principal.user_id, now=uow.clock(), **fields)

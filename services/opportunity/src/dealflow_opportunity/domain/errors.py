@@ -57,6 +57,13 @@ class ContactNotForIndividuals(RuleViolated):
         )
 
 
+class NoOwnerNorTeam(RuleViolated):
+    def __init__(self) -> None:
+        super().__init__(
+            "owners", "a deal needs at least one owner, or a team whose queue holds it"
+        )
+
+
 class NotAnOwner(Conflict):
     def __init__(self, opportunity_id: UUID, user_id: str) -> None:
         super().__init__(f"{user_id} does not own opportunity {opportunity_id}")

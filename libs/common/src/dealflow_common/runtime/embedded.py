@@ -1,0 +1,210 @@
+"""`dealflow-run` (what `make run` calls): the whole system on one machine.
+
+Starts the embedded broker and every installed service as its own process, each with
+its own SQLite file under the data folder (or, when `DATABASE_URL` names PostgreSQL,
+its own schema there), prints where each listens and how to get a token, restarts a
+service that crashes, and stops everything on Ctrl-C.
+
+Environment (all optional):
+  DEALFLOW_HOST              interface for the broker and the services (127.0.0.1)
+  DEALFLOW_KAFKA_PORT        embedded broker port (9092)
+  KAFKA_BOOTSTRAP_SERVERS    use this broker instead of starting the embedded one
+  DEALFLOW_<SERVICE>_PORT    a service's HTTP port (opportunity 8001, quote 8002, …)
+  DATABASE_URL               one PostgreSQL for all services, a schema each
+  DEALFLOW_DATA_DIR          where SQLite files, logs and the generated secret go (./data)
+  DEALFLOW_JWT_SECRET        token secret; when unset one is generated for the run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from dealflow_common.auth import mint_token
+from dealflow_common.runtime.broker import EmbeddedBroker
+from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+
+_COLORS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m"]
+_RESET = "\033[0m"
+
+
+def embedded_service_env(
+    *,
+    name: str,
+    port: int,
+    host: str,
+    bootstrap_servers: str,
+    database_url: str,
+    jwt_secret: str,
+    idempotence: bool,
+) -> dict[str, str]:
+    """The environment of one service in the embedded runtime (also used by the tests)."""
+    return {
+        "DEALFLOW_HOST": host,
+        "DEALFLOW_PORT": str(port),
+        "DATABASE_URL": database_url,
+        "DEALFLOW_DATABASE_SCHEMA": name,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+        "DEALFLOW_JWT_SECRET": jwt_secret,
+        "DEALFLOW_KAFKA_ENABLE_IDEMPOTENCE": "true" if idempotence else "false",
+        "DEALFLOW_KAFKA_REPLICATION_FACTOR": "1",
+        # Tansu holds a group join for about half the session timeout and waits up to
+        # fetch_max_wait for data: short values keep a one-machine system snappy.
+        "DEALFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "DEALFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+        "DEALFLOW_KAFKA_FETCH_MAX_WAIT_MS": "20",
+        "DEALFLOW_OUTBOX_POLL_INTERVAL_MS": "200",
+    }
+
+
+def _secret(data_dir: Path) -> str:
+    given = os.environ.get("DEALFLOW_JWT_SECRET")
+    if given:
+        return given
+    path = data_dir / "jwt-secret"
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return secret
+
+
+async def _run(data_dir: Path, jwt_secret: str) -> int:
+    host = os.environ.get("DEALFLOW_HOST", "127.0.0.1")
+    services = installed_services()
+    if not services:
+        print("no Dealflow service is installed (run `make run` from the repository)")
+        return 1
+
+    broker: EmbeddedBroker | None = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap is None:
+        broker = EmbeddedBroker(
+            host, int(os.environ.get("DEALFLOW_KAFKA_PORT", "9092")), data_dir / "broker.log"
+        )
+        broker.start()
+        bootstrap = broker.bootstrap_servers
+
+    colors = dict(zip(services, _COLORS * 2, strict=False))
+
+    def show(name: str, line: str) -> None:
+        print(f"{colors[name]}{name:>12}{_RESET} | {line}", flush=True)
+
+    shared_database = os.environ.get("DATABASE_URL")
+    processes: list[ServiceProcess] = []
+    for name, settings_class in services.items():
+        default_port = settings_class.model_fields["port"].default
+        port = int(os.environ.get(f"DEALFLOW_{name.upper()}_PORT", default_port))
+        database_url = shared_database or f"sqlite+aiosqlite:///{data_dir / name}.db"
+        env = embedded_service_env(
+            name=name,
+            port=port,
+            host=host,
+            bootstrap_servers=bootstrap,
+            database_url=database_url,
+            jwt_secret=jwt_secret,
+            idempotence=broker is None,
+        )
+        env["DEALFLOW_LOG_FORMAT"] = "text"
+        processes.append(
+            ServiceProcess(name, service_module(settings_class), env, port, host, on_output=show)
+        )
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+
+    try:
+        for process in processes:
+            await process.start()
+        for process in processes:
+            await process.wait_ready(timeout=90)
+        _print_banner(processes, bootstrap, broker is not None, data_dir, jwt_secret)
+        supervisors = [asyncio.create_task(_supervise(p, stopping)) for p in processes]
+        await stopping.wait()
+        print("\nstopping…", flush=True)
+        for task in supervisors:
+            task.cancel()
+    except (RuntimeError, TimeoutError) as error:
+        print(f"\ncould not start: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await asyncio.gather(*(p.stop() for p in processes), return_exceptions=True)
+        if broker is not None:
+            broker.stop()
+    print("stopped.")
+    return 0
+
+
+async def _supervise(process: ServiceProcess, stopping: asyncio.Event) -> None:
+    """Restart a service that exits on its own, backing off if it keeps failing."""
+    delay = 1.0
+    while not stopping.is_set():
+        assert process.process is not None
+        code = await process.process.wait()
+        if stopping.is_set():
+            return
+        print(f"{process.name} exited with {code}; restarting in {delay:.0f}s", flush=True)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+        await process.start()
+
+
+def _print_banner(
+    processes: list[ServiceProcess],
+    bootstrap: str,
+    embedded: bool,
+    data_dir: Path,
+    jwt_secret: str,
+) -> None:
+    token = mint_token(
+        jwt_secret,
+        sub="dev-manager",
+        roles=["manager", "rep"],
+        teams=["team-1"],
+        now=int(time.time()),
+    )
+    width = max(len(p.name) for p in processes)
+    lines = ["", "Dealflow is running.", ""]
+    lines.append(
+        f"  {'kafka':<{width}}  {bootstrap}"
+        + ("  (embedded Tansu, memory only: a restart forgets all topics)" if embedded else "")
+    )
+    for p in processes:
+        lines.append(f"  {p.name:<{width}}  {p.url}   docs {p.url}/docs")
+    secret_hint = (
+        f"--secret-file {data_dir / 'jwt-secret'}"
+        if not os.environ.get("DEALFLOW_JWT_SECRET")
+        else "(with DEALFLOW_JWT_SECRET set)"
+    )
+    lines += [
+        "",
+        "A development token (8 h, user dev-manager, roles manager+rep, team team-1):",
+        f"  export TOKEN={token}",
+        "Mint others with:",
+        f"  .venv/bin/dealflow-token --sub alice --roles rep --teams team-1 {secret_hint}",
+        "Then for example:",
+        f'  curl -H "Authorization: Bearer $TOKEN" {processes[0].url}/opportunities',
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main() -> int:
+    data_dir = Path(os.environ.get("DEALFLOW_DATA_DIR", "data")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_run(data_dir, _secret(data_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The inbox consumer applies each event once, dead-letters what it cannot apply,
+and waits out a database outage instead of dropping events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
+from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, IncomingEvent
+from dealflow_common.messaging.outbox import Outbox
+from dealflow_common.messaging.tables import inbox, outbox
+from dealflow_common.uow import UnitOfWork
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+TOPIC = "dealflow.opportunity.events"
+
+effects_metadata = MetaData()
+effects = Table(
+    "effects",
+    effects_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(100), nullable=False),
+    Column("text", String(200), nullable=False),
+)
+
+
+@pytest.fixture(autouse=True)
+async def _effects_table(engine: AsyncEngine) -> None:
+    """Where the test handler writes its effect, in the same transaction as the inbox."""
+    async with engine.begin() as connection:
+        await connection.run_sync(effects_metadata.create_all)
+
+
+@dataclass
+class FakeRecord:
+    value: bytes | None
+    key: bytes | None = None
+    topic: str = TOPIC
+    partition: int = 0
+    offset: int = 0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def envelope(text: str, event_id: uuid.UUID | None = None, version: int = 1) -> bytes:
+    subject = uuid.uuid4()
+    data = OpportunityNoteAdded(
+        opportunity_id=subject,
+        note_id=uuid.uuid4(),
+        reason=NoteReason.GENERAL,
+        text=text,
+        added_by="alice",
+        added_at=NOW,
+    ).model_dump(mode="json")
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(event_id or uuid.uuid4()),
+            "source": "/dealflow/test",
+            "type": "opportunity.note_added",
+            "subject": str(subject),
+            "time": NOW.isoformat(),
+            "datacontenttype": "application/json",
+            "dataschema": f"urn:dealflow:schema:opportunity.note_added:v{version}",
+            "data": data,
+            "correlationid": "flow-1",
+            "sequence": 1,
+        }
+    )
+
+
+class Harness:
+    def __init__(
+        self, engine: AsyncEngine, fail_texts: set[str] | None = None, outage: int = 0
+    ) -> None:
+        self.engine = engine
+        self.dead_letters: list[tuple[str, dict[str, str]]] = []
+        self.fail_texts = fail_texts or set()
+        self.outage = outage
+        self.attempts: dict[str, int] = {}
+        self.consumer = EventConsumer(
+            group_id="test-group",
+            topics=[TOPIC],
+            handlers={"opportunity.note_added": self.apply_note},
+            unit_of_work=lambda: UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW),
+            send_dead_letter=self.dead_letter,
+            clock=lambda: NOW,
+            max_attempts=3,
+            retry_backoff=0.0,
+            metrics=ConsumerMetrics(CollectorRegistry()),
+        )
+
+    async def apply_note(self, uow: UnitOfWork, event: IncomingEvent[Any]) -> None:
+        text = event.payload.text
+        self.attempts[text] = self.attempts.get(text, 0) + 1
+        if self.outage > 0:
+            self.outage -= 1
+            raise sa_exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("db down"))
+        if text in self.fail_texts:
+            raise ValueError(f"cannot apply {text}")
+        await uow.connection.execute(
+            insert(effects).values(subject=event.envelope.subject, text=text)
+        )
+        uow.record(event.payload)  # an effect that publishes, to check the flow it carries
+
+    async def dead_letter(
+        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
+    ) -> None:
+        self.dead_letters.append((topic, headers))
+
+    async def applied(self) -> list[str]:
+        async with self.engine.connect() as connection:
+            return list(
+                (await connection.execute(select(effects.c.text).order_by(effects.c.id))).scalars()
+            )
+
+
+async def test_an_event_delivered_twice_is_applied_once(engine: AsyncEngine) -> None:
+    harness = Harness(engine)
+    event_id = uuid.uuid4()
+    once = envelope("hello", event_id)
+    await harness.consumer.apply_batch([FakeRecord(once), FakeRecord(once)])
+    await harness.consumer.apply_batch([FakeRecord(once, offset=7)])
+    assert await harness.applied() == ["hello"]
+    async with engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(inbox)) == 1
+
+
+async def test_unreadable_records_go_to_the_dead_letter_topic_and_the_rest_applies(
+    engine: AsyncEngine,
+) -> None:
+    harness = Harness(engine)
+    await harness.consumer.apply_batch(
+        [
+            FakeRecord(b"not json", offset=1),
+            FakeRecord(envelope("old schema", version=9), offset=2),
+            FakeRecord(envelope("fine"), offset=3),
+        ]
+    )
+    assert await harness.applied() == ["fine"]
+    reasons = [
+        (t, h["dealflow-dlq-reason"], h["dealflow-dlq-original-offset"])
+        for t, h in harness.dead_letters
+    ]
+    assert reasons == [
+        (TOPIC + ".dlq", "unreadable CloudEvents envelope", "1"),
+        (
+            TOPIC + ".dlq",
+            "unsupported dataschema urn:dealflow:schema:opportunity.note_added:v9",
+            "2",
+        ),
+    ]
+
+
+async def test_a_failing_event_is_retried_then_dead_lettered_without_holding_the_others(
+    engine: AsyncEngine,
+) -> None:
+    harness = Harness(engine, fail_texts={"poison"})
+    await harness.consumer.apply_batch(
+        [
+            FakeRecord(envelope("before")),
+            FakeRecord(envelope("poison")),
+            FakeRecord(envelope("after")),
+        ]
+    )
+    assert await harness.applied() == ["before", "after"]
+    # once in the failed batch, then max_attempts times alone
+    assert harness.attempts["poison"] == 1 + 3
+    ((topic, headers),) = harness.dead_letters
+    assert topic == TOPIC + ".dlq"
+    assert headers["dealflow-dlq-attempts"] == "3"
+    assert "cannot apply poison" in headers["dealflow-dlq-error"]
+    assert headers["dealflow-dlq-consumer-group"] == "test-group"
+
+
+async def test_a_database_outage_is_waited_out_not_dead_lettered(engine: AsyncEngine) -> None:
+    harness = Harness(engine, outage=4)
+    await harness.consumer.apply_batch([FakeRecord(envelope("survives"))])
+    assert await harness.applied() == ["survives"]
+    assert harness.dead_letters == []
+    assert harness.attempts["survives"] == 5
+
+
+async def test_events_a_handler_causes_carry_its_flow(engine: AsyncEngine) -> None:
+    harness = Harness(engine)
+    event_id = uuid.uuid4()
+    await harness.consumer.apply_batch([FakeRecord(envelope("cause", event_id))])
+    async with engine.connect() as connection:
+        (stored,) = (await connection.execute(select(outbox.c.envelope))).scalars()
+    caused = orjson.loads(stored)
+    assert (caused["correlationid"], caused["causationid"]) == ("flow-1", str(event_id))

@@ -1,0 +1,55 @@
+"""Money is exact, in a real currency, never negative, and never a float on the wire."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from dealflow_common.contracts.money import Money, round_to_minor_unit
+
+
+def test_amount_is_normalised_to_the_currency_minor_unit() -> None:
+    assert Money.model_validate({"amount": "50000", "currency": "USD"}).model_dump() == {
+        "amount": "50000.00",
+        "currency": "USD",
+    }
+    assert Money.model_validate({"amount": "1500", "currency": "JPY"}).model_dump()["amount"] == (
+        "1500"
+    )
+    assert Money.model_validate({"amount": "1.5", "currency": "KWD"}).model_dump()["amount"] == (
+        "1.500"
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "message"),
+    [
+        ("-5.00", "USD", "must not be negative"),
+        ("abc", "USD", "decimal string"),
+        ("1e5", "USD", "decimal string"),
+        (12.5, "USD", "decimal string"),
+        ("10.005", "USD", "more decimals than USD allows (2)"),
+        ("1.5", "JPY", "more decimals than JPY allows (0)"),
+        ("10", "XYZ", "unknown ISO 4217 currency code XYZ"),
+        ("10", "usd", "three-letter ISO 4217 code"),
+    ],
+)
+def test_bad_money_is_refused_with_a_reason(amount: object, currency: str, message: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Money.model_validate({"amount": amount, "currency": currency})
+    assert message in str(refused.value)
+
+
+def test_rounding_is_half_even_to_the_minor_unit() -> None:
+    assert round_to_minor_unit(Decimal("2.345"), "USD") == Decimal("2.34")
+    assert round_to_minor_unit(Decimal("2.355"), "USD") == Decimal("2.36")
+    assert round_to_minor_unit(Decimal("2.5"), "JPY") == Decimal("2")
+
+
+def test_trailing_zeros_are_not_extra_precision() -> None:
+    assert Money.model_validate({"amount": "10.500000", "currency": "USD"}).amount == Decimal(
+        "10.50"
+    )
+    assert str(Money(amount=Decimal("50000.000000"), currency="JPY").amount) == "50000"
