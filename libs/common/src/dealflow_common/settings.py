@@ -113,3 +113,23 @@ class ServiceSettings(BaseSettings):
     @property
     def db_schema(self) -> str:
         return self.database_schema or self.service_name
+
+
+def environment_variables(settings_class: type[ServiceSettings]) -> dict[str, bool]:
+    """Every environment variable a settings class reads -> whether it holds a secret.
+
+    The deployment manifests must provide each of them (a test checks it), secrets from
+    a Secret rather than a ConfigMap.
+    """
+    prefix = settings_class.model_config.get("env_prefix", "")
+    names: dict[str, bool] = {}
+    for name, field in settings_class.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            env = str(alias.choices[0])
+        elif isinstance(alias, str):
+            env = alias
+        else:
+            env = f"{prefix}{name}".upper()
+        names[env] = field.annotation is not None and "SecretStr" in str(field.annotation)
+    return names
