@@ -53,3 +53,14 @@ def test_trailing_zeros_are_not_extra_precision() -> None:
         "10.50"
     )
     assert str(Money(amount=Decimal("50000.000000"), currency="JPY").amount) == "50000"
+
+
+def test_plain_numbers_drop_trailing_zeros_without_exponents() -> None:
+    from dealflow_common.contracts.money import plain
+
+    assert [str(plain(Decimal(v))) for v in ("100.000000", "2.500", "0.000000", "7")] == [
+        "100",
+        "2.5",
+        "0",
+        "7",
+    ]

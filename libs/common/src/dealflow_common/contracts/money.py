@@ -81,6 +81,13 @@ def minor_unit(currency: str) -> int:
     return MINOR_UNITS[currency]
 
 
+def plain(value: Decimal) -> Decimal:
+    """The same number without trailing zeros and never in exponent form (2.500 -> 2.5)."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
 def round_to_minor_unit(amount: Decimal, currency: str) -> Decimal:
     """Round half-even (banker's rounding) to the currency's smallest unit."""
     return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[currency]), rounding=ROUND_HALF_EVEN)

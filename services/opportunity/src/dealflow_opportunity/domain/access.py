@@ -9,19 +9,26 @@ other people or teams; an owner may bring in a co-owner.
 from __future__ import annotations
 
 from dealflow_common.auth import Principal, Role
+from dealflow_common.deal_access import WRITERS, can_view_deal
 from dealflow_common.errors import NotPermitted
 from dealflow_opportunity.domain.model import Opportunity
 
-WRITERS = (Role.REP, Role.MANAGER, Role.ADMIN)
+__all__ = [
+    "WRITERS",
+    "can_view",
+    "require_assignment",
+    "require_change",
+    "require_claim",
+    "require_team_assignment",
+]
 
 
 def can_view(opportunity: Opportunity, principal: Principal) -> bool:
-    if principal.sees_everything:
-        return True
-    return (
-        principal.user_id in opportunity.owners
-        or principal.user_id == opportunity.created_by
-        or (opportunity.team_id is not None and opportunity.team_id in principal.teams)
+    return can_view_deal(
+        principal,
+        owners=opportunity.owners,
+        team_id=opportunity.team_id,
+        created_by=opportunity.created_by,
     )
 
 
