@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dealflow_common.runtime.broker import free_port
-from dealflow_common.runtime.embedded import embedded_service_env
+from dealflow_common.runtime.embedded import embedded_service_env, secret_names
 from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
 from dealflow_common.testing import KafkaEndpoint, new_schema_name
 
@@ -34,15 +34,21 @@ class Stack:
         self, name: str, *, schema: str, bootstrap: str | None = None
     ) -> ServiceProcess:
         """A process of service `name` (not started), logging to the session folder."""
-        settings_class = installed_services()[name]
+        services = installed_services()
+        settings_class = services[name]
         port = free_port()
+        secrets = {
+            secret: f"{secret.lower()}-for-tests-only-0123456789abcdef"
+            for secret in secret_names(services)
+        }
+        secrets["DEALFLOW_JWT_SECRET"] = self.jwt_secret
         env = embedded_service_env(
             name=name,
             port=port,
             host="127.0.0.1",
             bootstrap_servers=bootstrap or self.kafka.bootstrap_servers,
             database_url=self.database_url,
-            jwt_secret=self.jwt_secret,
+            secrets=secrets,
             idempotence=self.kafka.idempotence,
         )
         env["DEALFLOW_DATABASE_SCHEMA"] = schema

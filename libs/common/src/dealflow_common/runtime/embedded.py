@@ -11,8 +11,10 @@ Environment (all optional):
   KAFKA_BOOTSTRAP_SERVERS    use this broker instead of starting the embedded one
   DEALFLOW_<SERVICE>_PORT    a service's HTTP port (opportunity 8001, quote 8002, …)
   DATABASE_URL               one PostgreSQL for all services, a schema each
-  DEALFLOW_DATA_DIR          where SQLite files, logs and the generated secret go (./data)
-  DEALFLOW_JWT_SECRET        token secret; when unset one is generated for the run
+  DEALFLOW_DATA_DIR          where SQLite files, logs and generated secrets go (./data)
+  DEALFLOW_JWT_SECRET        token secret, and likewise every secret a service reads
+                             (DEALFLOW_BUY_NOW_SECRET, …): when unset, one is generated
+                             and kept in the data folder for the next runs
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dealflow_common.auth import mint_token
 from dealflow_common.runtime.broker import EmbeddedBroker
 from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+from dealflow_common.settings import environment_variables
 
 _COLORS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m"]
 _RESET = "\033[0m"
@@ -41,17 +46,17 @@ def embedded_service_env(
     host: str,
     bootstrap_servers: str,
     database_url: str,
-    jwt_secret: str,
+    secrets: Mapping[str, str],
     idempotence: bool,
 ) -> dict[str, str]:
     """The environment of one service in the embedded runtime (also used by the tests)."""
     return {
+        **secrets,
         "DEALFLOW_HOST": host,
         "DEALFLOW_PORT": str(port),
         "DATABASE_URL": database_url,
         "DEALFLOW_DATABASE_SCHEMA": name,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
-        "DEALFLOW_JWT_SECRET": jwt_secret,
         "DEALFLOW_KAFKA_ENABLE_IDEMPOTENCE": "true" if idempotence else "false",
         "DEALFLOW_KAFKA_REPLICATION_FACTOR": "1",
         # Tansu holds a group join for about half the session timeout and waits up to
@@ -63,23 +68,37 @@ def embedded_service_env(
     }
 
 
-def _secret(data_dir: Path) -> str:
-    given = os.environ.get("DEALFLOW_JWT_SECRET")
-    if given:
-        return given
-    path = data_dir / "jwt-secret"
-    secret = secrets.token_urlsafe(48)
-    path.write_text(secret + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    return secret
+def secret_names(services: Mapping[str, Any]) -> list[str]:
+    """Every secret setting any installed service reads (no service has a default)."""
+    return sorted(
+        {
+            name
+            for cls in services.values()
+            for name, secret in environment_variables(cls).items()
+            if secret
+        }
+    )
 
 
-async def _run(data_dir: Path, jwt_secret: str) -> int:
+def _secrets(data_dir: Path, names: list[str]) -> dict[str, str]:
+    """From the environment, else kept from an earlier run, else new (mode 0600 files)."""
+    found = {}
+    for name in names:
+        path = data_dir / "secrets" / name.lower()
+        value = os.environ.get(name)
+        if not value and path.exists():
+            value = path.read_text(encoding="utf-8").strip()
+        if not value:
+            value = secrets.token_urlsafe(48)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.write_text(value + "\n", encoding="utf-8")
+            path.chmod(0o600)
+        found[name] = value
+    return found
+
+
+async def _run(data_dir: Path, services: Mapping[str, Any], secrets: Mapping[str, str]) -> int:
     host = os.environ.get("DEALFLOW_HOST", "127.0.0.1")
-    services = installed_services()
-    if not services:
-        print("no Dealflow service is installed (run `make run` from the repository)")
-        return 1
 
     broker: EmbeddedBroker | None = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -107,7 +126,7 @@ async def _run(data_dir: Path, jwt_secret: str) -> int:
             host=host,
             bootstrap_servers=bootstrap,
             database_url=database_url,
-            jwt_secret=jwt_secret,
+            secrets=secrets,
             idempotence=broker is None,
         )
         env["DEALFLOW_LOG_FORMAT"] = "text"
@@ -125,7 +144,9 @@ async def _run(data_dir: Path, jwt_secret: str) -> int:
             await process.start()
         for process in processes:
             await process.wait_ready(timeout=90)
-        _print_banner(processes, bootstrap, broker is not None, data_dir, jwt_secret)
+        _print_banner(
+            processes, bootstrap, broker is not None, data_dir, secrets["DEALFLOW_JWT_SECRET"]
+        )
         supervisors = [asyncio.create_task(_supervise(p, stopping)) for p in processes]
         await stopping.wait()
         print("\nstopping…", flush=True)
@@ -179,7 +200,7 @@ def _print_banner(
     for p in processes:
         lines.append(f"  {p.name:<{width}}  {p.url}   docs {p.url}/docs")
     secret_hint = (
-        f"--secret-file {data_dir / 'jwt-secret'}"
+        f"--secret-file {data_dir / 'secrets' / 'dealflow_jwt_secret'}"
         if not os.environ.get("DEALFLOW_JWT_SECRET")
         else "(with DEALFLOW_JWT_SECRET set)"
     )
@@ -201,8 +222,13 @@ def _print_banner(
 def main() -> int:
     data_dir = Path(os.environ.get("DEALFLOW_DATA_DIR", "data")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    services = installed_services()
+    if not services:
+        print("no Dealflow service is installed (run `make run` from the repository)")
+        return 1
+    found = _secrets(data_dir, secret_names(services))
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_run(data_dir, _secret(data_dir)))
+        return asyncio.run(_run(data_dir, services, found))
     return 0
 
 
