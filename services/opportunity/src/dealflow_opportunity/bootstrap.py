@@ -13,12 +13,13 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from dealflow_common.contracts.asyncapi import asyncapi_document
-from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS
+from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, ORDER_EVENTS, QUOTE_EVENTS
 from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_opportunity.api.routes import opportunity_routes, stage_machine_routes
+from dealflow_opportunity.application import saga
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 
@@ -26,7 +27,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"
 DESCRIPTION = (
     "Opportunities from first lead to won or lost: the stage machine, owners and teams, "
-    "notes, sales history. Publishes every change on dealflow.opportunity.events."
+    "notes, sales history, and the authority of the accept-quote saga. Publishes every "
+    "change on dealflow.opportunity.events; consumes quote and order events."
 )
 
 
@@ -41,6 +43,12 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
     def unit_of_work() -> OpportunityUnitOfWork:
         return OpportunityUnitOfWork(platform.engine, platform.outbox, platform.clock)
 
+    platform.add_consumer(
+        group_id="opportunity-service",
+        topics=[QUOTE_EVENTS, ORDER_EVENTS],
+        handlers=saga.HANDLERS,
+        unit_of_work=unit_of_work,
+    )
     return create_app(
         platform,
         title="Dealflow opportunity service",
@@ -55,7 +63,10 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
             version=VERSION,
             description=DESCRIPTION,
             publishes=[OPPORTUNITY_EVENTS],
-            consumes={},
+            consumes={
+                QUOTE_EVENTS: ["quote.acceptance_requested"],
+                ORDER_EVENTS: ["order.created"],
+            },
         ),
     )
 

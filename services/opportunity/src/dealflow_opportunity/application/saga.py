@@ -1,0 +1,44 @@
+"""The opportunity's side of the accept-quote saga (DESIGN.md section 4).
+
+The opportunity is the authority on whether a deal is won: on
+`quote.acceptance_requested` an open opportunity without an accepted quote is won by
+that quote (`opportunity.won`); any other answers `opportunity.acceptance_refused`.
+Requests for one deal arrive in order (same key, same partition), so of two concurrent
+acceptances the first wins and the second is refused. `order.created` records the
+order made from the winning quote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dealflow_common.contracts.order import OrderCreated
+from dealflow_common.contracts.quote import QuoteAcceptanceRequested
+from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
+from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
+
+SYSTEM = "system:quote-acceptance"
+
+
+async def quote_acceptance_requested(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
+    request: QuoteAcceptanceRequested = event.payload
+    opportunity = await uow.opportunities.get(request.opportunity_id)
+    opportunity.accept_quote(request.quote_id, f"{SYSTEM}:{request.requested_by}", uow.clock())
+    await uow.opportunities.save(opportunity)
+    uow.record(*opportunity.events)
+    opportunity.events.clear()
+
+
+async def order_created(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
+    created: OrderCreated = event.payload
+    opportunity = await uow.opportunities.get(created.opportunity_id)
+    opportunity.record_order(created.order_id, uow.clock())
+    await uow.opportunities.save(opportunity)
+    uow.record(*opportunity.events)
+    opportunity.events.clear()
+
+
+HANDLERS: dict[str, EventHandler] = {
+    "quote.acceptance_requested": quote_acceptance_requested,
+    "order.created": order_created,
+}

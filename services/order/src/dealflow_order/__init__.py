@@ -1,0 +1,1 @@
+"""The order service: orders created from accepted quotes."""

@@ -1,0 +1,3 @@
+from dealflow_order.bootstrap import main
+
+main()

@@ -1,0 +1,1 @@
+"""Adapters: the order service's tables and repository."""

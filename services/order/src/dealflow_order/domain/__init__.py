@@ -1,0 +1,1 @@
+"""The order domain: pure rules, no I/O, no clock (callers pass `now`)."""

@@ -1,0 +1,3 @@
+from dealflow_quote.bootstrap import main
+
+main()

@@ -1,0 +1,1 @@
+"""Adapters: the quote service's tables, repositories, buy-now links and handlers."""

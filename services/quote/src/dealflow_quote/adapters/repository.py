@@ -1,0 +1,444 @@
+"""Quote service persistence: quotes with their lines, the catalog, known opportunities.
+
+Writes lock rows (`FOR UPDATE` on PostgreSQL; SQLite writers are serialised by
+`BEGIN IMMEDIATE`). The expiry job takes due quotes with `SKIP LOCKED`, so replicas
+share the work and never expire the same quote twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dealflow_common.contracts.money import Money, plain
+from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
+from dealflow_common.db import is_postgres
+from dealflow_quote.adapters.tables import (
+    bundle_items,
+    bundles,
+    known_opportunities,
+    products,
+    quote_lines,
+    quotes,
+)
+from dealflow_quote.domain import lifecycle
+from dealflow_quote.domain.access import KnownOpportunity
+from dealflow_quote.domain.catalog import Bundle, BundleItem, Product
+from dealflow_quote.domain.errors import BundleNotFound, ProductNotFound, QuoteNotFound
+from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.pricing import QuoteLine
+
+
+class ConcurrentUpdate(Exception):
+    """The row changed between read and write."""
+
+
+class QuoteRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+        self._loaded: dict[UUID, int] = {}
+
+    def _locking(self, query: Any) -> Any:
+        return query.with_for_update() if is_postgres(self._connection) else query
+
+    async def get(self, quote_id: UUID) -> Quote:
+        row = (
+            await self._connection.execute(
+                self._locking(select(quotes).where(quotes.c.id == quote_id))
+            )
+        ).first()
+        if row is None:
+            raise QuoteNotFound(quote_id)
+        (quote,) = await self._with_lines([row])
+        return quote
+
+    async def open_quotes_of(self, opportunity_id: UUID) -> list[Quote]:
+        rows = (
+            await self._connection.execute(
+                self._locking(
+                    select(quotes)
+                    .where(
+                        quotes.c.opportunity_id == opportunity_id,
+                        quotes.c.status.in_([s.value for s in lifecycle.OPEN]),
+                    )
+                    .order_by(quotes.c.created_at, quotes.c.id)
+                )
+            )
+        ).all()
+        return await self._with_lines(rows)
+
+    async def due_for_expiry(self, now: datetime, limit: int) -> list[Quote]:
+        query = (
+            select(quotes)
+            .where(quotes.c.status == QuoteStatus.PRESENTED.value, quotes.c.valid_until <= now)
+            .order_by(quotes.c.valid_until)
+            .limit(limit)
+        )
+        if is_postgres(self._connection):
+            query = query.with_for_update(skip_locked=True)
+        return await self._with_lines((await self._connection.execute(query)).all())
+
+    async def _with_lines(self, rows: Sequence[Row[Any]]) -> list[Quote]:
+        lines = await lines_of(self._connection, [r.id for r in rows])
+        loaded = [to_quote(r, lines.get(r.id, [])) for r in rows]
+        for quote in loaded:
+            self._loaded[quote.id] = quote.version
+        return loaded
+
+    async def add(self, quote: Quote) -> None:
+        await self._connection.execute(insert(quotes).values(**_quote_row(quote)))
+        await self._write_lines(quote)
+        self._loaded[quote.id] = quote.version
+
+    async def save(self, quote: Quote) -> None:
+        loaded = self._loaded[quote.id]
+        if quote.version == loaded:
+            return
+        result = await self._connection.execute(
+            update(quotes)
+            .where(quotes.c.id == quote.id, quotes.c.version == loaded)
+            .values(**_quote_row(quote))
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(quote.id)
+        self._loaded[quote.id] = quote.version
+        await self._write_lines(quote)
+
+    async def _write_lines(self, quote: Quote) -> None:
+        if not quote.lines_changed:
+            return
+        await self._connection.execute(
+            delete(quote_lines).where(quote_lines.c.quote_id == quote.id)
+        )
+        if quote.lines:
+            await self._connection.execute(
+                insert(quote_lines),
+                [
+                    {
+                        "quote_id": quote.id,
+                        "line_no": line.line_no,
+                        "product_id": line.product_id,
+                        "bundle_id": line.bundle_id,
+                        "sku": line.sku,
+                        "description": line.description,
+                        "quantity": line.quantity,
+                        "unit_price_amount": line.unit_price.amount,
+                        "unit_price_currency": line.unit_price.currency,
+                        "discount_percent": line.discount_percent,
+                        "billing": line.billing,
+                        "billing_period": line.billing_period.value
+                        if line.billing_period
+                        else None,
+                    }
+                    for line in quote.lines
+                ],
+            )
+        quote.lines_changed = False
+
+
+class QuoteQueries:
+    """Reads for the API; never locking."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def find(self, quote_id: UUID) -> Quote | None:
+        row = (
+            await self._connection.execute(select(quotes).where(quotes.c.id == quote_id))
+        ).first()
+        if row is None:
+            return None
+        lines = await lines_of(self._connection, [row.id])
+        return to_quote(row, lines.get(row.id, []))
+
+    async def of_opportunity(self, opportunity_id: UUID, status: QuoteStatus | None) -> list[Quote]:
+        query = select(quotes).where(quotes.c.opportunity_id == opportunity_id)
+        if status is not None:
+            query = query.where(quotes.c.status == status.value)
+        rows = (
+            await self._connection.execute(query.order_by(quotes.c.created_at, quotes.c.id))
+        ).all()
+        lines = await lines_of(self._connection, [r.id for r in rows])
+        return [to_quote(r, lines.get(r.id, [])) for r in rows]
+
+
+async def lines_of(
+    connection: AsyncConnection, quote_ids: Sequence[UUID]
+) -> dict[UUID, list[QuoteLine]]:
+    if not quote_ids:
+        return {}
+    rows = await connection.execute(
+        select(quote_lines)
+        .where(quote_lines.c.quote_id.in_(quote_ids))
+        .order_by(quote_lines.c.quote_id, quote_lines.c.line_no)
+    )
+    found: dict[UUID, list[QuoteLine]] = {}
+    for r in rows:
+        found.setdefault(r.quote_id, []).append(
+            QuoteLine(
+                line_no=r.line_no,
+                description=r.description,
+                quantity=plain(r.quantity),
+                unit_price=Money(amount=r.unit_price_amount, currency=r.unit_price_currency),
+                discount_percent=plain(r.discount_percent),
+                product_id=r.product_id,
+                bundle_id=r.bundle_id,
+                sku=r.sku,
+                billing=r.billing,
+                billing_period=BillingPeriod(r.billing_period) if r.billing_period else None,
+            )
+        )
+    return found
+
+
+def to_quote(row: Row[Any], lines: list[QuoteLine]) -> Quote:
+    return Quote(
+        id=row.id,
+        opportunity_id=row.opportunity_id,
+        status=QuoteStatus(row.status),
+        currency=row.currency,
+        lines=lines,
+        valid_until=row.valid_until,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        status_reason=row.status_reason,
+        approved_by=row.approved_by,
+        accepted_at=row.accepted_at,
+    )
+
+
+def _quote_row(quote: Quote) -> dict[str, Any]:
+    return {
+        "id": quote.id,
+        "opportunity_id": quote.opportunity_id,
+        "status": quote.status.value,
+        "currency": quote.currency,
+        "valid_until": quote.valid_until,
+        "status_reason": quote.status_reason,
+        "approved_by": quote.approved_by,
+        "accepted_at": quote.accepted_at,
+        "created_by": quote.created_by,
+        "created_at": quote.created_at,
+        "updated_at": quote.updated_at,
+        "version": quote.version,
+    }
+
+
+class CatalogRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def product(self, product_id: UUID) -> Product:
+        row = (
+            await self._connection.execute(select(products).where(products.c.id == product_id))
+        ).first()
+        if row is None:
+            raise ProductNotFound(product_id)
+        return _to_product(row)
+
+    async def products_by_id(self, ids: Sequence[UUID]) -> dict[UUID, Product]:
+        if not ids:
+            return {}
+        rows = await self._connection.execute(select(products).where(products.c.id.in_(ids)))
+        return {r.id: _to_product(r) for r in rows}
+
+    async def product_list(self, include_retired: bool) -> list[Product]:
+        query = select(products).order_by(products.c.sku)
+        if not include_retired:
+            query = query.where(products.c.retired_at.is_(None))
+        return [_to_product(r) for r in await self._connection.execute(query)]
+
+    async def add_product(self, product: Product) -> None:
+        await self._connection.execute(insert(products).values(**_product_row(product)))
+
+    async def save_product(self, product: Product) -> None:
+        await self._connection.execute(
+            update(products).where(products.c.id == product.id).values(**_product_row(product))
+        )
+
+    async def sku_taken(self, sku: str, except_id: UUID | None = None) -> bool:
+        for table in (products, bundles):
+            query = select(table.c.id).where(table.c.sku == sku)
+            if except_id is not None:
+                query = query.where(table.c.id != except_id)
+            if (await self._connection.execute(query)).first() is not None:
+                return True
+        return False
+
+    async def bundle(self, bundle_id: UUID) -> Bundle:
+        row = (
+            await self._connection.execute(select(bundles).where(bundles.c.id == bundle_id))
+        ).first()
+        if row is None:
+            raise BundleNotFound(bundle_id)
+        return (await self._bundles_with_items([row]))[0]
+
+    async def bundles_by_id(self, ids: Sequence[UUID]) -> dict[UUID, Bundle]:
+        if not ids:
+            return {}
+        rows = (await self._connection.execute(select(bundles).where(bundles.c.id.in_(ids)))).all()
+        return {b.id: b for b in await self._bundles_with_items(rows)}
+
+    async def bundle_list(self, include_retired: bool) -> list[Bundle]:
+        query = select(bundles).order_by(bundles.c.sku)
+        if not include_retired:
+            query = query.where(bundles.c.retired_at.is_(None))
+        return await self._bundles_with_items((await self._connection.execute(query)).all())
+
+    async def _bundles_with_items(self, rows: Sequence[Row[Any]]) -> list[Bundle]:
+        items: dict[UUID, list[BundleItem]] = {}
+        if rows:
+            found = await self._connection.execute(
+                select(bundle_items)
+                .where(bundle_items.c.bundle_id.in_([r.id for r in rows]))
+                .order_by(bundle_items.c.bundle_id, bundle_items.c.position)
+            )
+            for item in found:
+                items.setdefault(item.bundle_id, []).append(
+                    BundleItem(product_id=item.product_id, quantity=item.quantity)
+                )
+        return [
+            Bundle(
+                id=r.id,
+                sku=r.sku,
+                name=r.name,
+                description=r.description,
+                price=Money(amount=r.price_amount, currency=r.price_currency),
+                billing_period=BillingPeriod(r.billing_period),
+                items=items.get(r.id, []),
+                retired_at=r.retired_at,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                version=r.version,
+            )
+            for r in rows
+        ]
+
+    async def add_bundle(self, bundle: Bundle) -> None:
+        await self._connection.execute(insert(bundles).values(**_bundle_row(bundle)))
+        await self._write_items(bundle)
+
+    async def save_bundle(self, bundle: Bundle) -> None:
+        await self._connection.execute(
+            update(bundles).where(bundles.c.id == bundle.id).values(**_bundle_row(bundle))
+        )
+        await self._connection.execute(
+            delete(bundle_items).where(bundle_items.c.bundle_id == bundle.id)
+        )
+        await self._write_items(bundle)
+
+    async def _write_items(self, bundle: Bundle) -> None:
+        await self._connection.execute(
+            insert(bundle_items),
+            [
+                {
+                    "bundle_id": bundle.id,
+                    "position": i,
+                    "product_id": item.product_id,
+                    "quantity": item.quantity,
+                }
+                for i, item in enumerate(bundle.items)
+            ],
+        )
+
+
+def _to_product(r: Row[Any]) -> Product:
+    return Product(
+        id=r.id,
+        sku=r.sku,
+        name=r.name,
+        description=r.description,
+        list_price=Money(amount=r.list_price_amount, currency=r.list_price_currency),
+        billing=r.billing,
+        billing_period=BillingPeriod(r.billing_period) if r.billing_period else None,
+        retired_at=r.retired_at,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        version=r.version,
+    )
+
+
+def _product_row(p: Product) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "sku": p.sku,
+        "name": p.name,
+        "description": p.description,
+        "list_price_amount": p.list_price.amount,
+        "list_price_currency": p.list_price.currency,
+        "billing": p.billing,
+        "billing_period": p.billing_period.value if p.billing_period else None,
+        "retired_at": p.retired_at,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+        "version": p.version,
+    }
+
+
+def _bundle_row(b: Bundle) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "sku": b.sku,
+        "name": b.name,
+        "description": b.description,
+        "price_amount": b.price.amount,
+        "price_currency": b.price.currency,
+        "billing_period": b.billing_period.value,
+        "retired_at": b.retired_at,
+        "created_at": b.created_at,
+        "updated_at": b.updated_at,
+        "version": b.version,
+    }
+
+
+class KnownOpportunities:
+    """The projection of opportunities this service keeps from their events."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def get(self, opportunity_id: UUID) -> KnownOpportunity | None:
+        row = (
+            await self._connection.execute(
+                select(known_opportunities).where(known_opportunities.c.id == opportunity_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return KnownOpportunity(
+            id=row.id,
+            stage=Stage(row.stage),
+            owners=list(row.owners),
+            team_id=row.team_id,
+            created_by=row.created_by,
+            won_quote_id=row.won_quote_id,
+        )
+
+    async def put(self, deal: KnownOpportunity, now: datetime) -> None:
+        values = {
+            "id": deal.id,
+            "stage": deal.stage.value,
+            "owners": list(deal.owners),
+            "team_id": deal.team_id,
+            "created_by": deal.created_by,
+            "won_quote_id": deal.won_quote_id,
+            "updated_at": now,
+        }
+        insert_ = postgresql.insert if is_postgres(self._connection) else sqlite.insert
+        stmt = insert_(known_opportunities).values(**values)
+        await self._connection.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[known_opportunities.c.id],
+                set_={k: v for k, v in values.items() if k != "id"},
+            )
+        )

@@ -1,0 +1,122 @@
+"""The quote service's tables (its own schema; no other service reads them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Uuid,
+    text,
+)
+
+from dealflow_common.db import ExactDecimal, JsonDocument, UtcDateTime
+
+metadata = MetaData()
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("sku", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("list_price_amount", ExactDecimal, nullable=False),
+    Column("list_price_currency", String(3), nullable=False),
+    Column("billing", String(20), nullable=False),
+    Column("billing_period", String(10)),
+    Column("retired_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("sku", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("price_amount", ExactDecimal, nullable=False),
+    Column("price_currency", String(3), nullable=False),
+    Column("billing_period", String(10), nullable=False),
+    Column("retired_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+bundle_items = Table(
+    "bundle_items",
+    metadata,
+    Column("bundle_id", Uuid, ForeignKey("bundles.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("product_id", Uuid, ForeignKey("products.id"), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    PrimaryKeyConstraint("bundle_id", "position"),
+)
+
+quotes = Table(
+    "quotes",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("opportunity_id", Uuid, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("valid_until", UtcDateTime, nullable=False),
+    Column("status_reason", Text),
+    Column("approved_by", String(200)),
+    Column("accepted_at", UtcDateTime),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("ix_quotes_opportunity", "opportunity_id", "created_at"),
+    # The expiry job's read: presented quotes by due time.
+    Index("ix_quotes_due", "status", "valid_until"),
+    # DESIGN.md section 4: an opportunity has at most one accepted quote, whatever the code does.
+    Index(
+        "uq_quotes_one_accepted_per_opportunity",
+        "opportunity_id",
+        unique=True,
+        postgresql_where=text("status = 'accepted'"),
+        sqlite_where=text("status = 'accepted'"),
+    ),
+)
+
+quote_lines = Table(
+    "quote_lines",
+    metadata,
+    Column("quote_id", Uuid, ForeignKey("quotes.id", ondelete="CASCADE"), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("product_id", Uuid),
+    Column("bundle_id", Uuid),
+    Column("sku", String(64)),
+    Column("description", Text, nullable=False),
+    Column("quantity", ExactDecimal, nullable=False),
+    Column("unit_price_amount", ExactDecimal, nullable=False),
+    Column("unit_price_currency", String(3), nullable=False),
+    Column("discount_percent", ExactDecimal, nullable=False),
+    Column("billing", String(20), nullable=False),
+    Column("billing_period", String(10)),
+    PrimaryKeyConstraint("quote_id", "line_no"),
+)
+
+known_opportunities = Table(
+    "known_opportunities",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("stage", String(20), nullable=False),
+    Column("owners", JsonDocument, nullable=False),
+    Column("team_id", String(100)),
+    Column("created_by", String(200), nullable=False),
+    Column("won_quote_id", Uuid),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,406 @@
+"""Quote, catalog and buy-now endpoints: thin adapters from HTTP to the use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Response
+
+from dealflow_common.auth import Principal
+from dealflow_common.contracts.quote import QuoteStatus
+from dealflow_common.http.paging import etag, expected_version
+from dealflow_common.http.problems import problem_responses
+from dealflow_common.http.security import Caller
+from dealflow_quote.adapters.buy_now import BuyNowLinks
+from dealflow_quote.api.schemas import (
+    BundleChanges,
+    BundleItemBody,
+    BundleRequest,
+    BundleResponse,
+    BuyNowLinkResponse,
+    BuyNowQuoteResponse,
+    CreateQuoteRequest,
+    LineRequest,
+    LineResponse,
+    ProductChanges,
+    ProductRequest,
+    ProductResponse,
+    QuoteResponse,
+    ReasonRequest,
+    ReviseQuoteRequest,
+)
+from dealflow_quote.application import catalog, use_cases
+from dealflow_quote.application.queries import QuoteReader
+from dealflow_quote.application.use_cases import LineRequest as LineCommand
+from dealflow_quote.application.use_cases import QuotePolicy, UnitOfWorkFactory
+from dealflow_quote.domain import access
+from dealflow_quote.domain.catalog import Bundle, BundleItem, Product
+from dealflow_quote.domain.errors import QuoteActionNotAllowed
+from dealflow_quote.domain.lifecycle import QuoteAction
+from dealflow_quote.domain.model import Quote
+
+IfMatch = Annotated[
+    str | None,
+    Header(description="An ETag from an earlier response; the change is refused (412) if stale"),
+]
+_READ = problem_responses(401, 404, 422)
+_WRITE = problem_responses(401, 403, 404, 409, 412, 422)
+
+
+def _lines(quote: Quote) -> list[LineResponse]:
+    return [LineResponse.model_validate(line.data().model_dump()) for line in quote.lines]
+
+
+def to_response(quote: Quote, policy: QuotePolicy) -> QuoteResponse:
+    return QuoteResponse(
+        id=quote.id,
+        opportunity_id=quote.opportunity_id,
+        status=quote.status,
+        currency=quote.currency,
+        lines=_lines(quote),
+        total=quote.total,
+        discount_percent=quote.discount_percent,
+        needs_approval=quote.needs_approval(policy.approval_threshold_percent),
+        valid_until=quote.valid_until,
+        status_reason=quote.status_reason,
+        approved_by=quote.approved_by,
+        accepted_at=quote.accepted_at,
+        allowed_actions=quote.allowed_actions(),
+        created_by=quote.created_by,
+        created_at=quote.created_at,
+        updated_at=quote.updated_at,
+        version=quote.version,
+    )
+
+
+def _commands(lines: list[LineRequest]) -> list[LineCommand]:
+    return [
+        LineCommand(
+            quantity=line.quantity,
+            product_id=line.product_id,
+            bundle_id=line.bundle_id,
+            description=line.description,
+            unit_price=line.unit_price,
+            discount_percent=line.discount_percent,
+        )
+        for line in lines
+    ]
+
+
+def quote_routes(
+    unit_of_work: UnitOfWorkFactory,
+    reader: QuoteReader,
+    policy: QuotePolicy,
+    links: BuyNowLinks,
+    clock: Callable[[], datetime],
+) -> APIRouter:
+    router = APIRouter(prefix="/quotes", tags=["quotes"])
+
+    def answer(response: Response, quote: Quote) -> QuoteResponse:
+        response.headers["ETag"] = etag(quote.version)
+        return to_response(quote, policy)
+
+    @router.post("", status_code=201, responses=_WRITE, summary="Create a draft quote")
+    async def create_quote(
+        body: CreateQuoteRequest, caller: Caller, response: Response
+    ) -> QuoteResponse:
+        quote = await use_cases.create_quote(
+            unit_of_work,
+            caller,
+            policy,
+            opportunity_id=body.opportunity_id,
+            lines=_commands(body.lines),
+            currency=body.currency,
+            valid_until=body.valid_until,
+        )
+        response.headers["Location"] = f"/quotes/{quote.id}"
+        return answer(response, quote)
+
+    @router.get("", responses=_READ, summary="The quotes of an opportunity, oldest first")
+    async def list_quotes(
+        opportunity_id: UUID, caller: Caller, status: QuoteStatus | None = None
+    ) -> list[QuoteResponse]:
+        return [
+            to_response(q, policy)
+            for q in await reader.of_opportunity(opportunity_id, status, caller)
+        ]
+
+    @router.get("/{quote_id}", responses=_READ, summary="One quote")
+    async def get_quote(quote_id: UUID, caller: Caller, response: Response) -> QuoteResponse:
+        return answer(response, await reader.get(quote_id, caller))
+
+    @router.patch("/{quote_id}", responses=_WRITE, summary="Edit a draft")
+    async def revise_quote(
+        quote_id: UUID,
+        body: ReviseQuoteRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> QuoteResponse:
+        quote = await use_cases.revise_quote(
+            unit_of_work,
+            quote_id,
+            caller,
+            expected_version(if_match),
+            _commands(body.lines) if body.lines else None,
+            body.valid_until,
+        )
+        return answer(response, quote)
+
+    def action(
+        path: str,
+        summary: str,
+        apply: Callable[[Quote, Principal, datetime], object],
+        authorize: Callable[[Principal], None] = access.require_quote_work,
+    ) -> None:
+        @router.post(
+            f"/{{quote_id}}/{path}", responses=_WRITE, summary=summary, name=path.replace("-", "_")
+        )
+        async def run(
+            quote_id: UUID, caller: Caller, response: Response, if_match: IfMatch = None
+        ) -> QuoteResponse:
+            quote = await use_cases.change_quote(
+                unit_of_work,
+                quote_id,
+                caller,
+                expected_version(if_match),
+                lambda q, now: apply(q, caller, now),
+                authorize,
+            )
+            return answer(response, quote)
+
+    action(
+        "present",
+        "Present to the customer (draft within the threshold, or approved)",
+        lambda q, p, now: q.present(policy.approval_threshold_percent, p.user_id, now),
+    )
+    action(
+        "submit-for-approval",
+        "Ask a manager to approve a discount above the threshold",
+        lambda q, p, now: q.submit_for_approval(policy.approval_threshold_percent, p.user_id, now),
+    )
+    action(
+        "approve",
+        "Approve the discount (manager, admin)",
+        lambda q, p, now: q.approve(p.user_id, now),
+        access.require_approver,
+    )
+    action(
+        "rework",
+        "Back to draft after a refused approval",
+        lambda q, p, now: q.rework(p.user_id, now),
+    )
+
+    @router.post(
+        "/{quote_id}/reject-approval",
+        responses=_WRITE,
+        summary="Refuse the discount (manager, admin)",
+    )
+    async def reject_approval(
+        quote_id: UUID,
+        body: ReasonRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> QuoteResponse:
+        quote = await use_cases.change_quote(
+            unit_of_work,
+            quote_id,
+            caller,
+            expected_version(if_match),
+            lambda q, now: q.reject_approval(body.reason, caller.user_id, now),
+            access.require_approver,
+        )
+        return answer(response, quote)
+
+    @router.post("/{quote_id}/abandon", responses=_WRITE, summary="Abandon, with a reason")
+    async def abandon(
+        quote_id: UUID,
+        body: ReasonRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> QuoteResponse:
+        quote = await use_cases.change_quote(
+            unit_of_work,
+            quote_id,
+            caller,
+            expected_version(if_match),
+            lambda q, now: q.abandon(body.reason, caller.user_id, now),
+        )
+        return answer(response, quote)
+
+    @router.post(
+        "/{quote_id}/accept",
+        status_code=202,
+        responses=_WRITE,
+        summary="The customer accepts: the opportunity decides (202, then poll)",
+    )
+    async def accept(
+        quote_id: UUID, caller: Caller, response: Response, if_match: IfMatch = None
+    ) -> QuoteResponse:
+        quote = await use_cases.accept_quote(
+            unit_of_work, quote_id, principal=caller, expected_version=expected_version(if_match)
+        )
+        response.headers["Location"] = f"/quotes/{quote.id}"
+        return answer(response, quote)
+
+    @router.post(
+        "/{quote_id}/buy-now-link",
+        status_code=201,
+        responses=_WRITE,
+        summary="A signed, expiring link that lets the customer accept this quote",
+    )
+    async def buy_now_link(quote_id: UUID, caller: Caller) -> BuyNowLinkResponse:
+        quote = await reader.get(quote_id, caller)
+        access.require_quote_work(caller)
+        if QuoteAction.ACCEPT not in quote.allowed_actions():
+            raise QuoteActionNotAllowed(
+                quote.status, QuoteAction.ACCEPT, "only a presented quote can be bought"
+            )
+        link = links.issue(quote.id, quote.opportunity_id, quote.valid_until, clock())
+        return BuyNowLinkResponse(url=link.url, expires_at=link.expires_at)
+
+    return router
+
+
+def buy_now_routes(
+    unit_of_work: UnitOfWorkFactory,
+    reader: QuoteReader,
+    links: BuyNowLinks,
+    clock: Callable[[], datetime],
+) -> APIRouter:
+    """For the customer, who has no user token: the signed link is the credential."""
+    router = APIRouter(prefix="/buy-now", tags=["buy-now"])
+    responses = problem_responses(403, 404, 409)
+
+    @router.get("/{token}", responses=responses, summary="The offer behind a buy-now link")
+    async def view(token: str) -> BuyNowQuoteResponse:
+        quote_id, opportunity_id = links.verify(token, clock())
+        quote = await reader.for_link(quote_id, opportunity_id)
+        return BuyNowQuoteResponse(
+            quote_id=quote.id,
+            status=quote.status,
+            lines=_lines(quote),
+            total=quote.total,
+            valid_until=quote.valid_until,
+        )
+
+    @router.post(
+        "/{token}/accept",
+        status_code=202,
+        responses=responses,
+        summary="Accept the offer (202: the order follows once the deal is won)",
+    )
+    async def accept(token: str) -> BuyNowQuoteResponse:
+        quote_id, opportunity_id = links.verify(token, clock())
+        quote = await use_cases.accept_quote(
+            unit_of_work, quote_id, principal=None, opportunity_id=opportunity_id
+        )
+        return BuyNowQuoteResponse(
+            quote_id=quote.id,
+            status=quote.status,
+            lines=_lines(quote),
+            total=quote.total,
+            valid_until=quote.valid_until,
+        )
+
+    return router
+
+
+def _product(p: Product) -> ProductResponse:
+    return ProductResponse(
+        id=p.id,
+        sku=p.sku,
+        name=p.name,
+        description=p.description,
+        list_price=p.list_price,
+        billing=p.billing,
+        billing_period=p.billing_period,
+        retired_at=p.retired_at,
+        version=p.version,
+    )
+
+
+def _bundle(b: Bundle) -> BundleResponse:
+    return BundleResponse(
+        id=b.id,
+        sku=b.sku,
+        name=b.name,
+        description=b.description,
+        price=b.price,
+        billing_period=b.billing_period,
+        items=[BundleItemBody(product_id=i.product_id, quantity=i.quantity) for i in b.items],
+        retired_at=b.retired_at,
+        version=b.version,
+    )
+
+
+def _given(body: Any) -> dict[str, Any]:
+    return {name: getattr(body, name) for name in body.model_fields_set}
+
+
+def catalog_routes(unit_of_work: UnitOfWorkFactory, reader: QuoteReader) -> APIRouter:
+    router = APIRouter(tags=["catalog"])
+    admin = problem_responses(401, 403, 404, 409, 422)
+
+    @router.post("/products", status_code=201, responses=admin, summary="Add a product (admin)")
+    async def create_product(body: ProductRequest, caller: Caller) -> ProductResponse:
+        return _product(await catalog.create_product(unit_of_work, caller, **_given(body)))
+
+    @router.get("/products", responses=_READ, summary="The catalog's products")
+    async def list_products(caller: Caller, include_retired: bool = False) -> list[ProductResponse]:
+        return [_product(p) for p in await reader.products(include_retired)]
+
+    @router.get("/products/{product_id}", responses=_READ, summary="One product")
+    async def get_product(product_id: UUID, caller: Caller) -> ProductResponse:
+        return _product(await reader.product(product_id))
+
+    @router.patch("/products/{product_id}", responses=admin, summary="Change a product (admin)")
+    async def update_product(
+        product_id: UUID, body: ProductChanges, caller: Caller
+    ) -> ProductResponse:
+        return _product(
+            await catalog.update_product(unit_of_work, caller, product_id, **_given(body))
+        )
+
+    @router.post(
+        "/products/{product_id}/retire",
+        responses=admin,
+        summary="Retire a product: kept on quotes, no longer quotable (admin)",
+    )
+    async def retire_product(product_id: UUID, caller: Caller) -> ProductResponse:
+        return _product(await catalog.retire_product(unit_of_work, caller, product_id))
+
+    @router.post(
+        "/bundles", status_code=201, responses=admin, summary="Add a subscription bundle (admin)"
+    )
+    async def create_bundle(body: BundleRequest, caller: Caller) -> BundleResponse:
+        fields = _given(body)
+        items = [BundleItem(i.product_id, i.quantity) for i in body.items]
+        fields.pop("items")
+        return _bundle(await catalog.create_bundle(unit_of_work, caller, items, **fields))
+
+    @router.get("/bundles", responses=_READ, summary="The catalog's bundles")
+    async def list_bundles(caller: Caller, include_retired: bool = False) -> list[BundleResponse]:
+        return [_bundle(b) for b in await reader.bundles(include_retired)]
+
+    @router.get("/bundles/{bundle_id}", responses=_READ, summary="One bundle")
+    async def get_bundle(bundle_id: UUID, caller: Caller) -> BundleResponse:
+        return _bundle(await reader.bundle(bundle_id))
+
+    @router.patch("/bundles/{bundle_id}", responses=admin, summary="Change a bundle (admin)")
+    async def update_bundle(bundle_id: UUID, body: BundleChanges, caller: Caller) -> BundleResponse:
+        fields = _given(body)
+        if "items" in fields:
+            fields["items"] = [BundleItem(i.product_id, i.quantity) for i in body.items]
+        return _bundle(await catalog.update_bundle(unit_of_work, caller, bundle_id, **fields))
+
+    @router.post("/bundles/{bundle_id}/retire", responses=admin, summary="Retire a bundle (admin)")
+    async def retire_bundle(bundle_id: UUID, caller: Caller) -> BundleResponse:
+        return _bundle(await catalog.retire_bundle(unit_of_work, caller, bundle_id))
+
+    return router

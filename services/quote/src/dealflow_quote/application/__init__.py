@@ -1,0 +1,1 @@
+"""Use cases of the quote service, each one unit of work."""

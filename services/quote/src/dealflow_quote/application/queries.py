@@ -1,0 +1,68 @@
+"""Reads of the quote service, filtered by what the caller may see."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dealflow_common.auth import Principal
+from dealflow_common.contracts.quote import QuoteStatus
+from dealflow_common.db import READ_ONLY
+from dealflow_quote.adapters.repository import CatalogRepository, KnownOpportunities, QuoteQueries
+from dealflow_quote.domain import access
+from dealflow_quote.domain.catalog import Bundle, Product
+from dealflow_quote.domain.errors import QuoteNotFound
+from dealflow_quote.domain.model import Quote
+
+
+class QuoteReader:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as connection:
+            yield await connection.execution_options(**READ_ONLY)
+
+    async def get(self, quote_id: UUID, viewer: Principal) -> Quote:
+        async with self._read() as connection:
+            quote = await QuoteQueries(connection).find(quote_id)
+            deal = await KnownOpportunities(connection).get(quote.opportunity_id) if quote else None
+        if quote is None or deal is None or not access.can_view(deal, viewer):
+            raise QuoteNotFound(quote_id)
+        return quote
+
+    async def for_link(self, quote_id: UUID, opportunity_id: UUID) -> Quote:
+        async with self._read() as connection:
+            quote = await QuoteQueries(connection).find(quote_id)
+        if quote is None or quote.opportunity_id != opportunity_id:
+            raise QuoteNotFound(quote_id)
+        return quote
+
+    async def of_opportunity(
+        self, opportunity_id: UUID, status: QuoteStatus | None, viewer: Principal
+    ) -> list[Quote]:
+        async with self._read() as connection:
+            deal = await KnownOpportunities(connection).get(opportunity_id)
+            if deal is None or not access.can_view(deal, viewer):
+                return []
+            return await QuoteQueries(connection).of_opportunity(opportunity_id, status)
+
+    async def products(self, include_retired: bool) -> list[Product]:
+        async with self._read() as connection:
+            return await CatalogRepository(connection).product_list(include_retired)
+
+    async def product(self, product_id: UUID) -> Product:
+        async with self._read() as connection:
+            return await CatalogRepository(connection).product(product_id)
+
+    async def bundles(self, include_retired: bool) -> list[Bundle]:
+        async with self._read() as connection:
+            return await CatalogRepository(connection).bundle_list(include_retired)
+
+    async def bundle(self, bundle_id: UUID) -> Bundle:
+        async with self._read() as connection:
+            return await CatalogRepository(connection).bundle(bundle_id)

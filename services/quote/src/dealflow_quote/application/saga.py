@@ -1,0 +1,132 @@
+"""The quote service's side of the accept-quote saga, and its opportunity projection.
+
+Handlers of `dealflow.opportunity.events`, each applied once through the inbox:
+- every event keeps the projection of the opportunity (stage, owners, team);
+- `opportunity.won` marks the winning quote accepted and abandons the other open
+  quotes; `opportunity.lost` abandons them all;
+- `opportunity.acceptance_refused` returns the quote to presented, and abandons it
+  when the opportunity is already closed.
+A quote waiting for the opportunity's answer (accept_pending) is left to that answer:
+the opportunity service answers every acceptance request, won or refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from dealflow_common.contracts.opportunity import (
+    OpportunityAcceptanceRefused,
+    OpportunityAssigned,
+    OpportunityCreated,
+    OpportunityLost,
+    OpportunityStageChanged,
+    OpportunityUpdated,
+    OpportunityWon,
+    Stage,
+)
+from dealflow_common.contracts.quote import QuoteStatus
+from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
+from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
+from dealflow_quote.domain.access import KnownOpportunity
+
+SYSTEM = "system:quote"
+
+
+async def _known(uow: QuoteUnitOfWork, opportunity_id: UUID) -> KnownOpportunity:
+    deal = await uow.opportunities.get(opportunity_id)
+    # An opportunity whose creation this service never saw (it predates the topic's
+    # retention) is still tracked from what its later events say.
+    return deal or KnownOpportunity(opportunity_id, Stage.LEAD, [], None, "")
+
+
+async def opportunity_state(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityCreated | OpportunityUpdated = event.payload
+    state = payload.opportunity
+    await uow.opportunities.put(
+        KnownOpportunity(
+            id=state.id,
+            stage=state.stage,
+            owners=list(state.owners),
+            team_id=state.team_id,
+            created_by=state.created_by,
+            won_quote_id=state.won_quote_id,
+        ),
+        uow.clock(),
+    )
+
+
+async def stage_changed(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityStageChanged = event.payload
+    deal = await _known(uow, payload.opportunity_id)
+    deal.stage = payload.to_stage
+    deal.owners = list(payload.owners)
+    await uow.opportunities.put(deal, uow.clock())
+
+
+async def assigned(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityAssigned = event.payload
+    deal = await _known(uow, payload.opportunity_id)
+    deal.owners = list(payload.owners)
+    deal.team_id = payload.team_id
+    await uow.opportunities.put(deal, uow.clock())
+
+
+async def won(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityWon = event.payload
+    now = uow.clock()
+    deal = await _known(uow, payload.opportunity_id)
+    deal.stage = Stage.CLOSED_WON
+    deal.won_quote_id = payload.won_quote_id
+    await uow.opportunities.put(deal, now)
+    reason = (
+        f"the opportunity was won by quote {payload.won_quote_id}"
+        if payload.won_quote_id
+        else "the opportunity was won without a quote"
+    )
+    for quote in await uow.quotes.open_quotes_of(payload.opportunity_id):
+        if quote.id == payload.won_quote_id:
+            quote.confirm_acceptance(now)
+        elif quote.status != QuoteStatus.ACCEPT_PENDING:
+            quote.abandon(reason, SYSTEM, now)
+        await _save(uow, quote)
+
+
+async def lost(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityLost = event.payload
+    now = uow.clock()
+    deal = await _known(uow, payload.opportunity_id)
+    deal.stage = Stage.CLOSED_LOST
+    await uow.opportunities.put(deal, now)
+    for quote in await uow.quotes.open_quotes_of(payload.opportunity_id):
+        if quote.status != QuoteStatus.ACCEPT_PENDING:
+            quote.abandon(f"the opportunity was lost: {payload.reason}", SYSTEM, now)
+            await _save(uow, quote)
+
+
+async def acceptance_refused(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityAcceptanceRefused = event.payload
+    now = uow.clock()
+    quote = await uow.quotes.get(payload.quote_id)
+    if quote.refuse_acceptance(payload.reason, now):
+        deal = await _known(uow, payload.opportunity_id)
+        if not deal.is_open:
+            quote.abandon(f"acceptance refused: {payload.reason}", SYSTEM, now)
+    await _save(uow, quote)
+
+
+async def _save(uow: QuoteUnitOfWork, quote: Any) -> None:
+    await uow.quotes.save(quote)
+    uow.record(*quote.events)
+    quote.events.clear()
+
+
+HANDLERS: dict[str, EventHandler] = {
+    "opportunity.created": opportunity_state,
+    "opportunity.updated": opportunity_state,
+    "opportunity.stage_changed": stage_changed,
+    "opportunity.assigned": assigned,
+    "opportunity.won": won,
+    "opportunity.lost": lost,
+    "opportunity.acceptance_refused": acceptance_refused,
+}

@@ -1,0 +1,25 @@
+"""The quote service's unit of work: one transaction with its repositories."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from dealflow_common.uow import UnitOfWork
+from dealflow_quote.adapters.repository import (
+    CatalogRepository,
+    KnownOpportunities,
+    QuoteRepository,
+)
+
+
+class QuoteUnitOfWork(UnitOfWork):
+    quotes: QuoteRepository
+    catalog: CatalogRepository
+    opportunities: KnownOpportunities
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self.quotes = QuoteRepository(self.connection)
+        self.catalog = CatalogRepository(self.connection)
+        self.opportunities = KnownOpportunities(self.connection)
+        return self

@@ -1,0 +1,266 @@
+"""The quote service's use cases, one transaction each.
+
+A quote belongs to an opportunity this service knows from its events. Right after an
+opportunity is created its events may still be on their way, so creating a quote for
+an opportunity not yet known waits a moment (`opportunity_wait`) before refusing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from dealflow_common.auth import Principal
+from dealflow_common.contracts.money import Money
+from dealflow_common.errors import RuleViolated
+from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
+from dealflow_quote.domain import access
+from dealflow_quote.domain.access import KnownOpportunity
+from dealflow_quote.domain.catalog import Bundle, Product
+from dealflow_quote.domain.errors import (
+    CatalogItemRetired,
+    CurrencyMismatch,
+    OpportunityClosed,
+    OpportunityUnknown,
+    QuoteHasExpired,
+    QuoteNotFound,
+)
+from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.pricing import QuoteLine
+
+UnitOfWorkFactory = Callable[[], QuoteUnitOfWork]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotePolicy:
+    approval_threshold_percent: Decimal
+    default_validity: timedelta
+    opportunity_wait: float
+    """Seconds to wait for a just-created opportunity's events before refusing a quote."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineRequest:
+    """A line as asked for: from the catalog (product or bundle) or free text."""
+
+    quantity: Decimal
+    product_id: UUID | None = None
+    bundle_id: UUID | None = None
+    description: str | None = None
+    unit_price: Money | None = None
+    discount_percent: Decimal = Decimal(0)
+
+
+async def _known_opportunity(
+    unit_of_work: UnitOfWorkFactory, opportunity_id: UUID, wait: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        async with unit_of_work() as uow:
+            if await uow.opportunities.get(opportunity_id) is not None:
+                return
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def create_quote(
+    unit_of_work: UnitOfWorkFactory,
+    principal: Principal,
+    policy: QuotePolicy,
+    *,
+    opportunity_id: UUID,
+    lines: list[LineRequest],
+    currency: str | None,
+    valid_until: datetime | None,
+) -> Quote:
+    access.require_quote_work(principal)
+    await _known_opportunity(unit_of_work, opportunity_id, policy.opportunity_wait)
+    async with unit_of_work() as uow:
+        deal = await uow.opportunities.get(opportunity_id)
+        if deal is None or not access.can_view(deal, principal):
+            raise OpportunityUnknown(opportunity_id)
+        if not deal.is_open:
+            raise OpportunityClosed(opportunity_id, deal.stage.value)
+        resolved = await _resolve_lines(uow, lines, currency)
+        now = uow.clock()
+        quote = Quote.draft(
+            opportunity_id=opportunity_id,
+            currency=currency or resolved[0].currency,
+            lines=resolved,
+            valid_until=valid_until or now + policy.default_validity,
+            by=principal.user_id,
+            now=now,
+        )
+        await uow.quotes.add(quote)
+        _record(uow, quote)
+        await uow.commit()
+    return quote
+
+
+async def _resolve_lines(
+    uow: QuoteUnitOfWork, requests: list[LineRequest], currency: str | None
+) -> list[QuoteLine]:
+    """Fill catalog lines with their list price and name; keep a special price if given."""
+    products = await uow.catalog.products_by_id([r.product_id for r in requests if r.product_id])
+    bundles = await uow.catalog.bundles_by_id([r.bundle_id for r in requests if r.bundle_id])
+    lines = []
+    for index, request in enumerate(requests):
+        where = f"lines[{index}]"
+        item: Product | Bundle | None = None
+        if request.product_id is not None:
+            item = products.get(request.product_id)
+            if item is None:
+                raise RuleViolated(f"{where}.product_id", f"no product {request.product_id}")
+        elif request.bundle_id is not None:
+            item = bundles.get(request.bundle_id)
+            if item is None:
+                raise RuleViolated(f"{where}.bundle_id", f"no bundle {request.bundle_id}")
+        if item is not None and item.retired:
+            raise CatalogItemRetired(
+                f"{where}.{'product_id' if request.product_id else 'bundle_id'}", item.sku
+            )
+        list_price = item.list_price if isinstance(item, Product) else item.price if item else None
+        unit_price = request.unit_price or list_price
+        if unit_price is None:  # the API refuses a free-text line without a price
+            raise RuleViolated(f"{where}.unit_price", "a free-text line needs a unit price")
+        if list_price is not None and list_price.currency != unit_price.currency:
+            raise CurrencyMismatch(
+                f"{where}.unit_price.currency", unit_price.currency, list_price.currency
+            )
+        if currency is not None and unit_price.currency != currency:
+            raise CurrencyMismatch(f"{where}.unit_price.currency", unit_price.currency, currency)
+        lines.append(
+            QuoteLine(
+                line_no=index + 1,
+                description=request.description or (item.name if item else ""),
+                quantity=request.quantity,
+                unit_price=unit_price,
+                discount_percent=request.discount_percent,
+                product_id=request.product_id,
+                bundle_id=request.bundle_id,
+                sku=item.sku if item else None,
+                billing=(
+                    item.billing
+                    if isinstance(item, Product)
+                    else "subscription"
+                    if isinstance(item, Bundle)
+                    else "one_off"
+                ),
+                billing_period=item.billing_period if item else None,
+            )
+        )
+    return lines
+
+
+def _record(uow: QuoteUnitOfWork, quote: Quote) -> None:
+    uow.record(*quote.events)
+    quote.events.clear()
+
+
+async def _visible(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
+    deal = await uow.opportunities.get(quote.opportunity_id)
+    if deal is None or not access.can_view(deal, principal):
+        # Someone who may not see the deal learns nothing about its quotes.
+        raise QuoteNotFound(quote.id)
+    return deal
+
+
+async def change_quote(
+    unit_of_work: UnitOfWorkFactory,
+    quote_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    apply: Callable[[Quote, datetime], object],
+    authorize: Callable[[Principal], None] = access.require_quote_work,
+) -> Quote:
+    async with unit_of_work() as uow:
+        quote = await uow.quotes.get(quote_id)
+        await _visible(uow, quote, principal)
+        authorize(principal)
+        quote.check_version(expected_version)
+        apply(quote, uow.clock())
+        await uow.quotes.save(quote)
+        _record(uow, quote)
+        await uow.commit()
+    return quote
+
+
+async def accept_quote(
+    unit_of_work: UnitOfWorkFactory,
+    quote_id: UUID,
+    *,
+    principal: Principal | None,
+    expected_version: int | None = None,
+    opportunity_id: UUID | None = None,
+) -> Quote:
+    """The customer accepts: by a user for them, or through a buy-now link (no user; the
+    signed link names the quote and its opportunity)."""
+    async with unit_of_work() as uow:
+        quote = await uow.quotes.get(quote_id)
+        if principal is not None:
+            deal = await _visible(uow, quote, principal)
+            access.require_quote_work(principal)
+        else:
+            found = await uow.opportunities.get(quote.opportunity_id)
+            if found is None or quote.opportunity_id != opportunity_id:
+                raise QuoteNotFound(quote_id)
+            deal = found
+        quote.check_version(expected_version)
+        if not deal.is_open:
+            raise OpportunityClosed(deal.id, deal.stage.value)
+        by = principal.user_id if principal else "customer"
+        accepted = quote.request_acceptance(by, uow.clock(), "api" if principal else "buy_now_link")
+        await uow.quotes.save(quote)
+        _record(uow, quote)
+        await uow.commit()
+    if not accepted:
+        raise QuoteHasExpired(quote.valid_until)
+    return quote
+
+
+async def revise_quote(
+    unit_of_work: UnitOfWorkFactory,
+    quote_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    lines: list[LineRequest] | None,
+    valid_until: datetime | None,
+) -> Quote:
+    async with unit_of_work() as uow:
+        quote = await uow.quotes.get(quote_id)
+        await _visible(uow, quote, principal)
+        access.require_quote_work(principal)
+        quote.check_version(expected_version)
+        resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None
+        quote.revise(principal.user_id, uow.clock(), lines=resolved, valid_until=valid_until)
+        await uow.quotes.save(quote)
+        _record(uow, quote)
+        await uow.commit()
+    return quote
+
+
+async def expire_due_quotes(unit_of_work: UnitOfWorkFactory, batch: int = 200) -> int:
+    """Expire every presented quote past its validity; the scheduler calls this.
+
+    Due times live in the database, so a restart neither skips nor repeats one, and
+    replicas running it together take different quotes (SKIP LOCKED).
+    """
+    expired = 0
+    while True:
+        async with unit_of_work() as uow:
+            now = uow.clock()
+            due = await uow.quotes.due_for_expiry(now, batch)
+            for quote in due:
+                if quote.expire(now):
+                    await uow.quotes.save(quote)
+                    _record(uow, quote)
+                    expired += 1
+            await uow.commit()
+        if len(due) < batch:
+            return expired

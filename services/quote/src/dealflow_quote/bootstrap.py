@@ -1,0 +1,120 @@
+"""Composition root of the quote service.
+
+The only place that reads settings and builds the engine, the broker, the consumer of
+opportunity events, the expiry schedule and the app.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import ClassVar
+
+from fastapi import FastAPI
+from pydantic import Field, SecretStr
+
+from dealflow_common.contracts.asyncapi import asyncapi_document
+from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
+from dealflow_common.http.app import create_app
+from dealflow_common.platform import Platform, build_platform
+from dealflow_common.service import load_settings, run_service
+from dealflow_common.settings import ServiceSettings
+from dealflow_quote.adapters.buy_now import BuyNowLinks
+from dealflow_quote.api.routes import buy_now_routes, catalog_routes, quote_routes
+from dealflow_quote.application import saga
+from dealflow_quote.application.queries import QuoteReader
+from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
+from dealflow_quote.application.use_cases import QuotePolicy, expire_due_quotes
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION = "0.1.0"
+DESCRIPTION = (
+    "The product catalog, quotes with their lines and lifecycle, buy-now links, and the "
+    "quote side of the accept-quote saga. Publishes on dealflow.quote.events; consumes "
+    "dealflow.opportunity.events."
+)
+
+
+class QuoteSettings(ServiceSettings):
+    service_name: ClassVar[str] = "quote"
+    port: int = Field(default=8002, ge=1, le=65535)
+    approval_threshold_percent: Decimal = Field(
+        default=Decimal(20),
+        ge=0,
+        le=100,
+        description="A quote giving away more than this share of list value needs approval",
+    )
+    quote_validity_days: int = Field(default=30, ge=1, le=365)
+    expiry_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often due quotes are expired"
+    )
+    buy_now_secret: SecretStr = Field(description="Signs buy-now links; no default")
+    buy_now_link_ttl_hours: int = Field(default=168, ge=1)
+    public_base_url: str | None = Field(
+        default=None, description="Where customers reach this service (buy-now links)"
+    )
+    opportunity_wait_ms: int = Field(
+        default=3000,
+        ge=0,
+        description="How long a new quote waits for its just-created opportunity's events",
+    )
+
+
+def build_app(settings: QuoteSettings, platform: Platform | None = None) -> FastAPI:
+    platform = platform or build_platform(settings, publishes=[QUOTE_EVENTS])
+
+    def unit_of_work() -> QuoteUnitOfWork:
+        return QuoteUnitOfWork(platform.engine, platform.outbox, platform.clock)
+
+    policy = QuotePolicy(
+        approval_threshold_percent=settings.approval_threshold_percent,
+        default_validity=timedelta(days=settings.quote_validity_days),
+        opportunity_wait=settings.opportunity_wait_ms / 1000,
+    )
+    links = BuyNowLinks(
+        settings.buy_now_secret,
+        settings.public_base_url or f"http://{settings.host}:{settings.port}",
+        timedelta(hours=settings.buy_now_link_ttl_hours),
+    )
+    platform.add_consumer(
+        group_id="quote-service",
+        topics=[OPPORTUNITY_EVENTS],
+        handlers=saga.HANDLERS,
+        unit_of_work=unit_of_work,
+    )
+
+    async def expire_due() -> None:
+        await expire_due_quotes(unit_of_work)
+
+    platform.scheduler.add_job(
+        expire_due,
+        "interval",
+        seconds=settings.expiry_interval_seconds,
+        id="expire-due-quotes",
+        max_instances=1,
+        coalesce=True,
+    )
+    reader = QuoteReader(platform.engine)
+    return create_app(
+        platform,
+        title="Dealflow quote service",
+        description=DESCRIPTION,
+        version=VERSION,
+        routers=[
+            quote_routes(unit_of_work, reader, policy, links, platform.clock),
+            buy_now_routes(unit_of_work, reader, links, platform.clock),
+            catalog_routes(unit_of_work, reader),
+        ],
+        asyncapi=asyncapi_document(
+            service="quote",
+            version=VERSION,
+            description=DESCRIPTION,
+            publishes=[QUOTE_EVENTS],
+            consumes={OPPORTUNITY_EVENTS: saga.HANDLERS},
+        ),
+    )
+
+
+def main() -> None:
+    run_service(load_settings(QuoteSettings), build_app, MIGRATIONS)

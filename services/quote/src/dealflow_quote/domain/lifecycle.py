@@ -1,0 +1,86 @@
+"""The quote lifecycle: one declarative table, read by the aggregate, the API and docs.
+
+draft -> presented, or through approval when the discount is above the threshold:
+draft -> pending_approval -> approved -> presented (approval_rejected -> draft for
+rework); presented -> accept_pending -> accepted, or back to presented when the
+opportunity refuses; presented -> expired when valid_until passes; any open quote but
+one awaiting the opportunity's answer -> abandoned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+from dealflow_common.contracts.quote import QuoteStatus
+
+
+class QuoteAction(StrEnum):
+    EDIT = "edit"
+    SUBMIT_FOR_APPROVAL = "submit_for_approval"
+    APPROVE = "approve"
+    REJECT_APPROVAL = "reject_approval"
+    REWORK = "rework"
+    PRESENT = "present"
+    ACCEPT = "accept"
+    CONFIRM_ACCEPTANCE = "confirm_acceptance"
+    """The opportunity was won by this quote."""
+    REFUSE_ACCEPTANCE = "refuse_acceptance"
+    """The opportunity refused: closed, or won by another quote."""
+    ABANDON = "abandon"
+    EXPIRE = "expire"
+
+
+S, A = QuoteStatus, QuoteAction
+
+TRANSITIONS: Final[Mapping[QuoteStatus, Mapping[QuoteAction, QuoteStatus]]] = MappingProxyType(
+    {
+        S.DRAFT: {
+            A.EDIT: S.DRAFT,
+            A.SUBMIT_FOR_APPROVAL: S.PENDING_APPROVAL,
+            A.PRESENT: S.PRESENTED,
+            A.ABANDON: S.ABANDONED,
+        },
+        S.PENDING_APPROVAL: {
+            A.APPROVE: S.APPROVED,
+            A.REJECT_APPROVAL: S.APPROVAL_REJECTED,
+            A.ABANDON: S.ABANDONED,
+        },
+        S.APPROVED: {A.PRESENT: S.PRESENTED, A.ABANDON: S.ABANDONED},
+        S.APPROVAL_REJECTED: {A.REWORK: S.DRAFT, A.ABANDON: S.ABANDONED},
+        S.PRESENTED: {
+            A.ACCEPT: S.ACCEPT_PENDING,
+            A.EXPIRE: S.EXPIRED,
+            A.ABANDON: S.ABANDONED,
+        },
+        S.ACCEPT_PENDING: {
+            A.CONFIRM_ACCEPTANCE: S.ACCEPTED,
+            A.REFUSE_ACCEPTANCE: S.PRESENTED,
+        },
+        S.ACCEPTED: {},
+        S.ABANDONED: {},
+        S.EXPIRED: {},
+    }
+)
+
+OPEN: Final = frozenset(s for s in QuoteStatus if TRANSITIONS[s])
+"""Statuses from which something can still happen."""
+
+SYSTEM_ACTIONS: Final = frozenset({A.CONFIRM_ACCEPTANCE, A.REFUSE_ACCEPTANCE, A.EXPIRE})
+"""Done by the saga or the expiry job, never through the API."""
+
+
+def allowed_actions(status: QuoteStatus) -> list[QuoteAction]:
+    """What a person may do with a quote in `status` (for 409 answers and the API)."""
+    return [a for a in QuoteAction if a in TRANSITIONS[status] and a not in SYSTEM_ACTIONS]
+
+
+def mermaid_diagram() -> str:
+    lines = ["stateDiagram-v2", "    [*] --> draft"]
+    for source, by_action in TRANSITIONS.items():
+        for action, target in by_action.items():
+            if source != target:
+                lines.append(f"    {source.value} --> {target.value}: {action.value}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,345 @@
+"""The Quote aggregate: an offer to the customer of one opportunity, with its lines.
+
+Each command checks the lifecycle table, moves the status, bumps `version` once and
+records the events it caused (the contracts of `dealflow.quote.events`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+from uuid import UUID
+
+from dealflow_common.contracts.base import EventPayload
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.quote import (
+    QuoteAbandoned,
+    QuoteAcceptanceRejected,
+    QuoteAcceptanceRequested,
+    QuoteAccepted,
+    QuoteApprovalRejected,
+    QuoteApprovalRequested,
+    QuoteApproved,
+    QuoteCreated,
+    QuoteExpired,
+    QuotePresented,
+    QuoteStatus,
+    QuoteUpdated,
+)
+from dealflow_common.errors import StaleVersion
+from dealflow_quote.domain import lifecycle
+from dealflow_quote.domain.errors import (
+    ApprovalNotNeeded,
+    ApprovalRequired,
+    CurrencyMismatch,
+    QuoteActionNotAllowed,
+    ValidUntilInPast,
+)
+from dealflow_quote.domain.lifecycle import QuoteAction
+from dealflow_quote.domain.pricing import QuoteLine, discount_percent_of, total_of
+
+
+@dataclass(eq=False)
+class Quote:
+    id: UUID
+    opportunity_id: UUID
+    status: QuoteStatus
+    currency: str
+    lines: list[QuoteLine]
+    valid_until: datetime
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    status_reason: str | None = None
+    """Why it was abandoned, why approval or acceptance was refused."""
+    approved_by: str | None = None
+    accepted_at: datetime | None = None
+
+    events: list[EventPayload] = field(default_factory=list, repr=False)
+    lines_changed: bool = field(default=False, repr=False)
+    version_bumped: bool = field(default=False, repr=False)
+
+    @classmethod
+    def draft(
+        cls,
+        *,
+        opportunity_id: UUID,
+        currency: str,
+        lines: list[QuoteLine],
+        valid_until: datetime,
+        by: str,
+        now: datetime,
+        quote_id: UUID | None = None,
+    ) -> Quote:
+        _check_lines(lines, currency)
+        _check_valid_until(valid_until, now)
+        quote = cls(
+            id=quote_id or uuid.uuid4(),
+            opportunity_id=opportunity_id,
+            status=QuoteStatus.DRAFT,
+            currency=currency,
+            lines=lines,
+            valid_until=valid_until,
+            created_by=by,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            lines_changed=True,
+            version_bumped=True,
+        )
+        quote.events.append(
+            QuoteCreated(
+                opportunity_id=opportunity_id,
+                quote_id=quote.id,
+                status=quote.status,
+                total=quote.total,
+                valid_until=valid_until,
+                line_count=len(lines),
+                created_by=by,
+                created_at=now,
+            )
+        )
+        return quote
+
+    # --- queries --------------------------------------------------------------------
+
+    @property
+    def total(self) -> Money:
+        return total_of(self.lines, self.currency)
+
+    @property
+    def discount_percent(self) -> Decimal:
+        return discount_percent_of(self.lines)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in lifecycle.OPEN
+
+    def needs_approval(self, threshold_percent: Decimal) -> bool:
+        return self.discount_percent > threshold_percent
+
+    def allowed_actions(self) -> list[QuoteAction]:
+        return lifecycle.allowed_actions(self.status)
+
+    def check_version(self, expected: int | None) -> None:
+        if expected is not None and expected != self.version:
+            raise StaleVersion("quote", expected, self.version)
+
+    # --- commands by people ---------------------------------------------------------
+
+    def revise(
+        self,
+        by: str,
+        now: datetime,
+        *,
+        lines: list[QuoteLine] | None = None,
+        valid_until: datetime | None = None,
+    ) -> None:
+        """Edit a draft: its lines, its validity, or both."""
+        self._require(QuoteAction.EDIT)
+        if lines is not None:
+            _check_lines(lines, self.currency)
+            self.lines = lines
+            self.lines_changed = True
+        if valid_until is not None:
+            _check_valid_until(valid_until, now)
+            self.valid_until = valid_until
+        self._move(QuoteStatus.DRAFT, now)
+        self.events.append(
+            QuoteUpdated(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                total=self.total,
+                valid_until=self.valid_until,
+                line_count=len(self.lines),
+                updated_by=by,
+                updated_at=now,
+                version=self.version,
+            )
+        )
+
+    def submit_for_approval(self, threshold_percent: Decimal, by: str, now: datetime) -> None:
+        self._require(QuoteAction.SUBMIT_FOR_APPROVAL)
+        if not self.needs_approval(threshold_percent):
+            raise ApprovalNotNeeded(self.discount_percent, threshold_percent)
+        self._move(QuoteStatus.PENDING_APPROVAL, now)
+        self.events.append(
+            QuoteApprovalRequested(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                discount_percent=self.discount_percent,
+                threshold_percent=threshold_percent,
+                requested_by=by,
+                requested_at=now,
+            )
+        )
+
+    def approve(self, by: str, now: datetime) -> None:
+        self._require(QuoteAction.APPROVE)
+        self.approved_by = by
+        self._move(QuoteStatus.APPROVED, now)
+        self.events.append(
+            QuoteApproved(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                approved_by=by,
+                approved_at=now,
+            )
+        )
+
+    def reject_approval(self, reason: str, by: str, now: datetime) -> None:
+        self._require(QuoteAction.REJECT_APPROVAL)
+        self.status_reason = reason
+        self._move(QuoteStatus.APPROVAL_REJECTED, now)
+        self.events.append(
+            QuoteApprovalRejected(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                reason=reason,
+                rejected_by=by,
+                rejected_at=now,
+            )
+        )
+
+    def rework(self, by: str, now: datetime) -> None:
+        """Back to draft after a refused approval, to change the offer."""
+        self._require(QuoteAction.REWORK)
+        self.status_reason = None
+        self.approved_by = None
+        self._move(QuoteStatus.DRAFT, now)
+
+    def present(self, threshold_percent: Decimal, by: str, now: datetime) -> None:
+        self._require(QuoteAction.PRESENT)
+        if self.status == QuoteStatus.DRAFT and self.needs_approval(threshold_percent):
+            raise ApprovalRequired(self.discount_percent, threshold_percent)
+        _check_valid_until(self.valid_until, now)
+        self._move(QuoteStatus.PRESENTED, now)
+        self.events.append(
+            QuotePresented(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                total=self.total,
+                valid_until=self.valid_until,
+                presented_by=by,
+                presented_at=now,
+            )
+        )
+
+    def request_acceptance(
+        self, by: str, now: datetime, via: Literal["api", "buy_now_link"]
+    ) -> bool:
+        """The customer accepts; the deal's fate is the opportunity service's to decide.
+
+        A presented quote past its validity is expired on the spot instead, even when
+        the expiry job has not reached it yet: returns False, and the caller keeps
+        that change and refuses the acceptance.
+        """
+        self._require(QuoteAction.ACCEPT)
+        if self.expire(now):
+            return False
+        self._move(QuoteStatus.ACCEPT_PENDING, now)
+        self.events.append(
+            QuoteAcceptanceRequested(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                total=self.total,
+                requested_by=by,
+                requested_at=now,
+                via=via,
+            )
+        )
+        return True
+
+    def abandon(self, reason: str, by: str, now: datetime) -> None:
+        self._require(QuoteAction.ABANDON)
+        previous = self.status
+        self.status_reason = reason
+        self._move(QuoteStatus.ABANDONED, now)
+        self.events.append(
+            QuoteAbandoned(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                reason=reason,
+                previous_status=previous,
+                abandoned_by=by,
+                abandoned_at=now,
+            )
+        )
+
+    # --- commands of the saga and the scheduler -------------------------------------
+
+    def confirm_acceptance(self, now: datetime) -> None:
+        """The opportunity was won by this quote. A repeated confirmation changes nothing."""
+        if self.status == QuoteStatus.ACCEPTED:
+            return
+        self._require(QuoteAction.CONFIRM_ACCEPTANCE)
+        self.accepted_at = now
+        self._move(QuoteStatus.ACCEPTED, now)
+        self.events.append(
+            QuoteAccepted(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                total=self.total,
+                lines=[line.data() for line in self.lines],
+                accepted_at=now,
+            )
+        )
+
+    def refuse_acceptance(self, reason: str, now: datetime) -> bool:
+        """The opportunity refused; back to presented. False if it was not waiting."""
+        if self.status != QuoteStatus.ACCEPT_PENDING:
+            return False
+        self.status_reason = reason
+        self._move(QuoteStatus.PRESENTED, now)
+        self.events.append(
+            QuoteAcceptanceRejected(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                reason=reason,
+                rejected_at=now,
+            )
+        )
+        return True
+
+    def expire(self, now: datetime) -> bool:
+        """Expire a presented quote past its validity; False when it is not due."""
+        if self.status != QuoteStatus.PRESENTED or self.valid_until > now:
+            return False
+        self._move(QuoteStatus.EXPIRED, now)
+        self.events.append(
+            QuoteExpired(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                valid_until=self.valid_until,
+                expired_at=now,
+            )
+        )
+        return True
+
+    # --- internals ------------------------------------------------------------------
+
+    def _require(self, action: QuoteAction) -> None:
+        if action not in lifecycle.TRANSITIONS[self.status]:
+            raise QuoteActionNotAllowed(self.status, action)
+
+    def _move(self, target: QuoteStatus, now: datetime) -> None:
+        self.status = target
+        self.updated_at = now
+        if not self.version_bumped:
+            self.version += 1
+            self.version_bumped = True
+
+
+def _check_lines(lines: list[QuoteLine], currency: str) -> None:
+    for index, line in enumerate(lines):
+        if line.currency != currency:
+            raise CurrencyMismatch(f"lines[{index}].unit_price.currency", line.currency, currency)
+
+
+def _check_valid_until(valid_until: datetime, now: datetime) -> None:
+    if valid_until <= now:
+        raise ValidUntilInPast(valid_until)
