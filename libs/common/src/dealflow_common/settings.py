@@ -20,8 +20,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """What every service needs: where it listens, its database, the broker, auth."""
 
+    # env_ignore_empty: an empty variable (`DEALFLOW_JWT_ISSUER=` in a manifest) means
+    # "not set", not "the empty string", which would make every token fail issuer checks.
     model_config = SettingsConfigDict(
-        env_prefix="DEALFLOW_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="DEALFLOW_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        env_ignore_empty=True,
     )
 
     service_name: ClassVar[str] = "service"

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from dealflow_common.contracts import CloudEvent, dataschema_for, payload_class
 from dealflow_common.contracts.base import registered_payloads
 from dealflow_common.contracts.export import render, schema_documents
 from dealflow_common.contracts.topics import ALL_TOPICS
+from dealflow_common.settings import ServiceSettings
 
 SNAPSHOTS = Path(__file__).parents[2] / "schemas"
 
@@ -43,3 +47,19 @@ def test_the_envelope_reads_structured_cloudevents_with_unknown_extensions() -> 
     )
     assert event.sequence == 1
     assert event.causationid is None
+
+
+def test_an_empty_optional_setting_means_unset(monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "sqlite+aiosqlite:///x.db")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("DEALFLOW_JWT_SECRET", "x" * 32)
+    monkeypatch.setenv("DEALFLOW_JWT_ISSUER", "")
+    assert ServiceSettings().jwt_issuer is None
+
+
+def test_a_short_token_secret_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "sqlite+aiosqlite:///x.db")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("DEALFLOW_JWT_SECRET", "short")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        ServiceSettings()
