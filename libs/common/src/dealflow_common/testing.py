@@ -1,4 +1,6 @@
-"""Where the tests find PostgreSQL and Kafka, in the order the project promises:
+"""Test support (imported by the tests only; it needs the dev dependencies).
+
+Where the tests find PostgreSQL and Kafka, in the order the project promises:
 
 1. `DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS` when set;
 2. testcontainers (PostgreSQL, Apache Kafka) when a Docker engine answers;
@@ -14,16 +16,23 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import Table, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from dealflow_common.messaging.tables import inbox, outbox
+from dealflow_common.migrations import migrate
+from dealflow_common.platform import Platform, build_platform
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
+from dealflow_common.settings import ServiceSettings
 
 LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -178,3 +187,158 @@ def _json_or_empty(value: bytes | None) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+def envelope_bytes(
+    payload: Any,
+    *,
+    source: str = "/dealflow/test",
+    event_id: uuid.UUID | None = None,
+    correlation_id: str = "test-flow",
+    sequence: int = 1,
+) -> bytes:
+    """A CloudEvents record as the outbox of `source` would write it, for consumer tests."""
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(event_id or uuid.uuid4()),
+            "source": source,
+            "type": payload.event_type,
+            "subject": payload.subject,
+            "time": "2026-11-24T12:00:00+00:00",
+            "datacontenttype": "application/json",
+            "dataschema": payload.dataschema(),
+            "data": payload.model_dump(mode="json"),
+            "correlationid": correlation_id,
+            "sequence": sequence,
+        }
+    )
+
+
+@dataclass
+class FakeRecord:
+    """A Kafka record as a consumer receives it, for feeding `EventConsumer.apply_batch`."""
+
+    value: bytes
+    topic: str = "dealflow.test"
+    key: bytes | None = None
+    partition: int = 0
+    offset: int = 0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class MovableClock:
+    """A service clock the tests move, to measure durations and reach due times."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class ServiceUnderTest:
+    """One service's app on a real database, called in-process; no broker, no relay.
+
+    The relay does not run, so the outbox keeps what each request wrote for the test
+    to read; events reach the service's consumers through `consume`.
+    """
+
+    http: httpx.AsyncClient
+    platform: Platform
+    clock: MovableClock
+    token: Callable[..., str]
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.platform.engine
+
+    def headers(
+        self,
+        user: str,
+        roles: tuple[str, ...],
+        teams: tuple[str, ...],
+        extra: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user, roles, teams)}", **(extra or {})}
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        user: str = "alice",
+        roles: tuple[str, ...] = ("rep",),
+        teams: tuple[str, ...] = ("emea",),
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return await self.http.request(
+            method, path, json=body, headers=self.headers(user, roles, teams, headers)
+        )
+
+    async def row_counts(self, *tables: Table) -> dict[str, int]:
+        """Counts of rows: equal before and after a refused request = nothing written."""
+        async with self.engine.connect() as connection:
+            return {
+                t.name: int(await connection.scalar(select(func.count()).select_from(t)) or 0)
+                for t in (*tables, outbox, inbox)
+            }
+
+    async def events_of(self, subject: str) -> list[tuple[str, int]]:
+        """(type, sequence) of every event this service wrote about `subject`."""
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(
+                select(outbox.c.event_type, outbox.c.sequence)
+                .where(outbox.c.subject == subject)
+                .order_by(outbox.c.id)
+            )
+            return [(event_type, sequence) for event_type, sequence in rows]
+
+    async def envelopes_of(self, subject: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(
+                select(outbox.c.envelope).where(outbox.c.subject == subject).order_by(outbox.c.id)
+            )
+            return [orjson.loads(envelope) for (envelope,) in rows]
+
+    async def consume(self, *payloads: Any, event_id: uuid.UUID | None = None) -> None:
+        """Deliver events to the service's consumer of their topic, as Kafka would."""
+        for payload in payloads:
+            (consumer,) = [c for c in self.platform.consumers if payload.topic in c.topics]
+            await consumer.apply_batch(
+                [
+                    FakeRecord(
+                        envelope_bytes(payload, event_id=event_id),
+                        topic=payload.topic,
+                        key=payload.subject.encode(),
+                    )
+                ]
+            )
+
+
+S = TypeVar("S", bound=ServiceUnderTest)
+
+
+@contextlib.asynccontextmanager
+async def service_under_test(
+    kind: type[S],
+    settings: ServiceSettings,
+    build_app: Callable[..., Any],
+    migrations: Path,
+    token: Callable[..., str],
+    publishes: list[str],
+) -> AsyncIterator[S]:
+    """`kind` is ServiceUnderTest or a subclass adding the service's own helpers."""
+    await migrate(settings, migrations)
+    clock = MovableClock()
+    platform = build_platform(settings, publishes=publishes, clock=clock)
+    app = build_app(settings, platform)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+        yield kind(http, platform, clock, token)
+    await platform.engine.dispose()

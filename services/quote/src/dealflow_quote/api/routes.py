@@ -349,7 +349,18 @@ def catalog_routes(unit_of_work: UnitOfWorkFactory, reader: QuoteReader) -> APIR
 
     @router.post("/products", status_code=201, responses=admin, summary="Add a product (admin)")
     async def create_product(body: ProductRequest, caller: Caller) -> ProductResponse:
-        return _product(await catalog.create_product(unit_of_work, caller, **_given(body)))
+        return _product(
+            await catalog.create_product(
+                unit_of_work,
+                caller,
+                sku=body.sku,
+                name=body.name,
+                description=body.description,
+                list_price=body.list_price,
+                billing=body.billing,
+                billing_period=body.billing_period,
+            )
+        )
 
     @router.get("/products", responses=_READ, summary="The catalog's products")
     async def list_products(caller: Caller, include_retired: bool = False) -> list[ProductResponse]:
@@ -379,10 +390,18 @@ def catalog_routes(unit_of_work: UnitOfWorkFactory, reader: QuoteReader) -> APIR
         "/bundles", status_code=201, responses=admin, summary="Add a subscription bundle (admin)"
     )
     async def create_bundle(body: BundleRequest, caller: Caller) -> BundleResponse:
-        fields = _given(body)
-        items = [BundleItem(i.product_id, i.quantity) for i in body.items]
-        fields.pop("items")
-        return _bundle(await catalog.create_bundle(unit_of_work, caller, items, **fields))
+        return _bundle(
+            await catalog.create_bundle(
+                unit_of_work,
+                caller,
+                sku=body.sku,
+                name=body.name,
+                description=body.description,
+                price=body.price,
+                billing_period=body.billing_period,
+                items=[BundleItem(i.product_id, i.quantity) for i in body.items],
+            )
+        )
 
     @router.get("/bundles", responses=_READ, summary="The catalog's bundles")
     async def list_bundles(caller: Caller, include_retired: bool = False) -> list[BundleResponse]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from dealflow_common.auth import Principal
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.quote import BillingPeriod
 from dealflow_common.errors import Conflict
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.domain import access
@@ -22,22 +24,33 @@ class SkuTaken(Conflict):
 
 
 async def create_product(
-    unit_of_work: UnitOfWorkFactory, principal: Principal, **fields: Any
+    unit_of_work: UnitOfWorkFactory,
+    principal: Principal,
+    *,
+    sku: str,
+    name: str,
+    description: str | None,
+    list_price: Money,
+    billing: Literal["one_off", "subscription"],
+    billing_period: BillingPeriod | None,
 ) -> Product:
     access.require_catalog_admin(principal)
     async with unit_of_work() as uow:
-        if await uow.catalog.sku_taken(fields["sku"]):
-            raise SkuTaken(fields["sku"])
+        if await uow.catalog.sku_taken(sku):
+            raise SkuTaken(sku)
         now = uow.clock()
         product = Product(
             id=uuid.uuid4(),
+            sku=sku,
+            name=name,
+            description=description,
+            list_price=list_price,
+            billing=billing,
+            billing_period=billing_period,
             retired_at=None,
             created_at=now,
             updated_at=now,
             version=1,
-            description=fields.pop("description", None),
-            billing_period=fields.pop("billing_period", None),
-            **fields,
         )
         await uow.catalog.add_product(product)
         await uow.commit()
@@ -78,22 +91,33 @@ async def retire_product(
 
 
 async def create_bundle(
-    unit_of_work: UnitOfWorkFactory, principal: Principal, items: list[BundleItem], **fields: Any
+    unit_of_work: UnitOfWorkFactory,
+    principal: Principal,
+    *,
+    sku: str,
+    name: str,
+    description: str | None,
+    price: Money,
+    billing_period: BillingPeriod,
+    items: list[BundleItem],
 ) -> Bundle:
     access.require_catalog_admin(principal)
     async with unit_of_work() as uow:
-        if await uow.catalog.sku_taken(fields["sku"]):
-            raise SkuTaken(fields["sku"])
+        if await uow.catalog.sku_taken(sku):
+            raise SkuTaken(sku)
         now = uow.clock()
         bundle = Bundle(
             id=uuid.uuid4(),
+            sku=sku,
+            name=name,
+            description=description,
+            price=price,
+            billing_period=billing_period,
             items=items,
             retired_at=None,
             created_at=now,
             updated_at=now,
             version=1,
-            description=fields.pop("description", None),
-            **fields,
         )
         check_bundle(await uow.catalog.products_by_id([i.product_id for i in items]), bundle)
         await uow.catalog.add_bundle(bundle)

@@ -1,0 +1,98 @@
+"""The opportunity's side of the accept-quote saga, through its real consumer and inbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.order import OrderCreated
+from dealflow_common.contracts.quote import QuoteAcceptanceRequested
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def acceptance(opportunity_id: str, quote_id: uuid.UUID) -> QuoteAcceptanceRequested:
+    return QuoteAcceptanceRequested(
+        opportunity_id=uuid.UUID(opportunity_id),
+        quote_id=quote_id,
+        total=Money.of("100", "USD"),
+        requested_by="alice",
+        requested_at=NOW,
+        via="api",
+    )
+
+
+async def test_an_accepted_quote_wins_an_open_deal_from_any_stage(api) -> None:
+    deal = await api.open()
+    quote = uuid.uuid4()
+    await api.consume(acceptance(deal["id"], quote))
+    won = (await api.call("GET", f"/opportunities/{deal['id']}")).json()
+    assert (won["stage"], won["won_quote_id"], won["probability"]) == (
+        "closed_won",
+        str(quote),
+        100,
+    )
+    assert [t for t, _ in await api.events_of(deal["id"])][-2:] == [
+        "opportunity.stage_changed",
+        "opportunity.won",
+    ]
+
+
+async def test_a_second_acceptance_is_refused_as_an_event(api) -> None:
+    deal = await api.open()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await api.consume(acceptance(deal["id"], first), acceptance(deal["id"], second))
+    envelopes = await api.envelopes_of(deal["id"])
+    refused = envelopes[-1]
+    assert refused["type"] == "opportunity.acceptance_refused"
+    assert refused["data"]["quote_id"] == str(second)
+    assert str(first) in refused["data"]["reason"]
+    assert (await api.call("GET", f"/opportunities/{deal['id']}")).json()["won_quote_id"] == str(
+        first
+    )
+
+
+async def test_a_lost_deal_refuses_acceptance(api) -> None:
+    deal = await api.open()
+    await api.call("POST", f"/opportunities/{deal['id']}/lose", {"reason": "no budget"})
+    await api.consume(acceptance(deal["id"], uuid.uuid4()))
+    last = (await api.envelopes_of(deal["id"]))[-1]
+    assert last["type"] == "opportunity.acceptance_refused"
+    assert last["data"]["stage"] == "closed_lost"
+
+
+async def test_the_same_acceptance_delivered_twice_changes_nothing_the_second_time(api) -> None:
+    deal = await api.open()
+    event_id, quote = uuid.uuid4(), uuid.uuid4()
+    await api.consume(acceptance(deal["id"], quote), event_id=event_id)
+    before = await api.events_of(deal["id"])
+    version = (await api.call("GET", f"/opportunities/{deal['id']}")).json()["version"]
+    await api.consume(acceptance(deal["id"], quote), event_id=event_id)
+    assert await api.events_of(deal["id"]) == before
+    assert (await api.call("GET", f"/opportunities/{deal['id']}")).json()["version"] == version
+
+
+async def test_the_order_made_from_the_winning_quote_is_recorded(api) -> None:
+    deal = await api.open()
+    quote, order = uuid.uuid4(), uuid.uuid4()
+    await api.consume(acceptance(deal["id"], quote))
+    await api.consume(
+        OrderCreated(
+            opportunity_id=uuid.UUID(deal["id"]),
+            order_id=order,
+            quote_id=quote,
+            total=Money.of("100", "USD"),
+            lines=[],
+            created_at=NOW,
+        )
+    )
+    assert (await api.call("GET", f"/opportunities/{deal['id']}")).json()["order_id"] == str(order)
+
+
+async def test_events_caused_by_an_acceptance_carry_its_flow(api) -> None:
+    deal = await api.open()
+    await api.consume(acceptance(deal["id"], uuid.uuid4()))
+    won = (await api.envelopes_of(deal["id"]))[-1]
+    assert won["correlationid"] == "test-flow"
+    assert won["causationid"] is not None
