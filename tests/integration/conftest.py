@@ -52,6 +52,8 @@ class Stack:
             idempotence=self.kafka.idempotence,
         )
         env["DEALFLOW_DATABASE_SCHEMA"] = schema
+        # Expire due quotes every second (settings other services do not read are ignored).
+        env["DEALFLOW_EXPIRY_INTERVAL_SECONDS"] = "1"
         log_file = self.log_dir / f"{name}-{schema}.log"
 
         def write(_: str, line: str) -> None:
