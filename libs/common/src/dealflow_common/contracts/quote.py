@@ -110,6 +110,17 @@ class QuoteApprovalRejected(_QuoteEvent):
     rejected_at: datetime
 
 
+class QuoteReworked(_QuoteEvent):
+    """Back to draft to change the offer, after a refused approval or an approval given."""
+
+    event_type = "quote.reworked"
+    topic = QUOTE_EVENTS
+
+    previous_status: QuoteStatus
+    reworked_by: str
+    reworked_at: datetime
+
+
 class QuotePresented(_QuoteEvent):
     event_type = "quote.presented"
     topic = QUOTE_EVENTS

@@ -1,10 +1,12 @@
 """The quote lifecycle: one declarative table, read by the aggregate, the API and docs.
 
 draft -> presented, or through approval when the discount is above the threshold:
-draft -> pending_approval -> approved -> presented (approval_rejected -> draft for
-rework); presented -> accept_pending -> accepted, or back to presented when the
-opportunity refuses; presented -> expired when valid_until passes; any open quote but
-one awaiting the opportunity's answer -> abandoned.
+draft -> pending_approval -> approved -> presented (approval_rejected or approved ->
+draft for rework); presented -> accept_pending -> accepted, or back to presented when
+the opportunity refuses; presented -> expired when valid_until passes; any open quote
+but one awaiting the opportunity's answer -> abandoned (DESIGN.md names draft and
+presented; the others are abandoned too, so that no quote stays open after the deal
+is won or lost).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ TRANSITIONS: Final[Mapping[QuoteStatus, Mapping[QuoteAction, QuoteStatus]]] = Ma
             A.REJECT_APPROVAL: S.APPROVAL_REJECTED,
             A.ABANDON: S.ABANDONED,
         },
-        S.APPROVED: {A.PRESENT: S.PRESENTED, A.ABANDON: S.ABANDONED},
+        # Rework drops the approval: a changed offer is approved again if it needs it.
+        S.APPROVED: {A.PRESENT: S.PRESENTED, A.REWORK: S.DRAFT, A.ABANDON: S.ABANDONED},
         S.APPROVAL_REJECTED: {A.REWORK: S.DRAFT, A.ABANDON: S.ABANDONED},
         S.PRESENTED: {
             A.ACCEPT: S.ACCEPT_PENDING,

@@ -26,6 +26,7 @@ from dealflow_common.contracts.quote import (
     QuoteCreated,
     QuoteExpired,
     QuotePresented,
+    QuoteReworked,
     QuoteStatus,
     QuoteUpdated,
 )
@@ -141,12 +142,15 @@ class Quote:
     ) -> None:
         """Edit a draft: its lines, its validity, or both."""
         self._require(QuoteAction.EDIT)
+        # Check everything before changing anything: a refused edit leaves the quote as it was.
         if lines is not None:
             _check_lines(lines, self.currency)
+        if valid_until is not None:
+            _check_valid_until(valid_until, now)
+        if lines is not None:
             self.lines = lines
             self.lines_changed = True
         if valid_until is not None:
-            _check_valid_until(valid_until, now)
             self.valid_until = valid_until
         self._move(QuoteStatus.DRAFT, now)
         self.events.append(
@@ -206,11 +210,21 @@ class Quote:
         )
 
     def rework(self, by: str, now: datetime) -> None:
-        """Back to draft after a refused approval, to change the offer."""
+        """Back to draft to change the offer; an approval given before no longer holds."""
         self._require(QuoteAction.REWORK)
+        previous = self.status
         self.status_reason = None
         self.approved_by = None
         self._move(QuoteStatus.DRAFT, now)
+        self.events.append(
+            QuoteReworked(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                previous_status=previous,
+                reworked_by=by,
+                reworked_at=now,
+            )
+        )
 
     def present(self, threshold_percent: Decimal, by: str, now: datetime) -> None:
         self._require(QuoteAction.PRESENT)
