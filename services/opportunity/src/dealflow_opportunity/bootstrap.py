@@ -7,7 +7,7 @@ the app; importing any other module of the service does nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -37,6 +37,17 @@ class OpportunitySettings(ServiceSettings):
     port: int = Field(default=8001, ge=1, le=65535)
 
 
+def asyncapi() -> dict[str, Any]:
+    """What this service publishes and consumes (served at /asyncapi.json, in docs/)."""
+    return asyncapi_document(
+        service="opportunity",
+        version=VERSION,
+        description=DESCRIPTION,
+        publishes=[OPPORTUNITY_EVENTS],
+        consumes=saga.HANDLERS,
+    )
+
+
 def build_app(settings: OpportunitySettings, platform: Platform | None = None) -> FastAPI:
     platform = platform or build_platform(settings, publishes=[OPPORTUNITY_EVENTS])
 
@@ -58,16 +69,7 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
             opportunity_routes(unit_of_work, OpportunityReader(platform.engine)),
             stage_machine_routes(),
         ],
-        asyncapi=asyncapi_document(
-            service="opportunity",
-            version=VERSION,
-            description=DESCRIPTION,
-            publishes=[OPPORTUNITY_EVENTS],
-            consumes={
-                QUOTE_EVENTS: ["quote.acceptance_requested"],
-                ORDER_EVENTS: ["order.created"],
-            },
-        ),
+        asyncapi=asyncapi(),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -31,6 +31,17 @@ class OrderSettings(ServiceSettings):
     port: int = Field(default=8003, ge=1, le=65535)
 
 
+def asyncapi() -> dict[str, Any]:
+    """What this service publishes and consumes (served at /asyncapi.json, in docs/)."""
+    return asyncapi_document(
+        service="order",
+        version=VERSION,
+        description=DESCRIPTION,
+        publishes=[ORDER_EVENTS],
+        consumes=handlers.HANDLERS,
+    )
+
+
 def build_app(settings: OrderSettings, platform: Platform | None = None) -> FastAPI:
     platform = platform or build_platform(settings, publishes=[ORDER_EVENTS])
 
@@ -49,13 +60,7 @@ def build_app(settings: OrderSettings, platform: Platform | None = None) -> Fast
         description=DESCRIPTION,
         version=VERSION,
         routers=[order_routes(platform.engine)],
-        asyncapi=asyncapi_document(
-            service="order",
-            version=VERSION,
-            description=DESCRIPTION,
-            publishes=[ORDER_EVENTS],
-            consumes={QUOTE_EVENTS: handlers.HANDLERS},
-        ),
+        asyncapi=asyncapi(),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
@@ -61,6 +61,17 @@ class QuoteSettings(ServiceSettings):
     )
 
 
+def asyncapi() -> dict[str, Any]:
+    """What this service publishes and consumes (served at /asyncapi.json, in docs/)."""
+    return asyncapi_document(
+        service="quote",
+        version=VERSION,
+        description=DESCRIPTION,
+        publishes=[QUOTE_EVENTS],
+        consumes=saga.HANDLERS,
+    )
+
+
 def build_app(settings: QuoteSettings, platform: Platform | None = None) -> FastAPI:
     platform = platform or build_platform(settings, publishes=[QUOTE_EVENTS])
 
@@ -106,13 +117,7 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
             buy_now_routes(unit_of_work, reader, links, platform.clock),
             catalog_routes(unit_of_work, reader),
         ],
-        asyncapi=asyncapi_document(
-            service="quote",
-            version=VERSION,
-            description=DESCRIPTION,
-            publishes=[QUOTE_EVENTS],
-            consumes={OPPORTUNITY_EVENTS: saga.HANDLERS},
-        ),
+        asyncapi=asyncapi(),
     )
 
 

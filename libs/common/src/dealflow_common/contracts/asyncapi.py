@@ -34,18 +34,19 @@ def asyncapi_document(
     version: str,
     description: str,
     publishes: Iterable[str],
-    consumes: dict[str, Iterable[str]],
+    consumes: Iterable[str],
 ) -> dict[str, Any]:
-    """`publishes`: topics whose every event this service writes; `consumes`: topic -> types."""
+    """`publishes`: topics whose every event this service writes; `consumes`: the event
+    types its consumers handle (their topics come from the contracts)."""
     published = set(publishes)
-    consumed_types = {topic: set(types) for topic, types in consumes.items()}
+    consumed_types = set(consumes)
     messages: dict[str, type[EventPayload]] = {}
     by_channel: dict[str, dict[str, list[str]]] = {}
     for cls in registered_payloads():
         directions = []
         if cls.topic in published:
             directions.append("send")
-        if cls.event_type in consumed_types.get(cls.topic, set()):
+        if cls.event_type in consumed_types:
             directions.append("receive")
         for direction in directions:
             messages[_message_id(cls)] = cls
