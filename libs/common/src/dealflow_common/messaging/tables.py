@@ -8,7 +8,8 @@
 - `inbox`: the envelope ids each consumer group has applied, written in the same
   transaction as the effect.
 
-Each service's first migration creates them with `create_messaging_tables`.
+Each service's migrations write them out like its own tables; a test compares every
+service's migrated schema with these definitions, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ inbox = Table(
 
 
 def create_messaging_tables(connection: Connection) -> None:
-    """Called from a service's first Alembic migration (`op.get_bind()`)."""
+    """For tests that need the messaging tables without a service's migrations."""
     messaging_metadata.create_all(connection)
 
 
