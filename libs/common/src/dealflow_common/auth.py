@@ -9,6 +9,8 @@ business endpoint without a valid token is answered 401.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -46,6 +48,14 @@ _ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 
 
 class TokenVerifier:
+    """Verifies tokens, remembering the ones it verified until they expire.
+
+    A client sends the same token on every call; checking its signature once is enough.
+    The cache is bounded, keyed by the whole token, and an entry is dropped at `exp`.
+    """
+
+    _CACHE_SIZE = 10_000
+
     def __init__(
         self,
         *,
@@ -60,8 +70,22 @@ class TokenVerifier:
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
         self._audience = audience
         self._issuer = issuer
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            if known[1] > time.time():
+                self._verified.move_to_end(token)
+                return known[0]
+            del self._verified[token]
+        principal, expires = await self._verify_signature(token)
+        self._verified[token] = (principal, expires)
+        if len(self._verified) > self._CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify_signature(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") == "HS256" and self._secret is not None:
@@ -86,7 +110,7 @@ class TokenVerifier:
             raise
         except (jwt.PyJWTError, ValueError) as error:
             raise InvalidToken(str(error)) from None
-        return _principal(claims)
+        return _principal(claims), float(claims["exp"])
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

@@ -60,7 +60,10 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             echo=settings.database_echo,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: it costs a round trip on every checkout. After a database
+            # restart the first statement on a stale connection fails, SQLAlchemy then
+            # drops the whole pool, and consumers retry; a request may see one 500.
+            pool_recycle=1800,
             connect_args={
                 "server_settings": {
                     "search_path": schema,

@@ -27,6 +27,7 @@ class UnitOfWork:
         self.clock = clock
         self._connection: AsyncConnection | None = None
         self._events: list[tuple[EventPayload, FlowContext]] = []
+        self._after_commit: list[Callable[[], None]] = []
         self._done = False
 
     @property
@@ -39,6 +40,7 @@ class UnitOfWork:
         self._connection = await self._engine.connect()
         await self._connection.begin()
         self._events = []
+        self._after_commit = []
         self._done = False
         return self
 
@@ -77,6 +79,12 @@ class UnitOfWork:
         self._done = True
         if self._events:
             self._outbox.notify_committed()
+        for callback in self._after_commit:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the work is committed (not if it rolls back)."""
+        self._after_commit.append(callback)
 
     async def rollback(self) -> None:
         await self.connection.rollback()

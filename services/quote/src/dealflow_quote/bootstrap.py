@@ -23,6 +23,7 @@ from dealflow_common.settings import ServiceSettings
 from dealflow_quote.adapters.buy_now import BuyNowLinks
 from dealflow_quote.api.routes import buy_now_routes, catalog_routes, quote_routes
 from dealflow_quote.application import saga
+from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.queries import QuoteReader
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.application.use_cases import QuotePolicy, expire_due_quotes
@@ -68,7 +69,7 @@ def asyncapi() -> dict[str, Any]:
         version=VERSION,
         description=DESCRIPTION,
         publishes=[QUOTE_EVENTS],
-        consumes=saga.HANDLERS,
+        consumes=saga.handlers(OpportunityArrivals()),
     )
 
 
@@ -88,10 +89,11 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         settings.public_base_url or f"http://{settings.host}:{settings.port}",
         timedelta(hours=settings.buy_now_link_ttl_hours),
     )
+    arrivals = OpportunityArrivals()
     platform.add_consumer(
         group_id="quote-service",
         topics=[OPPORTUNITY_EVENTS],
-        handlers=saga.HANDLERS,
+        handlers=saga.handlers(arrivals),
         unit_of_work=unit_of_work,
     )
 
@@ -113,7 +115,7 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         description=DESCRIPTION,
         version=VERSION,
         routers=[
-            quote_routes(unit_of_work, reader, policy, links, platform.clock),
+            quote_routes(unit_of_work, reader, policy, arrivals, links, platform.clock),
             buy_now_routes(unit_of_work, reader, links, platform.clock),
             catalog_routes(unit_of_work, reader),
         ],

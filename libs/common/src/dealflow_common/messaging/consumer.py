@@ -18,6 +18,7 @@ Handlers never see a record twice in one service: duplicates are skipped here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,7 +35,6 @@ from dealflow_common.context import flow
 from dealflow_common.contracts.base import EventPayload, payload_class
 from dealflow_common.contracts.envelope import CloudEvent
 from dealflow_common.contracts.topics import dead_letter_topic
-from dealflow_common.db import is_postgres
 from dealflow_common.messaging.tables import inbox
 from dealflow_common.uow import UnitOfWork
 
@@ -185,21 +185,18 @@ class EventConsumer(Generic[U]):
 
     async def _remember(self, uow: UnitOfWork, envelope: CloudEvent) -> bool:
         """Insert the event id into the inbox; False when it was applied before."""
-        insert = postgresql.insert if is_postgres(uow.connection) else sqlite.insert
-        stmt = (
-            insert(inbox)
-            .values(
-                consumer_group=self.group_id,
-                event_id=envelope.id,
-                event_type=envelope.type,
-                source=envelope.source,
-                subject=envelope.subject,
-                applied_at=self._clock(),
-            )
-            .on_conflict_do_nothing(index_elements=[inbox.c.consumer_group, inbox.c.event_id])
-            .returning(inbox.c.event_id)
+        remembered = await uow.connection.execute(
+            _inbox_insert(uow.connection.dialect.name),
+            {
+                "consumer_group": self.group_id,
+                "event_id": envelope.id,
+                "event_type": envelope.type,
+                "source": envelope.source,
+                "subject": envelope.subject,
+                "applied_at": self._clock(),
+            },
         )
-        return (await uow.connection.execute(stmt)).first() is not None
+        return remembered.first() is not None
 
     async def _apply_alone(self, item: _Decoded) -> None:
         last_error: BaseException | None = None
@@ -287,6 +284,16 @@ class EventConsumer(Generic[U]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self._metrics.events.labels(self.group_id, event_type, "dead_lettered").inc()
+
+
+@functools.cache
+def _inbox_insert(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(inbox)
+        .on_conflict_do_nothing(index_elements=[inbox.c.consumer_group, inbox.c.event_id])
+        .returning(inbox.c.event_id)
+    )
 
 
 def is_transient(error: BaseException) -> bool:

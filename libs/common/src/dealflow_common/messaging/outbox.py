@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -93,7 +94,7 @@ class Outbox:
                     "created_at": now,
                 }
             )
-        await connection.execute(outbox.insert(), rows)
+        await connection.execute(_INSERT_OUTBOX, rows)
 
     def notify_committed(self) -> None:
         """Wake the relay of this process: new rows are committed."""
@@ -116,16 +117,26 @@ async def _allocate_sequences(
     counts: dict[str, int] = {}
     for event in events:
         counts[event.subject] = counts.get(event.subject, 0) + 1
-    insert = postgresql.insert if is_postgres(connection) else sqlite.insert
-    values = insert(event_sequence).values(
-        [{"subject": s, "last_sequence": n} for s, n in sorted(counts.items())]
+    result = await connection.execute(
+        _sequence_upsert(connection.dialect.name),
+        [{"subject": s, "last_sequence": n} for s, n in sorted(counts.items())],
     )
-    upsert = values.on_conflict_do_update(
+    return {subject: last - counts[subject] + 1 for subject, last in result.all()}
+
+
+_INSERT_OUTBOX = outbox.insert()
+
+
+@functools.cache
+def _sequence_upsert(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = insert(event_sequence)
+    return values.on_conflict_do_update(
         index_elements=[event_sequence.c.subject],
         set_={"last_sequence": event_sequence.c.last_sequence + values.excluded.last_sequence},
-    ).returning(event_sequence.c.subject, event_sequence.c.last_sequence)
-    result = await connection.execute(upsert)
-    return {subject: last - counts[subject] + 1 for subject, last in result.all()}
+    ).returning(
+        event_sequence.c.subject, event_sequence.c.last_sequence, sort_by_parameter_order=True
+    )
 
 
 class RelayIncomplete(Exception):

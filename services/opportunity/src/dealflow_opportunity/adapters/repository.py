@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,6 +49,28 @@ class ConcurrentUpdate(Exception):
     """The row changed between read and write: retry the command."""
 
 
+# Statements are built once and executed with parameters: building them per call (with
+# values inlined) cost more CPU than the database spent running them.
+_SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
+_SELECT_FOR_UPDATE = _SELECT.with_for_update()
+_INSERT = insert(opportunities)
+_UPDATE = update(opportunities).where(
+    opportunities.c.id == bindparam("b_id"), opportunities.c.version == bindparam("b_version")
+)
+_DELETE_OWNERS = delete(opportunity_owners).where(
+    opportunity_owners.c.opportunity_id == bindparam("b_id")
+)
+_INSERT_OWNERS = insert(opportunity_owners)
+_INSERT_HISTORY = insert(sales_history)
+_INSERT_NOTES = insert(notes)
+_INSERT_ASSIGNMENTS = insert(assignment_history)
+_OWNERS_OF = (
+    select(opportunity_owners.c.opportunity_id, opportunity_owners.c.user_id)
+    .where(opportunity_owners.c.opportunity_id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(opportunity_owners.c.opportunity_id, opportunity_owners.c.position)
+)
+
+
 class OpportunityRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -56,10 +78,8 @@ class OpportunityRepository:
 
     async def get(self, opportunity_id: UUID) -> Opportunity:
         """Load for a change: the row stays locked until the transaction ends."""
-        query = select(opportunities).where(opportunities.c.id == opportunity_id)
-        if is_postgres(self._connection):
-            query = query.with_for_update()
-        row = (await self._connection.execute(query)).first()
+        query = _SELECT_FOR_UPDATE if is_postgres(self._connection) else _SELECT
+        row = (await self._connection.execute(query, {"b_id": opportunity_id})).first()
         if row is None:
             raise OpportunityNotFound(opportunity_id)
         owners = await _owners_of(self._connection, [opportunity_id])
@@ -68,17 +88,17 @@ class OpportunityRepository:
         return opportunity
 
     async def add(self, opportunity: Opportunity) -> None:
-        await self._connection.execute(insert(opportunities).values(**_to_row(opportunity)))
+        await self._connection.execute(_INSERT, _to_row(opportunity))
         await self._write_entries(opportunity)
 
     async def save(self, opportunity: Opportunity) -> None:
         loaded = self._loaded_versions[opportunity.id]
         if opportunity.version == loaded:
             return
+        changes = _to_row(opportunity)
+        del changes["id"]
         result = await self._connection.execute(
-            update(opportunities)
-            .where(opportunities.c.id == opportunity.id, opportunities.c.version == loaded)
-            .values(**_to_row(opportunity))
+            _UPDATE, {**changes, "b_id": opportunity.id, "b_version": loaded}
         )
         if result.rowcount != 1:
             raise ConcurrentUpdate(opportunity.id)
@@ -88,14 +108,10 @@ class OpportunityRepository:
     async def _write_entries(self, opportunity: Opportunity) -> None:
         connection = self._connection
         if opportunity.owners_changed:
-            await connection.execute(
-                delete(opportunity_owners).where(
-                    opportunity_owners.c.opportunity_id == opportunity.id
-                )
-            )
+            await connection.execute(_DELETE_OWNERS, {"b_id": opportunity.id})
             if opportunity.owners:
                 await connection.execute(
-                    insert(opportunity_owners),
+                    _INSERT_OWNERS,
                     [
                         {"opportunity_id": opportunity.id, "user_id": user, "position": i}
                         for i, user in enumerate(opportunity.owners)
@@ -104,7 +120,7 @@ class OpportunityRepository:
             opportunity.owners_changed = False
         if opportunity.new_history:
             await connection.execute(
-                insert(sales_history),
+                _INSERT_HISTORY,
                 [
                     {
                         "opportunity_id": opportunity.id,
@@ -122,7 +138,7 @@ class OpportunityRepository:
             opportunity.new_history.clear()
         if opportunity.new_notes:
             await connection.execute(
-                insert(notes),
+                _INSERT_NOTES,
                 [
                     {
                         "id": n.id,
@@ -138,7 +154,7 @@ class OpportunityRepository:
             opportunity.new_notes.clear()
         if opportunity.new_assignments:
             await connection.execute(
-                insert(assignment_history),
+                _INSERT_ASSIGNMENTS,
                 [
                     {
                         "opportunity_id": opportunity.id,
@@ -173,11 +189,7 @@ class OpportunityQueries:
         self._connection = connection
 
     async def find(self, opportunity_id: UUID) -> Opportunity | None:
-        row = (
-            await self._connection.execute(
-                select(opportunities).where(opportunities.c.id == opportunity_id)
-            )
-        ).first()
+        row = (await self._connection.execute(_SELECT, {"b_id": opportunity_id})).first()
         if row is None:
             return None
         owners = await _owners_of(self._connection, [opportunity_id])
@@ -292,11 +304,7 @@ def _escape_like(text: str) -> str:
 async def _owners_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, list[str]]:
     if not ids:
         return {}
-    rows = await connection.execute(
-        select(opportunity_owners.c.opportunity_id, opportunity_owners.c.user_id)
-        .where(opportunity_owners.c.opportunity_id.in_(ids))
-        .order_by(opportunity_owners.c.opportunity_id, opportunity_owners.c.position)
-    )
+    rows = await connection.execute(_OWNERS_OF, {"b_ids": list(ids)})
     owners: dict[UUID, list[str]] = {}
     for opportunity_id, user_id in rows:
         owners.setdefault(opportunity_id, []).append(user_id)

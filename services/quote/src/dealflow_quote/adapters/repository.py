@@ -7,12 +7,13 @@ share the work and never expire the same quote twice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,19 +42,42 @@ class ConcurrentUpdate(Exception):
     """The row changed between read and write."""
 
 
+# Statements are built once and executed with parameters (see the opportunity service).
+_SELECT_QUOTE = select(quotes).where(quotes.c.id == bindparam("b_id"))
+_INSERT_QUOTE = insert(quotes)
+_UPDATE_QUOTE = update(quotes).where(
+    quotes.c.id == bindparam("b_id"), quotes.c.version == bindparam("b_version")
+)
+_DELETE_LINES = delete(quote_lines).where(quote_lines.c.quote_id == bindparam("b_id"))
+_INSERT_LINES = insert(quote_lines)
+_LINES_OF = (
+    select(quote_lines)
+    .where(quote_lines.c.quote_id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(quote_lines.c.quote_id, quote_lines.c.line_no)
+)
+_OPEN_QUOTES_OF = (
+    select(quotes)
+    .where(
+        quotes.c.opportunity_id == bindparam("b_opportunity"),
+        quotes.c.status.in_([s.value for s in lifecycle.OPEN]),
+    )
+    .order_by(quotes.c.created_at, quotes.c.id)
+)
+_FOR_UPDATE = {q: q.with_for_update() for q in (_SELECT_QUOTE, _OPEN_QUOTES_OF)}
+_SELECT_KNOWN = select(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
+
+
 class QuoteRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._loaded: dict[UUID, int] = {}
 
     def _locking(self, query: Any) -> Any:
-        return query.with_for_update() if is_postgres(self._connection) else query
+        return _FOR_UPDATE[query] if is_postgres(self._connection) else query
 
     async def get(self, quote_id: UUID) -> Quote:
         row = (
-            await self._connection.execute(
-                self._locking(select(quotes).where(quotes.c.id == quote_id))
-            )
+            await self._connection.execute(self._locking(_SELECT_QUOTE), {"b_id": quote_id})
         ).first()
         if row is None:
             raise QuoteNotFound(quote_id)
@@ -63,14 +87,7 @@ class QuoteRepository:
     async def open_quotes_of(self, opportunity_id: UUID) -> list[Quote]:
         rows = (
             await self._connection.execute(
-                self._locking(
-                    select(quotes)
-                    .where(
-                        quotes.c.opportunity_id == opportunity_id,
-                        quotes.c.status.in_([s.value for s in lifecycle.OPEN]),
-                    )
-                    .order_by(quotes.c.created_at, quotes.c.id)
-                )
+                self._locking(_OPEN_QUOTES_OF), {"b_opportunity": opportunity_id}
             )
         ).all()
         return await self._with_lines(rows)
@@ -94,7 +111,7 @@ class QuoteRepository:
         return loaded
 
     async def add(self, quote: Quote) -> None:
-        await self._connection.execute(insert(quotes).values(**_quote_row(quote)))
+        await self._connection.execute(_INSERT_QUOTE, _quote_row(quote))
         await self._write_lines(quote)
         self._loaded[quote.id] = quote.version
 
@@ -102,10 +119,10 @@ class QuoteRepository:
         loaded = self._loaded[quote.id]
         if quote.version == loaded:
             return
+        changes = _quote_row(quote)
+        del changes["id"]
         result = await self._connection.execute(
-            update(quotes)
-            .where(quotes.c.id == quote.id, quotes.c.version == loaded)
-            .values(**_quote_row(quote))
+            _UPDATE_QUOTE, {**changes, "b_id": quote.id, "b_version": loaded}
         )
         if result.rowcount != 1:
             raise ConcurrentUpdate(quote.id)
@@ -115,9 +132,7 @@ class QuoteRepository:
     async def _write_lines(self, quote: Quote) -> None:
         if not quote.lines_changed:
             return
-        await self._connection.execute(
-            delete(quote_lines).where(quote_lines.c.quote_id == quote.id)
-        )
+        await self._connection.execute(_DELETE_LINES, {"b_id": quote.id})
         if quote.lines:
             await self._connection.execute(
                 insert(quote_lines),
@@ -151,9 +166,7 @@ class QuoteQueries:
         self._connection = connection
 
     async def find(self, quote_id: UUID) -> Quote | None:
-        row = (
-            await self._connection.execute(select(quotes).where(quotes.c.id == quote_id))
-        ).first()
+        row = (await self._connection.execute(_SELECT_QUOTE, {"b_id": quote_id})).first()
         if row is None:
             return None
         lines = await lines_of(self._connection, [row.id])
@@ -175,11 +188,7 @@ async def lines_of(
 ) -> dict[UUID, list[QuoteLine]]:
     if not quote_ids:
         return {}
-    rows = await connection.execute(
-        select(quote_lines)
-        .where(quote_lines.c.quote_id.in_(quote_ids))
-        .order_by(quote_lines.c.quote_id, quote_lines.c.line_no)
-    )
+    rows = await connection.execute(_LINES_OF, {"b_ids": list(quote_ids)})
     found: dict[UUID, list[QuoteLine]] = {}
     for r in rows:
         found.setdefault(r.quote_id, []).append(
@@ -408,11 +417,7 @@ class KnownOpportunities:
         self._connection = connection
 
     async def get(self, opportunity_id: UUID) -> KnownOpportunity | None:
-        row = (
-            await self._connection.execute(
-                select(known_opportunities).where(known_opportunities.c.id == opportunity_id)
-            )
-        ).first()
+        row = (await self._connection.execute(_SELECT_KNOWN, {"b_id": opportunity_id})).first()
         if row is None:
             return None
         return KnownOpportunity(
@@ -434,11 +439,14 @@ class KnownOpportunities:
             "won_quote_id": deal.won_quote_id,
             "updated_at": now,
         }
-        insert_ = postgresql.insert if is_postgres(self._connection) else sqlite.insert
-        stmt = insert_(known_opportunities).values(**values)
-        await self._connection.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[known_opportunities.c.id],
-                set_={k: v for k, v in values.items() if k != "id"},
-            )
-        )
+        await self._connection.execute(_known_upsert(self._connection.dialect.name), values)
+
+
+@functools.cache
+def _known_upsert(dialect: str) -> Any:
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert_(known_opportunities)
+    return stmt.on_conflict_do_update(
+        index_elements=[known_opportunities.c.id],
+        set_={c.name: stmt.excluded[c.name] for c in known_opportunities.c if c.name != "id"},
+    )

@@ -33,6 +33,7 @@ from dealflow_quote.api.schemas import (
     ReviseQuoteRequest,
 )
 from dealflow_quote.application import catalog, use_cases
+from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.queries import QuoteReader
 from dealflow_quote.application.use_cases import LineRequest as LineCommand
 from dealflow_quote.application.use_cases import QuotePolicy, UnitOfWorkFactory
@@ -94,6 +95,7 @@ def quote_routes(
     unit_of_work: UnitOfWorkFactory,
     reader: QuoteReader,
     policy: QuotePolicy,
+    arrivals: OpportunityArrivals,
     links: BuyNowLinks,
     clock: Callable[[], datetime],
 ) -> APIRouter:
@@ -111,6 +113,7 @@ def quote_routes(
             unit_of_work,
             caller,
             policy,
+            arrivals,
             opportunity_id=body.opportunity_id,
             lines=_commands(body.lines),
             currency=body.currency,

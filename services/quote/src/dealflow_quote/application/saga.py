@@ -27,6 +27,7 @@ from dealflow_common.contracts.opportunity import (
 )
 from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
+from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.domain.access import KnownOpportunity
 
@@ -121,12 +122,20 @@ async def _save(uow: QuoteUnitOfWork, quote: Any) -> None:
     quote.events.clear()
 
 
-HANDLERS: dict[str, EventHandler] = {
-    "opportunity.created": opportunity_state,
-    "opportunity.updated": opportunity_state,
-    "opportunity.stage_changed": stage_changed,
-    "opportunity.assigned": assigned,
-    "opportunity.won": won,
-    "opportunity.lost": lost,
-    "opportunity.acceptance_refused": acceptance_refused,
-}
+def handlers(arrivals: OpportunityArrivals) -> dict[str, EventHandler]:
+    """The handlers by event type; a newly known opportunity wakes its waiting requests."""
+
+    async def opportunity_created(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+        await opportunity_state(uow, event)
+        opportunity_id = event.payload.opportunity_id
+        uow.after_commit(lambda: arrivals.announce(opportunity_id))
+
+    return {
+        "opportunity.created": opportunity_created,
+        "opportunity.updated": opportunity_state,
+        "opportunity.stage_changed": stage_changed,
+        "opportunity.assigned": assigned,
+        "opportunity.won": won,
+        "opportunity.lost": lost,
+        "opportunity.acceptance_refused": acceptance_refused,
+    }

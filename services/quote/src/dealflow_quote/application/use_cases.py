@@ -7,7 +7,6 @@ an opportunity not yet known waits a moment (`opportunity_wait`) before refusing
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from uuid import UUID
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.money import Money
 from dealflow_common.errors import RuleViolated
+from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.domain import access
 from dealflow_quote.domain.access import KnownOpportunity
@@ -55,24 +55,11 @@ class LineRequest:
     discount_percent: Decimal = Decimal(0)
 
 
-async def _known_opportunity(
-    unit_of_work: UnitOfWorkFactory, opportunity_id: UUID, wait: float
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        async with unit_of_work() as uow:
-            if await uow.opportunities.get(opportunity_id) is not None:
-                return
-        if loop.time() >= deadline:
-            return
-        await asyncio.sleep(0.05)
-
-
 async def create_quote(
     unit_of_work: UnitOfWorkFactory,
     principal: Principal,
     policy: QuotePolicy,
+    arrivals: OpportunityArrivals,
     *,
     opportunity_id: UUID,
     lines: list[LineRequest],
@@ -80,9 +67,35 @@ async def create_quote(
     valid_until: datetime | None,
 ) -> Quote:
     access.require_quote_work(principal)
-    await _known_opportunity(unit_of_work, opportunity_id, policy.opportunity_wait)
+    draft = (opportunity_id, lines, currency, valid_until)
+    quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
+    if quote is None:
+        # Usually the opportunity's events are on their way: wait for them, once.
+        async def known() -> bool:
+            async with unit_of_work() as uow:
+                return await uow.opportunities.get(opportunity_id) is not None
+
+        await arrivals.wait_for(opportunity_id, known, policy.opportunity_wait)
+        quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=True)
+    assert quote is not None
+    return quote
+
+
+async def _draft_if_known(
+    unit_of_work: UnitOfWorkFactory,
+    principal: Principal,
+    policy: QuotePolicy,
+    opportunity_id: UUID,
+    lines: list[LineRequest],
+    currency: str | None,
+    valid_until: datetime | None,
+    *,
+    must_know: bool,
+) -> Quote | None:
     async with unit_of_work() as uow:
         deal = await uow.opportunities.get(opportunity_id)
+        if deal is None and not must_know:
+            return None
         if deal is None or not access.can_view(deal, principal):
             raise OpportunityUnknown(opportunity_id)
         if not deal.is_open:

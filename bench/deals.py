@@ -1,0 +1,480 @@
+"""`make bench`: the deal benchmark. Not a test: it measures and prints a JSON report.
+
+Starts the embedded stack (Tansu and every service as its own process) on a fresh
+PostgreSQL database, then, for each run:
+
+1. saturation: N deals through the REST API by C concurrent clients, closed loop. One
+   deal: create opportunity, move to qualification, quote A (one line), move to
+   proposal, present A, create and present quote B, abandon B, move to negotiation,
+   accept A, and wait until the opportunity is closed_won and A accepted (observed on
+   Kafka, as any subscriber would, so waiting costs no HTTP calls);
+2. the database's own commit rate on a trivial one-row update with C connections,
+   measured right after, as the baseline our commit rate is compared with;
+3. half load: deals started at half the measured throughput (open loop), for latency.
+
+Every figure is reported per run and as the median over the runs.
+
+    make bench                                  # defaults below
+    make bench BENCH_ARGS="--deals 2000 --concurrency 64 --runs 5"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform as host_platform
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy.engine import make_url
+
+from dealflow_common.auth import mint_token
+from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
+from dealflow_common.runtime.broker import EmbeddedBroker, free_port
+from dealflow_common.runtime.embedded import embedded_service_env, secret_names
+from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+
+HTTP_CALLS_PER_DEAL = 10
+BENCH_DATABASE = "dealflow_bench"
+# Backends report their commit counts to pg_stat_database when a transaction ends (at
+# most once a second) or after 10 s idle: wait this long before reading the counter.
+STATS_SETTLE_SECONDS = 11.0
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
+
+
+class WonWatcher:
+    """Sees each deal's `opportunity.won` and `quote.accepted` arrive on Kafka."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            OPPORTUNITY_EVENTS,
+            QUOTE_EVENTS,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=10,
+        )
+        self._waiting: dict[str, tuple[str, asyncio.Future[float], set[str]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer.getmany(timeout_ms=500)  # fixes the starting positions
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    def expect(self, opportunity_id: str, quote_id: str) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting[opportunity_id] = (quote_id, future, {"won", "accepted"})
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            seen_at = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    self._note(orjson.loads(record.value), seen_at)
+
+    def _note(self, event: dict[str, Any], seen_at: float) -> None:
+        waiting = self._waiting.get(event["subject"])
+        if waiting is None:
+            return
+        quote_id, future, missing = waiting
+        data = event["data"]
+        if event["type"] == "opportunity.won" and data.get("won_quote_id") == quote_id:
+            missing.discard("won")
+        elif event["type"] == "quote.accepted" and data.get("quote_id") == quote_id:
+            missing.discard("accepted")
+        if not missing and not future.done():
+            future.set_result(seen_at)
+            del self._waiting[event["subject"]]
+
+
+@dataclass
+class DealResult:
+    create_to_won_ms: float
+    accept_to_won_ms: float
+
+
+@dataclass
+class Driver:
+    session: aiohttp.ClientSession
+    urls: dict[str, str]
+    watcher: WonWatcher
+    failures: list[str] = field(default_factory=list)
+
+    async def _call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        async with self.session.request(method, url, json=body) as response:
+            payload = await response.json(loads=orjson.loads)
+            if response.status >= 300:
+                raise RuntimeError(f"{method} {url} -> {response.status}: {payload}")
+            return dict(payload)
+
+    async def deal(self) -> DealResult | None:
+        opportunity, quote = self.urls["opportunity"], self.urls["quote"]
+        started = time.perf_counter()
+        try:
+            deal = (
+                await self._call(
+                    "POST",
+                    f"{opportunity}/opportunities",
+                    {
+                        "title": "Bench deal",
+                        "customer": {"kind": "organization", "id": "bench", "name": "Bench Corp"},
+                        "value": {"amount": "1000.00", "currency": "USD"},
+                    },
+                )
+            )["id"]
+            stage = f"{opportunity}/opportunities/{deal}/stage"
+            await self._call("POST", stage, {"stage": "qualification"})
+            line = {
+                "description": "Seat",
+                "quantity": "1",
+                "unit_price": {"amount": "1000.00", "currency": "USD"},
+            }
+            quote_a = (
+                await self._call(
+                    "POST", f"{quote}/quotes", {"opportunity_id": deal, "lines": [line]}
+                )
+            )["id"]
+            await self._call("POST", stage, {"stage": "proposal"})
+            await self._call("POST", f"{quote}/quotes/{quote_a}/present")
+            quote_b = (
+                await self._call(
+                    "POST", f"{quote}/quotes", {"opportunity_id": deal, "lines": [line]}
+                )
+            )["id"]
+            await self._call("POST", f"{quote}/quotes/{quote_b}/present")
+            await self._call(
+                "POST", f"{quote}/quotes/{quote_b}/abandon", {"reason": "customer chose A"}
+            )
+            await self._call("POST", stage, {"stage": "negotiation"})
+            won = self.watcher.expect(deal, quote_a)
+            accepted_at = time.perf_counter()
+            await self._call("POST", f"{quote}/quotes/{quote_a}/accept")
+            won_at = await asyncio.wait_for(won, timeout=60)
+        except Exception as error:  # a failed deal is counted and reported, not hidden
+            self.failures.append(repr(error)[:300])
+            return None
+        return DealResult((won_at - started) * 1000, (won_at - accepted_at) * 1000)
+
+
+async def saturation(
+    driver: Driver, deals: int, concurrency: int
+) -> tuple[list[DealResult], float]:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(deals):
+        queue.put_nowait(n)
+    results: list[DealResult] = []
+
+    async def client() -> None:
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            result = await driver.deal()
+            if result:
+                results.append(result)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return results, time.perf_counter() - started
+
+
+async def paced(driver: Driver, rate: float, seconds: float) -> tuple[list[DealResult], float]:
+    """Open loop: a new deal every 1/rate seconds, whatever the earlier ones are doing."""
+    tasks = []
+    started = time.perf_counter()
+    n = 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = n / rate
+        if elapsed < due:
+            await asyncio.sleep(due - elapsed)
+        tasks.append(asyncio.create_task(driver.deal()))
+        n += 1
+    done = await asyncio.gather(*tasks)
+    return [r for r in done if r], n / seconds
+
+
+async def commits(admin: asyncpg.Connection) -> int:
+    return int(
+        await admin.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", BENCH_DATABASE
+        )
+    )
+
+
+async def baseline_commit_rate(dsn: str, connections: int, seconds: float = 5.0) -> float:
+    """The database's own rate of trivial one-row update commits over `connections`."""
+    setup = await asyncpg.connect(dsn)
+    await setup.execute(
+        "CREATE TABLE IF NOT EXISTS public.bench_counter (id int PRIMARY KEY, n bigint)"
+    )
+    await setup.execute(
+        "INSERT INTO public.bench_counter SELECT g, 0 FROM generate_series(1, $1) g "
+        "ON CONFLICT DO NOTHING",
+        connections,
+    )
+    await setup.close()
+    pool = [await asyncpg.connect(dsn) for _ in range(connections)]
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(connection: asyncpg.Connection, row: int) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await connection.execute("UPDATE public.bench_counter SET n = n + 1 WHERE id = $1", row)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c, i + 1) for i, c in enumerate(pool)))
+    elapsed = time.perf_counter() - started
+    for connection in pool:
+        await connection.close()
+    return done / elapsed
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    server = make_url(args.database_url)
+
+    def dsn_of(database: str) -> str:
+        return str(server.set(drivername="postgresql", database=database))
+
+    admin = await asyncpg.connect(dsn_of("postgres"))
+    await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    bench_url = str(server.set(drivername="postgresql+asyncpg", database=BENCH_DATABASE))
+
+    broker = EmbeddedBroker("127.0.0.1", free_port(), log_dir / "broker.log")
+    broker.start()
+    services = installed_services()
+    secrets = {name: uuid.uuid4().hex * 2 for name in secret_names(services)}
+    processes: dict[str, ServiceProcess] = {}
+    for name, settings_class in services.items():
+        port = free_port()
+        env = embedded_service_env(
+            name=name,
+            port=port,
+            host="127.0.0.1",
+            bootstrap_servers=broker.bootstrap_servers,
+            database_url=bench_url,
+            secrets=secrets,
+            idempotence=False,
+        )
+        env["DEALFLOW_LOG_LEVEL"] = "WARNING"
+        log_file = log_dir / f"{name}.log"
+        log_file.write_text("")
+
+        def write(_: str, line: str, log_file: Path = log_file) -> None:
+            with log_file.open("a") as f:
+                f.write(line + "\n")
+
+        processes[name] = ServiceProcess(
+            name, service_module(settings_class), env, port, on_output=write
+        )
+    watcher = WonWatcher(broker.bootstrap_servers)
+    report: dict[str, Any] = {}
+    try:
+        for process in processes.values():
+            await process.start()
+        for process in processes.values():
+            await process.wait_ready(timeout=120)
+        await watcher.start()
+        token = mint_token(
+            secrets["DEALFLOW_JWT_SECRET"],
+            sub="bench",
+            roles=["rep", "manager"],
+            teams=["bench"],
+            now=int(time.time()),
+        )
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=60),
+        ) as session:
+            driver = Driver(session, {n: p.url for n, p in processes.items()}, watcher)
+            await saturation(driver, args.warmup, args.concurrency)
+            driver.failures.clear()
+            runs = []
+            for run in range(1, args.runs + 1):
+                print(f"run {run}/{args.runs}: saturation", file=sys.stderr, flush=True)
+                await asyncio.sleep(STATS_SETTLE_SECONDS)
+                before = await commits(admin)
+                results, elapsed = await saturation(driver, args.deals, args.concurrency)
+                failed_saturation = len(driver.failures)
+                await asyncio.sleep(STATS_SETTLE_SECONDS)
+                after = await commits(admin)
+                await asyncio.sleep(STATS_SETTLE_SECONDS)
+                idle_rate = (await commits(admin) - after) / STATS_SETTLE_SECONDS
+                ours = max(0.0, after - before - idle_rate * STATS_SETTLE_SECONDS)
+                print(f"run {run}/{args.runs}: baseline", file=sys.stderr, flush=True)
+                baseline = await baseline_commit_rate(dsn_of(BENCH_DATABASE), args.concurrency)
+                throughput = len(results) / elapsed
+                half_rate = max(1.0, throughput / 2)
+                print(
+                    f"run {run}/{args.runs}: half load at {half_rate:.1f} deals/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                driver.failures.clear()
+                paced_results, achieved = await paced(driver, half_rate, args.half_load_seconds)
+                runs.append(
+                    {
+                        "saturation": {
+                            "deals": args.deals,
+                            "completed": len(results),
+                            "failed": failed_saturation,
+                            "seconds": round(elapsed, 2),
+                            "deals_per_s": round(throughput, 1),
+                            "create_to_won_ms": percentiles([r.create_to_won_ms for r in results]),
+                            "accept_to_won_ms": percentiles([r.accept_to_won_ms for r in results]),
+                            "http_calls_per_deal": HTTP_CALLS_PER_DEAL,
+                            "db_commits_per_deal": round(ours / max(1, len(results)), 1),
+                            "db_commits_per_s": round(ours / elapsed, 1),
+                        },
+                        "baseline_one_row_update": {
+                            "connections": args.concurrency,
+                            "commits_per_s": round(baseline, 1),
+                        },
+                        "db_commit_rate_ratio": round(ours / elapsed / baseline, 3),
+                        "half_load": {
+                            "target_deals_per_s": round(half_rate, 1),
+                            "started_deals_per_s": round(achieved, 1),
+                            "completed": len(paced_results),
+                            "failed": len(driver.failures),
+                            "accept_to_won_ms": percentiles(
+                                [r.accept_to_won_ms for r in paced_results]
+                            ),
+                            "create_to_won_ms": percentiles(
+                                [r.create_to_won_ms for r in paced_results]
+                            ),
+                        },
+                    }
+                )
+                driver.failures.clear()
+        report = {
+            "benchmark": "deals",
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": host_platform.python_version(),
+                "postgres": await admin.fetchval("SHOW server_version"),
+                "broker": "Tansu (embedded, memory storage)",
+            },
+            "config": {
+                "deals": args.deals,
+                "concurrency": args.concurrency,
+                "runs": args.runs,
+                "warmup_deals": args.warmup,
+                "half_load_seconds": args.half_load_seconds,
+            },
+            "median": _medians(runs),
+            "runs": runs,
+            "peak_memory_mb": {
+                **{name: peak_rss_mb(p.process.pid) for name, p in processes.items() if p.process},
+                "broker": peak_rss_mb(broker.pid),
+            },
+        }
+        median = report["median"]
+        report["target"] = {
+            "deals_per_s": 100,
+            "accept_to_won_p99_ms_at_half_load": 250,
+            "met": bool(
+                median["saturation.deals_per_s"] >= 100
+                and (median["half_load.accept_to_won_ms.p99"] or 1e9) < 250
+            ),
+        }
+    finally:
+        await watcher.stop()
+        await asyncio.gather(*(p.stop() for p in processes.values()), return_exceptions=True)
+        broker.stop()
+        await admin.close()
+    return report
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else key, inner, into)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        into[prefix] = value
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    flat: list[dict[str, Any]] = []
+    for run in runs:
+        values: dict[str, Any] = {}
+        _flatten("", run, values)
+        flat.append(values)
+    return {key: round(statistics.median(v[key] for v in flat if key in v), 2) for key in flat[0]}
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, default=600, help="deals per saturation run")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=60, help="deals before measuring")
+    parser.add_argument("--half-load-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="a PostgreSQL server; the benchmark creates and uses database dealflow_bench",
+    )
+    args = parser.parse_args()
+    log_dir = Path("bench/results/logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(main(args, log_dir))
+    text = json.dumps(report, indent=2)
+    results = Path("bench/results")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"deals-{report['at'].replace(':', '')}.json").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    cli()
