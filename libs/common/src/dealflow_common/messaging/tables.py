@@ -8,8 +8,8 @@
 - `inbox`: the envelope ids each consumer group has applied, written in the same
   transaction as the effect.
 
-Each service's migrations write them out like its own tables; a test compares every
-service's migrated schema with these definitions, so they cannot drift apart.
+Their migrations are written out once, in `schema_v1` (called by every service's first
+revision); a test compares every service's migrated schema with these definitions.
 """
 
 from __future__ import annotations

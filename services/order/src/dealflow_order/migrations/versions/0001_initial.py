@@ -6,13 +6,13 @@ Create Date: 2026-11-24
 
 The tables as they stood at this revision, written out (not read from the code's
 current metadata), so that later revisions change them with their own operations.
-The outbox, inbox and event_sequence tables are the platform's messaging tables.
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 import dealflow_common.db
+from dealflow_common.messaging import schema_v1 as messaging_schema
 
 revision = "0001"
 down_revision = None
@@ -21,23 +21,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "event_sequence",
-        sa.Column("subject", sa.String(length=100), nullable=False),
-        sa.Column("last_sequence", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("subject"),
-    )
-    op.create_table(
-        "inbox",
-        sa.Column("consumer_group", sa.String(length=200), nullable=False),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("source", sa.String(length=200), nullable=False),
-        sa.Column("subject", sa.String(length=100), nullable=False),
-        sa.Column("applied_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("consumer_group", "event_id"),
-    )
-    op.create_index("ix_inbox_applied_at", "inbox", ["applied_at"], unique=False)
+    messaging_schema.create()
     op.create_table(
         "orders",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -54,35 +38,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("quote_id"),
     )
     op.create_index("ix_orders_opportunity", "orders", ["opportunity_id"], unique=False)
-    op.create_table(
-        "outbox",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("topic", sa.String(length=200), nullable=False),
-        sa.Column("subject", sa.String(length=100), nullable=False),
-        sa.Column("sequence", sa.BigInteger(), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("correlation_id", sa.String(length=100), nullable=False),
-        sa.Column("envelope", sa.Text(), nullable=False),
-        sa.Column("created_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index("ix_outbox_sent_at", "outbox", ["sent_at"], unique=False)
-    op.create_index(
-        "ix_outbox_unsent",
-        "outbox",
-        ["id"],
-        unique=False,
-        postgresql_where=sa.text("sent_at IS NULL"),
-        sqlite_where=sa.text("sent_at IS NULL"),
-    )
     op.create_table(
         "order_lines",
         sa.Column("order_id", sa.Uuid(), nullable=False),
@@ -116,16 +71,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("order_lines")
-    op.drop_index(
-        "ix_outbox_unsent",
-        table_name="outbox",
-        postgresql_where=sa.text("sent_at IS NULL"),
-        sqlite_where=sa.text("sent_at IS NULL"),
-    )
-    op.drop_index("ix_outbox_sent_at", table_name="outbox")
-    op.drop_table("outbox")
     op.drop_index("ix_orders_opportunity", table_name="orders")
     op.drop_table("orders")
-    op.drop_index("ix_inbox_applied_at", table_name="inbox")
-    op.drop_table("inbox")
-    op.drop_table("event_sequence")
+    messaging_schema.drop()

@@ -6,7 +6,6 @@ Create Date: 2026-11-24
 
 The tables as they stood at this revision, written out (not read from the code's
 current metadata), so that later revisions change them with their own operations.
-The outbox, inbox and event_sequence tables are the platform's messaging tables.
 """
 
 import sqlalchemy as sa
@@ -15,6 +14,7 @@ from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
 
 import dealflow_common.db
+from dealflow_common.messaging import schema_v1 as messaging_schema
 
 revision = "0001"
 down_revision = None
@@ -23,6 +23,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    messaging_schema.create()
     op.create_table(
         "bundles",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -42,23 +43,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("sku"),
     )
     op.create_table(
-        "event_sequence",
-        sa.Column("subject", sa.String(length=100), nullable=False),
-        sa.Column("last_sequence", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("subject"),
-    )
-    op.create_table(
-        "inbox",
-        sa.Column("consumer_group", sa.String(length=200), nullable=False),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("source", sa.String(length=200), nullable=False),
-        sa.Column("subject", sa.String(length=100), nullable=False),
-        sa.Column("applied_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("consumer_group", "event_id"),
-    )
-    op.create_index("ix_inbox_applied_at", "inbox", ["applied_at"], unique=False)
-    op.create_table(
         "known_opportunities",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("stage", sa.String(length=20), nullable=False),
@@ -72,35 +56,6 @@ def upgrade() -> None:
         sa.Column("won_quote_id", sa.Uuid(), nullable=True),
         sa.Column("updated_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_table(
-        "outbox",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("topic", sa.String(length=200), nullable=False),
-        sa.Column("subject", sa.String(length=100), nullable=False),
-        sa.Column("sequence", sa.BigInteger(), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("correlation_id", sa.String(length=100), nullable=False),
-        sa.Column("envelope", sa.Text(), nullable=False),
-        sa.Column("created_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index("ix_outbox_sent_at", "outbox", ["sent_at"], unique=False)
-    op.create_index(
-        "ix_outbox_unsent",
-        "outbox",
-        ["id"],
-        unique=False,
-        postgresql_where=sa.text("sent_at IS NULL"),
-        sqlite_where=sa.text("sent_at IS NULL"),
     )
     op.create_table(
         "products",
@@ -206,16 +161,6 @@ def downgrade() -> None:
     op.drop_index("ix_quotes_due", table_name="quotes")
     op.drop_table("quotes")
     op.drop_table("products")
-    op.drop_index(
-        "ix_outbox_unsent",
-        table_name="outbox",
-        postgresql_where=sa.text("sent_at IS NULL"),
-        sqlite_where=sa.text("sent_at IS NULL"),
-    )
-    op.drop_index("ix_outbox_sent_at", table_name="outbox")
-    op.drop_table("outbox")
     op.drop_table("known_opportunities")
-    op.drop_index("ix_inbox_applied_at", table_name="inbox")
-    op.drop_table("inbox")
-    op.drop_table("event_sequence")
     op.drop_table("bundles")
+    messaging_schema.drop()
