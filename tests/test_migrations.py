@@ -16,7 +16,7 @@ from dealflow_common.db import create_engine
 from dealflow_common.messaging.tables import messaging_metadata
 from dealflow_common.migrations import migrate
 from dealflow_common.runtime.processes import installed_services, service_module
-from dealflow_common.testing import new_schema_name
+from dealflow_common.testing import new_schema_name, settings_for
 
 SERVICES = sorted(installed_services())
 
@@ -56,7 +56,7 @@ async def test_migrations_build_the_schema_the_code_uses_on_postgresql(
     module = service_module(settings_class)
     schema = new_schema_name(service)
     schemas.append(schema)
-    settings = _settings(settings_class, database_url, jwt_secret, database_schema=schema)
+    settings = settings_for(settings_class, database_url, jwt_secret, database_schema=schema)
     bootstrap = importlib.import_module(f"{module}.bootstrap")
     await migrate(settings, bootstrap.MIGRATIONS)
     await migrate(settings, bootstrap.MIGRATIONS)  # a second run changes nothing
@@ -70,22 +70,7 @@ async def test_migrations_build_the_schema_the_code_uses_on_sqlite(
     settings_class = installed_services()[service]
     module = service_module(settings_class)
     url = f"sqlite+aiosqlite:///{tmp_path / service}.db"
-    settings = _settings(settings_class, url, jwt_secret)
+    settings = settings_for(settings_class, url, jwt_secret)
     bootstrap = importlib.import_module(f"{module}.bootstrap")
     await migrate(settings, bootstrap.MIGRATIONS)
     assert await differences(settings, module) == []
-
-
-def _settings(settings_class: Any, url: str, secret: str, **extra: Any) -> Any:
-    secrets = {
-        name: "x" * 40
-        for name, field in settings_class.model_fields.items()
-        if "SecretStr" in str(field.annotation) and name != "jwt_secret"
-    }
-    return settings_class(
-        DATABASE_URL=url,
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
-        DEALFLOW_JWT_SECRET=secret,
-        **secrets,
-        **extra,
-    )

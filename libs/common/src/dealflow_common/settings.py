@@ -137,5 +137,14 @@ def environment_variables(settings_class: type[ServiceSettings]) -> dict[str, bo
             env = alias
         else:
             env = f"{prefix}{name}".upper()
-        names[env] = field.annotation is not None and "SecretStr" in str(field.annotation)
+        names[env] = name in secret_fields(settings_class)
     return names
+
+
+def secret_fields(settings_class: type[ServiceSettings]) -> set[str]:
+    """The fields of a settings class that hold secrets."""
+    return {
+        name
+        for name, field in settings_class.model_fields.items()
+        if field.annotation is not None and "SecretStr" in str(field.annotation)
+    }

@@ -32,7 +32,7 @@ from dealflow_common.messaging.tables import inbox, outbox
 from dealflow_common.migrations import migrate
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
-from dealflow_common.settings import ServiceSettings
+from dealflow_common.settings import ServiceSettings, secret_fields
 
 LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -322,6 +322,25 @@ class ServiceUnderTest:
 
 
 S = TypeVar("S", bound=ServiceUnderTest)
+Settings = TypeVar("Settings", bound=ServiceSettings)
+
+
+def settings_for(
+    settings_class: type[Settings], database_url: str, jwt_secret: str, **extra: Any
+) -> Settings:
+    """A service's settings for an in-process test: no broker, every secret filled."""
+    secrets: dict[str, Any] = {
+        name: f"{name}-for-tests-only-0123456789abcdef"
+        for name in secret_fields(settings_class)
+        if name != "jwt_secret"
+    }
+    return settings_class(
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        DEALFLOW_JWT_SECRET=jwt_secret,
+        **secrets,
+        **extra,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -11,13 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.context import FlowContext, current_flow
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.messaging.outbox import Outbox
+
+
+class RecordsEvents(Protocol):
+    """An aggregate: it records the events its commands cause, in `events`."""
+
+    events: list[EventPayload]
 
 
 class UnitOfWork:
@@ -66,6 +72,11 @@ class UnitOfWork:
         """
         flow = current_flow()
         self._events.extend((event, flow) for event in events)
+
+    def collect(self, aggregate: RecordsEvents) -> None:
+        """Take the events an aggregate recorded (it records, the unit of work publishes)."""
+        self.record(*aggregate.events)
+        aggregate.events.clear()
 
     @property
     def recorded(self) -> tuple[EventPayload, ...]:

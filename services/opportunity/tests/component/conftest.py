@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS
-from dealflow_common.testing import ServiceUnderTest, new_schema_name, service_under_test
+from dealflow_common.testing import (
+    ServiceUnderTest,
+    new_schema_name,
+    service_under_test,
+    settings_for,
+)
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -48,12 +53,7 @@ async def api(
 ) -> AsyncIterator[Api]:
     schema = new_schema_name("opportunity")
     schemas.append(schema)
-    settings = OpportunitySettings(
-        DATABASE_URL=database_url,
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
-        DEALFLOW_JWT_SECRET=jwt_secret,
-        database_schema=schema,
-    )
+    settings = settings_for(OpportunitySettings, database_url, jwt_secret, database_schema=schema)
     async with service_under_test(
         Api, settings, build_app, MIGRATIONS, token, [OPPORTUNITY_EVENTS]
     ) as service:

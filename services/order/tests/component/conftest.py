@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from dealflow_common.contracts.topics import ORDER_EVENTS
-from dealflow_common.testing import ServiceUnderTest, new_schema_name, service_under_test
+from dealflow_common.testing import (
+    ServiceUnderTest,
+    new_schema_name,
+    service_under_test,
+    settings_for,
+)
 from dealflow_order.bootstrap import MIGRATIONS, OrderSettings, build_app
 
 
@@ -17,12 +22,7 @@ async def service(
 ) -> AsyncIterator[ServiceUnderTest]:
     schema = new_schema_name("order")
     schemas.append(schema)
-    settings = OrderSettings(
-        DATABASE_URL=database_url,
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
-        DEALFLOW_JWT_SECRET=jwt_secret,
-        database_schema=schema,
-    )
+    settings = settings_for(OrderSettings, database_url, jwt_secret, database_schema=schema)
     async with service_under_test(
         ServiceUnderTest, settings, build_app, MIGRATIONS, token, [ORDER_EVENTS]
     ) as order_service:

@@ -21,7 +21,12 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.contracts.topics import QUOTE_EVENTS
-from dealflow_common.testing import ServiceUnderTest, new_schema_name, service_under_test
+from dealflow_common.testing import (
+    ServiceUnderTest,
+    new_schema_name,
+    service_under_test,
+    settings_for,
+)
 from dealflow_quote.adapters.tables import known_opportunities, products, quote_lines, quotes
 from dealflow_quote.bootstrap import MIGRATIONS, QuoteSettings, build_app
 
@@ -109,13 +114,8 @@ async def service(
 ) -> AsyncIterator[Quotes]:
     schema = new_schema_name("quote")
     schemas.append(schema)
-    settings = QuoteSettings(
-        DATABASE_URL=database_url,
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
-        DEALFLOW_JWT_SECRET=jwt_secret,
-        buy_now_secret="buy-now-secret-for-tests-0123456789abcdef",
-        database_schema=schema,
-        opportunity_wait_ms=200,
+    settings = settings_for(
+        QuoteSettings, database_url, jwt_secret, database_schema=schema, opportunity_wait_ms=200
     )
     async with service_under_test(
         Quotes, settings, build_app, MIGRATIONS, token, [QUOTE_EVENTS]

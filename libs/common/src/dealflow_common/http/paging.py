@@ -1,14 +1,20 @@
-"""Opaque cursors and ETags for the list and update endpoints."""
+"""Opaque cursors, ETags and `If-Match` for the list and update endpoints."""
 
 from __future__ import annotations
 
 import base64
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from fastapi import Header
 
 from dealflow_common.http.problems import Problem, field_errors
+
+IfMatch = Annotated[
+    str | None,
+    Header(description="An ETag from an earlier response; the change is refused (412) if stale"),
+]
 
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 

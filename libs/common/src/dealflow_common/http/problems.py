@@ -194,7 +194,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries documenting problem+json answers."""
+    """OpenAPI `responses` entries documenting problem+json answers; see READS, CHANGES."""
+    return {status: _PROBLEM_DOCS[status] for status in statuses}
+
+
+def _problem_doc(status: int) -> dict[str, Any]:
     meaning = {
         401: "No or invalid bearer token",
         403: "The caller's roles do not allow this",
@@ -221,7 +225,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "allowed": {"type": "array", "items": {"type": "string"}},
         },
     }
-    return {
-        status: {"description": meaning[status], "content": {MEDIA_TYPE: {"schema": schema}}}
-        for status in statuses
-    }
+    return {"description": meaning[status], "content": {MEDIA_TYPE: {"schema": schema}}}
+
+
+_PROBLEM_DOCS = {status: _problem_doc(status) for status in (401, 403, 404, 409, 412, 422)}
+READS = problem_responses(401, 404, 422)
+"""What a read endpoint may answer besides 200."""
+CHANGES = problem_responses(401, 403, 404, 409, 412, 422)
+"""What an endpoint that changes state may answer besides success."""

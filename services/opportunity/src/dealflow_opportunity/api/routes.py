@@ -7,11 +7,23 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from dealflow_common.contracts.opportunity import Stage
-from dealflow_common.http.paging import decode_cursor, encode_cursor, etag, expected_version
-from dealflow_common.http.problems import Problem, field_errors, problem_responses
+from dealflow_common.http.paging import (
+    IfMatch,
+    decode_cursor,
+    encode_cursor,
+    etag,
+    expected_version,
+)
+from dealflow_common.http.problems import (
+    CHANGES,
+    READS,
+    Problem,
+    field_errors,
+    problem_responses,
+)
 from dealflow_common.http.security import Caller
 from dealflow_opportunity.adapters.repository import OpportunityFilter
 from dealflow_opportunity.api.schemas import (
@@ -35,13 +47,7 @@ from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 from dealflow_opportunity.domain import stages
 from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges
 
-IfMatch = Annotated[
-    str | None,
-    Header(description="An ETag from an earlier response; the change is refused (412) if stale"),
-]
-
-_READ = problem_responses(401, 404, 422)
-_WRITE = problem_responses(401, 403, 404, 409, 412, 422)
+_READ, _WRITE = READS, CHANGES
 
 
 def to_response(opportunity: Opportunity) -> OpportunityResponse:

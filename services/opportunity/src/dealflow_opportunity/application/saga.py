@@ -25,8 +25,7 @@ async def quote_acceptance_requested(uow: OpportunityUnitOfWork, event: Incoming
     opportunity = await uow.opportunities.get(request.opportunity_id)
     opportunity.accept_quote(request.quote_id, f"{SYSTEM}:{request.requested_by}", uow.clock())
     await uow.opportunities.save(opportunity)
-    uow.record(*opportunity.events)
-    opportunity.events.clear()
+    uow.collect(opportunity)
 
 
 async def order_created(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
@@ -34,8 +33,7 @@ async def order_created(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -
     opportunity = await uow.opportunities.get(created.opportunity_id)
     opportunity.record_order(created.order_id, uow.clock())
     await uow.opportunities.save(opportunity)
-    uow.record(*opportunity.events)
-    opportunity.events.clear()
+    uow.collect(opportunity)
 
 
 HANDLERS: dict[str, EventHandler] = {

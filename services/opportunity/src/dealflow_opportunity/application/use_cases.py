@@ -39,7 +39,7 @@ async def open_opportunity(
     async with uow:
         opportunity = Opportunity.open(by=principal.user_id, now=uow.clock(), **fields)
         await uow.opportunities.add(opportunity)
-        _record(uow, opportunity)
+        uow.collect(opportunity)
         await uow.commit()
     return opportunity
 
@@ -61,14 +61,9 @@ async def _change(
         opportunity.check_version(expected_version)
         apply(opportunity, uow.clock())
         await uow.opportunities.save(opportunity)
-        _record(uow, opportunity)
+        uow.collect(opportunity)
         await uow.commit()
     return opportunity
-
-
-def _record(uow: OpportunityUnitOfWork, opportunity: Opportunity) -> None:
-    uow.record(*opportunity.events)
-    opportunity.events.clear()
 
 
 async def update_opportunity(

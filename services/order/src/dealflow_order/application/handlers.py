@@ -18,7 +18,7 @@ async def create_order(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
         return
     order = Order.from_accepted_quote(accepted, uow.clock())
     await uow.orders.add(order)
-    uow.record(*order.events)
+    uow.collect(order)
 
 
 HANDLERS: dict[str, EventHandler] = {"quote.accepted": create_order}

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.quote import QuoteStatus
-from dealflow_common.http.paging import etag, expected_version
-from dealflow_common.http.problems import problem_responses
+from dealflow_common.http.paging import IfMatch, etag, expected_version
+from dealflow_common.http.problems import CHANGES, READS, problem_responses
 from dealflow_common.http.security import Caller
 from dealflow_quote.adapters.buy_now import BuyNowLinks
 from dealflow_quote.api.schemas import (
@@ -43,12 +43,7 @@ from dealflow_quote.domain.errors import QuoteActionNotAllowed
 from dealflow_quote.domain.lifecycle import QuoteAction
 from dealflow_quote.domain.model import Quote
 
-IfMatch = Annotated[
-    str | None,
-    Header(description="An ETag from an earlier response; the change is refused (412) if stale"),
-]
-_READ = problem_responses(401, 404, 422)
-_WRITE = problem_responses(401, 403, 404, 409, 412, 422)
+_READ, _WRITE = READS, CHANGES
 
 
 def _lines(quote: Quote) -> list[LineResponse]:
@@ -197,44 +192,43 @@ def quote_routes(
         lambda q, p, now: q.rework(p.user_id, now),
     )
 
-    @router.post(
-        "/{quote_id}/reject-approval",
-        responses=_WRITE,
-        summary="Refuse the discount (manager, admin)",
-    )
-    async def reject_approval(
-        quote_id: UUID,
-        body: ReasonRequest,
-        caller: Caller,
-        response: Response,
-        if_match: IfMatch = None,
-    ) -> QuoteResponse:
-        quote = await use_cases.change_quote(
-            unit_of_work,
-            quote_id,
-            caller,
-            expected_version(if_match),
-            lambda q, now: q.reject_approval(body.reason, caller.user_id, now),
-            access.require_approver,
+    def action_with_reason(
+        path: str,
+        summary: str,
+        apply: Callable[[Quote, Principal, str, datetime], object],
+        authorize: Callable[[Principal], None] = access.require_quote_work,
+    ) -> None:
+        @router.post(
+            f"/{{quote_id}}/{path}", responses=_WRITE, summary=summary, name=path.replace("-", "_")
         )
-        return answer(response, quote)
+        async def run(
+            quote_id: UUID,
+            body: ReasonRequest,
+            caller: Caller,
+            response: Response,
+            if_match: IfMatch = None,
+        ) -> QuoteResponse:
+            quote = await use_cases.change_quote(
+                unit_of_work,
+                quote_id,
+                caller,
+                expected_version(if_match),
+                lambda q, now: apply(q, caller, body.reason, now),
+                authorize,
+            )
+            return answer(response, quote)
 
-    @router.post("/{quote_id}/abandon", responses=_WRITE, summary="Abandon, with a reason")
-    async def abandon(
-        quote_id: UUID,
-        body: ReasonRequest,
-        caller: Caller,
-        response: Response,
-        if_match: IfMatch = None,
-    ) -> QuoteResponse:
-        quote = await use_cases.change_quote(
-            unit_of_work,
-            quote_id,
-            caller,
-            expected_version(if_match),
-            lambda q, now: q.abandon(body.reason, caller.user_id, now),
-        )
-        return answer(response, quote)
+    action_with_reason(
+        "reject-approval",
+        "Refuse the discount (manager, admin)",
+        lambda q, p, reason, now: q.reject_approval(reason, p.user_id, now),
+        access.require_approver,
+    )
+    action_with_reason(
+        "abandon",
+        "Abandon, with a reason",
+        lambda q, p, reason, now: q.abandon(reason, p.user_id, now),
+    )
 
     @router.post(
         "/{quote_id}/accept",
@@ -283,14 +277,7 @@ def buy_now_routes(
     @router.get("/{token}", responses=responses, summary="The offer behind a buy-now link")
     async def view(token: str) -> BuyNowQuoteResponse:
         quote_id, opportunity_id = links.verify(token, clock())
-        quote = await reader.for_link(quote_id, opportunity_id)
-        return BuyNowQuoteResponse(
-            quote_id=quote.id,
-            status=quote.status,
-            lines=_lines(quote),
-            total=quote.total,
-            valid_until=quote.valid_until,
-        )
+        return _offer(await reader.for_link(quote_id, opportunity_id))
 
     @router.post(
         "/{token}/accept",
@@ -300,18 +287,23 @@ def buy_now_routes(
     )
     async def accept(token: str) -> BuyNowQuoteResponse:
         quote_id, opportunity_id = links.verify(token, clock())
-        quote = await use_cases.accept_quote(
-            unit_of_work, quote_id, principal=None, opportunity_id=opportunity_id
-        )
-        return BuyNowQuoteResponse(
-            quote_id=quote.id,
-            status=quote.status,
-            lines=_lines(quote),
-            total=quote.total,
-            valid_until=quote.valid_until,
+        return _offer(
+            await use_cases.accept_quote(
+                unit_of_work, quote_id, principal=None, opportunity_id=opportunity_id
+            )
         )
 
     return router
+
+
+def _offer(quote: Quote) -> BuyNowQuoteResponse:
+    return BuyNowQuoteResponse(
+        quote_id=quote.id,
+        status=quote.status,
+        lines=_lines(quote),
+        total=quote.total,
+        valid_until=quote.valid_until,
+    )
 
 
 def _product(p: Product) -> ProductResponse:

@@ -30,6 +30,7 @@ from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
 from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.domain.access import KnownOpportunity
+from dealflow_quote.domain.model import Quote
 
 SYSTEM = "system:quote"
 
@@ -116,10 +117,9 @@ async def acceptance_refused(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) ->
     await _save(uow, quote)
 
 
-async def _save(uow: QuoteUnitOfWork, quote: Any) -> None:
+async def _save(uow: QuoteUnitOfWork, quote: Quote) -> None:
     await uow.quotes.save(quote)
-    uow.record(*quote.events)
-    quote.events.clear()
+    uow.collect(quote)
 
 
 def handlers(arrivals: OpportunityArrivals) -> dict[str, EventHandler]:

@@ -111,7 +111,7 @@ async def _draft_if_known(
             now=now,
         )
         await uow.quotes.add(quote)
-        _record(uow, quote)
+        uow.collect(quote)
         await uow.commit()
     return quote
 
@@ -171,11 +171,6 @@ async def _resolve_lines(
     return lines
 
 
-def _record(uow: QuoteUnitOfWork, quote: Quote) -> None:
-    uow.record(*quote.events)
-    quote.events.clear()
-
-
 async def _visible(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
     deal = await uow.opportunities.get(quote.opportunity_id)
     if deal is None or not access.can_view(deal, principal):
@@ -199,7 +194,7 @@ async def change_quote(
         quote.check_version(expected_version)
         apply(quote, uow.clock())
         await uow.quotes.save(quote)
-        _record(uow, quote)
+        uow.collect(quote)
         await uow.commit()
     return quote
 
@@ -230,7 +225,7 @@ async def accept_quote(
         by = principal.user_id if principal else "customer"
         accepted = quote.request_acceptance(by, uow.clock(), "api" if principal else "buy_now_link")
         await uow.quotes.save(quote)
-        _record(uow, quote)
+        uow.collect(quote)
         await uow.commit()
     if not accepted:
         raise QuoteHasExpired(quote.valid_until)
@@ -253,7 +248,7 @@ async def revise_quote(
         resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None
         quote.revise(principal.user_id, uow.clock(), lines=resolved, valid_until=valid_until)
         await uow.quotes.save(quote)
-        _record(uow, quote)
+        uow.collect(quote)
         await uow.commit()
     return quote
 
@@ -272,7 +267,7 @@ async def expire_due_quotes(unit_of_work: UnitOfWorkFactory, batch: int = 200) -
             for quote in due:
                 if quote.expire(now):
                     await uow.quotes.save(quote)
-                    _record(uow, quote)
+                    uow.collect(quote)
                     expired += 1
             await uow.commit()
         if len(due) < batch:
