@@ -303,7 +303,7 @@ class OutboxRelay:
         return int(count), oldest
 
     async def _maybe_clean_up(self) -> None:
-        """Hourly: refresh the backlog gauges and forget old published rows and inbox ids."""
+        """Once a minute: refresh the backlog gauges, forget old published rows and inbox ids."""
         now = self._clock()
         if self._last_cleanup and now - self._last_cleanup < timedelta(minutes=1):
             return

@@ -80,7 +80,3 @@ inbox = Table(
 def create_messaging_tables(connection: Connection) -> None:
     """For tests that need the messaging tables without a service's migrations."""
     messaging_metadata.create_all(connection)
-
-
-def drop_messaging_tables(connection: Connection) -> None:
-    messaging_metadata.drop_all(connection)
