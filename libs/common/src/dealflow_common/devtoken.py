@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
     parser.add_argument(
         "--secret-file",
-        help="read the secret from this file (`make run` writes data/jwt-secret)",
+        help="read the secret from this file (`make run` keeps it in "
+        "data/secrets/dealflow_jwt_secret)",
     )
     args = parser.parse_args(argv)
 

@@ -11,9 +11,11 @@ import orjson
 
 from dealflow_common.context import peek_flow
 
-# Attributes every LogRecord has; anything else was passed through `extra=` and is logged.
+# Attributes every LogRecord has; anything else was passed through `extra=` and is logged
+# (but not uvicorn's terminal-coloured copy of the message).
 _STANDARD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
 )
 
 

@@ -198,3 +198,13 @@ async def test_events_a_handler_causes_carry_its_flow(engine: AsyncEngine) -> No
         (stored,) = (await connection.execute(select(outbox.c.envelope))).scalars()
     caused = orjson.loads(stored)
     assert (caused["correlationid"], caused["causationid"]) == ("flow-1", str(event_id))
+
+
+async def test_fields_added_later_at_any_depth_do_not_stop_an_event(engine: AsyncEngine) -> None:
+    harness = Harness(engine)
+    event = orjson.loads(envelope("newer producer"))
+    event["data"]["added_later"] = {"x": 1}
+    event["data"]["reason_detail"] = "a field this service does not know"
+    await harness.consumer.apply_batch([FakeRecord(orjson.dumps(event))])
+    assert await harness.applied() == ["newer producer"]
+    assert harness.dead_letters == []

@@ -425,7 +425,7 @@ async def test_losing_without_a_reason_is_refused_and_writes_nothing(api) -> Non
     assert_problem(
         await api.call("POST", f"/opportunities/{deal['id']}/stage", {"stage": "closed_lost"}),
         422,
-        "reason",
+        "lost_reason",
     )
     assert await api.written() == before
 
@@ -541,3 +541,26 @@ async def test_concurrent_moves_of_one_deal_apply_one_after_the_other(api) -> No
     )
     assert sorted([first.status_code, second.status_code]) == [200, 412]
     assert [s for _, s in await api.events_of(deal["id"])] == [1, 2]
+
+
+async def test_a_rep_files_deals_only_into_their_own_teams_queue(api) -> None:
+    before = await api.written()
+    response = await api.call(
+        "POST",
+        "/opportunities",
+        {"title": "x", "customer": ACME, "value": USD, "owners": [], "team_id": "apac"},
+        teams=("emea",),
+    )
+    assert_problem(response, 403)
+    assert await api.written() == before
+    queued = await api.open(owners=[], team_id="emea")
+    assert (queued["owners"], queued["team_id"]) == ([], "emea")
+
+
+async def test_system_note_reasons_are_not_for_people(api) -> None:
+    deal = await api.open()
+    for reason in ("won", "lost", "stage_change"):
+        response = await api.call(
+            "POST", f"/opportunities/{deal['id']}/notes", {"reason": reason, "text": "x"}
+        )
+        assert_problem(response, 422, "reason")

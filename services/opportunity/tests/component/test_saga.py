@@ -96,3 +96,11 @@ async def test_events_caused_by_an_acceptance_carry_its_flow(api) -> None:
     won = (await api.envelopes_of(deal["id"]))[-1]
     assert won["correlationid"] == "test-flow"
     assert won["causationid"] is not None
+
+
+async def test_the_win_tells_the_accepted_quotes_total(api) -> None:
+    deal = await api.open()
+    await api.consume(acceptance(deal["id"], uuid.uuid4()))
+    won = (await api.envelopes_of(deal["id"]))[-1]
+    assert won["data"]["quote_total"] == {"amount": "100.00", "currency": "USD"}
+    assert won["data"]["value"] == {"amount": "50000.00", "currency": "USD"}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from dealflow_common.contracts.asyncapi import asyncapi_document
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
@@ -50,7 +50,9 @@ class QuoteSettings(ServiceSettings):
     expiry_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often due quotes are expired"
     )
-    buy_now_secret: SecretStr = Field(description="Signs buy-now links; no default")
+    buy_now_secret: SecretStr = Field(
+        description="Signs buy-now links; no default, at least 32 characters"
+    )
     buy_now_link_ttl_hours: int = Field(default=168, ge=1)
     public_base_url: str | None = Field(
         default=None, description="Where customers reach this service (buy-now links)"
@@ -60,6 +62,13 @@ class QuoteSettings(ServiceSettings):
         ge=0,
         description="How long a new quote waits for its just-created opportunity's events",
     )
+
+    @field_validator("buy_now_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr) -> SecretStr:
+        if len(secret.get_secret_value()) < 32:
+            raise ValueError("DEALFLOW_BUY_NOW_SECRET must be at least 32 characters")
+        return secret
 
 
 def asyncapi() -> dict[str, Any]:

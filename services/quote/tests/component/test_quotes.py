@@ -177,23 +177,23 @@ async def test_several_alternative_quotes_per_opportunity_are_listed(service) ->
 
 FREE = {"description": "Widget", "quantity": "1", "unit_price": USD}
 BAD_LINES = [
-    ("zero quantity", {**FREE, "quantity": "0"}, "lines.0.quantity"),
-    ("negative quantity", {**FREE, "quantity": "-2"}, "lines.0.quantity"),
-    ("float quantity", {**FREE, "quantity": 1.5}, "lines.0.quantity"),
-    ("discount above 100", {**FREE, "discount_percent": "100.01"}, "lines.0.discount_percent"),
-    ("negative discount", {**FREE, "discount_percent": "-1"}, "lines.0.discount_percent"),
+    ("zero quantity", {**FREE, "quantity": "0"}, "lines[0].quantity"),
+    ("negative quantity", {**FREE, "quantity": "-2"}, "lines[0].quantity"),
+    ("float quantity", {**FREE, "quantity": 1.5}, "lines[0].quantity"),
+    ("discount above 100", {**FREE, "discount_percent": "100.01"}, "lines[0].discount_percent"),
+    ("negative discount", {**FREE, "discount_percent": "-1"}, "lines[0].discount_percent"),
     (
         "negative price",
         {**FREE, "unit_price": {"amount": "-1", "currency": "USD"}},
-        "lines.0.unit_price.amount",
+        "lines[0].unit_price.amount",
     ),
-    ("free text without price", {"description": "x", "quantity": "1"}, "lines.0"),
+    ("free text without price", {"description": "x", "quantity": "1"}, "lines[0]"),
     (
         "product and bundle",
         {"product_id": str(uuid.uuid4()), "bundle_id": str(uuid.uuid4()), "quantity": "1"},
-        "lines.0",
+        "lines[0]",
     ),
-    ("unknown field", {**FREE, "colour": "red"}, "lines.0.colour"),
+    ("unknown field", {**FREE, "colour": "red"}, "lines[0].colour"),
 ]
 
 
@@ -515,3 +515,66 @@ async def test_a_subscription_needs_a_billing_period(service) -> None:
         **ADMIN,
     )
     assert_problem(response, 422, "billing_period")
+
+
+async def test_the_author_of_a_quote_cannot_approve_its_discount(service) -> None:
+    deal = await service.deal(owners=("mia",))
+    response = await service.call(
+        "POST",
+        "/quotes",
+        {
+            "opportunity_id": deal,
+            "lines": [{**FREE, "discount_percent": "30"}],
+        },
+        **MANAGER,
+    )
+    quote = response.json()
+    await service.call("POST", f"/quotes/{quote['id']}/submit-for-approval", **MANAGER)
+    before = await service.written()
+    assert_problem(await service.call("POST", f"/quotes/{quote['id']}/approve", **MANAGER), 403)
+    assert await service.written() == before
+    other_manager = {"user": "max", "roles": ("manager",), "teams": ("emea",)}
+    approved = await service.call("POST", f"/quotes/{quote['id']}/approve", **other_manager)
+    assert approved.json()["status"] == "approved"
+
+
+async def test_a_draft_offers_either_presentation_or_approval(service) -> None:
+    deal = await service.deal()
+    small = await service.draft(deal, {**FREE, "discount_percent": "5"})
+    big = await service.draft(deal, {**FREE, "discount_percent": "50"})
+    assert "present" in small["allowed_actions"]
+    assert "submit_for_approval" not in small["allowed_actions"]
+    assert "submit_for_approval" in big["allowed_actions"]
+    assert "present" not in big["allowed_actions"]
+    refused = assert_problem(await service.call("POST", f"/quotes/{big['id']}/present"), 409)
+    assert "present" not in refused["allowed"]
+
+
+async def test_a_refused_buy_now_link_is_not_echoed_in_the_error(service) -> None:
+    body = (await service.http.post("/buy-now/some.secret.token/accept")).json()
+    assert "some.secret.token" not in str(body)
+    assert body["instance"] == "/buy-now/{token}/accept"
+
+
+async def test_a_catalog_change_against_an_old_version_is_refused(service) -> None:
+    product = (
+        await service.call(
+            "POST",
+            "/products",
+            {
+                "sku": f"V-{uuid.uuid4().hex[:6]}",
+                "name": "Versioned",
+                "list_price": {"amount": "10", "currency": "USD"},
+            },
+            **ADMIN,
+        )
+    ).json()
+    path = f"/products/{product['id']}"
+    renamed = await service.call(
+        "PATCH", path, {"name": "Renamed"}, headers={"If-Match": '"1"'}, **ADMIN
+    )
+    assert renamed.json()["version"] == 2
+    stale = await service.call(
+        "PATCH", path, {"name": "Late"}, headers={"If-Match": '"1"'}, **ADMIN
+    )
+    assert_problem(stale, 412)

@@ -153,7 +153,18 @@ def test_action_in_status(quote_at: QuoteAt, status: QuoteStatus, action: QuoteA
 @pytest.mark.parametrize("status", list(QuoteStatus), ids=_id)
 def test_allowed_actions_match_the_rule(quote_at: QuoteAt, status: QuoteStatus) -> None:
     assert lifecycle.allowed_actions(status) == _allowed_by_rule(status)
-    assert quote_at(status).allowed_actions() == _allowed_by_rule(status)
+    offered = _allowed_by_rule(status)
+    if status == S.DRAFT:  # no discount above the threshold: presented, not submitted
+        offered = [a for a in offered if a != A.SUBMIT_FOR_APPROVAL]
+    assert quote_at(status).allowed_actions(THRESHOLD) == offered
+
+
+def test_a_draft_above_the_threshold_offers_approval_not_presentation(
+    quote_at: QuoteAt,
+) -> None:
+    offered = quote_at(S.DRAFT, discount="25").allowed_actions(THRESHOLD)
+    assert A.SUBMIT_FOR_APPROVAL in offered
+    assert A.PRESENT not in offered
 
 
 @pytest.mark.parametrize("status", list(QuoteStatus), ids=_id)

@@ -341,3 +341,13 @@ def test_check_version_refuses_a_stale_one(quote_at: QuoteAt) -> None:
     with pytest.raises(StaleVersion) as stale:
         quote.check_version(4)
     assert (stale.value.expected, stale.value.actual) == (4, 5)
+
+
+def test_the_author_cannot_approve_their_own_discount(quote_at) -> None:
+    from dealflow_common.contracts.quote import QuoteStatus
+    from dealflow_quote.domain.errors import SelfApproval
+
+    quote = quote_at(QuoteStatus.PENDING_APPROVAL)
+    with pytest.raises(SelfApproval):
+        quote.approve(quote.created_by, NOW)
+    assert quote.status == QuoteStatus.PENDING_APPROVAL

@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from dealflow_common.contracts.base import EventPayload, registered_payloads
 from dealflow_common.contracts.envelope import CONTENT_TYPE, CloudEvent
+from dealflow_common.contracts.export import tolerant
 
 _REF = "#/components/schemas/{model}"
 
@@ -55,7 +56,7 @@ def asyncapi_document(
     models: list[tuple[type[BaseModel], Literal["validation"]]] = [(CloudEvent, "validation")]
     models += [(cls, "validation") for cls in messages.values()]
     keyed, definitions = models_json_schema(models, ref_template=_REF)
-    schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
+    schemas: dict[str, Any] = tolerant(dict(definitions.get("$defs", {})))
 
     components_messages = {}
     for message_id, cls in messages.items():

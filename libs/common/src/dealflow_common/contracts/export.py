@@ -19,15 +19,30 @@ from dealflow_common.contracts.base import registered_payloads
 from dealflow_common.contracts.envelope import CloudEvent
 
 
+def tolerant(schema: Any) -> Any:
+    """The schema without `additionalProperties: false`: subscribers must accept
+    properties added later (at any depth), since adding one is not a breaking change.
+    API requests still refuse unknown fields; events never do."""
+    if isinstance(schema, dict):
+        return {
+            key: tolerant(value)
+            for key, value in schema.items()
+            if not (key == "additionalProperties" and value is False)
+        }
+    if isinstance(schema, list):
+        return [tolerant(item) for item in schema]
+    return schema
+
+
 def schema_documents() -> dict[str, dict[str, Any]]:
     documents: dict[str, dict[str, Any]] = {
         "cloudevent.json": {
             "$id": "urn:dealflow:schema:cloudevent:v1",
-            **CloudEvent.model_json_schema(),
+            **tolerant(CloudEvent.model_json_schema()),
         }
     }
     for cls in registered_payloads():
-        schema = cls.model_json_schema()
+        schema = tolerant(cls.model_json_schema())
         documents[f"{cls.event_type}.v{cls.schema_version}.json"] = {
             "$id": cls.dataschema(),
             "x-topic": cls.topic,

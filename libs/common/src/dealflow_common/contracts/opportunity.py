@@ -165,7 +165,10 @@ class OpportunityWon(EventPayload):
     topic = OPPORTUNITY_EVENTS
 
     won_quote_id: UUID | None = Field(description="The accepted quote, when won through one")
-    value: Money
+    value: Money = Field(description="The opportunity's value")
+    quote_total: Money | None = Field(
+        default=None, description="The accepted quote's total, when won through one"
+    )
     won_by: str
     won_at: datetime
     version: int

@@ -58,13 +58,26 @@ class Problem(Exception):
         self.extensions = extensions
 
 
+# Path parameters that are credentials (the buy-now link's token): shown by name only.
+_SECRET_PATH_PARAMS = ("token",)
+
+
+def _instance(request: Request) -> str:
+    path = request.url.path
+    for name in _SECRET_PATH_PARAMS:
+        value = request.path_params.get(name)
+        if value:
+            path = path.replace(str(value), "{" + name + "}")
+    return path
+
+
 def problem_response(problem: Problem, request: Request) -> Response:
     body: dict[str, Any] = {
         "type": problem_type(problem.slug),
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
-        "instance": request.url.path,
+        "instance": _instance(request),
         **problem.extensions,
     }
     flow = peek_flow()
@@ -119,14 +132,18 @@ def from_domain_error(error: DomainError) -> Problem:
 
 
 def _field_name(loc: Sequence[int | str]) -> str:
-    parts = [str(p) for p in loc]
+    """`("body", "lines", 0, "quantity")` -> `lines[0].quantity`, as domain errors name it."""
+    parts = list(loc)
     if parts and parts[0] in {"body", "query", "path", "header"}:
-        where, parts = parts[0], parts[1:]
+        where, parts = str(parts[0]), parts[1:]
         if not parts:
             return where
         if where == "header":
-            return parts[0]
-    return ".".join(parts) or "body"
+            return str(parts[0])
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
 
 
 def _describe_validation(errors: Sequence[Any]) -> list[dict[str, str]]:

@@ -162,7 +162,9 @@ class EventConsumer(Generic[U]):
             )
             return None
         try:
-            payload = cls.model_validate(envelope.data)
+            # Fields this service does not know yet, at any depth, are ignored: adding
+            # an optional field is not a breaking change (contracts/base.py).
+            payload = cls.model_validate(envelope.data, extra="ignore")
         except ValidationError as error:
             await self._dead_letter(record, "data does not match its schema", error, envelope.type)
             return None

@@ -38,8 +38,10 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
         # A few ms of lingering lets the relay's burst travel as one produce request.
         linger_ms=5,
         graceful_timeout=15.0,
-        # Per-message lines at INFO cost more than the work at our rates.
+        # Per-message lines at INFO cost more than the work at our rates; and FastStream's
+        # own logger would print coloured text past our JSON formatter.
         log_level=logging.DEBUG,
+        logger=logging.getLogger("faststream.dealflow"),
     )
 
 

@@ -211,24 +211,25 @@ class OutboxRelay:
         await ready()
         backoff = self._poll_interval
         while True:
+            failed = False
             try:
                 sent = await self.relay_once()
-                await self._maybe_clean_up()
                 backoff = self._poll_interval
             except asyncio.CancelledError:
                 raise
             except RelayIncomplete as incomplete:
                 log.warning("%s", incomplete)
-                backoff = min(backoff * 2, 10.0)
-                await asyncio.sleep(backoff)
-                continue
+                failed = True
             except Exception:
                 # The database is away, most likely; nothing is lost, rows stay unsent.
-                log.exception("outbox relay failed; retrying in %.1fs", backoff * 2)
+                log.exception("outbox relay failed; retrying")
+                failed = True
+            # The backlog gauges matter most while publishing fails: refresh them anyway.
+            await self._maybe_clean_up()
+            if failed:
                 backoff = min(backoff * 2, 10.0)
                 await asyncio.sleep(backoff)
-                continue
-            if sent < self._batch_size:
+            elif sent < self._batch_size:
                 await self._outbox.wait_for_commit(self._poll_interval)
 
     async def relay_once(self) -> int:
@@ -308,6 +309,12 @@ class OutboxRelay:
         if self._last_cleanup and now - self._last_cleanup < timedelta(minutes=1):
             return
         self._last_cleanup = now
+        try:
+            await self._clean_up(now)
+        except Exception:
+            log.warning("outbox housekeeping failed; trying again in a minute", exc_info=True)
+
+    async def _clean_up(self, now: datetime) -> None:
         count, oldest = await self.backlog()
         self._metrics.backlog.set(count)
         self._metrics.oldest_unsent_age.set((now - oldest).total_seconds() if oldest else 0)

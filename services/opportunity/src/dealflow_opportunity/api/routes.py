@@ -9,7 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.contracts.opportunity import NoteReason, Stage
 from dealflow_common.http.paging import (
     IfMatch,
     decode_cursor,
@@ -258,7 +258,7 @@ def opportunity_routes(
     )
     async def add_note(opportunity_id: UUID, body: NoteRequest, caller: Caller) -> NoteResponse:
         _, note = await use_cases.add_note(
-            unit_of_work(), opportunity_id, caller, body.reason, body.text
+            unit_of_work(), opportunity_id, caller, NoteReason(body.reason), body.text
         )
         return NoteResponse(
             id=note.id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -101,8 +101,12 @@ class TeamRequest(_Request):
     team_id: TeamId
 
 
+# stage_change, lost and won are recorded by the system with the move they explain.
+PersonNoteReason = Literal["general", "call", "meeting", "email", "follow_up"]
+
+
 class NoteRequest(_Request):
-    reason: NoteReason = NoteReason.GENERAL
+    reason: PersonNoteReason = "general"
     text: LongText
 
 

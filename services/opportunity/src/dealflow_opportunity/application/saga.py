@@ -23,7 +23,9 @@ SYSTEM = "system:quote-acceptance"
 async def quote_acceptance_requested(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
     request: QuoteAcceptanceRequested = event.payload
     opportunity = await uow.opportunities.get(request.opportunity_id)
-    opportunity.accept_quote(request.quote_id, f"{SYSTEM}:{request.requested_by}", uow.clock())
+    opportunity.accept_quote(
+        request.quote_id, f"{SYSTEM}:{request.requested_by}", uow.clock(), request.total
+    )
     await uow.opportunities.save(opportunity)
     uow.collect(opportunity)
 

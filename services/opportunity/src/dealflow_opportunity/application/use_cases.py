@@ -29,6 +29,13 @@ async def open_opportunity(
 ) -> Opportunity:
     if not principal.has_any(*access.WRITERS):
         raise NotPermitted("operators may read deals but not open them")
+    team_id = fields.get("team_id")
+    if (
+        team_id is not None
+        and team_id not in principal.teams
+        and not principal.has_any(Role.MANAGER, Role.ADMIN)
+    ):
+        raise NotPermitted(f"you can file deals only in your own teams, not {team_id}")
     owners = fields.get("owners")
     if (
         owners is not None

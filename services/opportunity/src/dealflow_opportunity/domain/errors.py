@@ -36,8 +36,8 @@ class OpportunityClosed(Conflict):
 
 
 class LostReasonRequired(RuleViolated):
-    def __init__(self) -> None:
-        super().__init__("reason", "closing as lost requires a lost reason")
+    def __init__(self, field: str = "reason") -> None:
+        super().__init__(field, "closing as lost requires a lost reason")
 
 
 class ExpectedCloseDateInPast(RuleViolated):

@@ -300,7 +300,7 @@ class Opportunity:
         """A hand move through the stage endpoint; `closed_lost` needs a lost reason."""
         if target == stages.LOST:
             if not lost_reason:
-                raise LostReasonRequired()
+                raise LostReasonRequired("lost_reason")
             self.lose(lost_reason, by, now)
             return
         self._require(Trigger.MOVE, target, "move to " + target.value)
@@ -322,7 +322,9 @@ class Opportunity:
             )
         )
 
-    def accept_quote(self, quote_id: UUID, by: str, now: datetime) -> bool:
+    def accept_quote(
+        self, quote_id: UUID, by: str, now: datetime, quote_total: Money | None = None
+    ) -> bool:
         """The customer accepted a quote. The opportunity is the authority on the outcome:
         an open deal with no accepted quote is won; otherwise the acceptance is refused,
         which is an expected outcome (an event), not an error. Returns whether it won.
@@ -343,7 +345,7 @@ class Opportunity:
             return False
         self.won_quote_id = quote_id
         self._enter(stages.WON, by, now, None)
-        self._record_win(quote_id, by, now)
+        self._record_win(quote_id, by, now, quote_total)
         return True
 
     def record_order(self, order_id: UUID, now: datetime) -> None:
@@ -452,12 +454,15 @@ class Opportunity:
             )
         )
 
-    def _record_win(self, quote_id: UUID | None, by: str, now: datetime) -> None:
+    def _record_win(
+        self, quote_id: UUID | None, by: str, now: datetime, quote_total: Money | None = None
+    ) -> None:
         self.events.append(
             OpportunityWon(
                 opportunity_id=self.id,
                 won_quote_id=quote_id,
                 value=self.value,
+                quote_total=quote_total,
                 won_by=by,
                 won_at=now,
                 version=self.version,

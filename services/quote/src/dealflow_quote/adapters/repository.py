@@ -65,6 +65,7 @@ _OPEN_QUOTES_OF = (
 )
 _FOR_UPDATE = {q: q.with_for_update() for q in (_SELECT_QUOTE, _OPEN_QUOTES_OF)}
 _SELECT_KNOWN = select(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
+_SELECT_KNOWN_FOR_SHARE = _SELECT_KNOWN.with_for_update(read=True)
 
 
 class QuoteRepository:
@@ -416,8 +417,17 @@ class KnownOpportunities:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
-    async def get(self, opportunity_id: UUID) -> KnownOpportunity | None:
-        row = (await self._connection.execute(_SELECT_KNOWN, {"b_id": opportunity_id})).first()
+    async def get(
+        self, opportunity_id: UUID, *, for_share: bool = False
+    ) -> KnownOpportunity | None:
+        """`for_share`: hold the row until commit, so that an `opportunity.won` or `.lost`
+        applied meanwhile waits for this transaction and then sees what it created."""
+        query = (
+            _SELECT_KNOWN_FOR_SHARE
+            if for_share and is_postgres(self._connection)
+            else (_SELECT_KNOWN)
+        )
+        row = (await self._connection.execute(query, {"b_id": opportunity_id})).first()
         if row is None:
             return None
         return KnownOpportunity(

@@ -64,7 +64,7 @@ def to_response(quote: Quote, policy: QuotePolicy) -> QuoteResponse:
         status_reason=quote.status_reason,
         approved_by=quote.approved_by,
         accepted_at=quote.accepted_at,
-        allowed_actions=quote.allowed_actions(),
+        allowed_actions=quote.allowed_actions(policy.approval_threshold_percent),
         created_by=quote.created_by,
         created_at=quote.created_at,
         updated_at=quote.updated_at,
@@ -188,7 +188,7 @@ def quote_routes(
     )
     action(
         "rework",
-        "Back to draft after a refused approval",
+        "Back to draft to change the offer (after an approval refused or given)",
         lambda q, p, now: q.rework(p.user_id, now),
     )
 
@@ -254,7 +254,7 @@ def quote_routes(
     async def buy_now_link(quote_id: UUID, caller: Caller) -> BuyNowLinkResponse:
         quote = await reader.get(quote_id, caller)
         access.require_quote_work(caller)
-        if QuoteAction.ACCEPT not in quote.allowed_actions():
+        if QuoteAction.ACCEPT not in quote.allowed_actions(policy.approval_threshold_percent):
             raise QuoteActionNotAllowed(
                 quote.status, QuoteAction.ACCEPT, "only a presented quote can be bought"
             )
@@ -367,10 +367,12 @@ def catalog_routes(unit_of_work: UnitOfWorkFactory, reader: QuoteReader) -> APIR
 
     @router.patch("/products/{product_id}", responses=admin, summary="Change a product (admin)")
     async def update_product(
-        product_id: UUID, body: ProductChanges, caller: Caller
+        product_id: UUID, body: ProductChanges, caller: Caller, if_match: IfMatch = None
     ) -> ProductResponse:
         return _product(
-            await catalog.update_product(unit_of_work, caller, product_id, **_given(body))
+            await catalog.update_product(
+                unit_of_work, caller, product_id, expected_version(if_match), **_given(body)
+            )
         )
 
     @router.post(
@@ -407,11 +409,17 @@ def catalog_routes(unit_of_work: UnitOfWorkFactory, reader: QuoteReader) -> APIR
         return _bundle(await reader.bundle(bundle_id))
 
     @router.patch("/bundles/{bundle_id}", responses=admin, summary="Change a bundle (admin)")
-    async def update_bundle(bundle_id: UUID, body: BundleChanges, caller: Caller) -> BundleResponse:
+    async def update_bundle(
+        bundle_id: UUID, body: BundleChanges, caller: Caller, if_match: IfMatch = None
+    ) -> BundleResponse:
         fields = _given(body)
         if "items" in fields:
             fields["items"] = [BundleItem(i.product_id, i.quantity) for i in body.items]
-        return _bundle(await catalog.update_bundle(unit_of_work, caller, bundle_id, **fields))
+        return _bundle(
+            await catalog.update_bundle(
+                unit_of_work, caller, bundle_id, expected_version(if_match), **fields
+            )
+        )
 
     @router.post("/bundles/{bundle_id}/retire", responses=admin, summary="Retire a bundle (admin)")
     async def retire_bundle(bundle_id: UUID, caller: Caller) -> BundleResponse:

@@ -10,12 +10,17 @@ from uuid import UUID
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.quote import BillingPeriod
-from dealflow_common.errors import Conflict
+from dealflow_common.errors import Conflict, StaleVersion
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.domain import access
 from dealflow_quote.domain.catalog import Bundle, BundleItem, Product, check_billing, check_bundle
 
 UnitOfWorkFactory = Callable[[], QuoteUnitOfWork]
+
+
+def _check_version(entity: str, expected: int | None, actual: int) -> None:
+    if expected is not None and expected != actual:
+        raise StaleVersion(entity, expected, actual)
 
 
 class SkuTaken(Conflict):
@@ -58,11 +63,16 @@ async def create_product(
 
 
 async def update_product(
-    unit_of_work: UnitOfWorkFactory, principal: Principal, product_id: UUID, **changes: Any
+    unit_of_work: UnitOfWorkFactory,
+    principal: Principal,
+    product_id: UUID,
+    expected_version: int | None,
+    **changes: Any,
 ) -> Product:
     access.require_catalog_admin(principal)
     async with unit_of_work() as uow:
         product = await uow.catalog.product(product_id)
+        _check_version("product", expected_version, product.version)
         if "sku" in changes and await uow.catalog.sku_taken(changes["sku"], product_id):
             raise SkuTaken(changes["sku"])
         for name, value in changes.items():
@@ -126,11 +136,16 @@ async def create_bundle(
 
 
 async def update_bundle(
-    unit_of_work: UnitOfWorkFactory, principal: Principal, bundle_id: UUID, **changes: Any
+    unit_of_work: UnitOfWorkFactory,
+    principal: Principal,
+    bundle_id: UUID,
+    expected_version: int | None,
+    **changes: Any,
 ) -> Bundle:
     access.require_catalog_admin(principal)
     async with unit_of_work() as uow:
         bundle = await uow.catalog.bundle(bundle_id)
+        _check_version("bundle", expected_version, bundle.version)
         if "sku" in changes and await uow.catalog.sku_taken(changes["sku"], bundle_id):
             raise SkuTaken(changes["sku"])
         for name, value in changes.items():

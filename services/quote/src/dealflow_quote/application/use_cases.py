@@ -93,7 +93,7 @@ async def _draft_if_known(
     must_know: bool,
 ) -> Quote | None:
     async with unit_of_work() as uow:
-        deal = await uow.opportunities.get(opportunity_id)
+        deal = await uow.opportunities.get(opportunity_id, for_share=True)
         if deal is None and not must_know:
             return None
         if deal is None or not access.can_view(deal, principal):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
 from dealflow_common.contracts.quote import QuoteStatus
-from dealflow_common.errors import Conflict, NotFound, RuleViolated, TransitionNotAllowed
+from dealflow_common.errors import (
+    Conflict,
+    NotFound,
+    NotPermitted,
+    RuleViolated,
+    TransitionNotAllowed,
+)
 from dealflow_quote.domain.lifecycle import QuoteAction, allowed_actions
 
 
@@ -27,29 +34,45 @@ class BundleNotFound(NotFound):
 
 
 class QuoteActionNotAllowed(TransitionNotAllowed):
-    def __init__(self, status: QuoteStatus, action: QuoteAction, why: str = "") -> None:
-        super().__init__(
-            "quote", status.value, action.value, [a.value for a in allowed_actions(status)], why
-        )
+    def __init__(
+        self,
+        status: QuoteStatus,
+        action: QuoteAction,
+        why: str = "",
+        allowed: Sequence[QuoteAction] | None = None,
+    ) -> None:
+        allowed = allowed_actions(status) if allowed is None else allowed
+        super().__init__("quote", status.value, action.value, [a.value for a in allowed], why)
 
 
 class ApprovalRequired(QuoteActionNotAllowed):
-    def __init__(self, discount: Decimal, threshold: Decimal) -> None:
+    def __init__(
+        self, discount: Decimal, threshold: Decimal, allowed: Sequence[QuoteAction]
+    ) -> None:
         super().__init__(
             QuoteStatus.DRAFT,
             QuoteAction.PRESENT,
             f"its discount of {discount}% is above the {threshold}% a rep may give; "
             "submit it for a manager's approval first",
+            allowed,
         )
 
 
 class ApprovalNotNeeded(QuoteActionNotAllowed):
-    def __init__(self, discount: Decimal, threshold: Decimal) -> None:
+    def __init__(
+        self, discount: Decimal, threshold: Decimal, allowed: Sequence[QuoteAction]
+    ) -> None:
         super().__init__(
             QuoteStatus.DRAFT,
             QuoteAction.SUBMIT_FOR_APPROVAL,
             f"its discount of {discount}% is within the {threshold}% a rep may give; present it",
+            allowed,
         )
+
+
+class SelfApproval(NotPermitted):
+    def __init__(self, quote_id: UUID) -> None:
+        super().__init__(f"the author of quote {quote_id} cannot approve its discount")
 
 
 class QuoteHasExpired(QuoteActionNotAllowed):

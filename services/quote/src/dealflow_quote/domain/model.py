@@ -37,6 +37,7 @@ from dealflow_quote.domain.errors import (
     ApprovalRequired,
     CurrencyMismatch,
     QuoteActionNotAllowed,
+    SelfApproval,
     ValidUntilInPast,
 )
 from dealflow_quote.domain.lifecycle import QuoteAction
@@ -123,8 +124,18 @@ class Quote:
     def needs_approval(self, threshold_percent: Decimal) -> bool:
         return self.discount_percent > threshold_percent
 
-    def allowed_actions(self) -> list[QuoteAction]:
-        return lifecycle.allowed_actions(self.status)
+    def allowed_actions(self, threshold_percent: Decimal) -> list[QuoteAction]:
+        """What a person may do now: a draft is presented, or submitted for approval when
+        its discount is above the threshold, never both."""
+        actions = lifecycle.allowed_actions(self.status)
+        if self.status == QuoteStatus.DRAFT:
+            needless = (
+                QuoteAction.PRESENT
+                if self.needs_approval(threshold_percent)
+                else QuoteAction.SUBMIT_FOR_APPROVAL
+            )
+            actions = [a for a in actions if a != needless]
+        return actions
 
     def check_version(self, expected: int | None) -> None:
         if expected is not None and expected != self.version:
@@ -169,7 +180,9 @@ class Quote:
     def submit_for_approval(self, threshold_percent: Decimal, by: str, now: datetime) -> None:
         self._require(QuoteAction.SUBMIT_FOR_APPROVAL)
         if not self.needs_approval(threshold_percent):
-            raise ApprovalNotNeeded(self.discount_percent, threshold_percent)
+            raise ApprovalNotNeeded(
+                self.discount_percent, threshold_percent, self.allowed_actions(threshold_percent)
+            )
         self._move(QuoteStatus.PENDING_APPROVAL, now)
         self.events.append(
             QuoteApprovalRequested(
@@ -183,7 +196,11 @@ class Quote:
         )
 
     def approve(self, by: str, now: datetime) -> None:
+        """A manager's approval of the discount; never the quote's own author's (the
+        four-eyes rule a discount approval exists for)."""
         self._require(QuoteAction.APPROVE)
+        if by == self.created_by:
+            raise SelfApproval(self.id)
         self.approved_by = by
         self._move(QuoteStatus.APPROVED, now)
         self.events.append(
@@ -229,7 +246,9 @@ class Quote:
     def present(self, threshold_percent: Decimal, by: str, now: datetime) -> None:
         self._require(QuoteAction.PRESENT)
         if self.status == QuoteStatus.DRAFT and self.needs_approval(threshold_percent):
-            raise ApprovalRequired(self.discount_percent, threshold_percent)
+            raise ApprovalRequired(
+                self.discount_percent, threshold_percent, self.allowed_actions(threshold_percent)
+            )
         _check_valid_until(self.valid_until, now)
         self._move(QuoteStatus.PRESENTED, now)
         self.events.append(
