@@ -47,7 +47,7 @@ lint: .venv/.synced
 	$(RUN) mypy libs services/*/src
 
 bench: .venv/.synced
-	$(RUN) python -m bench.deals $(BENCH_ARGS)
+	@$(RUN) python -m bench.deals $(BENCH_ARGS)
 
 contracts: .venv/.synced
 	$(RUN) python -m dealflow_common.contracts.export libs/common/schemas
