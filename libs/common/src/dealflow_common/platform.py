@@ -1,6 +1,6 @@
 """The running parts every service has, built once by the service's bootstrap.
 
-A `Platform` owns the database engine, the Kafka broker, the outbox and its relay,
+A `Platform` owns the database engine, the Kafka producer, the outbox and its relay,
 the event consumers, the scheduler and the token verifier, and starts and stops them
 in order. A service adds only its own domain: repositories, use cases, routes,
 handlers and jobs.
@@ -17,19 +17,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import TokenVerifier
-from dealflow_common.db import create_engine
+from dealflow_common.db import READ_ONLY, create_engine
 from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, EventHandler
 from dealflow_common.messaging.kafka import (
-    BrokerSender,
-    build_broker,
+    ConsumerLoop,
+    ConsumerLoopMetrics,
+    KafkaProducer,
     connect_with_retry,
-    subscribe,
 )
 from dealflow_common.messaging.outbox import Outbox, OutboxRelay, RelayMetrics
 from dealflow_common.settings import ServiceSettings
@@ -48,19 +47,20 @@ def utc_now() -> datetime:
 class Platform:
     settings: ServiceSettings
     engine: AsyncEngine
-    broker: KafkaBroker
+    producer: KafkaProducer
     outbox: Outbox
     relay: OutboxRelay
-    sender: BrokerSender
     registry: CollectorRegistry
     token_verifier: TokenVerifier
     scheduler: AsyncIOScheduler
     clock: Callable[[], datetime]
     published_topics: tuple[str, ...]
     consumers: list[EventConsumer[Any]] = field(default_factory=list)
+    consumer_loops: list[ConsumerLoop] = field(default_factory=list)
     kafka_connected: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _consumer_metrics: ConsumerMetrics | None = None
+    _loop_metrics: ConsumerLoopMetrics | None = None
 
     @property
     def consumed_topics(self) -> tuple[str, ...]:
@@ -75,28 +75,34 @@ class Platform:
         unit_of_work: Callable[[], U],
     ) -> EventConsumer[U]:
         """Apply `handlers` to events of `topics`, once each, in consumer group `group_id`."""
-        if self._consumer_metrics is None:
+        if self._consumer_metrics is None or self._loop_metrics is None:
             self._consumer_metrics = ConsumerMetrics(self.registry)
+            self._loop_metrics = ConsumerLoopMetrics(self.registry)
         consumer = EventConsumer(
             group_id=group_id,
             topics=tuple(topics),
             handlers=handlers,
             unit_of_work=unit_of_work,
-            send_dead_letter=self.sender.send_and_wait,
+            send_dead_letter=self.producer.send_and_wait,
             clock=self.clock,
             max_attempts=self.settings.consumer_max_attempts,
             retry_backoff=self.settings.consumer_retry_backoff_ms / 1000,
             metrics=self._consumer_metrics,
+            infrastructure_answers=self._database_answers,
         )
-        subscribe(self.broker, consumer, self.settings)
         self.consumers.append(consumer)
+        self.consumer_loops.append(
+            ConsumerLoop(consumer, self.settings, self._loop_metrics, self.kafka_connected.wait)
+        )
         return consumer
 
     async def start(self) -> None:
         self.kafka_connected.clear()
         topics = (*self.published_topics, *self.consumed_topics)
-        self._spawn(connect_with_retry(self.broker, self.settings, topics, self.kafka_connected))
+        self._spawn(connect_with_retry(self.producer, self.settings, topics, self.kafka_connected))
         self._spawn(self.relay.run(self.kafka_connected.wait))
+        for loop in self.consumer_loops:
+            self._spawn(loop.run())
         if self.scheduler.get_jobs():
             self.scheduler.start()
 
@@ -109,8 +115,7 @@ class Platform:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        with contextlib.suppress(Exception):
-            await self.broker.stop()
+        await self.producer.stop()
         await self.engine.dispose()
 
     def _spawn(self, coroutine: Any) -> None:
@@ -119,16 +124,32 @@ class Platform:
         self._tasks.append(task)
 
     async def readiness(self) -> dict[str, bool]:
-        """Whether the database and the broker answer now (for `/readyz`)."""
+        """What `/readyz` reports; every check is bounded, so readiness never hangs.
+
+        - database: it answers a query within 2 s;
+        - broker: it answers a metadata request within 2 s and the relay's last batch
+          was acked (a broker that accepts connections but stores nothing is away);
+        - consumers: every consumer is connected and no partition is stalled on a
+          record it could neither apply nor dead-letter.
+        """
+        database, broker = await asyncio.gather(
+            self._database_answers(), self.producer.answers(timeout=2.0)
+        )
         return {
-            "database": await self._database_answers(),
-            "broker": self.kafka_connected.is_set() and await self.broker.ping(timeout=1.0),
+            "database": database,
+            "broker": self.kafka_connected.is_set() and broker and self.relay.publishing,
+            "consumers": all(
+                loop.running and loop.stalled_partitions == 0 for loop in self.consumer_loops
+            ),
         }
 
     async def _database_answers(self) -> bool:
         try:
             async with asyncio.timeout(2.0), self.engine.connect() as connection:
+                # Read-only: on SQLite a plain BEGIN, not the writer lock.
+                await connection.execution_options(**READ_ONLY)
                 await connection.execute(text("SELECT 1"))
+                await connection.rollback()
             return True
         except Exception:
             return False
@@ -146,18 +167,18 @@ def build_platform(
     clock: Callable[[], datetime] = utc_now,
 ) -> Platform:
     engine = create_engine(settings)
-    broker = build_broker(settings)
+    producer = KafkaProducer(settings)
     registry = CollectorRegistry()
     outbox = Outbox(source=f"/dealflow/{settings.service_name}")
-    sender = BrokerSender(broker)
     relay = OutboxRelay(
         engine,
         outbox,
-        sender,
+        producer.send,
         schema_name=settings.db_schema,
         clock=clock,
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_interval_ms / 1000,
+        publish_timeout=settings.outbox_publish_timeout_ms / 1000,
         outbox_retention=timedelta(hours=settings.outbox_retention_hours),
         inbox_retention=timedelta(hours=settings.inbox_retention_hours),
         metrics=RelayMetrics(registry),
@@ -168,10 +189,9 @@ def build_platform(
     return Platform(
         settings=settings,
         engine=engine,
-        broker=broker,
+        producer=producer,
         outbox=outbox,
         relay=relay,
-        sender=sender,
         registry=registry,
         token_verifier=TokenVerifier(
             secret=settings.jwt_secret,

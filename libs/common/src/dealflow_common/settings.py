@@ -47,6 +47,31 @@ class ServiceSettings(BaseSettings):
     )
     database_pool_size: int = Field(default=10, ge=1)
     database_echo: bool = False
+    database_statement_timeout_ms: int = Field(
+        default=15_000,
+        ge=0,
+        description="PostgreSQL statement_timeout: a statement running longer is cancelled "
+        "and the request answers 503. 0 turns it off.",
+    )
+    database_lock_timeout_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="PostgreSQL lock_timeout: a statement waiting longer for a row or table "
+        "lock held by another transaction fails, and the request answers 409. 0 turns it off.",
+    )
+    database_idle_in_transaction_timeout_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="PostgreSQL idle_in_transaction_session_timeout: a session that holds a "
+        "transaction open without running anything for longer is closed, releasing its "
+        "locks. 0 turns it off.",
+    )
+    database_sqlite_busy_timeout_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="SQLite busy timeout: how long a writer waits for another writer's "
+        "transaction before the request answers 503 with Retry-After.",
+    )
 
     kafka_bootstrap_servers: str = Field(
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
@@ -67,6 +92,13 @@ class ServiceSettings(BaseSettings):
         default=True, description="Create missing topics (and their .dlq) at start."
     )
     kafka_consumer_batch_size: int = Field(default=200, ge=1)
+    kafka_request_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description="Longest wait for the broker to answer one request (a send, a "
+        "metadata fetch); past it the relay retries later and readiness says the broker "
+        "is away.",
+    )
 
     jwt_secret: SecretStr | None = Field(
         default=None,
@@ -88,6 +120,12 @@ class ServiceSettings(BaseSettings):
         "commits in this process wake it at once.",
     )
     outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_publish_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description="Longest wait for the broker to ack one relay batch; what is not "
+        "acked by then stays unsent and is sent again.",
+    )
     outbox_retention_hours: int = Field(
         default=168, ge=1, description="How long published outbox rows are kept for audit."
     )
@@ -100,6 +138,12 @@ class ServiceSettings(BaseSettings):
         default=5, ge=1, description="Attempts before a message goes to the dead-letter topic."
     )
     consumer_retry_backoff_ms: int = Field(default=200, ge=0)
+    consumer_stall_pause_ms: int = Field(
+        default=5_000,
+        ge=10,
+        description="How long a partition rests before it is read again after a record "
+        "there could be neither applied nor dead-lettered.",
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -3,6 +3,7 @@ and waits out a database outage instead of dropping events."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +17,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
-from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, IncomingEvent
+from dealflow_common.messaging.consumer import (
+    ConsumerMetrics,
+    EventConsumer,
+    IncomingEvent,
+    PartitionKey,
+)
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.messaging.tables import inbox, outbox
 from dealflow_common.uow import UnitOfWork
@@ -48,10 +54,15 @@ class FakeRecord:
     topic: str = TOPIC
     partition: int = 0
     offset: int = 0
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
 
 
-def envelope(text: str, event_id: uuid.UUID | None = None, version: int = 1) -> bytes:
+def envelope(
+    text: str,
+    event_id: uuid.UUID | None = None,
+    version: int = 1,
+    event_type: str = "opportunity.note_added",
+) -> bytes:
     subject = uuid.uuid4()
     data = OpportunityNoteAdded(
         opportunity_id=subject,
@@ -66,11 +77,11 @@ def envelope(text: str, event_id: uuid.UUID | None = None, version: int = 1) -> 
             "specversion": "1.0",
             "id": str(event_id or uuid.uuid4()),
             "source": "/dealflow/test",
-            "type": "opportunity.note_added",
+            "type": event_type,
             "subject": str(subject),
             "time": NOW.isoformat(),
             "datacontenttype": "application/json",
-            "dataschema": f"urn:dealflow:schema:opportunity.note_added:v{version}",
+            "dataschema": f"urn:dealflow:schema:{event_type}:v{version}",
             "data": data,
             "correlationid": "flow-1",
             "sequence": 1,
@@ -97,7 +108,11 @@ class Harness:
             max_attempts=3,
             retry_backoff=0.0,
             metrics=ConsumerMetrics(CollectorRegistry()),
+            infrastructure_answers=self.database_answers,
         )
+
+    async def database_answers(self) -> bool:
+        return self.outage == 0
 
     async def apply_note(self, uow: UnitOfWork, event: IncomingEvent[Any]) -> None:
         text = event.payload.text
@@ -208,3 +223,131 @@ async def test_fields_added_later_at_any_depth_do_not_stop_an_event(engine: Asyn
     await harness.consumer.apply_batch([FakeRecord(orjson.dumps(event))])
     assert await harness.applied() == ["newer producer"]
     assert harness.dead_letters == []
+
+
+async def test_a_handler_failure_while_the_database_answers_is_the_events_and_is_bounded(
+    engine: AsyncEngine,
+) -> None:
+    # An OSError or TimeoutError raised by a handler says nothing about the database:
+    # retrying it for ever would block the partition for ever.
+    harness = Harness(engine)
+
+    async def times_out(uow: UnitOfWork, event: IncomingEvent[Any]) -> None:
+        raise TimeoutError("a handler's own timeout")
+
+    harness.consumer._handlers["opportunity.note_added"] = times_out
+    not_done = await asyncio.wait_for(
+        harness.consumer.apply_batch([FakeRecord(envelope("stuck"))]), timeout=10
+    )
+    assert not_done == {}
+    ((_, headers),) = harness.dead_letters
+    assert headers["dealflow-dlq-reason"] == "handler failed"
+    assert "a handler's own timeout" in headers["dealflow-dlq-error"]
+
+
+async def test_records_kafka_allows_but_no_cloudevent_is_are_dead_lettered_one_by_one(
+    engine: AsyncEngine,
+) -> None:
+    harness = Harness(engine)
+    not_done = await harness.consumer.apply_batch(
+        [
+            # legal Kafka: a header without a value, on a record that is not a CloudEvent
+            FakeRecord(b'{"hello": "world"}', offset=1, headers=[("trace", None)]),
+            FakeRecord(None, key=b"deal", offset=2),
+            FakeRecord(envelope("bad header"), offset=3, headers=[("ce_type", b"\xff\xfe")]),
+            FakeRecord(envelope("null ce header"), offset=4, headers=[("ce_id", None)]),
+            FakeRecord(envelope("unknown", event_type="opportunity.teleported"), offset=5),
+            # a valid event with an odd header of someone else's is applied
+            FakeRecord(envelope("fine"), offset=6, headers=[("x-odd", b"\xff"), ("n", None)]),
+        ]
+    )
+    assert not_done == {}
+    assert await harness.applied() == ["fine"]
+    assert [
+        (h["dealflow-dlq-original-offset"], h["dealflow-dlq-reason"])
+        for _, h in harness.dead_letters
+    ] == [
+        ("1", "unreadable CloudEvents envelope"),
+        ("2", "record has no value"),
+        ("3", "header ce_type is not UTF-8"),
+        ("4", "header ce_id has no value"),
+        ("5", "unknown event type 'opportunity.teleported'"),
+    ]
+
+
+async def test_a_known_type_without_a_handler_is_skipped_from_its_header_without_parsing(
+    engine: AsyncEngine,
+) -> None:
+    harness = Harness(engine)
+    not_done = await harness.consumer.apply_batch(
+        [
+            FakeRecord(b"not parsed at all", headers=[("ce_type", b"opportunity.won")]),
+            FakeRecord(envelope("fine", event_type="opportunity.lost"), offset=1),
+        ]
+    )
+    assert not_done == {}
+    assert harness.dead_letters == []
+    assert await harness.applied() == []
+
+
+async def test_headers_that_contradict_the_envelope_are_dead_lettered(
+    engine: AsyncEngine,
+) -> None:
+    harness = Harness(engine)
+    await harness.consumer.apply_batch(
+        [
+            FakeRecord(
+                envelope("liar"), headers=[("ce_type", b"opportunity.note_added"), ("ce_id", b"1")]
+            )
+        ]
+    )
+    assert [h["dealflow-dlq-reason"] for _, h in harness.dead_letters] == [
+        "CloudEvents headers disagree with the envelope"
+    ]
+    assert await harness.applied() == []
+
+
+async def test_when_the_dead_letter_topic_is_away_the_partition_stops_at_that_record(
+    engine: AsyncEngine,
+) -> None:
+    harness = Harness(engine)
+
+    async def unavailable(*_: Any) -> None:
+        raise ConnectionError("dlq topic missing")
+
+    harness.consumer._send_dead_letter = unavailable
+    not_done = await asyncio.wait_for(
+        harness.consumer.apply_batch(
+            [
+                FakeRecord(envelope("p0 before"), partition=0, offset=10),
+                FakeRecord(b"poison", partition=0, offset=11),
+                FakeRecord(envelope("p0 after"), partition=0, offset=12),
+                FakeRecord(envelope("p1 goes on"), partition=1, offset=40),
+            ]
+        ),
+        timeout=10,
+    )
+    # Nothing at or after the poison record of partition 0 is applied; the caller reads
+    # it again from offset 11. Partition 1 is not held by partition 0's trouble.
+    assert not_done == {PartitionKey(TOPIC, 0): 11}
+    assert sorted(await harness.applied()) == ["p0 before", "p1 goes on"]
+
+
+async def test_a_handler_failure_whose_dead_letter_cannot_be_written_stops_the_partition(
+    engine: AsyncEngine,
+) -> None:
+    harness = Harness(engine, fail_texts={"poison"})
+
+    async def unavailable(*_: Any) -> None:
+        raise ConnectionError("dlq topic missing")
+
+    harness.consumer._send_dead_letter = unavailable
+    not_done = await harness.consumer.apply_batch(
+        [
+            FakeRecord(envelope("first"), offset=1),
+            FakeRecord(envelope("poison"), offset=2),
+            FakeRecord(envelope("held"), offset=3),
+        ]
+    )
+    assert not_done == {PartitionKey(TOPIC, 0): 2}
+    assert await harness.applied() == ["first"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,11 +43,12 @@ class FakeSender:
         self.sent: list[CloudEvent] = []
 
     async def __call__(
-        self, topic: str, key: bytes, value: bytes, headers: dict[str, str], correlation_id: str
-    ) -> Awaitable[Any]:
+        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[Any]:
         event = CloudEvent.model_validate_json(value)
         assert key == event.subject.encode()
         assert headers["content-type"] == "application/cloudevents+json"
+        assert (headers["ce_type"], headers["ce_id"]) == (event.type, str(event.id))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if event.data["text"] in self.fail:
             future.set_exception(TimeoutError("no ack"))
@@ -67,6 +67,7 @@ def relay(engine: AsyncEngine, sender: FakeSender, writer: Outbox) -> OutboxRela
         clock=lambda: NOW,
         batch_size=100,
         poll_interval=0.01,
+        publish_timeout=1.0,
         outbox_retention=timedelta(days=1),
         inbox_retention=timedelta(days=1),
         metrics=RelayMetrics(CollectorRegistry()),

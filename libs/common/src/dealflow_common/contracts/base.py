@@ -57,5 +57,10 @@ def payload_class(event_type: str, dataschema: str) -> type[EventPayload] | None
     return None
 
 
+def is_known_event_type(event_type: str) -> bool:
+    """Whether any version of `event_type` is part of Dealflow's contract."""
+    return any(known_type == event_type for known_type, _ in _REGISTRY)
+
+
 def registered_payloads() -> list[type[EventPayload]]:
     return sorted(_REGISTRY.values(), key=lambda c: (c.event_type, c.schema_version))

@@ -1,16 +1,27 @@
-"""Idempotent event consumers: apply each event once, then commit its offset.
+"""Idempotent event consumers: apply each event once, then say which offsets are done.
 
 A batch of records from Kafka is applied in one transaction: for each event its
 envelope id is inserted into the inbox (an id already there is a duplicate and is
-skipped), its handler runs, and the transaction commits; only then is the offset
-committed (at-least-once delivery, effectively-once effect).
+skipped), its handler runs, and the transaction commits. `apply_batch` then tells its
+caller, per partition, the first record that is neither applied nor dead-lettered, so
+that no offset is ever committed past it (at-least-once delivery, effectively-once
+effect).
 
-When the batch fails, each event is retried alone so one bad event does not hold the
-others. A failure of the database or the network is retried until it passes: the
-event is fine, the world is not, and dropping it would lose it. Any other failure is
-retried `max_attempts` times and the event then goes to `<topic>.dlq` with the error,
-so nothing blocks a partition forever. An unreadable envelope, or a schema version
-this service does not know, goes to the dead-letter topic at once.
+What cannot be applied, and what happens to it:
+- A record that is not a CloudEvent of a known type (no value, bad JSON, a missing
+  field, an unknown type or dataschema version, a CloudEvents header that is null or
+  not UTF-8 or that disagrees with the envelope) goes to `<topic>.dlq` at once.
+- A known type this consumer has no handler for is skipped, from its `ce_type` header
+  without parsing the value when the producer set one.
+- When the batch fails, each event is retried alone so one bad event does not hold the
+  others. After each failure the consumer asks the database whether it answers: if it
+  does not, the failure is the world's, not the event's, and the event is retried until
+  the database is back (it would be lost otherwise). If it does, the failure is the
+  event's (or a conflict with a concurrent writer, which a retry resolves): it is
+  retried `max_attempts` times and then dead-lettered.
+- Dead-lettering itself is bounded. When the dead-letter topic cannot be written, that
+  partition stops at the record (the caller pauses it and tries again later, loudly)
+  rather than spinning or skipping it.
 
 Handlers never see a record twice in one service: duplicates are skipped here.
 """
@@ -24,7 +35,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -32,7 +43,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dealflow_common.context import flow
-from dealflow_common.contracts.base import EventPayload, payload_class
+from dealflow_common.contracts.base import EventPayload, is_known_event_type, payload_class
 from dealflow_common.contracts.envelope import CloudEvent
 from dealflow_common.contracts.topics import dead_letter_topic
 from dealflow_common.messaging.tables import inbox
@@ -43,8 +54,13 @@ log = logging.getLogger(__name__)
 P = TypeVar("P", bound=EventPayload)
 U = TypeVar("U", bound=UnitOfWork)
 
-# PostgreSQL SQLSTATEs that mean "try again": serialization failure, deadlock.
-_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# PostgreSQL SQLSTATEs that mean "try again": serialization failure, deadlock, lock
+# not available (lock_timeout), query cancelled (statement_timeout).
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
+
+# CloudEvents attributes in Kafka headers (binary-mode names, set by our relay).
+_CE_TYPE = "ce_type"
+_CE_ID = "ce_id"
 
 
 class Record(Protocol):
@@ -61,7 +77,16 @@ class Record(Protocol):
     @property
     def value(self) -> bytes | None: ...
     @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
+
+
+class PartitionKey(NamedTuple):
+    topic: str
+    partition: int
+
+
+class DeadLetterUnavailable(Exception):
+    """The dead-letter topic could not be written within the bounded attempts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +99,8 @@ EventHandler = Callable[[Any, IncomingEvent[Any]], Awaitable[None]]
 """(unit of work, event) -> None; the handler records its own events on the unit of work."""
 
 DeadLetterSender = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
+InfrastructureProbe = Callable[[], Awaitable[bool]]
+"""Answers whether the database (what every handler needs) answers now."""
 
 
 class ConsumerMetrics:
@@ -112,6 +139,8 @@ class EventConsumer(Generic[U]):
         max_attempts: int,
         retry_backoff: float,
         metrics: ConsumerMetrics,
+        infrastructure_answers: InfrastructureProbe,
+        dead_letter_attempts: int = 3,
     ) -> None:
         self.group_id = group_id
         self.topics = tuple(topics)
@@ -122,38 +151,80 @@ class EventConsumer(Generic[U]):
         self._max_attempts = max_attempts
         self._backoff = retry_backoff
         self._metrics = metrics
+        self._infrastructure_answers = infrastructure_answers
+        self._dead_letter_attempts = dead_letter_attempts
 
     @property
     def handled_types(self) -> tuple[str, ...]:
         return tuple(sorted(self._handlers))
 
-    async def apply_batch(self, records: Sequence[Record]) -> None:
-        """Apply every record of a batch; returns when each is applied or dead-lettered."""
+    async def apply_batch(self, records: Sequence[Record]) -> dict[PartitionKey, int]:
+        """Apply or dead-letter every record of a batch, in order per partition.
+
+        Returns, for each partition that could not be finished, the offset of its first
+        record that is neither applied nor dead-lettered; nothing at or after it in that
+        partition was applied, so the caller must read it again from there. Partitions
+        not in the answer are done.
+        """
+        not_done: dict[PartitionKey, int] = {}
         decoded: list[_Decoded] = []
         for record in records:
-            item = await self._decode(record)
+            where = PartitionKey(record.topic, record.partition)
+            if where in not_done:
+                continue
+            try:
+                item = await self._decode(record)
+            except DeadLetterUnavailable:
+                not_done[where] = record.offset
+                continue
             if item is not None:
                 decoded.append(item)
         if not decoded:
-            return
+            return not_done
         try:
             await self._until_infrastructure_answers(lambda: self._apply(decoded))
+            return not_done
         except asyncio.CancelledError:
             raise
         except Exception:
             log.warning("batch of %d events failed; applying one by one", len(decoded))
-            for item in decoded:
+        for item in decoded:
+            where = PartitionKey(item.record.topic, item.record.partition)
+            if where in not_done:
+                continue
+            try:
                 await self._apply_alone(item)
+            except DeadLetterUnavailable:
+                not_done[where] = item.record.offset
+        return not_done
 
     async def _decode(self, record: Record) -> _Decoded | None:
+        headers, bad_header = _read_headers(record)
+        if bad_header:
+            await self._dead_letter(record, bad_header, None, "?")
+            return None
+        header_type = headers.get(_CE_TYPE)
+        if header_type is not None and header_type not in self._handlers:
+            await self._skip_unhandled(record, header_type)
+            return None
+        if record.value is None:
+            await self._dead_letter(record, "record has no value", None, header_type or "?")
+            return None
         try:
-            envelope = CloudEvent.model_validate_json(record.value or b"")
+            envelope = CloudEvent.model_validate_json(record.value)
         except ValidationError as error:
             await self._dead_letter(record, "unreadable CloudEvents envelope", error, "?")
             return None
+        if (header_type is not None and header_type != envelope.type) or (
+            _CE_ID in headers and headers[_CE_ID] != str(envelope.id)
+        ):
+            await self._dead_letter(
+                record, "CloudEvents headers disagree with the envelope", None, envelope.type
+            )
+            return None
         handler = self._handlers.get(envelope.type)
         if handler is None:
-            self._metrics.events.labels(self.group_id, envelope.type, "ignored").inc()
+            await self._skip_unhandled(record, envelope.type)
             return None
         cls = payload_class(envelope.type, envelope.dataschema)
         if cls is None:
@@ -169,6 +240,14 @@ class EventConsumer(Generic[U]):
             await self._dead_letter(record, "data does not match its schema", error, envelope.type)
             return None
         return _Decoded(record, IncomingEvent(envelope, payload), handler)
+
+    async def _skip_unhandled(self, record: Record, event_type: str) -> None:
+        """A type of the contract this consumer does not need is skipped; a type no
+        contract defines is a producer's mistake, and is dead-lettered to be seen."""
+        if is_known_event_type(event_type):
+            self._metrics.events.labels(self.group_id, event_type, "ignored").inc()
+            return
+        await self._dead_letter(record, f"unknown event type {event_type[:100]!r}", None, "?")
 
     async def _apply(self, items: Sequence[_Decoded]) -> None:
         async with self._unit_of_work() as uow:
@@ -218,7 +297,7 @@ class EventConsumer(Generic[U]):
                     self._max_attempts,
                     error,
                 )
-                self._metrics.retries.labels(self.group_id, "application").inc()
+                self._metrics.retries.labels(self.group_id, _failure_kind(error)).inc()
                 await asyncio.sleep(self._backoff * attempt)
         await self._dead_letter(
             item.record,
@@ -229,15 +308,22 @@ class EventConsumer(Generic[U]):
         )
 
     async def _until_infrastructure_answers(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work`; while it fails and the database does not answer, wait and retry.
+
+        A failure while the database answers is the event's (or a conflict): it is
+        raised, to be retried a bounded number of times by the caller.
+        """
         delay = max(self._backoff, 0.05)
         while True:
             try:
                 await work()
                 return
+            except asyncio.CancelledError:
+                raise
             except Exception as error:
-                if not is_transient(error):
+                if await self._infrastructure_answers():
                     raise
-                log.warning("database or network unavailable, retrying in %.1fs: %r", delay, error)
+                log.warning("database unavailable, retrying in %.1fs: %r", delay, error)
                 self._metrics.retries.labels(self.group_id, "infrastructure").inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -250,7 +336,11 @@ class EventConsumer(Generic[U]):
         event_type: str,
         attempts: int = 1,
     ) -> None:
-        headers = {name: value.decode(errors="replace") for name, value in record.headers}
+        headers = {
+            name: (value or b"").decode(errors="replace")
+            for name, value in record.headers
+            if name.isascii()
+        }
         headers.update(
             {
                 "dealflow-dlq-reason": reason,
@@ -272,7 +362,7 @@ class EventConsumer(Generic[U]):
             _describe(error),
         )
         delay = max(self._backoff, 0.05)
-        while True:
+        for attempt in range(1, self._dead_letter_attempts + 1):
             try:
                 await self._send_dead_letter(
                     dead_letter_topic(record.topic), record.key, record.value or b"", headers
@@ -281,11 +371,41 @@ class EventConsumer(Generic[U]):
             except asyncio.CancelledError:
                 raise
             except Exception as send_error:
-                # Without the dead letter written, moving on would lose the event.
-                log.warning("dead-letter topic unavailable, retrying: %r", send_error)
+                log.warning(
+                    "dead-letter topic %s unavailable (attempt %d of %d): %r",
+                    dead_letter_topic(record.topic),
+                    attempt,
+                    self._dead_letter_attempts,
+                    send_error,
+                )
+                if attempt == self._dead_letter_attempts:
+                    # Moving on without the dead letter written would lose the record.
+                    self._metrics.events.labels(
+                        self.group_id, event_type, "dead_letter_failed"
+                    ).inc()
+                    raise DeadLetterUnavailable(str(send_error)) from send_error
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, 5.0)
         self._metrics.events.labels(self.group_id, event_type, "dead_lettered").inc()
+
+
+def _read_headers(record: Record) -> tuple[dict[str, str], str | None]:
+    """The CloudEvents headers of a record, or why they cannot be trusted.
+
+    Other headers are not ours to judge: a null or binary value there is legal Kafka
+    and does not stop the event.
+    """
+    headers: dict[str, str] = {}
+    for name, value in record.headers or ():
+        if not name.startswith("ce_"):
+            continue
+        if value is None:
+            return {}, f"header {name} has no value"
+        try:
+            headers[name] = value.decode()
+        except UnicodeDecodeError:
+            return {}, f"header {name} is not UTF-8"
+    return headers, None
 
 
 @functools.cache
@@ -299,7 +419,8 @@ def _inbox_insert(dialect: str) -> Any:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Failures of the database connection or the network, as opposed to the event."""
+    """Failures that a retry of the same work can cure: the database connection, a
+    deadlock or serialization conflict, a lock or statement timeout."""
     if isinstance(error, sa_exc.DBAPIError):
         if error.connection_invalidated or isinstance(
             error, sa_exc.OperationalError | sa_exc.InterfaceError
@@ -307,7 +428,13 @@ def is_transient(error: BaseException) -> bool:
             return True
         sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
         return sqlstate in _RETRYABLE_SQLSTATES
-    return isinstance(error, ConnectionError | TimeoutError | OSError | sa_exc.TimeoutError)
+    return isinstance(error, sa_exc.TimeoutError)
+
+
+def _failure_kind(error: BaseException) -> str:
+    if isinstance(error, sa_exc.IntegrityError):
+        return "conflict"
+    return "transient" if is_transient(error) else "application"
 
 
 def _describe(error: BaseException | None) -> str:

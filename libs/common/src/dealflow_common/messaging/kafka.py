@@ -1,10 +1,16 @@
-"""Kafka wiring on FastStream: the broker, topics, the relay's sender, subscriptions.
+"""Kafka wiring on aiokafka: topics, the producer of the relay and the dead letters, and
+one consumer loop per `EventConsumer`.
 
-Every subscription states its consumer group and `AckPolicy.MANUAL`: FastStream's
-Kafka default (`ACK_FIRST`) commits before the handler runs, `ACK` commits even when
-it raised, and `NACK_ON_ERROR` re-reads at once in a tight loop. Here the offset is
-committed only after `EventConsumer.apply_batch` returns, which is after the inbox
-transaction committed or the event was dead-lettered.
+Why aiokafka directly and not FastStream's subscriber: FastStream parses a batch (its
+headers included) before our handler runs, and when that parsing raises, with manual
+acks it neither applies nor rewinds the batch while aiokafka's position has moved on,
+so the next batch's commit skips records that were never applied (seen here with a
+null header value; FastStream issues 1459, 1967 and 2458 show the class). A loss-proof
+consumer has to own the three things that decide it: what is parsed and how a record
+that cannot be parsed is handled (`EventConsumer`), which offset is committed (only
+past records applied or dead-lettered), and where the next read starts after anything
+failed (a seek back to the first record not done). `ConsumerLoop` owns those and
+nothing else.
 """
 
 from __future__ import annotations
@@ -12,37 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.message import StreamMessage
+from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from dealflow_common.contracts.topics import dead_letter_topic
-from dealflow_common.messaging.consumer import EventConsumer
+from dealflow_common.messaging.consumer import EventConsumer, PartitionKey
 from dealflow_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
-
-
-def build_broker(settings: ServiceSettings) -> KafkaBroker:
-    return KafkaBroker(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-        client_id=settings.kafka_client_id or f"dealflow-{settings.service_name}",
-        acks="all",
-        enable_idempotence=settings.kafka_enable_idempotence,
-        # A few ms of lingering lets the relay's burst travel as one produce request.
-        linger_ms=5,
-        graceful_timeout=15.0,
-        # Per-message lines at INFO cost more than the work at our rates; and FastStream's
-        # own logger would print coloured text past our JSON formatter.
-        log_level=logging.DEBUG,
-        logger=logging.getLogger("faststream.dealflow"),
-    )
 
 
 async def ensure_topics(settings: ServiceSettings, topics: Iterable[str]) -> None:
@@ -51,6 +41,7 @@ async def ensure_topics(settings: ServiceSettings, topics: Iterable[str]) -> Non
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
         client_id=f"dealflow-{settings.service_name}-admin",
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
     await admin.start()
     try:
@@ -75,78 +66,288 @@ async def ensure_topics(settings: ServiceSettings, topics: Iterable[str]) -> Non
         await admin.close()
 
 
-class BrokerSender:
-    """The relay's and the dead-letter path's way to send records through FastStream."""
+class KafkaProducer:
+    """The one producer of a service: the outbox relay's records and the dead letters.
 
-    def __init__(self, broker: KafkaBroker) -> None:
-        self._broker = broker
+    Every wait on the broker is bounded: `send` returns the broker's acknowledgement as
+    a future the caller bounds, and `send_and_wait` raises `TimeoutError` after
+    `kafka_request_timeout_ms`. A stalled broker then shows as a failure to retry, never
+    as a task that hangs.
+    """
 
-    async def __call__(
-        self, topic: str, key: bytes, value: bytes, headers: dict[str, str], correlation_id: str
-    ) -> Awaitable[Any]:
-        return await self._broker.publish(
-            value,
-            topic,
-            key=key,
-            headers=headers,
-            correlation_id=correlation_id,
-            no_confirm=True,
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._timeout = settings.kafka_request_timeout_ms / 1000
+        self._producer: AIOKafkaProducer | None = None
+
+    def _build(self) -> AIOKafkaProducer:
+        settings = self._settings
+        return AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+            client_id=settings.kafka_client_id or f"dealflow-{settings.service_name}",
+            acks="all",
+            enable_idempotence=settings.kafka_enable_idempotence,
+            # A few ms of lingering lets the relay's burst travel as one produce request.
+            linger_ms=5,
+            request_timeout_ms=settings.kafka_request_timeout_ms,
         )
+
+    async def start(self) -> None:
+        producer = self._build()
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self._timeout)
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    def _running(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise ConnectionError("not connected to Kafka yet")
+        return self._producer
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[Any]:
+        """Queue one record; the returned future resolves when the broker acked it."""
+        future: asyncio.Future[Any] = await self._running().send(
+            topic,
+            value,
+            key=key,
+            headers=[(name, text.encode()) for name, text in headers.items()],
+        )
+        return future
 
     async def send_and_wait(
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
     ) -> None:
-        await self._broker.publish(value, topic, key=key, headers=headers)
+        async with asyncio.timeout(self._timeout):
+            await (await self.send(topic, key, value, headers))
 
-
-async def _skip_decoding(message: StreamMessage[Any]) -> None:
-    # The consumer parses the CloudEvents envelope itself (one bad record must not
-    # fail the batch), so FastStream's own JSON decoding would be wasted work.
-    return None
-
-
-def subscribe(broker: KafkaBroker, consumer: EventConsumer[Any], settings: ServiceSettings) -> None:
-    subscriber = broker.subscriber(
-        *consumer.topics,
-        group_id=consumer.group_id,
-        batch=True,
-        max_records=settings.kafka_consumer_batch_size,
-        ack_policy=AckPolicy.MANUAL,
-        # A new group reads from the start, so a service deployed after others have
-        # published still sees every event.
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        decoder=_skip_decoding,
-        title=f"{consumer.group_id}:apply",
-        description="Applies " + ", ".join(consumer.handled_types),
-    )
-
-    @subscriber
-    async def apply_events(msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        records = raw if isinstance(raw, tuple) else (raw,)
-        await consumer.apply_batch(records)
+    async def answers(self, timeout: float) -> bool:
+        """Whether the broker answers a metadata request within `timeout` seconds."""
+        producer = self._producer
+        if producer is None:
+            return False
         try:
-            await msg.ack()
+            async with asyncio.timeout(timeout):
+                await producer.client.fetch_all_metadata()
+            return True
+        except Exception:
+            return False
+
+
+class ConsumerLoopMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stalled = Gauge(
+            "dealflow_consumer_stalled_partitions",
+            "Partitions a consumer stopped reading because a record there could be "
+            "neither applied nor dead-lettered (the dead-letter topic is unavailable)",
+            ["group"],
+            registry=registry,
+        )
+        self.rewinds = Counter(
+            "dealflow_consumer_rewinds",
+            "Batches read again from their first record after an unexpected failure",
+            ["group"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "dealflow_consumer_lag",
+            "Records on the broker not yet applied by this consumer, per group",
+            ["group"],
+            registry=registry,
+        )
+
+
+class ConsumerLoop:
+    """Reads one consumer group's topics and commits only what `EventConsumer` finished.
+
+    The guarantee, whatever fails: an offset is committed only past records that were
+    applied or dead-lettered. After a batch, each partition's commit stops at the first
+    record `apply_batch` reports as not done; that partition is read again from there
+    after a pause. If anything raises (a bug, a lost connection), every partition of the
+    batch is sought back to its first record and read again; the inbox makes re-reading
+    harmless.
+    """
+
+    def __init__(
+        self,
+        consumer: EventConsumer[Any],
+        settings: ServiceSettings,
+        metrics: ConsumerLoopMetrics,
+        connected: Callable[[], Awaitable[object]],
+    ) -> None:
+        self.consumer = consumer
+        self._settings = settings
+        self._metrics = metrics
+        self._connected = connected
+        self._stall_pause = settings.consumer_stall_pause_ms / 1000
+        self._paused_until: dict[TopicPartition, float] = {}
+        self.running = False
+
+    @property
+    def stalled_partitions(self) -> int:
+        return len(self._paused_until)
+
+    def _build(self) -> AIOKafkaConsumer:
+        settings = self._settings
+        return AIOKafkaConsumer(
+            *self.consumer.topics,
+            bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+            client_id=settings.kafka_client_id or f"dealflow-{settings.service_name}",
+            group_id=self.consumer.group_id,
+            enable_auto_commit=False,
+            # A new group reads from the start, so a service deployed after others have
+            # published still sees every event.
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            max_poll_records=settings.kafka_consumer_batch_size,
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+        )
+
+    async def run(self) -> None:
+        """Consume until cancelled, reconnecting with a growing delay after failures."""
+        await self._connected()
+        delay = 0.5
+        while True:
+            kafka = self._build()
+            try:
+                await kafka.start()
+                self.running = True
+                delay = 0.5
+                await self._consume(kafka)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning(
+                    "consumer %s lost Kafka (%r); reconnecting in %.1fs",
+                    self.consumer.group_id,
+                    error,
+                    delay,
+                )
+            finally:
+                self.running = False
+                self._paused_until.clear()
+                self._metrics.stalled.labels(self.consumer.group_id).set(0)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(kafka.stop(), 10)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _consume(self, kafka: AIOKafkaConsumer) -> None:
+        group = self.consumer.group_id
+        while True:
+            self._resume_due(kafka)
+            batches = await kafka.getmany(timeout_ms=1000)
+            if not batches:
+                await self._report_lag(kafka)
+                continue
+            records = [record for partition in batches.values() for record in partition]
+            try:
+                not_done = await self.consumer.apply_batch(records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s failed a batch; reading it again", group)
+                self._metrics.rewinds.labels(group).inc()
+                for partition, read in batches.items():
+                    kafka.seek(partition, read[0].offset)
+                await asyncio.sleep(self._stall_pause)
+                continue
+            offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+            for partition, read in batches.items():
+                stop = not_done.get(PartitionKey(partition.topic, partition.partition))
+                if stop is None:
+                    offsets[partition] = OffsetAndMetadata(read[-1].offset + 1, "")
+                    continue
+                if stop > read[0].offset:
+                    offsets[partition] = OffsetAndMetadata(stop, "")
+                self._stall(kafka, partition, stop)
+            await self._commit(kafka, offsets)
+            await self._report_lag(kafka)
+
+    def _stall(self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int) -> None:
+        log.error(
+            "consumer %s stops reading %s/%d at offset %d: the record there could be "
+            "neither applied nor dead-lettered; trying again in %.0fs",
+            self.consumer.group_id,
+            partition.topic,
+            partition.partition,
+            offset,
+            self._stall_pause,
+        )
+        kafka.seek(partition, offset)
+        kafka.pause(partition)
+        self._paused_until[partition] = time.monotonic() + self._stall_pause
+        self._metrics.stalled.labels(self.consumer.group_id).set(len(self._paused_until))
+
+    def _resume_due(self, kafka: AIOKafkaConsumer) -> None:
+        if not self._paused_until:
+            return
+        now = time.monotonic()
+        assigned = kafka.assignment()
+        for partition, until in list(self._paused_until.items()):
+            if partition not in assigned:
+                # Another member owns it now and reads it from the committed offset.
+                del self._paused_until[partition]
+            elif until <= now:
+                kafka.resume(partition)
+                del self._paused_until[partition]
+        self._metrics.stalled.labels(self.consumer.group_id).set(len(self._paused_until))
+
+    async def _commit(
+        self, kafka: AIOKafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        if not offsets:
+            return
+        try:
+            await kafka.commit(offsets)
         except CommitFailedError as error:
             # The group rebalanced while we worked; the new owner re-reads these
             # records and the inbox skips them.
             log.warning("offset commit failed after a rebalance: %r", error)
 
+    async def _report_lag(self, kafka: AIOKafkaConsumer) -> None:
+        lag = 0
+        for partition in kafka.assignment():
+            highwater = kafka.highwater(partition)
+            if highwater is None:
+                continue
+            with contextlib.suppress(Exception):
+                position = await asyncio.wait_for(kafka.position(partition), 0.5)
+                lag += max(0, highwater - position)
+        self._metrics.lag.labels(self.consumer.group_id).set(lag)
+
 
 async def connect_with_retry(
-    broker: KafkaBroker, settings: ServiceSettings, topics: Iterable[str], connected: asyncio.Event
+    producer: KafkaProducer,
+    settings: ServiceSettings,
+    topics: Iterable[str],
+    connected: asyncio.Event,
 ) -> None:
-    """Start the broker, retrying while Kafka is away, so HTTP serves in the meantime."""
+    """Create the topics and start the producer, retrying while Kafka is away, so that
+    HTTP serves (and the outbox fills) in the meantime."""
     topics = list(topics)
     delay = 0.5
     while True:
         try:
             if settings.kafka_create_topics:
                 await ensure_topics(settings, topics)
-            await broker.start()
+            await producer.start()
             connected.set()
             log.info("connected to Kafka at %s", settings.kafka_bootstrap_servers)
             return
@@ -154,9 +355,5 @@ async def connect_with_retry(
             raise
         except Exception as error:
             log.warning("Kafka not available (%r); retrying in %.1fs", error, delay)
-            try:
-                await broker.stop()
-            except Exception:  # pragma: no cover - best effort cleanup
-                log.debug("broker stop after failed start", exc_info=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)

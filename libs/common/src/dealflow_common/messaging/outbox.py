@@ -8,15 +8,21 @@ Why it is built this way:
 - The relay selects *unsent* rows, never "ids above the last one sent": ids are taken
   when a row is inserted, but transactions commit in any order, so a lower id can
   appear after a higher one was already published.
-- One relay publishes at a time per database (a PostgreSQL advisory lock), so records
-  of one opportunity are sent in the order they were committed even with several
-  replicas. `FOR UPDATE SKIP LOCKED` keeps a replica that lost the lock race from
-  waiting on rows it would not send.
+- One relay publishes at a time per database (a PostgreSQL session advisory lock held
+  on a connection of its own), so records of one opportunity are sent in the order they
+  were committed even with several replicas; the lock goes with its connection, so a
+  replica that dies hands over at once.
+- No database transaction, row lock or SQLite writer lock is held while the relay waits
+  on Kafka: it reads the rows, sends them with a bounded wait, then stamps what was
+  acked in a short transaction of its own. A stalled broker therefore stops publishing,
+  not writing: requests go on filling the outbox, and the relay catches up after.
 - A subject's rows are marked sent only up to its first failed send: a later record of
   that subject is sent again after the failed one, so a subscriber may see a
   duplicate (it dedupes on the envelope id) but never a missing event.
 - A producer timeout does not prove the record was not written, so nothing is marked
   sent without an acknowledgement; the price is an occasional duplicate.
+- Each record also carries its CloudEvents attributes as headers (`ce_type`, `ce_id`,
+  ...), so a consumer can skip a type it does not handle without parsing the value.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -39,12 +46,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dealflow_common.context import FlowContext
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.envelope import CONTENT_TYPE
-from dealflow_common.db import is_postgres
+from dealflow_common.db import READ_ONLY, is_postgres
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
 
 log = logging.getLogger(__name__)
 
-# pg_try_advisory_xact_lock key for "the outbox relay of this schema" (search_path
+# pg_try_advisory_lock key for "the outbox relay of this schema" (search_path
 # scopes the tables, not the lock, so the key includes a hash of the schema name).
 _RELAY_LOCK_BASE = 0x0D_EA_1F_10
 
@@ -147,11 +154,11 @@ class RelayIncomplete(Exception):
 
 
 class RecordSender(Protocol):
-    """Sends one record and returns an awaitable that resolves when the broker acked it."""
+    """Queues one record; the returned future resolves when the broker acked it."""
 
     async def __call__(
-        self, topic: str, key: bytes, value: bytes, headers: dict[str, str], correlation_id: str
-    ) -> Awaitable[Any]: ...
+        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[Any]: ...
 
 
 class RelayMetrics:
@@ -177,6 +184,55 @@ class RelayMetrics:
         )
 
 
+class _RelayLeadership:
+    """Which replica relays a schema's outbox: the holder of a PostgreSQL session lock.
+
+    The lock lives on a connection of its own in autocommit mode, so holding it keeps
+    no transaction open (nothing for `idle_in_transaction_session_timeout` to kill, no
+    row locked). The connection is checked at most once a second; when it is gone, the
+    lock went with it and another replica may have taken over.
+    """
+
+    def __init__(self, engine: AsyncEngine, key: int) -> None:
+        self._engine = engine
+        self._key = key
+        self._connection: AsyncConnection | None = None
+        self._checked_at = 0.0
+
+    async def held(self) -> bool:
+        if self._connection is not None:
+            if time.monotonic() - self._checked_at < 1.0:
+                return True
+            try:
+                await self._connection.execute(select(1))
+                self._checked_at = time.monotonic()
+                return True
+            except Exception:
+                log.warning("outbox relay lost its lock connection; taking the lock again")
+                await self.release()
+        connection = await self._engine.connect()
+        try:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            if await connection.scalar(select(func.pg_try_advisory_lock(self._key))):
+                self._connection = connection
+                self._checked_at = time.monotonic()
+                return True
+        except BaseException:
+            await connection.close()
+            raise
+        await connection.close()
+        return False
+
+    async def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                # Closing the session releases the lock, also when the unlock fails.
+                await connection.execute(select(func.pg_advisory_unlock(self._key)))
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to Kafka and stamps them sent."""
 
@@ -190,6 +246,7 @@ class OutboxRelay:
         clock: Callable[[], datetime],
         batch_size: int,
         poll_interval: float,
+        publish_timeout: float,
         outbox_retention: timedelta,
         inbox_retention: timedelta,
         metrics: RelayMetrics,
@@ -197,100 +254,129 @@ class OutboxRelay:
         self._engine = engine
         self._outbox = outbox_writer
         self._send = send
-        self._lock_key = _RELAY_LOCK_BASE ^ (hash_name(schema_name) & 0x7FFFFFFF)
+        self._leadership = (
+            _RelayLeadership(engine, _RELAY_LOCK_BASE ^ (hash_name(schema_name) & 0x7FFFFFFF))
+            if is_postgres(engine)
+            else None
+        )
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._publish_timeout = publish_timeout
         self._outbox_retention = outbox_retention
         self._inbox_retention = inbox_retention
         self._metrics = metrics
         self._last_cleanup: datetime | None = None
+        self.publishing = True
+        """False while the broker does not ack what the relay sends (for readiness)."""
 
     async def run(self, ready: Callable[[], Awaitable[object]]) -> None:
         """Relay until cancelled; `ready` returns once the broker is connected."""
         await ready()
         backoff = self._poll_interval
-        while True:
-            failed = False
-            try:
-                sent = await self.relay_once()
-                backoff = self._poll_interval
-            except asyncio.CancelledError:
-                raise
-            except RelayIncomplete as incomplete:
-                log.warning("%s", incomplete)
-                failed = True
-            except Exception:
-                # The database is away, most likely; nothing is lost, rows stay unsent.
-                log.exception("outbox relay failed; retrying")
-                failed = True
-            # The backlog gauges matter most while publishing fails: refresh them anyway.
-            await self._maybe_clean_up()
-            if failed:
-                backoff = min(backoff * 2, 10.0)
-                await asyncio.sleep(backoff)
-            elif sent < self._batch_size:
-                await self._outbox.wait_for_commit(self._poll_interval)
+        try:
+            while True:
+                failed = False
+                try:
+                    sent = await self.relay_once()
+                    backoff = self._poll_interval
+                    self.publishing = True
+                except asyncio.CancelledError:
+                    raise
+                except RelayIncomplete as incomplete:
+                    log.warning("%s", incomplete)
+                    failed = True
+                    self.publishing = False
+                except Exception:
+                    # The database is away, most likely; nothing is lost, rows stay unsent.
+                    log.exception("outbox relay failed; retrying")
+                    failed = True
+                # The backlog gauges matter most while publishing fails: refresh them anyway.
+                await self._maybe_clean_up()
+                if failed:
+                    backoff = min(backoff * 2, 10.0)
+                    await asyncio.sleep(backoff)
+                elif sent < self._batch_size:
+                    await self._outbox.wait_for_commit(self._poll_interval)
+        finally:
+            if self._leadership is not None:
+                await asyncio.shield(self._leadership.release())
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; returns how many were marked sent.
 
-        Raises `RelayIncomplete` after committing the stamps of what was acked, when
-        the broker did not ack some records.
+        Raises `RelayIncomplete` after stamping what was acked, when the broker did not
+        ack some records within the publish timeout.
         """
-        async with self._engine.connect() as connection, connection.begin():
-            postgres = is_postgres(connection)
-            if postgres:
-                got_lock = await connection.scalar(
-                    select(func.pg_try_advisory_xact_lock(self._lock_key))
-                )
-                if not got_lock:
-                    return 0
-            query = (
-                select(
-                    outbox.c.id,
-                    outbox.c.topic,
-                    outbox.c.subject,
-                    outbox.c.correlation_id,
-                    outbox.c.envelope,
-                )
-                .where(outbox.c.sent_at.is_(None))
-                .order_by(outbox.c.id)
-                .limit(self._batch_size)
-            )
-            if postgres:
-                query = query.with_for_update(skip_locked=True)
-            rows = (await connection.execute(query)).all()
-            if not rows:
-                return 0
-            acks = [
-                await self._send(
-                    row.topic,
-                    row.subject.encode(),
-                    row.envelope.encode(),
-                    {"content-type": CONTENT_TYPE},
-                    row.correlation_id,
-                )
-                for row in rows
-            ]
-            results = await asyncio.gather(*acks, return_exceptions=True)
-            sent_ids: list[int] = []
-            held_back: set[str] = set()
-            for row, result in zip(rows, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.warning("broker did not ack outbox row %s: %r", row.id, result)
-                    self._metrics.failures.inc()
-                    held_back.add(row.subject)
-                elif row.subject not in held_back:
-                    sent_ids.append(row.id)
-                    self._metrics.published.labels(row.topic).inc()
-            if sent_ids:
+        if self._leadership is not None and not await self._leadership.held():
+            return 0
+        async with self._engine.connect() as connection:
+            connection = await connection.execution_options(**READ_ONLY)
+            rows = (await connection.execute(_select_unsent(self._batch_size))).all()
+            await connection.rollback()
+        if not rows:
+            return 0
+        results = await self._publish(rows)
+        sent_ids: list[int] = []
+        held_back: set[str] = set()
+        for row, error in zip(rows, results, strict=True):
+            if error is not None:
+                log.warning("broker did not ack outbox row %s: %r", row.id, error)
+                self._metrics.failures.inc()
+                held_back.add(row.subject)
+            elif row.subject not in held_back:
+                sent_ids.append(row.id)
+                self._metrics.published.labels(row.topic).inc()
+        if sent_ids:
+            async with self._engine.begin() as connection:
                 await connection.execute(
                     update(outbox).where(outbox.c.id.in_(sent_ids)).values(sent_at=self._clock())
                 )
         if held_back:
             raise RelayIncomplete(len(rows) - len(sent_ids))
         return len(sent_ids)
+
+    async def _publish(self, rows: Sequence[Any]) -> list[BaseException | None]:
+        """Send every row, waiting at most the publish timeout; None where acked."""
+        results: list[BaseException | None] = [
+            TimeoutError("no acknowledgement within the publish timeout")
+        ] * len(rows)
+
+        async def send_all() -> None:
+            acks = []
+            for row in rows:
+                ack = await self._send(
+                    row.topic,
+                    row.subject.encode(),
+                    row.envelope.encode(),
+                    {
+                        "content-type": CONTENT_TYPE,
+                        "ce_specversion": "1.0",
+                        "ce_id": str(row.event_id),
+                        "ce_type": row.event_type,
+                        "ce_source": self._outbox.source,
+                        "ce_subject": row.subject,
+                    },
+                )
+                # Read an ack that arrives after we stopped waiting, so that asyncio
+                # does not report it as never retrieved.
+                ack.add_done_callback(_retrieve)
+                acks.append(ack)
+            for index, ack in enumerate(acks):
+                try:
+                    await ack
+                    results[index] = None
+                except Exception as error:
+                    results[index] = error
+
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await send_all()
+        except Exception as error:
+            # A timeout, or the producer refused a record (not connected, metadata
+            # unavailable): what was not acked stays unsent and is sent again.
+            log.warning("publishing stopped: %r", error)
+        return results
 
     async def backlog(self) -> tuple[int, datetime | None]:
         async with self._engine.connect() as connection:
@@ -325,6 +411,28 @@ class OutboxRelay:
             await connection.execute(
                 delete(inbox).where(inbox.c.applied_at < now - self._inbox_retention)
             )
+
+
+@functools.cache
+def _select_unsent(limit: int) -> Any:
+    return (
+        select(
+            outbox.c.id,
+            outbox.c.event_id,
+            outbox.c.event_type,
+            outbox.c.topic,
+            outbox.c.subject,
+            outbox.c.envelope,
+        )
+        .where(outbox.c.sent_at.is_(None))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+
+
+def _retrieve(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled():
+        ack.exception()
 
 
 def hash_name(name: str) -> int:

@@ -1,0 +1,152 @@
+"""The consumer loop commits only past records that were applied or dead-lettered,
+whatever fails; it reads a batch again from its first record after any failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from dealflow_common.messaging.consumer import PartitionKey
+from dealflow_common.messaging.kafka import ConsumerLoop, ConsumerLoopMetrics
+from dealflow_common.settings import ServiceSettings
+
+TOPIC = "dealflow.opportunity.events"
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = b"{}"
+    headers: Sequence[tuple[str, bytes | None]] = ()
+
+
+class FakeKafka:
+    """aiokafka's consumer as the loop uses it: a log per partition and a position."""
+
+    def __init__(self, logs: dict[TopicPartition, int]) -> None:
+        self.end = dict(logs)
+        self.position_of = dict.fromkeys(logs, 0)
+        self.committed: dict[TopicPartition, int] = {}
+        self.paused_partitions: set[TopicPartition] = set()
+        self.polls = 0
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Rec]]:
+        self.polls += 1
+        if self.polls > 20:
+            raise asyncio.CancelledError  # end the test's loop
+        batch = {}
+        for tp, end in self.end.items():
+            if tp in self.paused_partitions or self.position_of[tp] >= end:
+                continue
+            batch[tp] = [Rec(tp.topic, tp.partition, o) for o in range(self.position_of[tp], end)]
+            self.position_of[tp] = end
+        if not batch:
+            await asyncio.sleep(timeout_ms / 1000 / 200)  # the broker's wait, shortened
+        return batch
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position_of[tp] = offset
+
+    def pause(self, tp: TopicPartition) -> None:
+        self.paused_partitions.add(tp)
+
+    def resume(self, tp: TopicPartition) -> None:
+        self.paused_partitions.discard(tp)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.end)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.end[tp]
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.position_of[tp]
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        for tp, meta in offsets.items():
+            assert meta.offset >= self.committed.get(tp, 0), "a commit never goes back"
+            self.committed[tp] = meta.offset
+
+
+@dataclass
+class ScriptedConsumer:
+    """Stands for EventConsumer: answers each batch from a script, records what it saw."""
+
+    answers: list[Any]
+    seen: list[list[tuple[int, int]]] = field(default_factory=list)
+    group_id: str = "test-group"
+    topics: tuple[str, ...] = (TOPIC,)
+
+    async def apply_batch(self, records: Sequence[Rec]) -> dict[PartitionKey, int]:
+        self.seen.append([(r.partition, r.offset) for r in records])
+        answer = self.answers.pop(0) if self.answers else {}
+        if isinstance(answer, BaseException):
+            raise answer
+        return dict(answer)
+
+
+def loop_for(consumer: ScriptedConsumer, stall_pause_ms: int = 10) -> ConsumerLoop:
+    settings = ServiceSettings(
+        DATABASE_URL="sqlite+aiosqlite:///unused.db",
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        DEALFLOW_JWT_SECRET="x" * 32,
+        consumer_stall_pause_ms=stall_pause_ms,
+    )
+
+    async def connected() -> None:
+        return None
+
+    return ConsumerLoop(
+        consumer,  # type: ignore[arg-type]
+        settings,
+        ConsumerLoopMetrics(CollectorRegistry()),
+        connected,
+    )
+
+
+async def drive(loop: ConsumerLoop, kafka: FakeKafka) -> None:
+    with pytest.raises(asyncio.CancelledError):
+        await loop._consume(kafka)  # type: ignore[arg-type]
+
+
+async def test_a_batch_that_fails_anywhere_is_read_again_and_not_committed_past() -> None:
+    # The failure FastStream's batch parser caused: the batch neither applied nor
+    # rewound, and the next commit skipped it. Here the batch is read again.
+    kafka = FakeKafka({P0: 3, P1: 2})
+    consumer = ScriptedConsumer([AttributeError("'NoneType' object has no attribute 'decode'")])
+    await drive(loop_for(consumer), kafka)
+    first, second = consumer.seen[:2]
+    assert sorted(first) == sorted(second) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert kafka.committed == {P0: 3, P1: 2}
+
+
+async def test_a_partition_stops_at_the_first_record_not_done_and_is_read_again_later() -> None:
+    kafka = FakeKafka({P0: 5, P1: 2})
+    consumer = ScriptedConsumer([{PartitionKey(TOPIC, 0): 3}])
+    loop = loop_for(consumer, stall_pause_ms=20)
+    await drive(loop, kafka)
+    # The commit of partition 0 stopped at offset 3 until offsets 3 and 4 were read
+    # again and done; partition 1 went on.
+    assert sorted(consumer.seen[0]) == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0), (1, 1)]
+    assert [(0, 3), (0, 4)] in consumer.seen[1:]
+    assert kafka.committed == {P0: 5, P1: 2}
+
+
+async def test_a_stalled_partition_is_reported_until_it_is_read_again() -> None:
+    kafka = FakeKafka({P0: 2})
+    consumer = ScriptedConsumer([{PartitionKey(TOPIC, 0): 0}])
+    loop = loop_for(consumer, stall_pause_ms=60_000)
+    await drive(loop, kafka)
+    assert kafka.committed == {}
+    assert P0 in kafka.paused_partitions
+    assert loop.stalled_partitions == 1
