@@ -216,7 +216,8 @@ class ConsumerLoop:
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             max_poll_records=settings.kafka_consumer_batch_size,
-            request_timeout_ms=settings.kafka_request_timeout_ms,
+            # Not kafka_request_timeout_ms: a group join is held by the broker for up to
+            # the rebalance time, so the consumer keeps aiokafka's longer default.
         )
 
     async def run(self) -> None:
