@@ -1,5 +1,5 @@
 """An event delivered twice is applied once: the platform's consumer on the real broker
-and the real database (its FastStream subscription, manual acks, inbox and DLQ)."""
+and the real database (its aiokafka consumer loop, manual commits, inbox and DLQ)."""
 
 from __future__ import annotations
 

@@ -61,5 +61,5 @@ def configure_logging(service: str, level: str, fmt: str) -> None:
     root.setLevel(level)
     # Per-message INFO lines from the Kafka framework and the access log would drown
     # the business log at our rates; their warnings still come through.
-    for noisy in ("faststream", "aiokafka", "uvicorn.access"):
+    for noisy in ("aiokafka", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
