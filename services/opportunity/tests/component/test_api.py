@@ -293,7 +293,7 @@ async def test_operational_endpoints_need_no_token(api) -> None:
     ready = await api.http.get("/readyz")
     # No broker in these tests: not ready, and it says which part is missing.
     assert ready.status_code == 503
-    assert ready.json()["checks"] == {"database": True, "broker": False}
+    assert ready.json()["checks"] == {"database": True, "broker": False, "consumers": False}
     spec = (await api.http.get("/asyncapi.json")).json()
     assert "dealflow-opportunity-events" in spec["channels"]
     assert (await api.http.get("/openapi.json")).status_code == 200
