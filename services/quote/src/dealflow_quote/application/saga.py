@@ -1,7 +1,8 @@
 """The quote service's side of the accept-quote saga, and its opportunity projection.
 
 Handlers of `dealflow.opportunity.events`, each applied once through the inbox:
-- every event keeps the projection of the opportunity (stage, owners, team);
+- every event keeps the projection of the opportunity (stage, owners, team), each
+  field moving forward only: a late or re-sent event never sets a field back;
 - `opportunity.won` marks the winning quote accepted and abandons the other open
   quotes; `opportunity.lost` abandons them all;
 - `opportunity.acceptance_refused` returns the quote to presented, and abandons it
@@ -29,58 +30,74 @@ from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
 from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
-from dealflow_quote.domain.access import KnownOpportunity
+from dealflow_quote.domain.access import DealFacts, KnownOpportunity
 from dealflow_quote.domain.model import Quote
 
 SYSTEM = "system:quote"
 
 
 async def _known(uow: QuoteUnitOfWork, opportunity_id: UUID) -> KnownOpportunity:
-    deal = await uow.opportunities.get(opportunity_id)
-    # An opportunity whose creation this service never saw (it predates the topic's
-    # retention) is still tracked from what its later events say.
-    return deal or KnownOpportunity(opportunity_id, Stage.LEAD, [], None, "")
+    return await uow.opportunities.get(opportunity_id) or KnownOpportunity.unseen(opportunity_id)
+
+
+async def _learn(
+    uow: QuoteUnitOfWork, opportunity_id: UUID, event: IncomingEvent[Any], facts: DealFacts
+) -> None:
+    """Keep the projection moving forward only (DESIGN.md section 2): the facts are
+    taken field by field, each only when this event is newer than the one that last set
+    it. The row is locked while read and written, so two consumers cannot interleave."""
+    now = uow.clock()
+    deal = await uow.opportunities.lock_or_add(KnownOpportunity.unseen(opportunity_id), now)
+    if deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence):
+        await uow.opportunities.save(deal, now)
 
 
 async def opportunity_state(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityCreated | OpportunityUpdated = event.payload
     state = payload.opportunity
-    await uow.opportunities.put(
-        KnownOpportunity(
-            id=state.id,
+    await _learn(
+        uow,
+        state.id,
+        event,
+        DealFacts(
             stage=state.stage,
             owners=list(state.owners),
             team_id=state.team_id,
             created_by=state.created_by,
             won_quote_id=state.won_quote_id,
         ),
-        uow.clock(),
     )
 
 
 async def stage_changed(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityStageChanged = event.payload
-    deal = await _known(uow, payload.opportunity_id)
-    deal.stage = payload.to_stage
-    deal.owners = list(payload.owners)
-    await uow.opportunities.put(deal, uow.clock())
+    await _learn(
+        uow,
+        payload.opportunity_id,
+        event,
+        DealFacts(stage=payload.to_stage, owners=list(payload.owners)),
+    )
 
 
 async def assigned(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityAssigned = event.payload
-    deal = await _known(uow, payload.opportunity_id)
-    deal.owners = list(payload.owners)
-    deal.team_id = payload.team_id
-    await uow.opportunities.put(deal, uow.clock())
+    await _learn(
+        uow,
+        payload.opportunity_id,
+        event,
+        DealFacts(owners=list(payload.owners), team_id=payload.team_id),
+    )
 
 
 async def won(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityWon = event.payload
     now = uow.clock()
-    deal = await _known(uow, payload.opportunity_id)
-    deal.stage = Stage.CLOSED_WON
-    deal.won_quote_id = payload.won_quote_id
-    await uow.opportunities.put(deal, now)
+    await _learn(
+        uow,
+        payload.opportunity_id,
+        event,
+        DealFacts(stage=Stage.CLOSED_WON, won_quote_id=payload.won_quote_id),
+    )
     reason = (
         f"the opportunity was won by quote {payload.won_quote_id}"
         if payload.won_quote_id
@@ -97,9 +114,7 @@ async def won(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
 async def lost(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityLost = event.payload
     now = uow.clock()
-    deal = await _known(uow, payload.opportunity_id)
-    deal.stage = Stage.CLOSED_LOST
-    await uow.opportunities.put(deal, now)
+    await _learn(uow, payload.opportunity_id, event, DealFacts(stage=Stage.CLOSED_LOST))
     for quote in await uow.quotes.open_quotes_of(payload.opportunity_id):
         if quote.status != QuoteStatus.ACCEPT_PENDING:
             quote.abandon(f"the opportunity was lost: {payload.reason}", SYSTEM, now)

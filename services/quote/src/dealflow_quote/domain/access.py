@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypedDict
 from uuid import UUID
 
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.deal_access import WRITERS, can_view_deal
 from dealflow_common.errors import NotPermitted
+from dealflow_common.messaging.projection import AppliedSequences
 
 OPEN_STAGES = frozenset({Stage.LEAD, Stage.QUALIFICATION, Stage.PROPOSAL, Stage.NEGOTIATION})
+
+
+class DealFacts(TypedDict, total=False):
+    """What one opportunity event says about its deal: created and updated carry every
+    field, the others a few (stage_changed: stage and owners; assigned: owners and team;
+    won: stage and won quote; lost: stage)."""
+
+    stage: Stage
+    owners: list[str]
+    team_id: str | None
+    created_by: str
+    won_quote_id: UUID | None
 
 
 @dataclass(eq=False)
@@ -23,10 +38,28 @@ class KnownOpportunity:
     team_id: str | None
     created_by: str
     won_quote_id: UUID | None = None
+    sequences: AppliedSequences = field(default_factory=AppliedSequences)
+    """Per field, the sequence of the opportunity event that last set it."""
+
+    @classmethod
+    def unseen(cls, opportunity_id: UUID) -> KnownOpportunity:
+        """An opportunity whose creation this service never saw (it predates the topic's
+        retention), to be tracked from what its later events say."""
+        return cls(opportunity_id, Stage.LEAD, [], None, "")
 
     @property
     def is_open(self) -> bool:
         return self.stage in OPEN_STAGES
+
+    def learn(self, facts: DealFacts, *, source: str, sequence: int) -> bool:
+        """Take those of the facts that are newer than the ones held, field by field, so
+        that a late or re-sent event never moves the deal back; True if any was taken."""
+        verdict = self.sequences.offer(source=source, sequence=sequence, carried=facts)
+        carried: Mapping[str, object] = facts
+        for name in verdict.fields:
+            setattr(self, name, carried[name])
+        self.sequences = verdict.applied
+        return bool(verdict.fields)
 
 
 def can_view(deal: KnownOpportunity, principal: Principal) -> bool:

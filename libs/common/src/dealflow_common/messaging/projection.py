@@ -1,0 +1,78 @@
+"""Projections move forward only, field by field (DESIGN.md section 2).
+
+A service keeps a local copy of another service's entity from that entity's events.
+The relay may publish a record again, so one subject's events can arrive as 3, 5, 4, 5:
+the inbox skips the second 5 (an id it has seen) but 4 is new to it, and applying it
+after 5 would put the copy back in time (a lost deal open again).
+
+"Apply only an event newer than the last one applied" is not enough when events are
+partial. If 5 says the stage and 4 says the team, then in the order 3, 5, 4 a whole-row
+rule drops 4 and the team it changed is never learnt. So each projected field remembers
+the sequence of the event that last set it, and an event sets only those of the fields
+it carries that were last set by an older event. Arrival order no longer matters: any
+order of the same events leaves the same copy.
+
+Sequences count per subject and per source, so they are comparable only within one
+source: a projection follows the source it first heard from, and an event of another
+source is refused (`ForeignSource`) rather than compared with numbers it has no
+relation to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ForeignSource(ValueError):
+    """An event from another source than the one whose sequences the projection holds."""
+
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(f"the projection follows {expected}; an event from {got} was offered")
+        self.expected = expected
+        self.got = got
+
+
+@dataclass(frozen=True, slots=True)
+class FieldsToApply:
+    """An event's verdict: the fields it may write, and what the row remembers after."""
+
+    fields: frozenset[str]
+    applied: AppliedSequences
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedSequences:
+    """What a projection row remembers: the source it follows and, per field, the
+    sequence of the event that last set that field (a field never set counts as 0)."""
+
+    source: str | None = None
+    by_field: Mapping[str, int] = field(default_factory=dict)
+
+    def offer(self, *, source: str, sequence: int, carried: Iterable[str]) -> FieldsToApply:
+        """Which of the `carried` fields an event of `source` numbered `sequence` sets:
+        those last set by an older event. Equal is not newer: it is the same event."""
+        if self.source is not None and self.source != source:
+            raise ForeignSource(self.source, source)
+        newer = frozenset(name for name in carried if self.by_field.get(name, 0) < sequence)
+        return FieldsToApply(
+            fields=newer,
+            applied=AppliedSequences(
+                source=source, by_field={**self.by_field, **dict.fromkeys(newer, sequence)}
+            ),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON form kept in the projection's row."""
+        return {"source": self.source, "fields": dict(sorted(self.by_field.items()))}
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any] | None) -> AppliedSequences:
+        """Read `to_document`'s form back; None (a row older than its sequences) is empty."""
+        if not document:
+            return cls()
+        return cls(
+            source=document.get("source"),
+            by_field={str(name): int(seq) for name, seq in document.get("fields", {}).items()},
+        )

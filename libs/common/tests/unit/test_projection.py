@@ -1,0 +1,83 @@
+"""A projection moves forward only, field by field, whatever order its events arrive in."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from dealflow_common.messaging.projection import AppliedSequences, ForeignSource
+
+SOURCE = "/dealflow/opportunity"
+
+# A deal's events as (sequence, fields carried with their values): partial, like
+# opportunity.stage_changed (stage, owners) or opportunity.assigned (owners, team).
+EVENTS: list[tuple[int, dict[str, object]]] = [
+    (1, {"stage": "lead", "owners": ["alice"], "team_id": "emea"}),
+    (2, {"stage": "proposal", "owners": ["alice"]}),
+    (3, {"owners": ["alice", "bob"], "team_id": "apac"}),
+    (4, {"stage": "closed_lost"}),
+]
+
+
+def project(events: list[tuple[int, dict[str, object]]]) -> dict[str, object]:
+    row: dict[str, object] = {}
+    applied = AppliedSequences()
+    for sequence, carried in events:
+        verdict = applied.offer(source=SOURCE, sequence=sequence, carried=carried)
+        row.update({name: carried[name] for name in verdict.fields})
+        applied = verdict.applied
+    return row
+
+
+def test_an_event_sets_every_field_it_carries_on_a_new_row() -> None:
+    verdict = AppliedSequences().offer(source=SOURCE, sequence=3, carried=["stage", "owners"])
+    assert verdict.fields == {"stage", "owners"}
+    assert verdict.applied == AppliedSequences(SOURCE, {"stage": 3, "owners": 3})
+
+
+def test_an_older_event_sets_only_the_fields_no_newer_event_set() -> None:
+    applied = AppliedSequences(SOURCE, {"stage": 5, "owners": 5, "team_id": 3})
+    verdict = applied.offer(source=SOURCE, sequence=4, carried=["owners", "team_id"])
+    assert verdict.fields == {"team_id"}
+    assert verdict.applied.by_field == {"stage": 5, "owners": 5, "team_id": 4}
+
+
+def test_the_same_sequence_again_sets_nothing() -> None:
+    applied = AppliedSequences(SOURCE, {"stage": 5})
+    verdict = applied.offer(source=SOURCE, sequence=5, carried=["stage"])
+    assert verdict.fields == frozenset()
+    assert verdict.applied == applied
+
+
+def test_a_late_event_never_moves_a_field_back() -> None:
+    in_order = project(EVENTS)
+    late = project([EVENTS[0], EVENTS[3], EVENTS[1]])
+    assert late["stage"] == in_order["stage"] == "closed_lost"
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(len(EVENTS)))))
+def test_any_arrival_order_leaves_the_same_projection(order: tuple[int, ...]) -> None:
+    assert project([EVENTS[i] for i in order]) == project(EVENTS)
+
+
+def test_re_sent_events_change_nothing() -> None:
+    assert project([EVENTS[0], EVENTS[1], EVENTS[3], EVENTS[2], EVENTS[3], EVENTS[1]]) == (
+        project(EVENTS)
+    )
+
+
+def test_sequences_of_another_source_are_not_compared() -> None:
+    applied = AppliedSequences(SOURCE, {"stage": 5})
+    with pytest.raises(ForeignSource, match="/dealflow/elsewhere"):
+        applied.offer(source="/dealflow/elsewhere", sequence=9, carried=["stage"])
+
+
+def test_the_row_form_reads_back_and_a_row_without_it_is_empty() -> None:
+    applied = AppliedSequences(SOURCE, {"team_id": 4, "stage": 5})
+    assert AppliedSequences.from_document(applied.to_document()) == applied
+    assert AppliedSequences.from_document(None) == AppliedSequences()
+    verdict = AppliedSequences.from_document(None).offer(
+        source=SOURCE, sequence=1, carried=["stage"]
+    )
+    assert verdict.fields == {"stage"}
