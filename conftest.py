@@ -1,6 +1,9 @@
 """Fixtures every test tier shares: the database, the broker, tokens.
 
-See `dealflow_common.testing` for how PostgreSQL and Kafka are found.
+See `dealflow_common.testing` for how PostgreSQL and Kafka are found. `databases` is
+parametrized over `BACKENDS`, so every test that uses it (the component tests) runs on
+PostgreSQL and on SQLite. A test about something only PostgreSQL does narrows it with
+`@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)` and says why.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from dealflow_common.auth import mint_token
-from dealflow_common.testing import KafkaEndpoint, drop_schemas, kafka_endpoint, postgres_url
+from dealflow_common.testing import (
+    BACKENDS,
+    ComponentDatabases,
+    KafkaEndpoint,
+    drop_schemas,
+    kafka_endpoint,
+    postgres_url,
+)
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -28,6 +38,25 @@ async def schemas(database_url: str) -> AsyncIterator[list[str]]:
     created: list[str] = []
     yield created
     await drop_schemas(database_url, created)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def databases(
+    request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> ComponentDatabases:
+    """Fresh, migrated databases for the services under test, on `backend`."""
+    directory = tmp_path_factory.mktemp(f"databases-{backend}")
+    if backend != "postgresql":
+        return ComponentDatabases(backend, directory)
+    # Asked for here only, so that the SQLite run does not start a PostgreSQL container.
+    url = request.getfixturevalue("database_url")
+    schemas = request.getfixturevalue("schemas")
+    return ComponentDatabases(backend, directory, url, schemas)
 
 
 @pytest.fixture(scope="session")

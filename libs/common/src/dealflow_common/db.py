@@ -1,9 +1,11 @@
 """Database engines: PostgreSQL through asyncpg, SQLite through aiosqlite.
 
 On PostgreSQL each service owns one schema, selected through `search_path`, so the same
-unqualified tables and migrations serve every deployment. On SQLite each service has
-its own file; writers start with `BEGIN IMMEDIATE` so that two concurrent transactions
-queue on the busy timeout instead of failing when the second one tries to write.
+unqualified tables and migrations serve every deployment; every session has a statement,
+lock and idle-in-transaction timeout. On SQLite each service has its own file; writers
+start with `BEGIN IMMEDIATE` so that two concurrent transactions queue on the busy
+timeout instead of failing when the second one tries to write, and reads (connections
+given `READ_ONLY`) start with a plain `BEGIN`, so they never wait for a writer.
 """
 
 from __future__ import annotations
@@ -68,19 +70,38 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
                 "server_settings": {
                     "search_path": schema,
                     "application_name": f"dealflow-{settings.service_name}",
+                    **postgres_timeouts(settings),
                 }
             },
         )
     if backend == "sqlite":
-        engine = create_async_engine(url, echo=settings.database_echo, connect_args={"timeout": 30})
-        _configure_sqlite(engine)
+        busy_ms = settings.database_sqlite_busy_timeout_ms
+        engine = create_async_engine(
+            url, echo=settings.database_echo, connect_args={"timeout": busy_ms / 1000}
+        )
+        _configure_sqlite(engine, busy_ms)
         return engine
     raise ValueError(
         f"unsupported database {backend!r}: use postgresql+asyncpg or sqlite+aiosqlite"
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def postgres_timeouts(settings: ServiceSettings) -> dict[str, str]:
+    """Session settings that bound how long one request can hold or wait for the database.
+
+    Without them a stuck statement or a lock held by a forgotten transaction makes every
+    request behind it wait until the client gives up, each holding a pooled connection.
+    """
+    return {
+        "statement_timeout": str(settings.database_statement_timeout_ms),
+        "lock_timeout": str(settings.database_lock_timeout_ms),
+        "idle_in_transaction_session_timeout": str(
+            settings.database_idle_in_transaction_timeout_ms
+        ),
+    }
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so `begin` below decides how it starts.
@@ -89,7 +110,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -30,6 +30,11 @@ async def migrate(settings: ServiceSettings, script_location: Path) -> None:
             schema = None
             if is_postgres(connection):
                 schema = checked_schema_name(settings.db_schema)
+                # The request timeouts of the service's sessions do not apply here: a
+                # migration may run long, and a replica waits on the lock below for as
+                # long as another one migrates.
+                await connection.execute(text("SET LOCAL statement_timeout = 0"))
+                await connection.execute(text("SET LOCAL lock_timeout = 0"))
                 await connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"),
                     {"key": _MIGRATION_LOCK_BASE ^ hash_name(schema)},

@@ -8,6 +8,10 @@ Where the tests find PostgreSQL and Kafka, in the order the project promises:
 
 Each test session works in schemas of its own (random names), so runs never see each
 other's rows, and drops them at the end.
+
+Component tests run once per backend in `BACKENDS`: on PostgreSQL, as production does,
+and on SQLite, the default of `make run`. `ComponentDatabases` gives each service under
+test a fresh schema or a fresh file, migrated by the service's own migrations.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,8 +31,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Table, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from dealflow_common.db import READ_ONLY
 from dealflow_common.messaging.tables import inbox, outbox
 from dealflow_common.migrations import migrate
 from dealflow_common.platform import Platform, build_platform
@@ -35,6 +41,9 @@ from dealflow_common.runtime.broker import EmbeddedBroker, free_port
 from dealflow_common.settings import ServiceSettings, secret_fields
 
 LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+BACKENDS = ("postgresql", "sqlite")
+"""The databases every component test runs on (its ids: `[postgresql]`, `[sqlite]`)."""
 
 
 @dataclass(frozen=True)
@@ -252,10 +261,18 @@ class ServiceUnderTest:
     platform: Platform
     clock: MovableClock
     token: Callable[..., str]
+    sequences: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """The last sequence `consume` gave each subject's events."""
 
     @property
     def engine(self) -> AsyncEngine:
         return self.platform.engine
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection that only reads: on SQLite it does not wait for the writer."""
+        async with self.engine.connect() as connection:
+            yield await connection.execution_options(**READ_ONLY)
 
     def headers(
         self,
@@ -283,7 +300,7 @@ class ServiceUnderTest:
 
     async def row_counts(self, *tables: Table) -> dict[str, int]:
         """Counts of rows: equal before and after a refused request = nothing written."""
-        async with self.engine.connect() as connection:
+        async with self._read() as connection:
             return {
                 t.name: int(await connection.scalar(select(func.count()).select_from(t)) or 0)
                 for t in (*tables, outbox, inbox)
@@ -291,7 +308,7 @@ class ServiceUnderTest:
 
     async def events_of(self, subject: str) -> list[tuple[str, int]]:
         """(type, sequence) of every event this service wrote about `subject`."""
-        async with self.engine.connect() as connection:
+        async with self._read() as connection:
             rows = await connection.execute(
                 select(outbox.c.event_type, outbox.c.sequence)
                 .where(outbox.c.subject == subject)
@@ -300,20 +317,30 @@ class ServiceUnderTest:
             return [(event_type, sequence) for event_type, sequence in rows]
 
     async def envelopes_of(self, subject: str) -> list[dict[str, Any]]:
-        async with self.engine.connect() as connection:
+        async with self._read() as connection:
             rows = await connection.execute(
                 select(outbox.c.envelope).where(outbox.c.subject == subject).order_by(outbox.c.id)
             )
             return [orjson.loads(envelope) for (envelope,) in rows]
 
-    async def consume(self, *payloads: Any, event_id: uuid.UUID | None = None) -> None:
-        """Deliver events to the service's consumer of their topic, as Kafka would."""
+    async def consume(
+        self, *payloads: Any, event_id: uuid.UUID | None = None, sequence: int | None = None
+    ) -> None:
+        """Deliver events to the service's consumer of their topic, as Kafka would.
+
+        Each subject's events are numbered 1, 2, 3... in the order consumed, as their
+        source numbers them; `sequence` gives one out of that order (a late record)."""
         for payload in payloads:
             (consumer,) = [c for c in self.platform.consumers if payload.topic in c.topics]
+            if sequence is None:
+                number = self.sequences[payload.subject] = self.sequences[payload.subject] + 1
+            else:
+                number = sequence
+                self.sequences[payload.subject] = max(self.sequences[payload.subject], sequence)
             await consumer.apply_batch(
                 [
                     FakeRecord(
-                        envelope_bytes(payload, event_id=event_id),
+                        envelope_bytes(payload, event_id=event_id, sequence=number),
                         topic=payload.topic,
                         key=payload.subject.encode(),
                     )
@@ -341,6 +368,32 @@ def settings_for(
         **secrets,
         **extra,
     )
+
+
+@dataclass
+class ComponentDatabases:
+    """Where the component tests of one backend put each service's database.
+
+    On PostgreSQL a schema of its own (dropped at the end of the session), on SQLite a
+    file of its own in the session's temporary directory: either way fresh, and migrated
+    by `service_under_test` with the service's Alembic migrations, as in production.
+    """
+
+    backend: str
+    sqlite_directory: Path
+    postgres_url: str | None = None
+    schemas: list[str] = field(default_factory=list)
+
+    def settings(self, settings_class: type[Settings], jwt_secret: str, **extra: Any) -> Settings:
+        name = new_schema_name(settings_class.service_name)
+        if self.backend == "postgresql":
+            assert self.postgres_url is not None, "PostgreSQL databases need its URL"
+            self.schemas.append(name)
+            return settings_for(
+                settings_class, self.postgres_url, jwt_secret, database_schema=name, **extra
+            )
+        url = f"sqlite+aiosqlite:///{self.sqlite_directory / name}.db"
+        return settings_for(settings_class, url, jwt_secret, **extra)
 
 
 @contextlib.asynccontextmanager

@@ -43,8 +43,15 @@ class UnitOfWork:
         return self._connection
 
     async def __aenter__(self) -> Self:
-        self._connection = await self._engine.connect()
-        await self._connection.begin()
+        connection = await self._engine.connect()
+        try:
+            # On SQLite this is `BEGIN IMMEDIATE`, which fails once the busy timeout runs
+            # out; `__aexit__` does not run then, so the connection is given back here.
+            await connection.begin()
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
         self._events = []
         self._after_commit = []
         self._done = False

@@ -1,4 +1,5 @@
-"""The opportunity API on a real PostgreSQL schema of its own (migrated), no broker."""
+"""The opportunity API on a real database of its own (migrated), no broker: a PostgreSQL
+schema or a SQLite file, each test running once on each (`databases`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,7 @@ from typing import Any
 import pytest
 
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS
-from dealflow_common.testing import (
-    ServiceUnderTest,
-    new_schema_name,
-    service_under_test,
-    settings_for,
-)
+from dealflow_common.testing import ComponentDatabases, ServiceUnderTest, service_under_test
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -49,11 +45,9 @@ class Api(ServiceUnderTest):
 
 @pytest.fixture(scope="module")
 async def api(
-    database_url: str, schemas: list[str], token: Callable[..., str], jwt_secret: str
+    databases: ComponentDatabases, token: Callable[..., str], jwt_secret: str
 ) -> AsyncIterator[Api]:
-    schema = new_schema_name("opportunity")
-    schemas.append(schema)
-    settings = settings_for(OpportunitySettings, database_url, jwt_secret, database_schema=schema)
+    settings = databases.settings(OpportunitySettings, jwt_secret)
     async with service_under_test(
         Api, settings, build_app, MIGRATIONS, token, [OPPORTUNITY_EVENTS]
     ) as service:

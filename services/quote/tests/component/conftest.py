@@ -1,4 +1,5 @@
-"""The quote service on a real PostgreSQL schema of its own (migrated), no broker.
+"""The quote service on a real database of its own (migrated), no broker: a PostgreSQL
+schema or a SQLite file, each test running once on each (`databases`).
 
 Opportunities become known to it the way they do in production: their events go
 through its consumer (`deal(...)` below).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,12 +23,7 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.contracts.topics import QUOTE_EVENTS
-from dealflow_common.testing import (
-    ServiceUnderTest,
-    new_schema_name,
-    service_under_test,
-    settings_for,
-)
+from dealflow_common.testing import ComponentDatabases, ServiceUnderTest, service_under_test
 from dealflow_quote.adapters.tables import known_opportunities, products, quote_lines, quotes
 from dealflow_quote.bootstrap import MIGRATIONS, QuoteSettings, build_app
 
@@ -40,10 +37,12 @@ class Quotes(ServiceUnderTest):
         owners: tuple[str, ...] = ("alice",),
         team_id: str | None = "emea",
         stage: Stage = Stage.PROPOSAL,
+        opportunity_id: uuid.UUID | None = None,
+        sequence: int | None = None,
     ) -> str:
         """An opportunity this service knows, as its `opportunity.created` made it known."""
         now = datetime.now(UTC)
-        opportunity_id = uuid.uuid4()
+        opportunity_id = opportunity_id or uuid.uuid4()
         await self.consume(
             OpportunityCreated(
                 opportunity_id=opportunity_id,
@@ -72,7 +71,8 @@ class Quotes(ServiceUnderTest):
                     closed_at=None,
                     version=1,
                 ),
-            )
+            ),
+            sequence=sequence,
         )
         return str(opportunity_id)
 
@@ -109,15 +109,24 @@ class Quotes(ServiceUnderTest):
 
 
 @pytest.fixture(scope="module")
+def start_service(
+    databases: ComponentDatabases, token: Callable[..., str], jwt_secret: str
+) -> Callable[..., AbstractAsyncContextManager[Quotes]]:
+    """`async with start_service(**settings) as service`: a quote service of its own, on a
+    fresh database, with `settings` (timeouts, say) changed."""
+
+    def start(**settings: Any) -> AbstractAsyncContextManager[Quotes]:
+        configured = databases.settings(
+            QuoteSettings, jwt_secret, **{"opportunity_wait_ms": 200, **settings}
+        )
+        return service_under_test(Quotes, configured, build_app, MIGRATIONS, token, [QUOTE_EVENTS])
+
+    return start
+
+
+@pytest.fixture(scope="module")
 async def service(
-    database_url: str, schemas: list[str], token: Callable[..., str], jwt_secret: str
+    start_service: Callable[..., AbstractAsyncContextManager[Quotes]],
 ) -> AsyncIterator[Quotes]:
-    schema = new_schema_name("quote")
-    schemas.append(schema)
-    settings = settings_for(
-        QuoteSettings, database_url, jwt_secret, database_schema=schema, opportunity_wait_ms=200
-    )
-    async with service_under_test(
-        Quotes, settings, build_app, MIGRATIONS, token, [QUOTE_EVENTS]
-    ) as quotes_service:
+    async with start_service() as quotes_service:
         yield quotes_service

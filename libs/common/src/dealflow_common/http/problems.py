@@ -2,18 +2,22 @@
 
 Domain errors map to statuses here (404 unknown id, 409 forbidden transition with the
 allowed moves, 412 stale version, 422 invalid input naming the field, 403 not
-permitted), so routers never build error responses by hand.
+permitted), so routers never build error responses by hand. So do the database's
+refusals that concurrent requests cause (409 conflict, 503 busy): a clash between two
+requests is the client's to retry, never a 500.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -131,6 +135,105 @@ def from_domain_error(error: DomainError) -> Problem:
     return Problem(400, "bad-request", "Bad request", error.detail)
 
 
+# PostgreSQL SQLSTATEs (appendix A of its manual) that a concurrent request causes.
+_UNIQUE_VIOLATION = "23505"
+_FOREIGN_KEY_VIOLATION = "23503"
+_EXCLUSION_VIOLATION = "23P01"
+_COLLISIONS = {
+    "40001": "it collided with a concurrent transaction (serialization failure)",
+    "40P01": "it deadlocked with a concurrent transaction",
+    "55P03": "it waited too long for data another request is changing (lock timeout)",
+}
+_QUERY_CANCELED = "57014"
+# SQLite extended result codes (`sqlite3.Error.sqlite_errorcode`).
+_SQLITE_UNIQUE = {2067, 1555}  # SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
+_SQLITE_FOREIGN_KEY = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+_SQLITE_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED (the low byte of every variant)
+_SQLITE_CONSTRAINT_MESSAGE = re.compile(r"constraint failed: (.+)$")
+
+RETRY_AFTER_SECONDS = "1"
+
+
+def _driver_errors(error: sa_exc.DBAPIError) -> list[BaseException]:
+    """The driver's exception and those it wraps (SQLAlchemy wraps asyncpg's in an adapter)."""
+    found: list[BaseException] = []
+    current: Any = error.orig
+    while isinstance(current, BaseException) and current not in found:
+        found.append(current)
+        current = getattr(current, "orig", None) or current.__cause__
+    return found
+
+
+def _first(errors: list[BaseException], *names: str) -> Any:
+    for candidate in errors:
+        for name in names:
+            value = getattr(candidate, name, None)
+            if value is not None:
+                return value
+    return None
+
+
+def _constraint_name(errors: list[BaseException]) -> str | None:
+    name = _first(errors, "constraint_name")  # asyncpg
+    if name is None:
+        diagnostics = _first(errors, "diag")  # psycopg
+        name = getattr(diagnostics, "constraint_name", None)
+    if name is None and errors:
+        # SQLite names no constraint, only its columns: "UNIQUE constraint failed: t.c".
+        found = _SQLITE_CONSTRAINT_MESSAGE.search(str(errors[0]))
+        name = found.group(1) if found else None
+    return str(name) if name else None
+
+
+def from_database_error(error: sa_exc.DBAPIError) -> Problem | None:
+    """The answer to a database refusal that a concurrent request causes.
+
+    None for any other refusal (a NOT NULL or CHECK violation is a bug, a lost
+    connection an outage): those stay a 500 and are logged as such.
+    """
+    errors = _driver_errors(error)
+    sqlstate = _first(errors, "sqlstate", "pgcode")
+    sqlite_code = _first(errors, "sqlite_errorcode")
+    unique = sqlstate in (_UNIQUE_VIOLATION, _EXCLUSION_VIOLATION) or sqlite_code in _SQLITE_UNIQUE
+    reference = sqlstate == _FOREIGN_KEY_VIOLATION or sqlite_code == _SQLITE_FOREIGN_KEY
+    if isinstance(error, sa_exc.IntegrityError) and (unique or reference):
+        # The use case checked first; only a request committed in between gets here.
+        constraint = _constraint_name(errors)
+        rule = f" ({constraint})" if constraint else ""
+        what = "stored the same value" if unique else "changed what this one refers to"
+        detail = f"another request has just {what}{rule}; reload and retry"
+        return Problem(409, "conflict", "Conflict", detail, constraint=constraint)
+    if sqlstate in _COLLISIONS:
+        detail = f"the request was not applied: {_COLLISIONS[sqlstate]}; retry it"
+        return Problem(409, "conflict", "Conflict", detail)
+    if sqlstate == _QUERY_CANCELED:
+        # statement_timeout cancelled a statement that ran too long: the database is slow
+        # or overloaded, nothing in the request clashed with anyone's data, and the same
+        # request may well succeed later. That is a 503 with Retry-After; a 409 would
+        # tell the client to change something first.
+        return Problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "the database took too long to answer; retry later",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    if (
+        isinstance(error, sa_exc.OperationalError)
+        and sqlite_code is not None
+        and sqlite_code & 0xFF in _SQLITE_BUSY
+    ):
+        # Another writer held SQLite's one write lock for longer than the busy timeout.
+        return Problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "the database is busy with other writes; retry later",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    return None
+
+
 def _field_name(loc: Sequence[int | str]) -> str:
     """`("body", "lines", 0, "quantity")` -> `lines[0].quantity`, as domain errors name it."""
     parts = list(loc)
@@ -179,6 +282,20 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: DomainError) -> Response:
         return problem_response(from_domain_error(exc), request)
 
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def _database(request: Request, exc: sa_exc.DBAPIError) -> Response:
+        problem = from_database_error(exc)
+        if problem is None:
+            return _internal_error(request)
+        log.warning(
+            "%s %s refused by the database (%s): %s",
+            request.method,
+            request.url.path,
+            problem.status,
+            str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__,
+        )
+        return problem_response(problem, request)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = _describe_validation(exc.errors())
@@ -203,11 +320,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            Problem(500, "internal", "Internal error", "the request failed; see the service log"),
-            request,
-        )
+        return _internal_error(request)
+
+
+def _internal_error(request: Request) -> Response:
+    """Called from an exception handler, so `log.exception` logs the error being handled."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        Problem(500, "internal", "Internal error", "the request failed; see the service log"),
+        request,
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -220,9 +342,11 @@ def _problem_doc(status: int) -> dict[str, Any]:
         401: "No or invalid bearer token",
         403: "The caller's roles do not allow this",
         404: "Unknown id (or one the caller may not see)",
-        409: "A transition the state machine forbids; `allowed` lists the allowed ones",
+        409: "A transition the state machine forbids (`allowed` lists the allowed ones), "
+        "or a clash with a concurrent request",
         412: "`If-Match` names an older version",
         422: "Invalid input; `errors` names each field",
+        503: "The database is busy or slow; retry after `Retry-After` seconds",
     }
     schema = {
         "type": "object",
@@ -245,8 +369,8 @@ def _problem_doc(status: int) -> dict[str, Any]:
     return {"description": meaning[status], "content": {MEDIA_TYPE: {"schema": schema}}}
 
 
-_PROBLEM_DOCS = {status: _problem_doc(status) for status in (401, 403, 404, 409, 412, 422)}
-READS = problem_responses(401, 404, 422)
+_PROBLEM_DOCS = {status: _problem_doc(status) for status in (401, 403, 404, 409, 412, 422, 503)}
+READS = problem_responses(401, 404, 422, 503)
 """What a read endpoint may answer besides 200."""
-CHANGES = problem_responses(401, 403, 404, 409, 412, 422)
+CHANGES = problem_responses(401, 403, 404, 409, 412, 422, 503)
 """What an endpoint that changes state may answer besides success."""

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,6 +29,7 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.db import is_postgres
+from dealflow_common.versioned import VersionedTable
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -44,19 +45,12 @@ from dealflow_opportunity.domain.model import (
     SalesHistoryEntry,
 )
 
-
-class ConcurrentUpdate(Exception):
-    """The row changed between read and write: retry the command."""
-
-
 # Statements are built once and executed with parameters: building them per call (with
 # values inlined) cost more CPU than the database spent running them.
 _SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
 _SELECT_FOR_UPDATE = _SELECT.with_for_update()
 _INSERT = insert(opportunities)
-_UPDATE = update(opportunities).where(
-    opportunities.c.id == bindparam("b_id"), opportunities.c.version == bindparam("b_version")
-)
+_VERSIONED = VersionedTable(opportunities, "opportunity")
 _DELETE_OWNERS = delete(opportunity_owners).where(
     opportunity_owners.c.opportunity_id == bindparam("b_id")
 )
@@ -97,11 +91,7 @@ class OpportunityRepository:
             return
         changes = _to_row(opportunity)
         del changes["id"]
-        result = await self._connection.execute(
-            _UPDATE, {**changes, "b_id": opportunity.id, "b_version": loaded}
-        )
-        if result.rowcount != 1:
-            raise ConcurrentUpdate(opportunity.id)
+        await _VERSIONED.save(self._connection, opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
         await self._write_entries(opportunity)
 

@@ -1,8 +1,8 @@
 """Quote service persistence: quotes with their lines, the catalog, known opportunities.
 
 Writes lock rows (`FOR UPDATE` on PostgreSQL; SQLite writers are serialised by
-`BEGIN IMMEDIATE`). The expiry job takes due quotes with `SKIP LOCKED`, so replicas
-share the work and never expire the same quote twice.
+`BEGIN IMMEDIATE`). The expiry and acceptance deadline jobs take due quotes with
+`SKIP LOCKED`, so replicas share the work and never handle the same quote twice.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +22,8 @@ from dealflow_common.contracts.money import Money, plain
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
 from dealflow_common.db import is_postgres
+from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_common.versioned import VersionedTable
 from dealflow_quote.adapters.tables import (
     bundle_items,
     bundles,
@@ -34,20 +36,15 @@ from dealflow_quote.domain import lifecycle
 from dealflow_quote.domain.access import KnownOpportunity
 from dealflow_quote.domain.catalog import Bundle, BundleItem, Product
 from dealflow_quote.domain.errors import BundleNotFound, ProductNotFound, QuoteNotFound
-from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.model import AcceptanceRequest, Quote
 from dealflow_quote.domain.pricing import QuoteLine
-
-
-class ConcurrentUpdate(Exception):
-    """The row changed between read and write."""
-
 
 # Statements are built once and executed with parameters (see the opportunity service).
 _SELECT_QUOTE = select(quotes).where(quotes.c.id == bindparam("b_id"))
 _INSERT_QUOTE = insert(quotes)
-_UPDATE_QUOTE = update(quotes).where(
-    quotes.c.id == bindparam("b_id"), quotes.c.version == bindparam("b_version")
-)
+_VERSIONED_QUOTE = VersionedTable(quotes, "quote")
+_VERSIONED_PRODUCT = VersionedTable(products, "product")
+_VERSIONED_BUNDLE = VersionedTable(bundles, "bundle")
 _DELETE_LINES = delete(quote_lines).where(quote_lines.c.quote_id == bindparam("b_id"))
 _INSERT_LINES = insert(quote_lines)
 _LINES_OF = (
@@ -66,6 +63,8 @@ _OPEN_QUOTES_OF = (
 _FOR_UPDATE = {q: q.with_for_update() for q in (_SELECT_QUOTE, _OPEN_QUOTES_OF)}
 _SELECT_KNOWN = select(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
 _SELECT_KNOWN_FOR_SHARE = _SELECT_KNOWN.with_for_update(read=True)
+_SELECT_KNOWN_FOR_UPDATE = _SELECT_KNOWN.with_for_update()
+_UPDATE_KNOWN = update(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
 
 
 class QuoteRepository:
@@ -104,6 +103,23 @@ class QuoteRepository:
             query = query.with_for_update(skip_locked=True)
         return await self._with_lines((await self._connection.execute(query)).all())
 
+    async def awaiting_answer(self, now: datetime, limit: int) -> list[Quote]:
+        """Quotes whose acceptance the opportunity has not answered by its due time,
+        locked, skipping those another transaction holds (another replica's job, or the
+        answer being applied)."""
+        query = (
+            select(quotes)
+            .where(
+                quotes.c.status == QuoteStatus.ACCEPT_PENDING.value,
+                quotes.c.acceptance_answer_due_at <= now,
+            )
+            .order_by(quotes.c.acceptance_answer_due_at)
+            .limit(limit)
+        )
+        if is_postgres(self._connection):
+            query = query.with_for_update(skip_locked=True)
+        return await self._with_lines((await self._connection.execute(query)).all())
+
     async def _with_lines(self, rows: Sequence[Row[Any]]) -> list[Quote]:
         lines = await lines_of(self._connection, [r.id for r in rows])
         loaded = [to_quote(r, lines.get(r.id, [])) for r in rows]
@@ -122,11 +138,7 @@ class QuoteRepository:
             return
         changes = _quote_row(quote)
         del changes["id"]
-        result = await self._connection.execute(
-            _UPDATE_QUOTE, {**changes, "b_id": quote.id, "b_version": loaded}
-        )
-        if result.rowcount != 1:
-            raise ConcurrentUpdate(quote.id)
+        await _VERSIONED_QUOTE.save(self._connection, quote.id, loaded, changes)
         self._loaded[quote.id] = quote.version
         await self._write_lines(quote)
 
@@ -183,6 +195,22 @@ class QuoteQueries:
         lines = await lines_of(self._connection, [r.id for r in rows])
         return [to_quote(r, lines.get(r.id, [])) for r in rows]
 
+    async def awaiting_answer_since(
+        self, requested_before: datetime, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Quote]:
+        """Quotes awaiting the opportunity's answer to an acceptance made before
+        `requested_before`, oldest first, after the (requested_at, id) `after`; no lines."""
+        query = select(quotes).where(
+            quotes.c.status == QuoteStatus.ACCEPT_PENDING.value,
+            quotes.c.acceptance_requested_at <= requested_before,
+        )
+        if after is not None:
+            query = query.where(
+                tuple_(quotes.c.acceptance_requested_at, quotes.c.id) > tuple_(*after)
+            )
+        query = query.order_by(quotes.c.acceptance_requested_at, quotes.c.id).limit(limit)
+        return [to_quote(r, []) for r in await self._connection.execute(query)]
+
 
 async def lines_of(
     connection: AsyncConnection, quote_ids: Sequence[UUID]
@@ -224,6 +252,15 @@ def to_quote(row: Row[Any], lines: list[QuoteLine]) -> Quote:
         status_reason=row.status_reason,
         approved_by=row.approved_by,
         accepted_at=row.accepted_at,
+        acceptance=None
+        if row.acceptance_requested_at is None
+        else AcceptanceRequest(
+            requested_by=row.acceptance_requested_by,
+            requested_at=row.acceptance_requested_at,
+            via=row.acceptance_via,
+            answer_due_at=row.acceptance_answer_due_at,
+            asked_again=row.acceptance_asked_again,
+        ),
     )
 
 
@@ -241,12 +278,27 @@ def _quote_row(quote: Quote) -> dict[str, Any]:
         "created_at": quote.created_at,
         "updated_at": quote.updated_at,
         "version": quote.version,
+        **_acceptance_row(quote.acceptance),
+    }
+
+
+def _acceptance_row(request: AcceptanceRequest | None) -> dict[str, Any]:
+    return {
+        "acceptance_requested_by": request.requested_by if request else None,
+        "acceptance_requested_at": request.requested_at if request else None,
+        "acceptance_via": request.via if request else None,
+        "acceptance_answer_due_at": request.answer_due_at if request else None,
+        "acceptance_asked_again": request.asked_again if request else None,
     }
 
 
 class CatalogRepository:
+    """Products and bundles. Reads take no lock: a save is conditional on the version
+    read (`VersionedTable`), so a concurrent change makes it fail instead of being lost."""
+
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self._loaded: dict[UUID, int] = {}
 
     async def product(self, product_id: UUID) -> Product:
         row = (
@@ -254,7 +306,9 @@ class CatalogRepository:
         ).first()
         if row is None:
             raise ProductNotFound(product_id)
-        return _to_product(row)
+        product = _to_product(row)
+        self._loaded[product.id] = product.version
+        return product
 
     async def products_by_id(self, ids: Sequence[UUID]) -> dict[UUID, Product]:
         if not ids:
@@ -270,11 +324,15 @@ class CatalogRepository:
 
     async def add_product(self, product: Product) -> None:
         await self._connection.execute(insert(products).values(**_product_row(product)))
+        self._loaded[product.id] = product.version
 
     async def save_product(self, product: Product) -> None:
-        await self._connection.execute(
-            update(products).where(products.c.id == product.id).values(**_product_row(product))
-        )
+        """Raises `StaleVersion` when the product changed since this unit of work read it."""
+        changes = _product_row(product)
+        del changes["id"]
+        loaded = self._loaded[product.id]
+        await _VERSIONED_PRODUCT.save(self._connection, product.id, loaded, changes)
+        self._loaded[product.id] = product.version
 
     async def sku_taken(self, sku: str, except_id: UUID | None = None) -> bool:
         for table in (products, bundles):
@@ -291,7 +349,9 @@ class CatalogRepository:
         ).first()
         if row is None:
             raise BundleNotFound(bundle_id)
-        return (await self._bundles_with_items([row]))[0]
+        bundle = (await self._bundles_with_items([row]))[0]
+        self._loaded[bundle.id] = bundle.version
+        return bundle
 
     async def bundles_by_id(self, ids: Sequence[UUID]) -> dict[UUID, Bundle]:
         if not ids:
@@ -337,11 +397,17 @@ class CatalogRepository:
     async def add_bundle(self, bundle: Bundle) -> None:
         await self._connection.execute(insert(bundles).values(**_bundle_row(bundle)))
         await self._write_items(bundle)
+        self._loaded[bundle.id] = bundle.version
 
     async def save_bundle(self, bundle: Bundle) -> None:
-        await self._connection.execute(
-            update(bundles).where(bundles.c.id == bundle.id).values(**_bundle_row(bundle))
-        )
+        """Raises `StaleVersion` when the bundle changed since this unit of work read it."""
+        changes = _bundle_row(bundle)
+        del changes["id"]
+        loaded = self._loaded[bundle.id]
+        # The conditional update also locks the row, so the items below are rewritten by
+        # one transaction at a time.
+        await _VERSIONED_BUNDLE.save(self._connection, bundle.id, loaded, changes)
+        self._loaded[bundle.id] = bundle.version
         await self._connection.execute(
             delete(bundle_items).where(bundle_items.c.bundle_id == bundle.id)
         )
@@ -428,35 +494,53 @@ class KnownOpportunities:
             else (_SELECT_KNOWN)
         )
         row = (await self._connection.execute(query, {"b_id": opportunity_id})).first()
-        if row is None:
-            return None
-        return KnownOpportunity(
-            id=row.id,
-            stage=Stage(row.stage),
-            owners=list(row.owners),
-            team_id=row.team_id,
-            created_by=row.created_by,
-            won_quote_id=row.won_quote_id,
-        )
+        return None if row is None else _to_known(row)
 
-    async def put(self, deal: KnownOpportunity, now: datetime) -> None:
-        values = {
-            "id": deal.id,
-            "stage": deal.stage.value,
-            "owners": list(deal.owners),
-            "team_id": deal.team_id,
-            "created_by": deal.created_by,
-            "won_quote_id": deal.won_quote_id,
-            "updated_at": now,
-        }
-        await self._connection.execute(_known_upsert(self._connection.dialect.name), values)
+    async def lock_or_add(self, unseen: KnownOpportunity, now: datetime) -> KnownOpportunity:
+        """The deal's row, locked until commit (an event's read-merge-write then never
+        interleaves with another's); `unseen` is added first when there is none. When
+        another transaction adds the row at the same moment, the insert waits for it
+        and does nothing, and its committed row is the one locked."""
+        await self._connection.execute(
+            _known_insert_if_absent(self._connection.dialect.name), _known_row(unseen, now)
+        )
+        query = _SELECT_KNOWN_FOR_UPDATE if is_postgres(self._connection) else _SELECT_KNOWN
+        return _to_known((await self._connection.execute(query, {"b_id": unseen.id})).one())
+
+    async def save(self, deal: KnownOpportunity, now: datetime) -> None:
+        values = _known_row(deal, now)
+        del values["id"]
+        await self._connection.execute(_UPDATE_KNOWN, {**values, "b_id": deal.id})
+
+
+def _to_known(row: Row[Any]) -> KnownOpportunity:
+    return KnownOpportunity(
+        id=row.id,
+        stage=Stage(row.stage),
+        owners=list(row.owners),
+        team_id=row.team_id,
+        created_by=row.created_by,
+        won_quote_id=row.won_quote_id,
+        sequences=AppliedSequences.from_document(row.applied_sequences),
+    )
+
+
+def _known_row(deal: KnownOpportunity, now: datetime) -> dict[str, Any]:
+    return {
+        "id": deal.id,
+        "stage": deal.stage.value,
+        "owners": list(deal.owners),
+        "team_id": deal.team_id,
+        "created_by": deal.created_by,
+        "won_quote_id": deal.won_quote_id,
+        "applied_sequences": deal.sequences.to_document(),
+        "updated_at": now,
+    }
 
 
 @functools.cache
-def _known_upsert(dialect: str) -> Any:
+def _known_insert_if_absent(dialect: str) -> Any:
     insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert_(known_opportunities)
-    return stmt.on_conflict_do_update(
-        index_elements=[known_opportunities.c.id],
-        set_={c.name: stmt.excluded[c.name] for c in known_opportunities.c if c.name != "id"},
+    return insert_(known_opportunities).on_conflict_do_nothing(
+        index_elements=[known_opportunities.c.id]
     )

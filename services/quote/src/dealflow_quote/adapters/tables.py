@@ -78,9 +78,17 @@ quotes = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # The latest acceptance put to the opportunity (NULL: never accepted; revision 0003).
+    Column("acceptance_requested_by", String(200)),
+    Column("acceptance_requested_at", UtcDateTime),
+    Column("acceptance_via", String(20)),
+    Column("acceptance_answer_due_at", UtcDateTime),
+    Column("acceptance_asked_again", Integer),
     Index("ix_quotes_opportunity", "opportunity_id", "created_at"),
     # The expiry job's read: presented quotes by due time.
     Index("ix_quotes_due", "status", "valid_until"),
+    # The acceptance deadline job's read: quotes awaiting an answer, by due time.
+    Index("ix_quotes_answer_due", "status", "acceptance_answer_due_at"),
     # DESIGN.md section 4: an opportunity has at most one accepted quote, whatever the code does.
     Index(
         "uq_quotes_one_accepted_per_opportunity",
@@ -118,5 +126,11 @@ known_opportunities = Table(
     Column("team_id", String(100)),
     Column("created_by", String(200), nullable=False),
     Column("won_quote_id", Uuid),
+    # Per field, the sequence of the event that last set it, and their source
+    # (messaging/projection.py). One JSON document rather than a column per field: the
+    # merge is done in Python on a locked row, so SQL never compares them, and a field
+    # added to the projection needs no new column. NULL: a row written before revision
+    # 0002, every field of which any event may set.
+    Column("applied_sequences", JsonDocument),
     Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -1,9 +1,14 @@
-"""Reads of the quote service, filtered by what the caller may see."""
+"""Reads of the quote service, filtered by what the caller may see.
+
+Every read runs on a `READ_ONLY` connection: on SQLite it then starts with a plain
+`BEGIN` and never waits for, nor blocks, the one writer.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -34,6 +39,21 @@ class QuoteReader:
         if quote is None or deal is None or not access.can_view(deal, viewer):
             raise QuoteNotFound(quote_id)
         return quote
+
+    async def knows_opportunity(self, opportunity_id: UUID) -> bool:
+        """Whether this service has heard of the opportunity (for anyone, visible or not)."""
+        async with self._read() as connection:
+            return await KnownOpportunities(connection).get(opportunity_id) is not None
+
+    async def awaiting_answer(
+        self, requested_before: datetime, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Quote]:
+        """Quotes awaiting the opportunity's answer to an acceptance made before
+        `requested_before`, longest waiting first (for operators: every deal, no lines)."""
+        async with self._read() as connection:
+            return await QuoteQueries(connection).awaiting_answer_since(
+                requested_before, after, limit
+            )
 
     async def for_link(self, quote_id: UUID, opportunity_id: UUID) -> Quote:
         async with self._read() as connection:

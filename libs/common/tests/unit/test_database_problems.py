@@ -1,0 +1,151 @@
+"""Database refusals that concurrent requests cause become problem+json answers, in one
+place (`http.problems`), and every other database error stays a 500."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asyncpg.exceptions import PostgresError
+from fastapi import FastAPI
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+
+from dealflow_common.http.problems import MEDIA_TYPE, from_database_error, install_problem_handlers
+
+ASYNCPG = AsyncAdapt_asyncpg_dbapi(asyncpg)
+
+
+def postgres_error(sqlstate: str, message: str, constraint: str | None = None) -> Any:
+    """The error SQLAlchemy raises for this server error, wrapped as it wraps asyncpg's."""
+    fields = {"S": "ERROR", "C": sqlstate, "M": message}
+    if constraint:
+        fields["n"] = constraint
+    driver = PostgresError.new(fields)
+    adapted = (
+        ASYNCPG.IntegrityError(message, driver)
+        if sqlstate.startswith("23")
+        else ASYNCPG.Error(message, driver)
+    )
+    return sa_exc.DBAPIError.instance("UPDATE …", {}, adapted, ASYNCPG.Error)
+
+
+def sqlite_error(tmp_path: Path, provoke: str) -> Any:
+    """A real SQLite error, as SQLAlchemy wraps it."""
+    path = tmp_path / "errors.db"
+    first = sqlite3.connect(path, isolation_level=None, timeout=0)
+    second = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        first.execute("CREATE TABLE products (sku TEXT UNIQUE)")
+        first.execute("INSERT INTO products VALUES ('A-1')")
+        if provoke == "unique":
+            second.execute("INSERT INTO products VALUES ('A-1')")
+        else:
+            first.execute("BEGIN IMMEDIATE")
+            second.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as error:
+        return sa_exc.DBAPIError.instance("INSERT …", {}, error, sqlite3.Error)
+    finally:
+        first.close()
+        second.close()
+    raise AssertionError(f"SQLite raised nothing for {provoke}")
+
+
+def test_a_unique_violation_is_a_conflict_naming_the_constraint() -> None:
+    error = postgres_error(
+        "23505",
+        'duplicate key value violates unique constraint "products_sku_key"',
+        "products_sku_key",
+    )
+    assert isinstance(error, sa_exc.IntegrityError)
+    problem = from_database_error(error)
+    assert problem is not None
+    assert (problem.status, problem.slug) == (409, "conflict")
+    assert "products_sku_key" in problem.detail
+    assert problem.extensions["constraint"] == "products_sku_key"
+
+
+def test_a_foreign_key_violation_is_a_conflict() -> None:
+    error = postgres_error("23503", "insert violates foreign key", "bundle_items_product_id_fkey")
+    problem = from_database_error(error)
+    assert problem is not None
+    assert (problem.status, problem.slug) == (409, "conflict")
+    assert "bundle_items_product_id_fkey" in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "meaning"),
+    [
+        ("40001", "serialization failure"),
+        ("40P01", "deadlock"),
+        ("55P03", "lock timeout"),
+    ],
+)
+def test_a_collision_with_a_concurrent_transaction_is_a_conflict(
+    sqlstate: str, meaning: str
+) -> None:
+    problem = from_database_error(postgres_error(sqlstate, "could not go on"))
+    assert problem is not None
+    assert (problem.status, problem.slug) == (409, "conflict")
+    assert meaning in problem.detail
+    assert "retry" in problem.detail
+
+
+def test_a_statement_cancelled_by_the_statement_timeout_is_503_with_retry_after() -> None:
+    error = postgres_error("57014", "canceling statement due to statement timeout")
+    problem = from_database_error(error)
+    assert problem is not None
+    assert (problem.status, problem.slug) == (503, "unavailable")
+    assert problem.headers == {"Retry-After": "1"}
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "why"),
+    [("23502", "NOT NULL: a bug"), ("23514", "CHECK: a bug"), ("42P01", "no such table")],
+)
+def test_other_database_errors_are_not_translated(sqlstate: str, why: str) -> None:
+    assert from_database_error(postgres_error(sqlstate, why)) is None
+
+
+def test_a_sqlite_unique_violation_is_a_conflict_naming_the_column(tmp_path: Path) -> None:
+    problem = from_database_error(sqlite_error(tmp_path, "unique"))
+    assert problem is not None
+    assert (problem.status, problem.slug) == (409, "conflict")
+    assert problem.extensions["constraint"] == "products.sku"
+
+
+def test_a_locked_sqlite_database_is_503_with_retry_after(tmp_path: Path) -> None:
+    error = sqlite_error(tmp_path, "busy")
+    assert isinstance(error, sa_exc.OperationalError)
+    assert "database is locked" in str(error)
+    problem = from_database_error(error)
+    assert problem is not None
+    assert (problem.status, problem.headers) == (503, {"Retry-After": "1"})
+
+
+async def test_the_app_answers_a_database_conflict_with_problem_json_not_a_500() -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/products")
+    async def clash() -> None:
+        raise postgres_error("23505", "duplicate key", "products_sku_key")
+
+    @app.post("/broken")
+    async def broken() -> None:
+        raise postgres_error("42P01", 'relation "products" does not exist')
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+        conflict = await http.post("/products")
+        unexpected = await http.post("/broken")
+    assert conflict.status_code == 409
+    assert conflict.headers["content-type"] == MEDIA_TYPE
+    assert conflict.json()["type"] == "urn:dealflow:problem:conflict"
+    assert conflict.json()["constraint"] == "products_sku_key"
+    assert unexpected.status_code == 500
+    assert unexpected.json()["type"] == "urn:dealflow:problem:internal"

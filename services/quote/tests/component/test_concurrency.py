@@ -1,0 +1,175 @@
+"""Requests that meet in the database, on each backend: a clash between two of them is a
+409 or a 412, a database too busy to answer in time a 503; never a 500, a lost update,
+or a request left waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text, update
+
+from dealflow_quote.adapters.tables import products
+
+PROBLEM = "application/problem+json"
+ADMIN = {"user": "root", "roles": ("admin",), "teams": ()}
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    return dict(response.json())
+
+
+def product_body(**overrides: Any) -> dict[str, Any]:
+    return {
+        "sku": f"C-{uuid.uuid4().hex[:8]}",
+        "name": "Thing",
+        "list_price": {"amount": "10", "currency": "USD"},
+        **overrides,
+    }
+
+
+async def new_product(service: Any) -> dict[str, Any]:
+    response = await service.call("POST", "/products", product_body(), **ADMIN)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def renamed(product: dict[str, Any], name: str) -> Any:
+    """An uncommitted change of the product's row (it holds the row's lock until it ends)."""
+    return update(products).where(products.c.id == uuid.UUID(product["id"])).values(name=name)
+
+
+@contextlib.asynccontextmanager
+async def writes_held(service: Any, backend: str, waiting: int) -> AsyncIterator[None]:
+    """Make product writes wait while the block runs, then let them go together.
+
+    Reads go on meanwhile, so requests started in the block all read what is stored and
+    then queue to write: they meet exactly as two clients clicking at once would.
+    """
+    async with service.engine.connect() as holder:
+        await holder.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
+        if backend == "postgresql":
+            # SHARE mode lets SELECT through and makes INSERT and UPDATE wait.
+            await holder.execute(text("LOCK TABLE products IN SHARE MODE"))
+        yield
+        if backend == "postgresql":
+            await until_waiting(holder, waiting)
+        else:
+            await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
+        await holder.rollback()
+
+
+async def until_waiting(connection: Any, waiting: int) -> None:
+    waiters = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = :table")
+    table = await connection.scalar(text("SELECT 'products'::regclass::oid"))
+    for _ in range(200):
+        if await connection.scalar(waiters, {"table": table}) >= waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{waiting} writers never queued for the products table")
+
+
+async def test_two_catalog_updates_against_the_same_version_apply_once(service, backend) -> None:
+    product = await new_product(service)
+    path = f"/products/{product['id']}"
+    async with writes_held(service, backend, waiting=2):
+        both = asyncio.gather(
+            *(
+                service.call("PATCH", path, {"name": name}, headers={"If-Match": '"1"'}, **ADMIN)
+                for name in ("First", "Second")
+            )
+        )
+    responses = await both
+    assert sorted(r.status_code for r in responses) == [200, 412]
+    (applied,) = [r for r in responses if r.status_code == 200]
+    (refused,) = [r for r in responses if r.status_code == 412]
+    assert assert_problem(refused, 412)["current_version"] == 2
+    stored = (await service.call("GET", path)).json()
+    assert (stored["name"], stored["version"]) == (applied.json()["name"], 2)
+
+
+async def test_a_sku_taken_by_a_concurrent_request_is_a_conflict_not_an_error(
+    service, backend
+) -> None:
+    body = product_body()
+    # Both check the SKU before either has stored it: on PostgreSQL the unique index is
+    # what refuses the second (SQLite runs one writer at a time, so its check does).
+    async with writes_held(service, backend, waiting=2):
+        both = asyncio.gather(*(service.call("POST", "/products", body, **ADMIN) for _ in range(2)))
+    responses = await both
+    assert sorted(r.status_code for r in responses) == [201, 409]
+    problem = assert_problem(next(r for r in responses if r.status_code == 409), 409)
+    assert problem["type"] == "urn:dealflow:problem:conflict"
+    assert "sku" in problem["detail"].lower(), problem
+    listed = (await service.call("GET", "/products")).json()
+    assert [p["sku"] for p in listed].count(body["sku"]) == 1
+
+
+async def test_a_read_is_answered_while_another_transaction_writes(service) -> None:
+    product = await new_product(service)
+    async with service.engine.connect() as writer:
+        await writer.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
+        await writer.execute(renamed(product, "Not yet committed"))
+        # Well inside the busy timeout (5 s): a read that waited for the writer fails here.
+        read = await asyncio.wait_for(service.call("GET", f"/products/{product['id']}"), timeout=2)
+        await writer.rollback()
+    assert read.status_code == 200, read.text
+    assert read.json()["name"] == product["name"]
+
+
+async def test_a_change_held_up_by_another_transaction_is_refused_not_left_waiting(
+    start_service, backend
+) -> None:
+    async with start_service(
+        database_lock_timeout_ms=300, database_sqlite_busy_timeout_ms=300
+    ) as quick:
+        product = await new_product(quick)
+        async with quick.engine.connect() as holder:
+            await holder.begin()
+            await holder.execute(renamed(product, "Held"))
+            started = time.monotonic()
+            response = await quick.call(
+                "PATCH",
+                f"/products/{product['id']}",
+                {"name": "Waiting"},
+                headers={"If-Match": '"1"'},
+                **ADMIN,
+            )
+            waited = time.monotonic() - started
+            await holder.rollback()
+        assert waited < 3
+        if backend == "postgresql":
+            # The row lock was not granted within lock_timeout: a clash, retry later.
+            assert assert_problem(response, 409)["type"] == "urn:dealflow:problem:conflict"
+        else:
+            # SQLite's one writer kept the file past the busy timeout.
+            assert_problem(response, 503)
+            assert response.headers["retry-after"] == "1"
+        after = (await quick.call("GET", f"/products/{product['id']}")).json()
+        assert (after["name"], after["version"]) == (product["name"], 1)
+
+
+# PostgreSQL only: SQLite has no statement timeout (its writers wait on the busy timeout,
+# tested just above).
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_statement_past_the_statement_timeout_answers_503(start_service) -> None:
+    async with start_service(database_statement_timeout_ms=300, database_lock_timeout_ms=0) as slow:
+        product = await new_product(slow)
+        async with slow.engine.connect() as holder:
+            await holder.begin()
+            await holder.execute(text("LOCK TABLE products IN ACCESS EXCLUSIVE MODE"))
+            started = time.monotonic()
+            response = await slow.call("GET", f"/products/{product['id']}")
+            waited = time.monotonic() - started
+            await holder.rollback()
+    assert waited < 3
+    problem = assert_problem(response, 503)
+    assert problem["type"] == "urn:dealflow:problem:unavailable"
+    assert response.headers["retry-after"] == "1"
