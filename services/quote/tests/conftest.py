@@ -13,7 +13,7 @@ import pytest
 
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.quote import QuoteStatus
-from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.model import AcceptanceRequest, Quote
 from dealflow_quote.domain.pricing import QuoteLine
 
 CREATED = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -49,8 +49,14 @@ def build_quote(
     valid_until: datetime = VALID_UNTIL,
     currency: str = "USD",
     version: int = 3,
+    acceptance: AcceptanceRequest | None = None,
 ) -> Quote:
-    """A quote as loaded from the repository: in `status`, no pending events or bump."""
+    """A quote as loaded from the repository: in `status`, no pending events or bump.
+
+    One awaiting the opportunity's answer was accepted at CREATED, answer due 2 minutes
+    later, so past due at the tests' `now` unless `acceptance` says otherwise."""
+    if acceptance is None and status == QuoteStatus.ACCEPT_PENDING:
+        acceptance = AcceptanceRequest("customer", CREATED, "api", CREATED + timedelta(minutes=2))
     return Quote(
         id=uuid.uuid4(),
         opportunity_id=uuid.uuid4(),
@@ -69,6 +75,7 @@ def build_quote(
         else None,
         approved_by="mia" if status == QuoteStatus.APPROVED else None,
         accepted_at=CREATED if status == QuoteStatus.ACCEPTED else None,
+        acceptance=acceptance,
     )
 
 

@@ -2,8 +2,10 @@
 
 Tokens are JWTs with `sub`, `roles`, `teams`, `exp` and audience `dealflow`, verified
 either with the shared HS256 secret (development, tests) or with the keys published
-at a JWKS URL (an enterprise identity provider). There is no bypass: a request to a
-business endpoint without a valid token is answered 401.
+at a JWKS URL (an enterprise identity provider). With a JWKS URL only the identity
+provider's tokens are accepted, unless HS256 is explicitly allowed as well: otherwise
+anyone holding the shared secret could mint tokens beside it. There is no bypass: a
+request to a business endpoint without a valid token is answered 401.
 """
 
 from __future__ import annotations
@@ -63,10 +65,16 @@ class TokenVerifier:
         jwks_url: str | None,
         audience: str,
         issuer: str | None = None,
+        allow_hs256: bool = False,
     ) -> None:
+        """Without `jwks_url`, HS256 tokens signed with `secret`; with it, the identity
+        provider's tokens, and HS256 ones as well only when `allow_hs256`."""
         if secret is None and not jwks_url:
             raise ValueError("a token verifier needs a secret or a JWKS URL")
-        self._secret = secret.get_secret_value() if secret else None
+        if jwks_url and allow_hs256 and secret is None:
+            raise ValueError("allowing HS256 beside a JWKS URL needs the HS256 secret")
+        hs256 = secret is not None and (not jwks_url or allow_hs256)
+        self._secret = secret.get_secret_value() if secret and hs256 else None
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
         self._audience = audience
         self._issuer = issuer
@@ -88,7 +96,9 @@ class TokenVerifier:
     async def _verify_signature(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
-            if header.get("alg") == "HS256" and self._secret is not None:
+            if header.get("alg") == "HS256":
+                if self._secret is None:
+                    raise InvalidToken("HS256 tokens are not accepted: use the identity provider's")
                 key: Any = self._secret
                 algorithms = ["HS256"]
             elif self._jwks is not None:

@@ -197,6 +197,7 @@ def build_platform(
             secret=settings.jwt_secret,
             jwks_url=settings.jwt_jwks_url,
             audience=settings.jwt_audience,
+            allow_hs256=settings.jwt_allow_hs256,
             issuer=settings.jwt_issuer,
         ),
         scheduler=AsyncIOScheduler(timezone=UTC),

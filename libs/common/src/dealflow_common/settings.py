@@ -110,6 +110,12 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("DEALFLOW_JWT_JWKS_URL"),
         description="JWKS of an enterprise identity provider (RS256/ES256 tokens).",
     )
+    jwt_allow_hs256: bool = Field(
+        default=False,
+        description="With DEALFLOW_JWT_JWKS_URL set, accept HS256 tokens signed with "
+        "DEALFLOW_JWT_SECRET as well (off: only the identity provider's tokens). Without "
+        "a JWKS URL, HS256 is the only mode and this is not read.",
+    )
     jwt_audience: str = "dealflow"
     jwt_issuer: str | None = None
 
@@ -155,6 +161,8 @@ class ServiceSettings(BaseSettings):
                 "set DEALFLOW_JWT_SECRET (HS256) or DEALFLOW_JWT_JWKS_URL: "
                 "every business endpoint needs a way to verify bearer tokens"
             )
+        if self.jwt_jwks_url and self.jwt_allow_hs256 and self.jwt_secret is None:
+            raise ValueError("DEALFLOW_JWT_ALLOW_HS256 needs DEALFLOW_JWT_SECRET")
         if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
             # RFC 7518 section 3.2: an HS256 key shorter than the hash is guessable.
             raise ValueError("DEALFLOW_JWT_SECRET must be at least 32 characters")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.order import OrderCreated
@@ -12,7 +12,12 @@ from dealflow_common.contracts.quote import QuoteAcceptanceRequested
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-def acceptance(opportunity_id: str, quote_id: uuid.UUID) -> QuoteAcceptanceRequested:
+def acceptance(
+    opportunity_id: str,
+    quote_id: uuid.UUID,
+    attempt: int = 1,
+    answer_by: datetime | None = None,
+) -> QuoteAcceptanceRequested:
     return QuoteAcceptanceRequested(
         opportunity_id=uuid.UUID(opportunity_id),
         quote_id=quote_id,
@@ -20,6 +25,8 @@ def acceptance(opportunity_id: str, quote_id: uuid.UUID) -> QuoteAcceptanceReque
         requested_by="alice",
         requested_at=NOW,
         via="api",
+        attempt=attempt,
+        answer_by=answer_by,
     )
 
 
@@ -104,3 +111,34 @@ async def test_the_win_tells_the_accepted_quotes_total(api) -> None:
     won = (await api.envelopes_of(deal["id"]))[-1]
     assert won["data"]["quote_total"] == {"amount": "100.00", "currency": "USD"}
     assert won["data"]["value"] == {"amount": "50000.00", "currency": "USD"}
+
+
+async def test_the_winning_quote_asking_again_is_answered_won_again(api) -> None:
+    deal = await api.open()
+    quote = uuid.uuid4()
+    await api.consume(acceptance(deal["id"], quote))
+    before = (await api.call("GET", f"/opportunities/{deal['id']}")).json()
+
+    # The quote service heard no answer (say, its copy of opportunity.won was lost).
+    await api.consume(acceptance(deal["id"], quote, attempt=2))
+
+    after = (await api.call("GET", f"/opportunities/{deal['id']}")).json()
+    assert after == before
+    first, again = [e for e in await api.envelopes_of(deal["id"]) if e["type"] == "opportunity.won"]
+    assert again["data"]["won_quote_id"] == str(quote)
+    assert (first["data"]["repeated"], again["data"]["repeated"]) == (False, True)
+    assert again["data"]["won_at"] == first["data"]["won_at"]
+
+
+async def test_a_request_read_after_its_answer_by_is_left_unanswered(api) -> None:
+    deal = await api.open()
+    before = await api.events_of(deal["id"])
+    late = api.clock.now - timedelta(seconds=1)
+
+    await api.consume(acceptance(deal["id"], uuid.uuid4(), answer_by=late))
+
+    assert await api.events_of(deal["id"]) == before
+    assert (await api.call("GET", f"/opportunities/{deal['id']}")).json()["stage"] == "lead"
+    in_time = api.clock.now + timedelta(minutes=2)
+    await api.consume(acceptance(deal["id"], uuid.uuid4(), answer_by=in_time))
+    assert (await api.call("GET", f"/opportunities/{deal['id']}")).json()["stage"] == "closed_won"

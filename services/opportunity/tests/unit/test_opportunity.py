@@ -205,13 +205,52 @@ def test_the_first_accepted_quote_wins_and_a_second_is_refused(
     first, second = uuid.uuid4(), uuid.uuid4()
     assert deal.accept_quote(first, "system:quote", NOW) is True
     assert deal.accept_quote(second, "system:quote", NOW) is False
-    assert deal.accept_quote(first, "system:quote", NOW) is True  # a redelivery
     assert deal.won_quote_id == first
     assert [e.event_type for e in deal.events] == [
         "opportunity.stage_changed",
         "opportunity.won",
         "opportunity.acceptance_refused",
     ]
+
+
+def test_the_winning_quote_asking_again_is_answered_won_again_changing_nothing(
+    opportunity_at: OpportunityAt,
+) -> None:
+    deal = opportunity_at(Stage.PROPOSAL)
+    winner = uuid.uuid4()
+    deal.accept_quote(winner, "system:quote", NOW)
+    version, first_won, history = deal.version, deal.events[-1], list(deal.new_history)
+    deal.events.clear()
+
+    later = NOW + timedelta(minutes=3)
+    assert deal.accept_quote(winner, "system:quote", later, answer_by=NOW) is True
+
+    assert (deal.stage, deal.won_quote_id, deal.version) == (Stage.CLOSED_WON, winner, version)
+    (again,) = deal.events
+    assert again.event_type == "opportunity.won"
+    assert again.repeated is True  # type: ignore[attr-defined]
+    assert again.won_at == first_won.won_at == NOW  # type: ignore[attr-defined]
+    assert deal.new_history == history  # no second stage move
+
+
+def test_a_request_read_after_its_answer_by_is_neither_won_nor_refused(
+    opportunity_at: OpportunityAt,
+) -> None:
+    deal = opportunity_at(Stage.PROPOSAL)
+    version = deal.version
+
+    assert (
+        deal.accept_quote(uuid.uuid4(), "system:quote", NOW, answer_by=NOW - timedelta(seconds=1))
+        is False
+    )
+
+    assert (deal.stage, deal.won_quote_id, deal.version, deal.events) == (
+        Stage.PROPOSAL,
+        None,
+        version,
+        [],
+    )
+    assert deal.accept_quote(uuid.uuid4(), "system:quote", NOW, answer_by=NOW) is True
 
 
 def test_the_order_is_recorded_once(opportunity_at: OpportunityAt) -> None:

@@ -1,7 +1,7 @@
 """Composition root of the quote service.
 
 The only place that reads settings and builds the engine, the broker, the consumer of
-opportunity events, the expiry schedule and the app.
+opportunity events, the expiry and acceptance deadline schedules and the app.
 """
 
 from __future__ import annotations
@@ -21,12 +21,17 @@ from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_quote.adapters.buy_now import BuyNowLinks
-from dealflow_quote.api.routes import buy_now_routes, catalog_routes, quote_routes
+from dealflow_quote.api.routes import buy_now_routes, catalog_routes, quote_routes, saga_routes
 from dealflow_quote.application import saga
 from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.queries import QuoteReader
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
-from dealflow_quote.application.use_cases import QuotePolicy, expire_due_quotes
+from dealflow_quote.application.use_cases import (
+    QuotePolicy,
+    chase_unanswered_acceptances,
+    expire_due_quotes,
+)
+from dealflow_quote.domain.model import AcceptanceDeadline
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"
@@ -48,7 +53,21 @@ class QuoteSettings(ServiceSettings):
     )
     quote_validity_days: int = Field(default=30, ge=1, le=365)
     expiry_interval_seconds: float = Field(
-        default=30.0, gt=0, description="How often due quotes are expired"
+        default=30.0,
+        gt=0,
+        description="How often due quotes are expired and unanswered acceptances chased",
+    )
+    acceptance_deadline_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a quote awaits the opportunity's answer to an acceptance "
+        "before asking again (the opportunity ignores a request read later)",
+    )
+    acceptance_asks_again: int = Field(
+        default=2,
+        ge=0,
+        description="How many times an unanswered acceptance is asked again before the "
+        "quote stops waiting and is presented again (quote.acceptance_rejected)",
     )
     buy_now_secret: SecretStr = Field(
         description="Signs buy-now links; no default, at least 32 characters"
@@ -88,10 +107,15 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
     def unit_of_work() -> QuoteUnitOfWork:
         return QuoteUnitOfWork(platform.engine, platform.outbox, platform.clock)
 
+    deadline = AcceptanceDeadline(
+        answer_within=timedelta(seconds=settings.acceptance_deadline_seconds),
+        asks_again=settings.acceptance_asks_again,
+    )
     policy = QuotePolicy(
         approval_threshold_percent=settings.approval_threshold_percent,
         default_validity=timedelta(days=settings.quote_validity_days),
         opportunity_wait=settings.opportunity_wait_ms / 1000,
+        acceptance_deadline=deadline,
     )
     links = BuyNowLinks(
         settings.buy_now_secret,
@@ -117,6 +141,18 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         max_instances=1,
         coalesce=True,
     )
+
+    async def chase_unanswered() -> None:
+        await chase_unanswered_acceptances(unit_of_work, deadline)
+
+    platform.scheduler.add_job(
+        chase_unanswered,
+        "interval",
+        seconds=settings.expiry_interval_seconds,
+        id="chase-unanswered-acceptances",
+        max_instances=1,
+        coalesce=True,
+    )
     reader = QuoteReader(platform.engine)
     return create_app(
         platform,
@@ -125,8 +161,9 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         version=VERSION,
         routers=[
             quote_routes(unit_of_work, reader, policy, arrivals, links, platform.clock),
-            buy_now_routes(unit_of_work, reader, links, platform.clock),
+            buy_now_routes(unit_of_work, reader, links, platform.clock, deadline),
             catalog_routes(unit_of_work, reader),
+            saga_routes(reader, platform.clock, deadline),
         ],
         asyncapi=asyncapi(),
     )

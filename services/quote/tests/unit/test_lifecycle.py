@@ -20,7 +20,7 @@ from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_quote.domain import lifecycle
 from dealflow_quote.domain.errors import QuoteActionNotAllowed
 from dealflow_quote.domain.lifecycle import QuoteAction
-from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.model import AcceptanceDeadline, Quote
 
 QuoteAt = Callable[..., Quote]
 S, A = QuoteStatus, QuoteAction
@@ -38,7 +38,9 @@ CODES = {
 }
 # Rows: the action; columns: the quote's status (codes above); a cell is the status the
 # action leads to. ".": refused with QuoteActionNotAllowed. "-": ignored, the saga's or
-# the expiry job's command reports False / does nothing (a late or repeated message).
+# the scheduled jobs' command reports False / does nothing (a late or repeated message).
+# confirm_acceptance of a presented quote: the opportunity's answer arrived after the
+# quote stopped waiting for it (time_out); the deal is won by it, so it is accepted.
 RULE = """
                      DR  PA  AP  AR  PR  AW  AC  AB  EX
 edit                 DR  .   .   .   .   .   .   .   .
@@ -48,13 +50,15 @@ reject_approval      .   AR  .   .   .   .   .   .   .
 rework               .   .   DR  DR  .   .   .   .   .
 present              PR  .   PR  .   .   .   .   .   .
 accept               .   .   .   .   AW  .   .   .   .
-confirm_acceptance   .   .   .   .   .   AC  -   .   .
+confirm_acceptance   .   .   .   .   AC  AC  -   .   .
 refuse_acceptance    -   -   -   -   -   PR  -   -   -
+ask_again            -   -   -   -   -   AW  -   -   -
+time_out             -   -   -   -   -   PR  -   -   -
 abandon              AB  AB  AB  AB  AB  .   .   .   .
 expire               -   -   -   -   EX  -   -   -   -
 """
-SYSTEM = {A.CONFIRM_ACCEPTANCE, A.REFUSE_ACCEPTANCE, A.EXPIRE}
-"""Done by the saga or the expiry job, never offered to a person."""
+SYSTEM = {A.CONFIRM_ACCEPTANCE, A.REFUSE_ACCEPTANCE, A.ASK_AGAIN, A.TIME_OUT, A.EXPIRE}
+"""Done by the saga or the scheduled jobs, never offered to a person."""
 
 EVENTS = {
     A.EDIT: ["quote.updated"],
@@ -66,6 +70,8 @@ EVENTS = {
     A.ACCEPT: ["quote.acceptance_requested"],
     A.CONFIRM_ACCEPTANCE: ["quote.accepted"],
     A.REFUSE_ACCEPTANCE: ["quote.acceptance_rejected"],
+    A.ASK_AGAIN: ["quote.acceptance_requested"],
+    A.TIME_OUT: ["quote.acceptance_rejected"],
     A.ABANDON: ["quote.abandoned"],
     A.EXPIRE: ["quote.expired"],
 }
@@ -87,6 +93,8 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 THRESHOLD = Decimal(10)
 PAST = NOW - timedelta(days=1)
 FUTURE = NOW + timedelta(days=30)
+ASKS_AGAIN = AcceptanceDeadline(timedelta(minutes=2), asks_again=2)
+NO_MORE_ASKING = AcceptanceDeadline(timedelta(minutes=2), asks_again=0)
 
 # What makes each action's own preconditions hold, whatever the status.
 SETUP: dict[QuoteAction, dict[str, Any]] = {
@@ -102,9 +110,11 @@ COMMANDS: dict[QuoteAction, Callable[[Quote], object]] = {
     A.REJECT_APPROVAL: lambda q: q.reject_approval("too generous", "mia", NOW),
     A.REWORK: lambda q: q.rework("alice", NOW),
     A.PRESENT: lambda q: q.present(THRESHOLD, "alice", NOW),
-    A.ACCEPT: lambda q: q.request_acceptance("customer", NOW, via="api"),
+    A.ACCEPT: lambda q: q.request_acceptance("customer", NOW, "api", ASKS_AGAIN),
     A.CONFIRM_ACCEPTANCE: lambda q: q.confirm_acceptance(NOW),
     A.REFUSE_ACCEPTANCE: lambda q: q.refuse_acceptance("won by another quote", NOW),
+    A.ASK_AGAIN: lambda q: q.chase_acceptance(ASKS_AGAIN, NOW),
+    A.TIME_OUT: lambda q: q.chase_acceptance(NO_MORE_ASKING, NOW),
     A.ABANDON: lambda q: q.abandon("customer went silent", "alice", NOW),
     A.EXPIRE: lambda q: q.expire(NOW),
 }
@@ -119,7 +129,7 @@ def _id(value: object) -> str:
 
 
 def test_the_rule_covers_every_status_and_action() -> None:
-    assert len(MATRIX) == len(QuoteStatus) * len(QuoteAction) == 99
+    assert len(MATRIX) == len(QuoteStatus) * len(QuoteAction) == 117
     assert set(COMMANDS) == set(EVENTS) == set(QuoteAction)
 
 
@@ -185,4 +195,4 @@ def test_diagram_has_one_arrow_per_status_changing_transition() -> None:
         if mark not in (".", "-") and CODES[mark] != status
     )
     assert sorted(diagram[2:]) == expected
-    assert len(expected) == 16  # every allowed cell but edit, which stays in draft
+    assert len(expected) == 18  # every allowed cell but edit and ask_again (no move)

@@ -19,7 +19,8 @@ from dealflow_quote.domain.errors import (
     QuoteActionNotAllowed,
     ValidUntilInPast,
 )
-from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.lifecycle import QuoteAction
+from dealflow_quote.domain.model import AcceptanceDeadline, AcceptanceRequest, Quote
 from dealflow_quote.domain.pricing import QuoteLine
 
 LineOf = Callable[..., QuoteLine]
@@ -29,6 +30,7 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=30)
 THRESHOLD = Decimal(10)
 OPPORTUNITY = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
+DEADLINE = AcceptanceDeadline(timedelta(minutes=2), asks_again=2)
 
 
 def _types(quote: Quote) -> list[str]:
@@ -216,12 +218,17 @@ def test_a_quote_past_its_validity_cannot_be_presented(
 
 def test_accepting_a_presented_quote_asks_the_opportunity(quote_at: QuoteAt) -> None:
     quote = quote_at(QuoteStatus.PRESENTED)
-    assert quote.request_acceptance("customer", NOW, via="buy_now_link") is True
+    assert quote.request_acceptance("customer", NOW, "buy_now_link", DEADLINE) is True
     assert quote.status == QuoteStatus.ACCEPT_PENDING
     assert _types(quote) == ["quote.acceptance_requested"]
     requested = quote.events[0]
     assert requested.via == "buy_now_link"  # type: ignore[attr-defined]
     assert requested.total == quote.total  # type: ignore[attr-defined]
+    assert requested.attempt == 1  # type: ignore[attr-defined]
+    assert requested.answer_by == NOW + timedelta(minutes=2)  # type: ignore[attr-defined]
+    assert quote.acceptance == AcceptanceRequest(
+        "customer", NOW, "buy_now_link", NOW + timedelta(minutes=2), asked_again=0
+    )
 
 
 @pytest.mark.parametrize("overdue", [timedelta(0), timedelta(days=3)], ids=["at-expiry", "after"])
@@ -230,7 +237,7 @@ def test_accepting_a_quote_past_its_validity_expires_it_instead(
 ) -> None:
     quote = quote_at(QuoteStatus.PRESENTED, valid_until=NOW - overdue)
 
-    assert quote.request_acceptance("customer", NOW, via="api") is False
+    assert quote.request_acceptance("customer", NOW, "api", DEADLINE) is False
 
     assert quote.status == QuoteStatus.EXPIRED
     assert quote.version == 4
@@ -298,6 +305,96 @@ def test_a_refused_acceptance_returns_the_quote_to_presented(quote_at: QuoteAt) 
     assert (quote.status, quote.status_reason) == (QuoteStatus.PRESENTED, "won by another quote")
     assert _types(quote) == ["quote.acceptance_rejected"]
     assert quote.events[0].reason == "won by another quote"  # type: ignore[attr-defined]
+
+
+# --- an acceptance the opportunity does not answer ------------------------------------
+
+
+def _waiting(quote_at: QuoteAt) -> Quote:
+    quote = quote_at(QuoteStatus.PRESENTED)
+    quote.request_acceptance("customer", NOW, "api", DEADLINE)
+    quote.events.clear()
+    return quote
+
+
+def test_an_answer_not_yet_due_is_waited_for(quote_at: QuoteAt) -> None:
+    quote = _waiting(quote_at)
+    version = quote.version
+
+    assert (
+        quote.chase_acceptance(DEADLINE, NOW + timedelta(minutes=2) - timedelta(seconds=1)) is False
+    )
+
+    assert (quote.status, quote.version, quote.events) == (QuoteStatus.ACCEPT_PENDING, version, [])
+
+
+def test_an_overdue_answer_is_asked_for_again_the_same_request_with_a_new_due_time(
+    quote_at: QuoteAt,
+) -> None:
+    quote = _waiting(quote_at)
+    first_due = NOW + timedelta(minutes=2)
+
+    assert quote.chase_acceptance(DEADLINE, first_due) is True
+
+    assert quote.status == QuoteStatus.ACCEPT_PENDING
+    assert _types(quote) == ["quote.acceptance_requested"]
+    again = quote.events[0]
+    assert (again.attempt, again.answer_by) == (2, first_due + timedelta(minutes=2))  # type: ignore[attr-defined]
+    assert (again.requested_by, again.requested_at, again.via) == ("customer", NOW, "api")  # type: ignore[attr-defined]
+    assert quote.acceptance is not None
+    assert (quote.acceptance.asked_again, quote.acceptance.requested_at) == (1, NOW)
+
+
+def test_after_the_last_attempt_the_quote_stops_waiting_and_is_presented_again(
+    quote_at: QuoteAt,
+) -> None:
+    quote = _waiting(quote_at)
+    moment = NOW
+    for _ in range(DEADLINE.asks_again):
+        moment += DEADLINE.answer_within
+        assert quote.chase_acceptance(DEADLINE, moment) is True
+    assert quote.status == QuoteStatus.ACCEPT_PENDING
+    quote.events.clear()
+
+    assert quote.chase_acceptance(DEADLINE, moment + timedelta(seconds=30)) is False
+    assert quote.chase_acceptance(DEADLINE, moment + DEADLINE.answer_within) is True
+
+    assert quote.status == QuoteStatus.PRESENTED
+    assert _types(quote) == ["quote.acceptance_rejected"]
+    reason = quote.events[0].reason  # type: ignore[attr-defined]
+    assert reason == quote.status_reason
+    assert reason.startswith("no answer from the opportunity service within 360 s (asked 3 times)")
+    assert QuoteAction.ACCEPT in quote.allowed_actions(THRESHOLD)  # the customer may try again
+    assert quote.chase_acceptance(DEADLINE, moment + timedelta(hours=1)) is False
+
+
+def test_with_no_asking_again_the_first_overdue_answer_ends_the_wait(quote_at: QuoteAt) -> None:
+    quote = _waiting(quote_at)
+    assert quote.chase_acceptance(
+        AcceptanceDeadline(timedelta(minutes=2), 0), NOW + timedelta(minutes=2)
+    )
+    assert _types(quote) == ["quote.acceptance_rejected"]
+
+
+def test_a_win_reported_after_the_quote_stopped_waiting_still_accepts_it(
+    quote_at: QuoteAt,
+) -> None:
+    quote = _waiting(quote_at)
+    quote.chase_acceptance(AcceptanceDeadline(timedelta(minutes=2), 0), NOW + timedelta(minutes=2))
+    quote.events.clear()
+
+    quote.confirm_acceptance(NOW + timedelta(minutes=3))
+
+    assert (quote.status, _types(quote)) == (QuoteStatus.ACCEPTED, ["quote.accepted"])
+
+
+@pytest.mark.parametrize(
+    "status", [QuoteStatus.PRESENTED, QuoteStatus.ACCEPTED, QuoteStatus.ABANDONED], ids=str
+)
+def test_only_a_quote_awaiting_an_answer_is_chased(quote_at: QuoteAt, status: QuoteStatus) -> None:
+    quote = quote_at(status)
+    assert quote.chase_acceptance(DEADLINE, NOW + timedelta(days=1)) is False
+    assert (quote.status, quote.version, quote.events) == (status, 3, [])
 
 
 def test_abandoning_records_the_previous_status(quote_at: QuoteAt) -> None:

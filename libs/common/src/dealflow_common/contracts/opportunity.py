@@ -172,6 +172,11 @@ class OpportunityWon(EventPayload):
     won_by: str
     won_at: datetime
     version: int
+    repeated: bool = Field(
+        default=False,
+        description="An answer to an acceptance request asked again by the quote that had "
+        "already won: the deal was won once, at `won_at`; count it once",
+    )
 
 
 class OpportunityLost(EventPayload):

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.money import Money
@@ -132,15 +132,26 @@ class QuotePresented(_QuoteEvent):
 
 
 class QuoteAcceptanceRequested(_QuoteEvent):
-    """The customer accepts: the opportunity service decides whether the deal is won."""
+    """The customer accepts: the opportunity service decides whether the deal is won.
+
+    Without an answer by `answer_by` the quote service asks again (the same request,
+    a higher `attempt`), and after its last attempt stops waiting: the quote goes back
+    to presented (`quote.acceptance_rejected`). A request read after its `answer_by`
+    is therefore neither won nor refused; the quote that already won is answered
+    `opportunity.won` again.
+    """
 
     event_type = "quote.acceptance_requested"
     topic = QUOTE_EVENTS
 
     total: Money
     requested_by: str
-    requested_at: datetime
+    requested_at: datetime = Field(description="When the customer accepted (every attempt)")
     via: Literal["api", "buy_now_link"]
+    attempt: int = Field(default=1, ge=1, description="1, then 2, 3, … when asked again")
+    answer_by: datetime | None = Field(
+        default=None, description="The quote service waits for an answer until then"
+    )
 
 
 class QuoteAccepted(_QuoteEvent):

@@ -26,7 +26,8 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ async def _run(data_dir: Path, services: Mapping[str, Any], secrets: Mapping[str
         _print_banner(
             processes, bootstrap, broker is not None, data_dir, secrets["DEALFLOW_JWT_SECRET"]
         )
-        supervisors = [asyncio.create_task(_supervise(p, stopping)) for p in processes]
+        supervisors = [asyncio.create_task(supervise(p, stopping)) for p in processes]
         await stopping.wait()
         print("\nstopping…", flush=True)
         for task in supervisors:
@@ -163,18 +164,53 @@ async def _run(data_dir: Path, services: Mapping[str, Any], secrets: Mapping[str
     return 0
 
 
-async def _supervise(process: ServiceProcess, stopping: asyncio.Event) -> None:
-    """Restart a service that exits on its own, backing off if it keeps failing."""
-    delay = 1.0
+@dataclass
+class RestartBackoff:
+    """How long to wait before restarting a service that exited on its own.
+
+    The wait doubles from `first` up to `longest` while the service keeps failing, and
+    starts from `first` again once a run lasted `healthy_after` seconds: a service that
+    crashes now and then is not in a crash loop, and is back at once.
+    """
+
+    first: float = 1.0
+    longest: float = 30.0
+    healthy_after: float = 60.0
+    _next: float = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._next = self.first
+
+    def after_run(self, ran_for: float) -> float:
+        """The wait before the next start, for a run that lasted `ran_for` seconds."""
+        if ran_for >= self.healthy_after:
+            self._next = self.first
+        delay = self._next
+        self._next = min(delay * 2, self.longest)
+        return delay
+
+
+async def supervise(
+    process: ServiceProcess,
+    stopping: asyncio.Event,
+    backoff: RestartBackoff | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """Restart a service that exits on its own, backing off while it keeps failing."""
+    backoff = backoff or RestartBackoff()
+    started = clock()
     while not stopping.is_set():
         assert process.process is not None
         code = await process.process.wait()
         if stopping.is_set():
             return
+        delay = backoff.after_run(clock() - started)
         print(f"{process.name} exited with {code}; restarting in {delay:.0f}s", flush=True)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        await sleep(delay)
         await process.start()
+        started = clock()
 
 
 def _print_banner(

@@ -4,7 +4,9 @@ The opportunity is the authority on whether a deal is won: on
 `quote.acceptance_requested` an open opportunity without an accepted quote is won by
 that quote (`opportunity.won`); any other answers `opportunity.acceptance_refused`.
 Requests for one deal arrive in order (same key, same partition), so of two concurrent
-acceptances the first wins and the second is refused. `order.created` records the
+acceptances the first wins and the second is refused. A request asked again by the
+quote service is answered again; one read after its `answer_by` is not answered at
+all (the quote service no longer waits for it). `order.created` records the
 order made from the winning quote.
 """
 
@@ -24,7 +26,11 @@ async def quote_acceptance_requested(uow: OpportunityUnitOfWork, event: Incoming
     request: QuoteAcceptanceRequested = event.payload
     opportunity = await uow.opportunities.get(request.opportunity_id)
     opportunity.accept_quote(
-        request.quote_id, f"{SYSTEM}:{request.requested_by}", uow.clock(), request.total
+        request.quote_id,
+        f"{SYSTEM}:{request.requested_by}",
+        uow.clock(),
+        request.total,
+        request.answer_by,
     )
     await uow.opportunities.save(opportunity)
     uow.collect(opportunity)

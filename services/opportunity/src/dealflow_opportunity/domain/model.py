@@ -323,14 +323,27 @@ class Opportunity:
         )
 
     def accept_quote(
-        self, quote_id: UUID, by: str, now: datetime, quote_total: Money | None = None
+        self,
+        quote_id: UUID,
+        by: str,
+        now: datetime,
+        quote_total: Money | None = None,
+        answer_by: datetime | None = None,
     ) -> bool:
         """The customer accepted a quote. The opportunity is the authority on the outcome:
         an open deal with no accepted quote is won; otherwise the acceptance is refused,
         which is an expected outcome (an event), not an error. Returns whether it won.
+
+        The quote service asks again when it hears no answer by `answer_by`, and stops
+        waiting after its last attempt. So the quote that already won is answered won
+        again (changing nothing), and a request read after its `answer_by` is left
+        unanswered: a deal is never won by a quote that was told it was not.
         """
         if self.won_quote_id == quote_id:
-            return True  # the same acceptance again: already won by it
+            self._record_win(quote_id, by, self.closed_at or now, quote_total, repeated=True)
+            return True
+        if answer_by is not None and now > answer_by:
+            return False
         if not stages.allows(self.stage, Trigger.ACCEPT_QUOTE, stages.WON):
             reason = (
                 f"won by another quote ({self.won_quote_id})"
@@ -455,7 +468,13 @@ class Opportunity:
         )
 
     def _record_win(
-        self, quote_id: UUID | None, by: str, now: datetime, quote_total: Money | None = None
+        self,
+        quote_id: UUID | None,
+        by: str,
+        now: datetime,
+        quote_total: Money | None = None,
+        *,
+        repeated: bool = False,
     ) -> None:
         self.events.append(
             OpportunityWon(
@@ -466,6 +485,7 @@ class Opportunity:
                 won_by=by,
                 won_at=now,
                 version=self.version,
+                repeated=repeated,
             )
         )
 

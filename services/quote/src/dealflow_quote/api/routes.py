@@ -1,19 +1,31 @@
-"""Quote, catalog and buy-now endpoints: thin adapters from HTTP to the use cases."""
+"""Quote, catalog, buy-now and saga endpoints: thin adapters from HTTP to the use cases."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from dealflow_common.auth import Principal
+from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.quote import QuoteStatus
-from dealflow_common.http.paging import IfMatch, etag, expected_version
-from dealflow_common.http.problems import CHANGES, READS, problem_responses
-from dealflow_common.http.security import Caller
+from dealflow_common.http.paging import (
+    IfMatch,
+    decode_cursor,
+    encode_cursor,
+    etag,
+    expected_version,
+)
+from dealflow_common.http.problems import (
+    CHANGES,
+    READS,
+    Problem,
+    field_errors,
+    problem_responses,
+)
+from dealflow_common.http.security import Caller, requires
 from dealflow_quote.adapters.buy_now import BuyNowLinks
 from dealflow_quote.api.schemas import (
     BundleChanges,
@@ -31,6 +43,8 @@ from dealflow_quote.api.schemas import (
     QuoteResponse,
     ReasonRequest,
     ReviseQuoteRequest,
+    StuckAcceptancePage,
+    StuckAcceptanceResponse,
 )
 from dealflow_quote.application import catalog, use_cases
 from dealflow_quote.application.arrivals import OpportunityArrivals
@@ -41,9 +55,10 @@ from dealflow_quote.domain import access
 from dealflow_quote.domain.catalog import Bundle, BundleItem, Product
 from dealflow_quote.domain.errors import QuoteActionNotAllowed
 from dealflow_quote.domain.lifecycle import QuoteAction
-from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.model import AcceptanceDeadline, Quote
 
 _READ, _WRITE = READS, CHANGES
+Operator = Annotated[Principal, Depends(requires(Role.OPERATOR, Role.ADMIN))]
 
 
 def _lines(quote: Quote) -> list[LineResponse]:
@@ -109,6 +124,7 @@ def quote_routes(
             caller,
             policy,
             arrivals,
+            reader,
             opportunity_id=body.opportunity_id,
             lines=_commands(body.lines),
             currency=body.currency,
@@ -240,7 +256,11 @@ def quote_routes(
         quote_id: UUID, caller: Caller, response: Response, if_match: IfMatch = None
     ) -> QuoteResponse:
         quote = await use_cases.accept_quote(
-            unit_of_work, quote_id, principal=caller, expected_version=expected_version(if_match)
+            unit_of_work,
+            quote_id,
+            principal=caller,
+            deadline=policy.acceptance_deadline,
+            expected_version=expected_version(if_match),
         )
         response.headers["Location"] = f"/quotes/{quote.id}"
         return answer(response, quote)
@@ -269,6 +289,7 @@ def buy_now_routes(
     reader: QuoteReader,
     links: BuyNowLinks,
     clock: Callable[[], datetime],
+    deadline: AcceptanceDeadline,
 ) -> APIRouter:
     """For the customer, who has no user token: the signed link is the credential."""
     router = APIRouter(prefix="/buy-now", tags=["buy-now"])
@@ -289,11 +310,81 @@ def buy_now_routes(
         quote_id, opportunity_id = links.verify(token, clock())
         return _offer(
             await use_cases.accept_quote(
-                unit_of_work, quote_id, principal=None, opportunity_id=opportunity_id
+                unit_of_work,
+                quote_id,
+                principal=None,
+                deadline=deadline,
+                opportunity_id=opportunity_id,
             )
         )
 
     return router
+
+
+def saga_routes(
+    reader: QuoteReader, clock: Callable[[], datetime], deadline: AcceptanceDeadline
+) -> APIRouter:
+    """For operators: quotes the accept-quote saga has kept waiting."""
+    router = APIRouter(prefix="/sagas", tags=["operations"])
+    default_wait = int(deadline.answer_within.total_seconds())
+
+    @router.get(
+        "/stuck",
+        responses=problem_responses(401, 403, 422),
+        summary="Quotes awaiting the opportunity's answer for longer than a threshold "
+        "(operator, admin), longest waiting first",
+    )
+    async def stuck(
+        caller: Operator,
+        waiting_longer_than_seconds: Annotated[
+            int, Query(ge=0, description="Default: the answer deadline")
+        ] = default_wait,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> StuckAcceptancePage:
+        after = _position(cursor) if cursor else None
+        now = clock()
+        since = now - timedelta(seconds=waiting_longer_than_seconds)
+        page = [_stuck(q, now) for q in await reader.awaiting_answer(since, after, limit + 1)]
+        items = page[:limit]
+        next_cursor = None
+        if len(page) > limit:
+            last = items[-1]
+            next_cursor = encode_cursor(
+                {"t": last.waiting_since.isoformat(), "i": str(last.quote_id)}
+            )
+        return StuckAcceptancePage(items=items, next_cursor=next_cursor)
+
+    return router
+
+
+def _position(cursor: str) -> tuple[datetime, UUID]:
+    position = decode_cursor(cursor)
+    try:
+        return datetime.fromisoformat(position["t"]), UUID(position["i"])
+    except (KeyError, ValueError, TypeError):
+        raise Problem(
+            422,
+            "validation",
+            "Invalid request",
+            "cursor: not a cursor this API returned",
+            errors=field_errors("cursor", "not a cursor this API returned"),
+        ) from None
+
+
+def _stuck(quote: Quote, now: datetime) -> StuckAcceptanceResponse:
+    request = quote.acceptance
+    assert request is not None  # the query reads only quotes with an acceptance
+    return StuckAcceptanceResponse(
+        quote_id=quote.id,
+        opportunity_id=quote.opportunity_id,
+        waiting_since=request.requested_at,
+        waiting_seconds=int((now - request.requested_at).total_seconds()),
+        asked_again=request.asked_again,
+        answer_due_at=request.answer_due_at,
+        requested_by=request.requested_by,
+        via=request.via,
+    )
 
 
 def _offer(quote: Quote) -> BuyNowQuoteResponse:

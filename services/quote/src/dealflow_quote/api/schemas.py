@@ -168,6 +168,26 @@ class QuoteResponse(BaseModel):
     version: int
 
 
+class StuckAcceptanceResponse(BaseModel):
+    """A quote whose acceptance awaits the opportunity's answer."""
+
+    quote_id: UUID
+    opportunity_id: UUID
+    waiting_since: datetime = Field(description="When the customer accepted")
+    waiting_seconds: int
+    asked_again: int = Field(description="How many times the opportunity was asked again")
+    answer_due_at: datetime = Field(
+        description="When the quote asks again, or stops waiting after its last attempt"
+    )
+    requested_by: str
+    via: Literal["api", "buy_now_link"]
+
+
+class StuckAcceptancePage(BaseModel):
+    items: list[StuckAcceptanceResponse]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
 class BuyNowLinkResponse(BaseModel):
     url: str
     expires_at: datetime

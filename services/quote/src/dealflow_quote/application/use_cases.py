@@ -15,8 +15,12 @@ from uuid import UUID
 
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.errors import RuleViolated
 from dealflow_quote.application.arrivals import OpportunityArrivals
+from dealflow_quote.application.queries import QuoteReader
+from dealflow_quote.application.saga import SYSTEM
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.domain import access
 from dealflow_quote.domain.access import KnownOpportunity
@@ -29,7 +33,7 @@ from dealflow_quote.domain.errors import (
     QuoteHasExpired,
     QuoteNotFound,
 )
-from dealflow_quote.domain.model import Quote
+from dealflow_quote.domain.model import AcceptanceDeadline, AcceptedVia, Quote
 from dealflow_quote.domain.pricing import QuoteLine
 
 UnitOfWorkFactory = Callable[[], QuoteUnitOfWork]
@@ -41,6 +45,7 @@ class QuotePolicy:
     default_validity: timedelta
     opportunity_wait: float
     """Seconds to wait for a just-created opportunity's events before refusing a quote."""
+    acceptance_deadline: AcceptanceDeadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,7 @@ async def create_quote(
     principal: Principal,
     policy: QuotePolicy,
     arrivals: OpportunityArrivals,
+    reader: QuoteReader,
     *,
     opportunity_id: UUID,
     lines: list[LineRequest],
@@ -70,10 +76,10 @@ async def create_quote(
     draft = (opportunity_id, lines, currency, valid_until)
     quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
     if quote is None:
-        # Usually the opportunity's events are on their way: wait for them, once.
+        # Usually the opportunity's events are on their way: wait for them, once. The
+        # checks only read, so on SQLite they do not take the write lock while waiting.
         async def known() -> bool:
-            async with unit_of_work() as uow:
-                return await uow.opportunities.get(opportunity_id) is not None
+            return await reader.knows_opportunity(opportunity_id)
 
         await arrivals.wait_for(opportunity_id, known, policy.opportunity_wait)
         quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=True)
@@ -204,11 +210,13 @@ async def accept_quote(
     quote_id: UUID,
     *,
     principal: Principal | None,
+    deadline: AcceptanceDeadline,
     expected_version: int | None = None,
     opportunity_id: UUID | None = None,
 ) -> Quote:
     """The customer accepts: by a user for them, or through a buy-now link (no user; the
-    signed link names the quote and its opportunity)."""
+    signed link names the quote and its opportunity). The opportunity's answer is
+    awaited as `deadline` says (`chase_unanswered_acceptances`)."""
     async with unit_of_work() as uow:
         quote = await uow.quotes.get(quote_id)
         if principal is not None:
@@ -223,7 +231,8 @@ async def accept_quote(
         if not deal.is_open:
             raise OpportunityClosed(deal.id, deal.stage.value)
         by = principal.user_id if principal else "customer"
-        accepted = quote.request_acceptance(by, uow.clock(), "api" if principal else "buy_now_link")
+        via: AcceptedVia = "api" if principal else "buy_now_link"
+        accepted = quote.request_acceptance(by, uow.clock(), via, deadline)
         await uow.quotes.save(quote)
         uow.collect(quote)
         await uow.commit()
@@ -272,3 +281,44 @@ async def expire_due_quotes(unit_of_work: UnitOfWorkFactory, batch: int = 200) -
             await uow.commit()
         if len(due) < batch:
             return expired
+
+
+async def chase_unanswered_acceptances(
+    unit_of_work: UnitOfWorkFactory, deadline: AcceptanceDeadline, batch: int = 200
+) -> int:
+    """Ask the opportunity again about every acceptance it has not answered by its due
+    time, and stop waiting after the last attempt; the scheduler calls this. Returns
+    how many quotes it moved.
+
+    As for expiry, due times live in the database and replicas take different quotes
+    (SKIP LOCKED); an answer being applied holds its quote's lock, so the job skips that
+    quote rather than deciding against it. What this service already knows of the deal
+    counts as an answer: a deal won by the quote accepts it; a quote that stops waiting
+    on a deal lost, or won by another quote, is abandoned as a refusal would leave it.
+    """
+    moved = 0
+    while True:
+        async with unit_of_work() as uow:
+            now = uow.clock()
+            due = await uow.quotes.awaiting_answer(now, batch)
+            for quote in due:
+                deal = await uow.opportunities.get(quote.opportunity_id)
+                if deal is not None and deal.won_quote_id == quote.id:
+                    quote.confirm_acceptance(now)
+                elif quote.chase_acceptance(deadline, now) and _lost_to_it(deal, quote):
+                    assert deal is not None
+                    quote.abandon(f"the opportunity is {deal.stage.value}", SYSTEM, now)
+                await uow.quotes.save(quote)
+                uow.collect(quote)
+                moved += 1
+            await uow.commit()
+        if len(due) < batch:
+            return moved
+
+
+def _lost_to_it(deal: KnownOpportunity | None, quote: Quote) -> bool:
+    """The quote stopped waiting on a deal it can no longer win."""
+    if quote.status != QuoteStatus.PRESENTED or deal is None:
+        return False
+    won_by_another = deal.won_quote_id is not None and deal.won_quote_id != quote.id
+    return deal.stage == Stage.CLOSED_LOST or won_by_another

@@ -7,6 +7,12 @@ the opportunity refuses; presented -> expired when valid_until passes; any open 
 but one awaiting the opportunity's answer -> abandoned (DESIGN.md names draft and
 presented; the others are abandoned too, so that no quote stays open after the deal
 is won or lost).
+
+A quote awaiting the opportunity's answer does not wait for ever: without an answer
+in time the opportunity is asked again, and after the last attempt the quote times
+out back to presented. The opportunity answers no request read after that, but an
+answer already on its way when the quote gave up still counts: the opportunity is the
+authority, so a presented quote it reports as the winner is accepted.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ class QuoteAction(StrEnum):
     """The opportunity was won by this quote."""
     REFUSE_ACCEPTANCE = "refuse_acceptance"
     """The opportunity refused: closed, or won by another quote."""
+    ASK_AGAIN = "ask_again"
+    """No answer from the opportunity in time: the same request is sent again."""
+    TIME_OUT = "time_out"
+    """Still no answer after the last attempt: back to presented, the customer is told."""
     ABANDON = "abandon"
     EXPIRE = "expire"
 
@@ -57,10 +67,14 @@ TRANSITIONS: Final[Mapping[QuoteStatus, Mapping[QuoteAction, QuoteStatus]]] = Ma
             A.ACCEPT: S.ACCEPT_PENDING,
             A.EXPIRE: S.EXPIRED,
             A.ABANDON: S.ABANDONED,
+            # The opportunity's answer to a request the quote stopped waiting for.
+            A.CONFIRM_ACCEPTANCE: S.ACCEPTED,
         },
         S.ACCEPT_PENDING: {
             A.CONFIRM_ACCEPTANCE: S.ACCEPTED,
             A.REFUSE_ACCEPTANCE: S.PRESENTED,
+            A.ASK_AGAIN: S.ACCEPT_PENDING,
+            A.TIME_OUT: S.PRESENTED,
         },
         S.ACCEPTED: {},
         S.ABANDONED: {},
@@ -71,8 +85,10 @@ TRANSITIONS: Final[Mapping[QuoteStatus, Mapping[QuoteAction, QuoteStatus]]] = Ma
 OPEN: Final = frozenset(s for s in QuoteStatus if TRANSITIONS[s])
 """Statuses from which something can still happen."""
 
-SYSTEM_ACTIONS: Final = frozenset({A.CONFIRM_ACCEPTANCE, A.REFUSE_ACCEPTANCE, A.EXPIRE})
-"""Done by the saga or the expiry job, never through the API."""
+SYSTEM_ACTIONS: Final = frozenset(
+    {A.CONFIRM_ACCEPTANCE, A.REFUSE_ACCEPTANCE, A.ASK_AGAIN, A.TIME_OUT, A.EXPIRE}
+)
+"""Done by the saga or the scheduled jobs, never through the API."""
 
 
 def allowed_actions(status: QuoteStatus) -> list[QuoteAction]:

@@ -7,8 +7,8 @@ records the events it caused (the contracts of `dealflow.quote.events`).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 from uuid import UUID
@@ -43,6 +43,29 @@ from dealflow_quote.domain.errors import (
 from dealflow_quote.domain.lifecycle import QuoteAction
 from dealflow_quote.domain.pricing import QuoteLine, discount_percent_of, total_of
 
+AcceptedVia = Literal["api", "buy_now_link"]
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceDeadline:
+    """How long a quote waits for the opportunity's answer to an acceptance, and how
+    many times it asks again before it stops waiting."""
+
+    answer_within: timedelta
+    asks_again: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceRequest:
+    """The customer's latest acceptance of a quote, as put to the opportunity."""
+
+    requested_by: str
+    requested_at: datetime
+    via: AcceptedVia
+    answer_due_at: datetime
+    """Until then the opportunity's answer is awaited (the request's `answer_by`)."""
+    asked_again: int = 0
+
 
 @dataclass(eq=False)
 class Quote:
@@ -60,6 +83,7 @@ class Quote:
     """Why it was abandoned, why approval or acceptance was refused."""
     approved_by: str | None = None
     accepted_at: datetime | None = None
+    acceptance: AcceptanceRequest | None = None
 
     events: list[EventPayload] = field(default_factory=list, repr=False)
     lines_changed: bool = field(default=False, repr=False)
@@ -263,9 +287,10 @@ class Quote:
         )
 
     def request_acceptance(
-        self, by: str, now: datetime, via: Literal["api", "buy_now_link"]
+        self, by: str, now: datetime, via: AcceptedVia, deadline: AcceptanceDeadline
     ) -> bool:
-        """The customer accepts; the deal's fate is the opportunity service's to decide.
+        """The customer accepts; the deal's fate is the opportunity service's to decide,
+        and its answer is awaited until `deadline.answer_within` from now.
 
         A presented quote past its validity is expired on the spot instead, even when
         the expiry job has not reached it yet: returns False, and the caller keeps
@@ -274,17 +299,9 @@ class Quote:
         self._require(QuoteAction.ACCEPT)
         if self.expire(now):
             return False
+        self.acceptance = AcceptanceRequest(by, now, via, now + deadline.answer_within)
         self._move(QuoteStatus.ACCEPT_PENDING, now)
-        self.events.append(
-            QuoteAcceptanceRequested(
-                opportunity_id=self.opportunity_id,
-                quote_id=self.id,
-                total=self.total,
-                requested_by=by,
-                requested_at=now,
-                via=via,
-            )
-        )
+        self._ask_opportunity()
         return True
 
     def abandon(self, reason: str, by: str, now: datetime) -> None:
@@ -306,7 +323,9 @@ class Quote:
     # --- commands of the saga and the scheduler -------------------------------------
 
     def confirm_acceptance(self, now: datetime) -> None:
-        """The opportunity was won by this quote. A repeated confirmation changes nothing."""
+        """The opportunity was won by this quote. A repeated confirmation changes nothing;
+        a presented quote that stopped waiting for this answer is accepted all the same,
+        as the deal is won by it."""
         if self.status == QuoteStatus.ACCEPTED:
             return
         self._require(QuoteAction.CONFIRM_ACCEPTANCE)
@@ -338,6 +357,45 @@ class Quote:
         )
         return True
 
+    def chase_acceptance(self, deadline: AcceptanceDeadline, now: datetime) -> bool:
+        """The opportunity has not answered by the due time: ask it again while
+        `deadline.asks_again` allows, then stop waiting and go back to presented with
+        the reason. False when the quote is not awaiting an answer, or not yet due."""
+        request = self.acceptance
+        if (
+            self.status != QuoteStatus.ACCEPT_PENDING
+            or request is None
+            or request.answer_due_at > now
+        ):
+            return False
+        if request.asked_again < deadline.asks_again:
+            self._require(QuoteAction.ASK_AGAIN)
+            self.acceptance = replace(
+                request,
+                answer_due_at=now + deadline.answer_within,
+                asked_again=request.asked_again + 1,
+            )
+            self._move(QuoteStatus.ACCEPT_PENDING, now)
+            self._ask_opportunity()
+            return True
+        self._require(QuoteAction.TIME_OUT)
+        waited = round((now - request.requested_at).total_seconds())
+        reason = (
+            f"no answer from the opportunity service within {waited} s "
+            f"(asked {request.asked_again + 1} times); the customer may accept again"
+        )
+        self.status_reason = reason
+        self._move(QuoteStatus.PRESENTED, now)
+        self.events.append(
+            QuoteAcceptanceRejected(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                reason=reason,
+                rejected_at=now,
+            )
+        )
+        return True
+
     def expire(self, now: datetime) -> bool:
         """Expire a presented quote past its validity; False when it is not due."""
         if self.status != QuoteStatus.PRESENTED or self.valid_until > now:
@@ -354,6 +412,22 @@ class Quote:
         return True
 
     # --- internals ------------------------------------------------------------------
+
+    def _ask_opportunity(self) -> None:
+        request = self.acceptance
+        assert request is not None
+        self.events.append(
+            QuoteAcceptanceRequested(
+                opportunity_id=self.opportunity_id,
+                quote_id=self.id,
+                total=self.total,
+                requested_by=request.requested_by,
+                requested_at=request.requested_at,
+                via=request.via,
+                attempt=request.asked_again + 1,
+                answer_by=request.answer_due_at,
+            )
+        )
 
     def _require(self, action: QuoteAction) -> None:
         if action not in lifecycle.TRANSITIONS[self.status]:
