@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -265,8 +265,12 @@ class ConsumerLoop:
             except Exception:
                 log.exception("consumer %s failed a batch; reading it again", group)
                 self._metrics.rewinds.labels(group).inc()
+                assigned = kafka.assignment()
                 for partition, read in batches.items():
-                    kafka.seek(partition, read[0].offset)
+                    # A partition lost in a rebalance meanwhile is read by its new owner
+                    # from the committed offset, which is behind this batch.
+                    if partition in assigned:
+                        kafka.seek(partition, read[0].offset)
                 await asyncio.sleep(self._stall_pause)
                 continue
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -282,6 +286,8 @@ class ConsumerLoop:
             await self._report_lag(kafka)
 
     def _stall(self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int) -> None:
+        if partition not in kafka.assignment():
+            return  # its new owner reads it from the committed offset, at or before this one
         log.error(
             "consumer %s stops reading %s/%d at offset %d: the record there could be "
             "neither applied nor dead-lettered; trying again in %.0fs",
@@ -317,10 +323,11 @@ class ConsumerLoop:
             return
         try:
             await kafka.commit(offsets)
-        except CommitFailedError as error:
-            # The group rebalanced while we worked; the new owner re-reads these
-            # records and the inbox skips them.
-            log.warning("offset commit failed after a rebalance: %r", error)
+        except (CommitFailedError, KafkaError) as error:
+            # The group rebalanced while we worked, or the coordinator is away: the
+            # records are applied, so at worst they are read again (by us or by the
+            # new owner) and the inbox skips them. A later commit covers these offsets.
+            log.warning("offset commit failed: %r", error)
 
     async def _report_lag(self, kafka: AIOKafkaConsumer) -> None:
         lag = 0
