@@ -8,6 +8,7 @@ envelope (CloudEvents 1.0) is added by the outbox. `export` writes their JSON Sc
 # Importing the event modules registers every payload class by type and version.
 from dealflow_common.contracts import opportunity as opportunity
 from dealflow_common.contracts import order as order
+from dealflow_common.contracts import purge as purge
 from dealflow_common.contracts import quote as quote
 from dealflow_common.contracts.base import EventPayload, dataschema_for, payload_class
 from dealflow_common.contracts.envelope import CloudEvent

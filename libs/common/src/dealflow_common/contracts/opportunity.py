@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS
+from dealflow_common.contracts.purge import PurgePolicySnapshot
+from dealflow_common.contracts.topics import OPPORTUNITY_COMMANDS, OPPORTUNITY_EVENTS
 
 
 class Stage(StrEnum):
@@ -198,3 +199,27 @@ class OpportunityAcceptanceRefused(EventPayload):
     quote_id: UUID
     reason: str
     stage: Stage
+
+
+class OpportunityPurgeRequested(EventPayload):
+    """Command from the purge agent, sent once every quote of the deal is purged."""
+
+    event_type = "opportunity.purge_requested"
+    topic = OPPORTUNITY_COMMANDS
+
+    run_id: UUID
+    policy: PurgePolicySnapshot
+    quotes_purged: int = Field(ge=0, description="Quotes the agent saw purged")
+    requested_at: datetime
+
+
+class OpportunityPurged(EventPayload):
+    """The closed deal, with its notes, history and assignments, was archived and deleted."""
+
+    event_type = "opportunity.purged"
+    topic = OPPORTUNITY_EVENTS
+
+    run_id: UUID
+    stage: Stage = Field(description="The closed stage the deal was in")
+    closed_at: datetime | None
+    purged_at: datetime

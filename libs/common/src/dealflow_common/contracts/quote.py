@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.topics import QUOTE_EVENTS
+from dealflow_common.contracts.purge import PurgePolicySnapshot
+from dealflow_common.contracts.topics import QUOTE_COMMANDS, QUOTE_EVENTS
 
 
 class QuoteStatus(StrEnum):
@@ -187,3 +188,37 @@ class QuoteExpired(_QuoteEvent):
 
     valid_until: datetime
     expired_at: datetime
+
+
+class QuotePurgeRequested(EventPayload):
+    """Command from the purge agent: archive and delete every quote of the opportunity."""
+
+    event_type = "quote.purge_requested"
+    topic = QUOTE_COMMANDS
+
+    run_id: UUID
+    policy: PurgePolicySnapshot
+    requested_at: datetime
+
+
+class QuotePurged(_QuoteEvent):
+    """The quote and its lines were archived and deleted."""
+
+    event_type = "quote.purged"
+    topic = QUOTE_EVENTS
+
+    run_id: UUID
+    previous_status: QuoteStatus
+    purged_at: datetime
+
+
+class QuotePurgeCompleted(EventPayload):
+    """Every quote of the opportunity is purged; sent after the `quote.purged` events."""
+
+    event_type = "quote.purge_completed"
+    topic = QUOTE_EVENTS
+
+    run_id: UUID
+    count: int = Field(ge=0, description="Quotes purged by this request")
+    remaining: int = Field(ge=0, description="Quotes of the opportunity left: always 0")
+    completed_at: datetime
