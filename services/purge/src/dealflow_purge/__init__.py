@@ -1,0 +1,1 @@
+"""The purge agent: closed deals purged after their quotes, on a schedule."""

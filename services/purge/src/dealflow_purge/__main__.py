@@ -1,0 +1,3 @@
+from dealflow_purge.bootstrap import main
+
+main()

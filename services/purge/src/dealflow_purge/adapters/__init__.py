@@ -1,0 +1,1 @@
+"""Adapters: the purge service's tables, its store and the cron schedule."""

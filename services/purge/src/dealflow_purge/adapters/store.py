@@ -1,0 +1,528 @@
+"""The purge service's persistence: agent row, policy, projections, holds, progress, runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_purge.adapters.tables import (
+    deal_purges,
+    holds,
+    known_deals,
+    known_quotes,
+    purge_agent,
+    purge_policy,
+    purge_run_items,
+    purge_runs,
+)
+from dealflow_purge.domain.eligibility import KnownDeal
+from dealflow_purge.domain.policy import PurgePolicy
+from dealflow_purge.domain.progress import DealPurge, PurgeState
+from dealflow_purge.domain.runs import ItemOutcome, PurgeRun, RunStatus
+
+AGENT = 1
+_SELECT_DEAL = select(known_deals).where(known_deals.c.opportunity_id == bindparam("b_id"))
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    paused: bool
+    next_run_at: datetime | None
+    running_run_id: UUID | None
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    opportunity_id: UUID
+    reason: str
+    placed_by: str
+    placed_at: datetime
+
+
+@dataclass(frozen=True)
+class RunItem:
+    opportunity_id: UUID
+    outcome: ItemOutcome
+    reason: str | None
+    quotes_purged: int
+    updated_at: datetime
+
+
+def _upsert(
+    connection: AsyncConnection, table: Table, values: dict[str, Any], keys: Sequence[str]
+) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values)
+    changed = {k: statement.excluded[k] for k in values if k not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=changed)
+
+
+class PurgeStore:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    # The agent: switch, due time and lock.
+
+    async def agent(self) -> AgentRow:
+        row = (await self._connection.execute(select(purge_agent))).one()
+        return AgentRow(row.paused, row.next_run_at, row.running_run_id, row.lease_until)
+
+    async def set_paused(self, paused: bool) -> None:
+        await self._connection.execute(
+            update(purge_agent).where(purge_agent.c.id == AGENT).values(paused=paused)
+        )
+
+    async def claim(self, run_id: UUID, now: datetime, lease_until: datetime) -> bool:
+        """Take the agent's lock unless a live run holds it; one winner across replicas."""
+        result = await self._connection.execute(
+            update(purge_agent)
+            .where(
+                purge_agent.c.id == AGENT,
+                or_(purge_agent.c.running_run_id.is_(None), purge_agent.c.lease_until <= now),
+            )
+            .values(running_run_id=run_id, lease_until=lease_until)
+        )
+        return result.rowcount == 1
+
+    async def renew(self, run_id: UUID, lease_until: datetime) -> bool:
+        result = await self._connection.execute(
+            update(purge_agent)
+            .where(purge_agent.c.id == AGENT, purge_agent.c.running_run_id == run_id)
+            .values(lease_until=lease_until)
+        )
+        return result.rowcount == 1
+
+    async def release(self, run_id: UUID) -> None:
+        await self._connection.execute(
+            update(purge_agent)
+            .where(purge_agent.c.id == AGENT, purge_agent.c.running_run_id == run_id)
+            .values(running_run_id=None, lease_until=None)
+        )
+
+    async def move_due_time(self, seen: datetime | None, next_run_at: datetime) -> bool:
+        """Set the next due time if it is still `seen`: of two replicas, one moves it."""
+        due = purge_agent.c.next_run_at
+        result = await self._connection.execute(
+            update(purge_agent)
+            .where(purge_agent.c.id == AGENT, due.is_(None) if seen is None else due == seen)
+            .values(next_run_at=next_run_at)
+        )
+        return result.rowcount == 1
+
+    # The policy.
+
+    async def policy(self) -> PurgePolicy:
+        r = (await self._connection.execute(select(purge_policy))).one()
+        return PurgePolicy(
+            r.retention_days_won, r.retention_days_lost, r.batch_size, r.schedule, r.version
+        )
+
+    async def save_policy(self, policy: PurgePolicy, by: str, now: datetime) -> None:
+        await self._connection.execute(
+            update(purge_policy).values(
+                retention_days_won=policy.retention_days_won,
+                retention_days_lost=policy.retention_days_lost,
+                batch_size=policy.batch_size,
+                schedule=policy.schedule,
+                version=policy.version,
+                updated_by=by,
+                updated_at=now,
+            )
+        )
+
+    # The projection of deals and their quotes.
+
+    async def deal(self, opportunity_id: UUID) -> KnownDeal | None:
+        r = (await self._connection.execute(_SELECT_DEAL, {"b_id": opportunity_id})).first()
+        return _to_deal(r) if r else None
+
+    async def lock_or_add_deal(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
+        """The deal's row, locked until commit (an event's read-merge-write never
+        interleaves with another's); `unseen` is added first when there is none."""
+        dialect = postgresql if self._connection.dialect.name == "postgresql" else sqlite
+        await self._connection.execute(
+            dialect.insert(known_deals)
+            .values(**_deal_row(unseen, now))
+            .on_conflict_do_nothing(index_elements=["opportunity_id"])
+        )
+        query = _SELECT_DEAL.with_for_update() if dialect is postgresql else _SELECT_DEAL
+        return _to_deal(
+            (await self._connection.execute(query, {"b_id": unseen.opportunity_id})).one()
+        )
+
+    async def save_deal(self, deal: KnownDeal, now: datetime) -> None:
+        values = _deal_row(deal, now)
+        del values["opportunity_id"]
+        await self._connection.execute(
+            update(known_deals)
+            .where(known_deals.c.opportunity_id == deal.opportunity_id)
+            .values(**values)
+        )
+
+    def _past_retention(self, cutoffs: dict[Stage, datetime]) -> Any:
+        return or_(
+            *(
+                and_(known_deals.c.stage == stage.value, known_deals.c.closed_at < cutoff)
+                for stage, cutoff in cutoffs.items()
+            )
+        )
+
+    def _not_started(self) -> Any:
+        return (
+            ~select(deal_purges.c.opportunity_id)
+            .where(deal_purges.c.opportunity_id == known_deals.c.opportunity_id)
+            .exists()
+        )
+
+    async def candidates(
+        self, cutoffs: dict[Stage, datetime], after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[KnownDeal]:
+        """Closed deals past retention with no purge under way, oldest first, after `after`."""
+        query = select(known_deals).where(self._past_retention(cutoffs), self._not_started())
+        if after is not None:
+            closed_at, opportunity_id = after
+            query = query.where(
+                or_(
+                    known_deals.c.closed_at > closed_at,
+                    and_(
+                        known_deals.c.closed_at == closed_at,
+                        known_deals.c.opportunity_id > opportunity_id,
+                    ),
+                )
+            )
+        rows = await self._connection.execute(
+            query.order_by(known_deals.c.closed_at, known_deals.c.opportunity_id).limit(limit)
+        )
+        return [_to_deal(r) for r in rows]
+
+    async def backlog(self, cutoffs: dict[Stage, datetime]) -> int:
+        """Deals a run would purge now: past retention, not on hold, not under way."""
+        held = select(holds.c.opportunity_id).where(
+            holds.c.opportunity_id == known_deals.c.opportunity_id
+        )
+        count = await self._connection.scalar(
+            select(func.count())
+            .select_from(known_deals)
+            .where(self._past_retention(cutoffs), self._not_started(), ~held.exists())
+        )
+        return int(count or 0)
+
+    async def add_quote(self, quote_id: UUID, opportunity_id: UUID) -> None:
+        dialect = postgresql if self._connection.dialect.name == "postgresql" else sqlite
+        await self._connection.execute(
+            dialect.insert(known_quotes)
+            .values(quote_id=quote_id, opportunity_id=opportunity_id, purged_at=None)
+            .on_conflict_do_nothing(index_elements=["quote_id"])
+        )
+
+    async def mark_quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
+        await self._connection.execute(
+            _upsert(
+                self._connection,
+                known_quotes,
+                {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at},
+                ["quote_id"],
+            )
+        )
+
+    async def live_quotes(self, opportunity_id: UUID) -> list[UUID]:
+        rows = await self._connection.scalars(
+            select(known_quotes.c.quote_id).where(
+                known_quotes.c.opportunity_id == opportunity_id, known_quotes.c.purged_at.is_(None)
+            )
+        )
+        return list(rows)
+
+    # Holds.
+
+    async def hold(self, opportunity_id: UUID) -> Hold | None:
+        r = (
+            await self._connection.execute(
+                select(holds).where(holds.c.opportunity_id == opportunity_id)
+            )
+        ).first()
+        return Hold(r.opportunity_id, r.reason, r.placed_by, r.placed_at) if r else None
+
+    async def held_among(self, ids: Sequence[UUID]) -> set[UUID]:
+        if not ids:
+            return set()
+        found = await self._connection.scalars(
+            select(holds.c.opportunity_id).where(holds.c.opportunity_id.in_(list(ids)))
+        )
+        return set(found)
+
+    async def place_hold(self, hold: Hold) -> None:
+        await self._connection.execute(
+            _upsert(
+                self._connection,
+                holds,
+                {
+                    "opportunity_id": hold.opportunity_id,
+                    "reason": hold.reason,
+                    "placed_by": hold.placed_by,
+                    "placed_at": hold.placed_at,
+                },
+                ["opportunity_id"],
+            )
+        )
+
+    async def release_hold(self, opportunity_id: UUID) -> bool:
+        result = await self._connection.execute(
+            delete(holds).where(holds.c.opportunity_id == opportunity_id)
+        )
+        return result.rowcount == 1
+
+    async def holds_list(self) -> list[Hold]:
+        rows = await self._connection.execute(select(holds).order_by(holds.c.placed_at))
+        return [Hold(r.opportunity_id, r.reason, r.placed_by, r.placed_at) for r in rows]
+
+    # Each deal's purge.
+
+    async def deal_purge(self, opportunity_id: UUID) -> DealPurge | None:
+        query = select(deal_purges).where(deal_purges.c.opportunity_id == opportunity_id)
+        if self._connection.dialect.name == "postgresql":
+            query = query.with_for_update()
+        r = (await self._connection.execute(query)).first()
+        return _to_deal_purge(r) if r else None
+
+    async def save_deal_purge(self, purge: DealPurge) -> None:
+        await self._connection.execute(
+            _upsert(
+                self._connection,
+                deal_purges,
+                {
+                    "opportunity_id": purge.opportunity_id,
+                    "run_id": purge.run_id,
+                    "state": purge.state.value,
+                    "failed_step": purge.failed_step,
+                    "attempts": purge.attempts,
+                    "deadline": purge.deadline,
+                    "next_attempt_at": purge.next_attempt_at,
+                    "last_error": purge.last_error,
+                    "quotes_purged": purge.quotes_purged,
+                    "updated_at": purge.updated_at,
+                },
+                ["opportunity_id"],
+            )
+        )
+
+    async def unfinished(self, now: datetime, limit: int) -> list[DealPurge]:
+        """Deals a run takes up: overdue waits, quotes purged, and failures due a retry."""
+        state = deal_purges.c.state
+        rows = await self._connection.execute(
+            select(deal_purges)
+            .where(
+                or_(
+                    and_(
+                        state.in_(
+                            [PurgeState.QUOTES_REQUESTED.value, PurgeState.OPPORTUNITY_REQUESTED]
+                        ),
+                        deal_purges.c.deadline <= now,
+                    ),
+                    state == PurgeState.QUOTES_PURGED.value,
+                    and_(state == PurgeState.FAILED.value, deal_purges.c.next_attempt_at <= now),
+                )
+            )
+            .order_by(deal_purges.c.updated_at, deal_purges.c.opportunity_id)
+            .limit(limit)
+        )
+        return [_to_deal_purge(r) for r in rows]
+
+    async def waiting_of_run(self, run_id: UUID) -> list[DealPurge]:
+        rows = await self._connection.execute(
+            select(deal_purges).where(
+                deal_purges.c.run_id == run_id,
+                deal_purges.c.state.notin_([PurgeState.PURGED.value, PurgeState.FAILED.value]),
+            )
+        )
+        return [_to_deal_purge(r) for r in rows]
+
+    async def purge_states(self) -> dict[str, int]:
+        rows = await self._connection.execute(
+            select(deal_purges.c.state, func.count()).group_by(deal_purges.c.state)
+        )
+        return {state: int(count) for state, count in rows}
+
+    async def stuck(self, limit: int = 50) -> list[DealPurge]:
+        rows = await self._connection.execute(
+            select(deal_purges)
+            .where(deal_purges.c.state == PurgeState.FAILED.value)
+            .order_by(deal_purges.c.updated_at)
+            .limit(limit)
+        )
+        return [_to_deal_purge(r) for r in rows]
+
+    # Runs and their items.
+
+    async def add_run(self, run: PurgeRun) -> None:
+        await self._connection.execute(insert(purge_runs).values(**_run_row(run)))
+
+    async def save_run(self, run: PurgeRun) -> None:
+        await self._connection.execute(
+            update(purge_runs).where(purge_runs.c.id == run.id).values(**_run_row(run))
+        )
+
+    async def run(self, run_id: UUID) -> PurgeRun | None:
+        r = (
+            await self._connection.execute(select(purge_runs).where(purge_runs.c.id == run_id))
+        ).first()
+        return _to_run(r) if r else None
+
+    async def runs(self, limit: int) -> list[PurgeRun]:
+        rows = await self._connection.execute(
+            select(purge_runs)
+            .order_by(purge_runs.c.started_at.desc(), purge_runs.c.id)
+            .limit(limit)
+        )
+        return [_to_run(r) for r in rows]
+
+    async def last_finished_run(self) -> PurgeRun | None:
+        r = (
+            await self._connection.execute(
+                select(purge_runs)
+                .where(purge_runs.c.finished_at.is_not(None))
+                .order_by(purge_runs.c.finished_at.desc())
+                .limit(1)
+            )
+        ).first()
+        return _to_run(r) if r else None
+
+    async def put_item(
+        self,
+        run_id: UUID,
+        opportunity_id: UUID,
+        outcome: ItemOutcome,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        quotes_purged: int = 0,
+    ) -> None:
+        await self._connection.execute(
+            _upsert(
+                self._connection,
+                purge_run_items,
+                {
+                    "run_id": run_id,
+                    "opportunity_id": opportunity_id,
+                    "outcome": outcome.value,
+                    "reason": reason,
+                    "quotes_purged": quotes_purged,
+                    "updated_at": now,
+                },
+                ["run_id", "opportunity_id"],
+            )
+        )
+
+    async def items(self, run_id: UUID) -> list[RunItem]:
+        rows = await self._connection.execute(
+            select(purge_run_items)
+            .where(purge_run_items.c.run_id == run_id)
+            .order_by(purge_run_items.c.updated_at, purge_run_items.c.opportunity_id)
+        )
+        return [
+            RunItem(
+                r.opportunity_id, ItemOutcome(r.outcome), r.reason, r.quotes_purged, r.updated_at
+            )
+            for r in rows
+        ]
+
+    async def item_counts(self, run_id: UUID) -> dict[ItemOutcome, int]:
+        rows = await self._connection.execute(
+            select(purge_run_items.c.outcome, func.count())
+            .where(purge_run_items.c.run_id == run_id)
+            .group_by(purge_run_items.c.outcome)
+        )
+        return {ItemOutcome(outcome): int(count) for outcome, count in rows}
+
+
+def _to_deal(r: Row[Any]) -> KnownDeal:
+    return KnownDeal(
+        r.opportunity_id,
+        Stage(r.stage),
+        r.closed_at,
+        tuple(r.owners),
+        r.team_id,
+        AppliedSequences.from_document(r.applied_sequences),
+    )
+
+
+def _deal_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
+    return {
+        "opportunity_id": deal.opportunity_id,
+        "stage": deal.stage.value,
+        "closed_at": deal.closed_at,
+        "owners": list(deal.owners),
+        "team_id": deal.team_id,
+        "applied_sequences": deal.sequences.to_document(),
+        "updated_at": now,
+    }
+
+
+def _to_deal_purge(r: Row[Any]) -> DealPurge:
+    return DealPurge(
+        opportunity_id=r.opportunity_id,
+        run_id=r.run_id,
+        state=PurgeState(r.state),
+        failed_step=r.failed_step,
+        attempts=r.attempts,
+        deadline=r.deadline,
+        next_attempt_at=r.next_attempt_at,
+        last_error=r.last_error,
+        quotes_purged=r.quotes_purged,
+        updated_at=r.updated_at,
+    )
+
+
+def _run_row(run: PurgeRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "trigger": run.trigger,
+        "dry_run": run.dry_run,
+        "status": run.status.value,
+        "policy": {
+            "retention_days_won": run.policy.retention_days_won,
+            "retention_days_lost": run.policy.retention_days_lost,
+            "batch_size": run.policy.batch_size,
+            "schedule": run.policy.schedule,
+            "version": run.policy.version,
+        },
+        "started_by": run.started_by,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "examined": run.examined,
+        "purged": run.purged,
+        "would_purge": run.would_purge,
+        "skipped": run.skipped,
+        "failed": run.failed,
+        "error": run.error,
+    }
+
+
+def _to_run(r: Row[Any]) -> PurgeRun:
+    return PurgeRun(
+        id=r.id,
+        trigger=r.trigger,
+        dry_run=r.dry_run,
+        policy=PurgePolicy(**r.policy),
+        started_by=r.started_by,
+        started_at=r.started_at,
+        status=RunStatus(r.status),
+        finished_at=r.finished_at,
+        examined=r.examined,
+        purged=r.purged,
+        would_purge=r.would_purge,
+        skipped=r.skipped,
+        failed=r.failed,
+        error=r.error,
+    )

@@ -1,0 +1,1 @@
+"""Use cases of the purge agent: runs, operator commands, projection and progress."""
