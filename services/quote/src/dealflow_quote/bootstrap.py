@@ -15,14 +15,14 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, field_validator
 
 from dealflow_common.contracts.asyncapi import asyncapi_document
-from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
+from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_COMMANDS, QUOTE_EVENTS
 from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_quote.adapters.buy_now import BuyNowLinks
 from dealflow_quote.api.routes import buy_now_routes, catalog_routes, quote_routes, saga_routes
-from dealflow_quote.application import saga
+from dealflow_quote.application import purge, saga
 from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.queries import QuoteReader
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
@@ -97,7 +97,7 @@ def asyncapi() -> dict[str, Any]:
         version=VERSION,
         description=DESCRIPTION,
         publishes=[QUOTE_EVENTS],
-        consumes=saga.handlers(OpportunityArrivals()),
+        consumes=[*saga.handlers(OpportunityArrivals()), *purge.HANDLERS],
     )
 
 
@@ -127,6 +127,12 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         group_id="quote-service",
         topics=[OPPORTUNITY_EVENTS],
         handlers=saga.handlers(arrivals),
+        unit_of_work=unit_of_work,
+    )
+    platform.add_consumer(
+        group_id="quote-service-purge",
+        topics=[QUOTE_COMMANDS],
+        handlers=purge.HANDLERS,
         unit_of_work=unit_of_work,
     )
 

@@ -134,3 +134,17 @@ known_opportunities = Table(
     Column("applied_sequences", JsonDocument),
     Column("updated_at", UtcDateTime, nullable=False),
 )
+
+# Purged quotes, kept for audit (DESIGN.md section 6): the quote and its lines as they
+# were, when, by which purge run and under which policy.
+quote_archive = Table(
+    "quote_archive",
+    metadata,
+    Column("quote_id", Uuid, primary_key=True),
+    Column("opportunity_id", Uuid, nullable=False),
+    Column("run_id", Uuid, nullable=False),
+    Column("policy", JsonDocument, nullable=False),
+    Column("purged_at", UtcDateTime, nullable=False),
+    Column("quote", JsonDocument, nullable=False),
+    Index("ix_quote_archive_opportunity", "opportunity_id"),
+)

@@ -15,6 +15,19 @@ from dealflow_common.messaging.projection import AppliedSequences
 
 OPEN_STAGES = frozenset({Stage.LEAD, Stage.QUALIFICATION, Stage.PROPOSAL, Stage.NEGOTIATION})
 
+# How far along its life a deal is: open, closed, purge pending, purged. The copy's stage
+# never goes back along it (`learn`). Events already never move a closed deal back (the
+# opportunity service does not reopen one, and sequences keep older events out); the
+# ranking is for `purge_pending`, which no opportunity event sets: the quote service
+# marks it itself when asked to purge (`mark_purge_pending`), so no sequence guards it.
+_PROGRESS = {
+    **dict.fromkeys(OPEN_STAGES, 0),
+    Stage.CLOSED_WON: 1,
+    Stage.CLOSED_LOST: 1,
+    Stage.PURGE_PENDING: 2,
+    Stage.PURGED: 3,
+}
+
 
 class DealFacts(TypedDict, total=False):
     """What one opportunity event says about its deal: created and updated carry every
@@ -53,13 +66,24 @@ class KnownOpportunity:
 
     def learn(self, facts: DealFacts, *, source: str, sequence: int) -> bool:
         """Take those of the facts that are newer than the ones held, field by field, so
-        that a late or re-sent event never moves the deal back; True if any was taken."""
-        verdict = self.sequences.offer(source=source, sequence=sequence, carried=facts)
+        that a late or re-sent event never moves the deal back; True if any was taken.
+        A stage behind the one held is not taken whatever its sequence: an open stage
+        never reopens a closed deal, nor does any event take a deal out of purge."""
         carried: Mapping[str, object] = facts
+        if "stage" in facts and _PROGRESS[facts["stage"]] < _PROGRESS[self.stage]:
+            carried = {name: value for name, value in facts.items() if name != "stage"}
+        verdict = self.sequences.offer(source=source, sequence=sequence, carried=carried)
         for name in verdict.fields:
             setattr(self, name, carried[name])
         self.sequences = verdict.applied
         return bool(verdict.fields)
+
+    def mark_purge_pending(self) -> None:
+        """The purge agent asked for the deal's quotes: from now on it is `purge_pending`
+        here, which no opportunity event undoes (see `learn`). A fact of this service's
+        own, not an opportunity event's: it has no sequence and leaves `sequences` alone."""
+        if _PROGRESS[self.stage] < _PROGRESS[Stage.PURGE_PENDING]:
+            self.stage = Stage.PURGE_PENDING
 
 
 def can_view(deal: KnownOpportunity, principal: Principal) -> bool:
