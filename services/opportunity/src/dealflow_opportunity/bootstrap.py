@@ -13,13 +13,18 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from dealflow_common.contracts.asyncapi import asyncapi_document
-from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, ORDER_EVENTS, QUOTE_EVENTS
+from dealflow_common.contracts.topics import (
+    OPPORTUNITY_COMMANDS,
+    OPPORTUNITY_EVENTS,
+    ORDER_EVENTS,
+    QUOTE_EVENTS,
+)
 from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_opportunity.api.routes import opportunity_routes, stage_machine_routes
-from dealflow_opportunity.application import saga
+from dealflow_opportunity.application import purge, saga
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 
@@ -44,7 +49,7 @@ def asyncapi() -> dict[str, Any]:
         version=VERSION,
         description=DESCRIPTION,
         publishes=[OPPORTUNITY_EVENTS],
-        consumes=saga.HANDLERS,
+        consumes=[*saga.HANDLERS, *purge.QUOTE_HANDLERS, *purge.COMMAND_HANDLERS],
     )
 
 
@@ -57,7 +62,13 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
     platform.add_consumer(
         group_id="opportunity-service",
         topics=[QUOTE_EVENTS, ORDER_EVENTS],
-        handlers=saga.HANDLERS,
+        handlers={**saga.HANDLERS, **purge.QUOTE_HANDLERS},
+        unit_of_work=unit_of_work,
+    )
+    platform.add_consumer(
+        group_id="opportunity-service-purge",
+        topics=[OPPORTUNITY_COMMANDS],
+        handlers=purge.COMMAND_HANDLERS,
         unit_of_work=unit_of_work,
     )
     return create_app(

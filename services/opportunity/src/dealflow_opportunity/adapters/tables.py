@@ -116,3 +116,29 @@ assignment_history = Table(
     Column("assigned_at", UtcDateTime, nullable=False),
     Index("ix_assignment_history_opportunity", "opportunity_id", "id"),
 )
+
+# The quotes of each deal as the quote events tell them: the opportunity is purged
+# only when none of its quotes is left (DESIGN.md section 6). A purged quote stays,
+# marked, so that a re-sent `quote.created` does not bring it back.
+quote_presence = Table(
+    "quote_presence",
+    metadata,
+    Column("quote_id", Uuid, primary_key=True),
+    Column("opportunity_id", Uuid, nullable=False),
+    Column("purged_at", UtcDateTime),
+    Index("ix_quote_presence_opportunity", "opportunity_id"),
+)
+
+# Purged opportunities, kept for audit: the deal with its owners, notes, sales history
+# and assignments as they were, when, by which purge run and under which policy.
+opportunity_archive = Table(
+    "opportunity_archive",
+    metadata,
+    Column("opportunity_id", Uuid, primary_key=True),
+    Column("stage", String(20), nullable=False),
+    Column("closed_at", UtcDateTime),
+    Column("run_id", Uuid, nullable=False),
+    Column("policy", JsonDocument, nullable=False),
+    Column("purged_at", UtcDateTime, nullable=False),
+    Column("opportunity", JsonDocument, nullable=False),
+)
