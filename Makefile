@@ -7,7 +7,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen
 
-.PHONY: help run test lint unit component integration bench contracts docs format clean
+.PHONY: help run test lint unit component integration bench chaos contracts docs format clean
 
 help:
 	@echo "make run          start the whole system on the embedded broker and SQLite (Ctrl-C stops)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint         ruff and mypy (strict on domains and libs/common)"
 	@echo "make unit | component | integration   one test tier"
 	@echo "make bench        the deal benchmark (JSON report)"
+	@echo "make chaos        deals under one fault at a time, invariants checked (CHAOS_ARGS=--short)"
 	@echo "make contracts    regenerate JSON Schemas, AsyncAPI documents and docs/state-machine.md"
 
 $(UV):
@@ -48,6 +49,9 @@ lint: .venv/.synced
 
 bench: .venv/.synced
 	@$(RUN) python -m bench.deals $(BENCH_ARGS)
+
+chaos: .venv/.synced
+	@$(RUN) python -m chaos $(CHAOS_ARGS)
 
 contracts: .venv/.synced
 	$(RUN) python -m dealflow_common.contracts.export libs/common/schemas

@@ -30,9 +30,22 @@ def port_answers(host: str, port: int) -> bool:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str, port: int, log_file: Path | None = None) -> None:
+    """Tansu listening on host:port.
+
+    `advertised_port` (default: `port`) is the port it tells clients to connect to in
+    its metadata: another one puts a TCP proxy in front of it (the chaos run does).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        log_file: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port or port
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -49,6 +62,7 @@ class EmbeddedBroker:
         if port_answers(self.host, self.port):
             raise RuntimeError(f"{self.host}:{self.port} is taken; set DEALFLOW_KAFKA_PORT")
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             [
@@ -57,7 +71,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],
