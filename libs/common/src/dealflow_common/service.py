@@ -65,5 +65,10 @@ def run_service(
         log_config=None,
         access_log=False,
         lifespan="on",
+        # Not uvloop: writing to a connection that the broker reset raises in uvloop
+        # where asyncio's own loop drops the write, and aiokafka's producer sender
+        # dies of that exception for good (aio-libs/aiokafka#907; seen under
+        # `make chaos`, connections reset by a proxy).
+        loop="asyncio",
         timeout_graceful_shutdown=10,
     )

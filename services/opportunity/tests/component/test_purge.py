@@ -44,35 +44,34 @@ async def lost_deal(api) -> str:
     return str(deal["id"])
 
 
+def quote_created(deal: str, quote_id: uuid.UUID) -> QuoteCreated:
+    return QuoteCreated(
+        opportunity_id=uuid.UUID(deal),
+        quote_id=quote_id,
+        status=QuoteStatus.DRAFT,
+        total=Money.of("10", "USD"),
+        valid_until=NOW,
+        line_count=1,
+        created_by="alice",
+        created_at=NOW,
+    )
+
+
+def quote_purged(deal: str, quote_id: uuid.UUID) -> QuotePurged:
+    return QuotePurged(
+        opportunity_id=uuid.UUID(deal),
+        quote_id=quote_id,
+        run_id=uuid.uuid4(),
+        previous_status=QuoteStatus.ABANDONED,
+        purged_at=NOW,
+    )
+
+
 async def test_a_closed_deal_is_purged_only_once_none_of_its_quotes_is_left(api) -> None:
     deal = await lost_deal(api)
     quote_id = uuid.uuid4()
-    await api.consume(
-        QuoteCreated(
-            opportunity_id=uuid.UUID(deal),
-            quote_id=quote_id,
-            status=QuoteStatus.DRAFT,
-            total=Money.of("10", "USD"),
-            valid_until=NOW,
-            line_count=1,
-            created_by="alice",
-            created_at=NOW,
-        )
-    )
-    before = await written(api)
-    await api.consume(purge_request(deal, uuid.uuid4()))
-    assert await written(api) == before  # refused: a quote of it is left
-    assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 200
-
-    await api.consume(
-        QuotePurged(
-            opportunity_id=uuid.UUID(deal),
-            quote_id=quote_id,
-            run_id=uuid.uuid4(),
-            previous_status=QuoteStatus.ABANDONED,
-            purged_at=NOW,
-        )
-    )
+    await api.consume(quote_created(deal, quote_id))
+    await api.consume(quote_purged(deal, quote_id))
     run_id = uuid.uuid4()
     await api.consume(purge_request(deal, run_id))
     assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 404
@@ -96,6 +95,25 @@ async def test_a_closed_deal_is_purged_only_once_none_of_its_quotes_is_left(api)
         "opportunity.purged",
         "opportunity.purged",
     ]
+
+
+async def test_a_request_ahead_of_the_last_quote_purged_waits_for_it(api) -> None:
+    # The command and the quote events travel on different topics: the request may
+    # arrive while the quote service's last quote.purged is still on its way.
+    deal = await lost_deal(api)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await api.consume(quote_created(deal, first), quote_created(deal, second))
+    run_id = uuid.uuid4()
+    await api.consume(purge_request(deal, run_id))
+    assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 200
+    await api.consume(quote_purged(deal, first))
+    assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 200, (
+        "never deleted while one of its quotes is left"
+    )
+    await api.consume(quote_purged(deal, second))
+    assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 404
+    purged = (await api.envelopes_of(deal))[-1]
+    assert (purged["type"], purged["data"]["run_id"]) == ("opportunity.purged", str(run_id))
 
 
 async def test_an_open_deal_is_never_purged(api) -> None:

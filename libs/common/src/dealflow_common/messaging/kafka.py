@@ -79,6 +79,9 @@ class KafkaProducer:
         self._settings = settings
         self._timeout = settings.kafka_request_timeout_ms / 1000
         self._producer: AIOKafkaProducer | None = None
+        self._restarting = asyncio.Lock()
+        self._wanted = False
+        """Started and not stopped: a producer that died is to be replaced."""
 
     def _build(self) -> AIOKafkaProducer:
         settings = self._settings
@@ -101,8 +104,10 @@ class KafkaProducer:
                 await producer.stop()
             raise
         self._producer = producer
+        self._wanted = True
 
     async def stop(self) -> None:
+        self._wanted = False
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
@@ -112,16 +117,42 @@ class KafkaProducer:
     def started(self) -> bool:
         return self._producer is not None
 
-    def _running(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            raise ConnectionError("not connected to Kafka yet")
-        return self._producer
+    async def _running(self) -> AIOKafkaProducer:
+        producer = self._producer
+        if producer is not None and _sender_alive(producer):
+            return producer
+        if not self._wanted:
+            raise ConnectionError("not connected to Kafka")
+        return await self._replace(producer)
+
+    async def _replace(self, dead: AIOKafkaProducer | None) -> AIOKafkaProducer:
+        """A producer whose sender task died sends nothing ever again: build a new one.
+
+        aiokafka's sender ends on an error it did not expect (a write to a connection
+        the broker reset, aio-libs/aiokafka#907) and every later send fails; the
+        records it held were not acked, so the relay sends them again.
+        """
+        async with self._restarting:
+            current = self._producer
+            if current is not None and current is not dead and _sender_alive(current):
+                return current  # another caller replaced it meanwhile
+            log.error("the Kafka producer stopped working; starting a new one")
+            self._producer = None
+            if dead is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(dead.stop(), self._timeout)
+            # A failure here leaves no producer; the next send tries again.
+            async with asyncio.timeout(self._timeout):
+                await self.start()
+            assert self._producer is not None
+            return self._producer
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
     ) -> asyncio.Future[Any]:
         """Queue one record; the returned future resolves when the broker acked it."""
-        future: asyncio.Future[Any] = await self._running().send(
+        producer = await self._running()
+        future: asyncio.Future[Any] = await producer.send(
             topic,
             value,
             key=key,
@@ -138,7 +169,7 @@ class KafkaProducer:
     async def answers(self, timeout: float) -> bool:
         """Whether the broker answers a metadata request within `timeout` seconds."""
         producer = self._producer
-        if producer is None:
+        if producer is None or not _sender_alive(producer):
             return False
         try:
             async with asyncio.timeout(timeout):
@@ -146,6 +177,13 @@ class KafkaProducer:
             return True
         except Exception:
             return False
+
+
+def _sender_alive(producer: AIOKafkaProducer) -> bool:
+    # aiokafka has no public "is this producer still working": its sender task is it.
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    return task is None or not task.done()
 
 
 class ConsumerLoopMetrics:
@@ -195,6 +233,7 @@ class ConsumerLoop:
         self._connected = connected
         self._stall_pause = settings.consumer_stall_pause_ms / 1000
         self._paused_until: dict[TopicPartition, float] = {}
+        self._start_timeout = 30 + settings.kafka_session_timeout_ms / 1000
         self.running = False
 
     @property
@@ -227,7 +266,9 @@ class ConsumerLoop:
         while True:
             kafka = self._build()
             try:
-                await kafka.start()
+                # Bounded: a start that hangs on a half-open connection is retried.
+                async with asyncio.timeout(self._start_timeout):
+                    await kafka.start()
                 self.running = True
                 delay = 0.5
                 await self._consume(kafka)

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,6 +19,7 @@ from dealflow_opportunity.adapters.tables import (
     opportunities,
     opportunity_archive,
     opportunity_owners,
+    purge_requests,
     quote_presence,
     sales_history,
 )
@@ -37,28 +38,55 @@ def _document(row: Row[Any]) -> dict[str, Any]:
     return {k: plain(v) for k, v in row._mapping.items()}
 
 
+# What is archived with the deal, each read with one statement built once (the purge
+# reads them for every deal of a batch). Their rows go with the deal's: the foreign
+# keys cascade.
+_PARTS: list[tuple[str, Any]] = [
+    (
+        name,
+        select(table).where(table.c.opportunity_id == bindparam("b_id")).order_by(order),
+    )
+    for name, table, order in [
+        ("owners", opportunity_owners, opportunity_owners.c.position),
+        ("notes", notes, notes.c.added_at),
+        ("sales_history", sales_history, sales_history.c.id),
+        ("assignment_history", assignment_history, assignment_history.c.id),
+    ]
+]
+_DELETE = delete(opportunities).where(opportunities.c.id == bindparam("b_id"))
+_INSERT_ARCHIVE = insert(opportunity_archive)
+_QUOTE_EVENTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _quote_statements(dialect: str) -> tuple[Any, Any]:
+    """(quote created, quote purged) upserts of `quote_presence` for the dialect, built once."""
+    statements = _QUOTE_EVENTS.get(dialect)
+    if statements is None:
+        insert_ = (postgresql if dialect == "postgresql" else sqlite).insert(quote_presence)
+        statements = (
+            insert_.on_conflict_do_nothing(index_elements=["quote_id"]),
+            insert_.on_conflict_do_update(
+                index_elements=["quote_id"], set_={"purged_at": insert_.excluded.purged_at}
+            ),
+        )
+        _QUOTE_EVENTS[dialect] = statements
+    return statements
+
+
 class OpportunityArchive:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
-    def _insert(self) -> Any:
-        return (postgresql if self._connection.dialect.name == "postgresql" else sqlite).insert
-
     async def quote_created(self, quote_id: UUID, opportunity_id: UUID) -> None:
+        created, _ = _quote_statements(self._connection.dialect.name)
         await self._connection.execute(
-            self._insert()(quote_presence)
-            .values(quote_id=quote_id, opportunity_id=opportunity_id, purged_at=None)
-            .on_conflict_do_nothing(index_elements=["quote_id"])
+            created, {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
         )
 
     async def quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
-        statement = self._insert()(quote_presence).values(
-            quote_id=quote_id, opportunity_id=opportunity_id, purged_at=at
-        )
+        _, purged = _quote_statements(self._connection.dialect.name)
         await self._connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["quote_id"], set_={"purged_at": statement.excluded.purged_at}
-            )
+            purged, {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at}
         )
 
     async def live_quotes(self, opportunity_id: UUID) -> int:
@@ -90,35 +118,51 @@ class OpportunityArchive:
     ) -> None:
         """Copy the deal and everything of it to the archive, then delete it (cascades)."""
         document = _document(opportunity)
-        parts: list[tuple[str, Table, Any]] = [
-            ("owners", opportunity_owners, opportunity_owners.c.position),
-            ("notes", notes, notes.c.added_at),
-            ("sales_history", sales_history, sales_history.c.id),
-            ("assignment_history", assignment_history, assignment_history.c.id),
-        ]
-        for name, table, order in parts:
-            rows = await self._connection.execute(
-                select(table).where(table.c.opportunity_id == opportunity.id).order_by(order)
-            )
+        for name, query in _PARTS:
+            rows = await self._connection.execute(query, {"b_id": opportunity.id})
             document[name] = [_document(r) for r in rows]
         await self._connection.execute(
-            insert(opportunity_archive).values(
-                opportunity_id=opportunity.id,
-                stage=opportunity.stage,
-                closed_at=opportunity.closed_at,
+            _INSERT_ARCHIVE,
+            {
+                "opportunity_id": opportunity.id,
+                "stage": opportunity.stage,
+                "closed_at": opportunity.closed_at,
+                "run_id": run_id,
+                "policy": policy.model_dump(mode="json"),
+                "purged_at": now,
+                "opportunity": document,
+            },
+        )
+        # Owners, notes, sales history and assignments go with it: their foreign keys
+        # cascade (ON DELETE CASCADE; SQLite enforces them too, `foreign_keys=ON`).
+        await self._connection.execute(_DELETE, {"b_id": opportunity.id})
+        await self._connection.execute(
+            delete(purge_requests).where(purge_requests.c.opportunity_id == opportunity.id)
+        )
+
+    async def wait_for_quotes(
+        self, opportunity_id: UUID, run_id: UUID, policy: PurgePolicySnapshot, now: datetime
+    ) -> None:
+        """Keep the agent's request until the deal's last quote is purged (the newest
+        request wins: its run is the one that waits for the answer)."""
+        await self._connection.execute(
+            delete(purge_requests).where(purge_requests.c.opportunity_id == opportunity_id)
+        )
+        await self._connection.execute(
+            insert(purge_requests).values(
+                opportunity_id=opportunity_id,
                 run_id=run_id,
                 policy=policy.model_dump(mode="json"),
-                purged_at=now,
-                opportunity=document,
+                requested_at=now,
             )
         )
-        for _, table, _ in parts:
+
+    async def waiting_request(self, opportunity_id: UUID) -> Row[Any] | None:
+        return (
             await self._connection.execute(
-                delete(table).where(table.c.opportunity_id == opportunity.id)
+                select(purge_requests).where(purge_requests.c.opportunity_id == opportunity_id)
             )
-        await self._connection.execute(
-            delete(opportunities).where(opportunities.c.id == opportunity.id)
-        )
+        ).first()
 
     async def locked_row(self, opportunity_id: UUID) -> Row[Any] | None:
         query = select(opportunities).where(opportunities.c.id == opportunity_id)

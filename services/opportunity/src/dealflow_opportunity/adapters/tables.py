@@ -142,3 +142,15 @@ opportunity_archive = Table(
     Column("purged_at", UtcDateTime, nullable=False),
     Column("opportunity", JsonDocument, nullable=False),
 )
+
+# A purge the agent asked for while quotes of the deal were still on their way to being
+# purged (the command and the quote events travel on different topics): it completes
+# when the deal's last quote.purged arrives, instead of being refused and retried.
+purge_requests = Table(
+    "purge_requests",
+    metadata,
+    Column("opportunity_id", Uuid, primary_key=True),
+    Column("run_id", Uuid, nullable=False),
+    Column("policy", JsonDocument, nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+)

@@ -4,22 +4,31 @@ It counts each deal's quotes from the quote events (`quote.created` adds one,
 `quote.purged` takes it away), and on `opportunity.purge_requested` it purges the deal
 only when it is closed and none of its quotes is left: the deal with its owners,
 notes, sales history and assignments is archived, deleted, and `opportunity.purged`
-is recorded. Otherwise it refuses by doing nothing; the agent's request times out and
-is retried with backoff (quote events that were still on their way have arrived by
-then). A request for a deal already purged answers `opportunity.purged` again from the
-archive, so an agent that missed the first answer learns it; nothing is purged twice.
+is recorded.
+
+The command and the quote events travel on different topics, so the request often
+arrives before the last `quote.purged` the quote service sent just before it. Such a
+request is kept (`purge_requests`) and completed by that last `quote.purged`, rather
+than refused and left to the agent's timeout. A request for a deal that is open, or
+unknown, is refused (logged; the agent's own timeout and backoff report it). Both
+handlers lock the deal's row first, so a request and the last quote.purged cannot miss
+each other. A request for a deal already purged answers `opportunity.purged` again
+from the archive, so an agent that missed the first answer learns it; nothing is
+purged twice.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+from uuid import UUID
 
 from dealflow_common.contracts.opportunity import (
     OpportunityPurged,
     OpportunityPurgeRequested,
     Stage,
 )
+from dealflow_common.contracts.purge import PurgePolicySnapshot
 from dealflow_common.contracts.quote import QuoteCreated, QuotePurged
 from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
 from dealflow_opportunity.adapters.archive import OpportunityArchive
@@ -36,9 +45,20 @@ async def quote_created(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -
 
 async def quote_purged(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
     purged: QuotePurged = event.payload
-    await OpportunityArchive(uow.connection).quote_purged(
-        purged.quote_id, purged.opportunity_id, purged.purged_at
-    )
+    archive = OpportunityArchive(uow.connection)
+    row = await archive.locked_row(purged.opportunity_id)
+    await archive.quote_purged(purged.quote_id, purged.opportunity_id, purged.purged_at)
+    if row is None:
+        return
+    waiting = await archive.waiting_request(row.id)
+    if waiting is not None and not await archive.live_quotes(row.id):
+        await _purge(
+            uow,
+            archive,
+            row,
+            waiting.run_id,
+            PurgePolicySnapshot.model_validate(waiting.policy),
+        )
 
 
 async def purge_opportunity(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
@@ -65,14 +85,25 @@ async def purge_opportunity(uow: OpportunityUnitOfWork, event: IncomingEvent[Any
         return
     live = await archive.live_quotes(row.id)
     if live:
-        log.warning("purge of opportunity %s refused: %d quotes of it are left", row.id, live)
+        log.info("purge of opportunity %s waits for %d quotes to be purged", row.id, live)
+        await archive.wait_for_quotes(row.id, request.run_id, request.policy, uow.clock())
         return
+    await _purge(uow, archive, row, request.run_id, request.policy)
+
+
+async def _purge(
+    uow: OpportunityUnitOfWork,
+    archive: OpportunityArchive,
+    row: Any,
+    run_id: UUID,
+    policy: PurgePolicySnapshot,
+) -> None:
     now = uow.clock()
-    await archive.archive_and_delete(row, request.run_id, request.policy, now)
+    await archive.archive_and_delete(row, run_id, policy, now)
     uow.record(
         OpportunityPurged(
             opportunity_id=row.id,
-            run_id=request.run_id,
+            run_id=run_id,
             stage=Stage(row.stage),
             closed_at=row.closed_at,
             purged_at=now,

@@ -42,9 +42,18 @@ def upgrade() -> None:
         sa.Column("opportunity", _JSON, nullable=False),
         sa.PrimaryKeyConstraint("opportunity_id"),
     )
+    op.create_table(
+        "purge_requests",
+        sa.Column("opportunity_id", sa.Uuid(), nullable=False),
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("policy", _JSON, nullable=False),
+        sa.Column("requested_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("opportunity_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("purge_requests")
     op.drop_table("opportunity_archive")
     op.drop_index("ix_quote_presence_opportunity", table_name="quote_presence")
     op.drop_table("quote_presence")
