@@ -6,12 +6,14 @@ opportunity and quote events, the agent's schedule and the app.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from pydantic import Field
+from sqlalchemy.engine import make_url
 
 from dealflow_common.contracts.asyncapi import asyncapi_document
 from dealflow_common.contracts.topics import (
@@ -25,6 +27,7 @@ from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
+from dealflow_purge.adapters.journal import JournalDirectory
 from dealflow_purge.adapters.schedule import CrontabSchedule
 from dealflow_purge.api.routes import background_launcher, purge_routes
 from dealflow_purge.application import projection
@@ -74,6 +77,21 @@ class PurgeSettings(ServiceSettings):
     purge_max_batch_size: int = Field(
         default=1000, ge=1, description="The largest batch_size a policy may set"
     )
+    purge_journal_dir: Path | None = Field(
+        default=None,
+        description="Where runs write their journals (purge-run-<run id>.jsonl) when the "
+        "policy's journal flag is on. Unset: purge-journal/ next to the SQLite file, or "
+        "dealflow-purge-journal/ in the system's temporary directory",
+    )
+
+
+def journal_directory(settings: PurgeSettings) -> Path:
+    if settings.purge_journal_dir is not None:
+        return settings.purge_journal_dir
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / "purge-journal"
+    return Path(tempfile.gettempdir()) / "dealflow-purge-journal"
 
 
 def agent_config(settings: PurgeSettings) -> AgentConfig:
@@ -112,7 +130,8 @@ def build_app(settings: PurgeSettings, platform: Platform | None = None) -> Fast
     config = agent_config(settings)
     metrics = PurgeMetrics(platform.registry)
     cron = CrontabSchedule()
-    agent = PurgeAgent(unit_of_work, cron, config, metrics)
+    journal = JournalDirectory(journal_directory(settings))
+    agent = PurgeAgent(unit_of_work, cron, config, metrics, journal)
     platform.add_consumer(
         group_id="purge-service",
         topics=[OPPORTUNITY_EVENTS, QUOTE_EVENTS],

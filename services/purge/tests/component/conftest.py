@@ -122,10 +122,17 @@ class Agent(ServiceUnderTest):
 
 @pytest.fixture(scope="module")
 async def agent(
-    databases: ComponentDatabases, token: Callable[..., str], jwt_secret: str
+    databases: ComponentDatabases,
+    token: Callable[..., str],
+    jwt_secret: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Agent]:
     settings = databases.settings(
-        PurgeSettings, jwt_secret, purge_poll_interval_ms=20, purge_answer_timeout_seconds=60
+        PurgeSettings,
+        jwt_secret,
+        purge_poll_interval_ms=20,
+        purge_answer_timeout_seconds=60,
+        purge_journal_dir=tmp_path_factory.mktemp("purge-journal"),
     )
     async with service_under_test(
         Agent, settings, build_app, MIGRATIONS, token, PUBLISHES

@@ -60,6 +60,7 @@ GOOD_POLICY = {
         ({"schedule": "every hour"}, "schedule"),
         ({"schedule": "0 25 * * *"}, "schedule"),
         ({"retention_days_won": "thirty"}, "retention_days_won"),
+        ({"journal": "maybe"}, "journal"),
         ({"surprise": 1}, "surprise"),
     ],
 )
@@ -83,8 +84,11 @@ async def test_a_good_policy_is_stored_with_a_new_version(agent) -> None:
     }
     changed = await agent.call("PUT", "/purge/policy", {**GOOD_POLICY}, **OPERATOR)
     assert changed.status_code == 200, changed.text
-    assert changed.json() == {**GOOD_POLICY, "version": before["version"] + 1}
-    restored = {k: before[k] for k in GOOD_POLICY}
+    assert changed.json() == {**GOOD_POLICY, "journal": False, "version": before["version"] + 1}
+    journal = await agent.call("PUT", "/purge/policy", {**GOOD_POLICY, "journal": True}, **OPERATOR)
+    assert journal.json() == {**GOOD_POLICY, "journal": True, "version": before["version"] + 2}
+    assert (await agent.call("GET", "/purge/policy", **OPERATOR)).json() == journal.json()
+    restored = {k: before[k] for k in (*GOOD_POLICY, "journal")}
     assert (await agent.call("PUT", "/purge/policy", restored, **OPERATOR)).status_code == 200
 
 

@@ -26,8 +26,9 @@ from dealflow_purge.adapters.tables import (
     purge_runs,
 )
 from dealflow_purge.domain.eligibility import KnownDeal
+from dealflow_purge.domain.journal import JournalEntry
 from dealflow_purge.domain.policy import PurgePolicy
-from dealflow_purge.domain.progress import DealPurge, PurgeState
+from dealflow_purge.domain.progress import WAITING, DealPurge, PurgeState
 from dealflow_purge.domain.runs import ItemOutcome, PurgeRun, RunStatus
 
 AGENT = 1
@@ -66,6 +67,28 @@ def _upsert(
     statement = dialect.insert(table).values(**values)
     changed = {k: statement.excluded[k] for k in values if k not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=changed)
+
+
+_UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _upsert_rows(
+    connection: AsyncConnection, table: Table, columns: Sequence[str], keys: Sequence[str]
+) -> Any:
+    """`_upsert` of `columns`, the rows given at execution (one, or many in one round
+    trip). Built once per dialect and columns: the purge's hot path writes these rows
+    for every deal and quote, and building the statement cost more CPU than running it."""
+    cache_key = (connection.dialect.name, table.name, tuple(columns))
+    statement = _UPSERTS.get(cache_key)
+    if statement is None:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        insert_ = dialect.insert(table)
+        statement = insert_.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={k: insert_.excluded[k] for k in columns if k not in keys},
+        )
+        _UPSERTS[cache_key] = statement
+    return statement
 
 
 class PurgeStore:
@@ -125,7 +148,12 @@ class PurgeStore:
     async def policy(self) -> PurgePolicy:
         r = (await self._connection.execute(select(purge_policy))).one()
         return PurgePolicy(
-            r.retention_days_won, r.retention_days_lost, r.batch_size, r.schedule, r.version
+            r.retention_days_won,
+            r.retention_days_lost,
+            r.batch_size,
+            r.schedule,
+            r.version,
+            r.journal,
         )
 
     async def save_policy(self, policy: PurgePolicy, by: str, now: datetime) -> None:
@@ -135,6 +163,7 @@ class PurgeStore:
                 retention_days_lost=policy.retention_days_lost,
                 batch_size=policy.batch_size,
                 schedule=policy.schedule,
+                journal=policy.journal,
                 version=policy.version,
                 updated_by=by,
                 updated_at=now,
@@ -218,6 +247,34 @@ class PurgeStore:
         )
         return int(count or 0)
 
+    async def planned(self, cutoffs: dict[Stage, datetime], now: datetime, dry_run: bool) -> int:
+        """How many deals a run starting now will examine: the candidates (held ones too:
+        they are examined and skipped) and, for a real run, the unfinished deals it takes
+        up under its own id (quotes purged, failures due a retry, not on hold)."""
+        candidates = await self._connection.scalar(
+            select(func.count())
+            .select_from(known_deals)
+            .where(self._past_retention(cutoffs), self._not_started())
+        )
+        if dry_run:
+            return int(candidates or 0)
+        held = select(holds.c.opportunity_id).where(
+            holds.c.opportunity_id == deal_purges.c.opportunity_id
+        )
+        state = deal_purges.c.state
+        taken_up = await self._connection.scalar(
+            select(func.count())
+            .select_from(deal_purges)
+            .where(
+                or_(
+                    state == PurgeState.QUOTES_PURGED.value,
+                    and_(state == PurgeState.FAILED.value, deal_purges.c.next_attempt_at <= now),
+                ),
+                ~held.exists(),
+            )
+        )
+        return int(candidates or 0) + int(taken_up or 0)
+
     async def add_quote(self, quote_id: UUID, opportunity_id: UUID) -> None:
         dialect = postgresql if self._connection.dialect.name == "postgresql" else sqlite
         await self._connection.execute(
@@ -227,13 +284,9 @@ class PurgeStore:
         )
 
     async def mark_quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
+        row = {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at}
         await self._connection.execute(
-            _upsert(
-                self._connection,
-                known_quotes,
-                {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at},
-                ["quote_id"],
-            )
+            _upsert_rows(self._connection, known_quotes, list(row), ["quote_id"]), row
         )
 
     async def live_quotes(self, opportunity_id: UUID) -> list[UUID]:
@@ -297,32 +350,29 @@ class PurgeStore:
         return _to_deal_purge(r) if r else None
 
     async def save_deal_purge(self, purge: DealPurge) -> None:
+        await self.save_deal_purges([purge])
+
+    async def save_deal_purges(self, purges: Sequence[DealPurge]) -> None:
+        """Write the deals' purges, all in one round trip."""
+        if not purges:
+            return
+        rows = [_deal_purge_row(p) for p in purges]
         await self._connection.execute(
-            _upsert(
-                self._connection,
-                deal_purges,
-                {
-                    "opportunity_id": purge.opportunity_id,
-                    "run_id": purge.run_id,
-                    "state": purge.state.value,
-                    "failed_step": purge.failed_step,
-                    "attempts": purge.attempts,
-                    "deadline": purge.deadline,
-                    "next_attempt_at": purge.next_attempt_at,
-                    "last_error": purge.last_error,
-                    "quotes_purged": purge.quotes_purged,
-                    "updated_at": purge.updated_at,
-                },
-                ["opportunity_id"],
-            )
+            _upsert_rows(self._connection, deal_purges, list(rows[0]), ["opportunity_id"]),
+            rows,
         )
 
     async def unfinished(self, now: datetime, limit: int) -> list[DealPurge]:
-        """Deals a run takes up: overdue waits, quotes purged, and failures due a retry."""
+        """Deals a run takes up: overdue waits, quotes purged, and failures due a retry;
+        not those on hold, which would fill every batch and keep the others waiting."""
         state = deal_purges.c.state
+        held = select(holds.c.opportunity_id).where(
+            holds.c.opportunity_id == deal_purges.c.opportunity_id
+        )
         rows = await self._connection.execute(
             select(deal_purges)
             .where(
+                ~held.exists(),
                 or_(
                     and_(
                         state.in_(
@@ -336,6 +386,31 @@ class PurgeStore:
             )
             .order_by(deal_purges.c.updated_at, deal_purges.c.opportunity_id)
             .limit(limit)
+        )
+        return [_to_deal_purge(r) for r in rows]
+
+    async def waiting_count_of_run(self, run_id: UUID) -> int:
+        """How many deals of the run wait for another service's answer (a run asks this
+        every poll while its batch goes). A deal whose quotes are purged waits for no one:
+        it is there only while on hold, and a run must not wait for the hold to go."""
+        count = await self._connection.scalar(
+            select(func.count())
+            .select_from(deal_purges)
+            .where(
+                deal_purges.c.run_id == run_id,
+                deal_purges.c.state.in_([s.value for s in WAITING]),
+            )
+        )
+        return int(count or 0)
+
+    async def overdue_of_run(self, run_id: UUID, now: datetime) -> list[DealPurge]:
+        """The deals of the run waiting for an answer past their deadline (`is_overdue`)."""
+        rows = await self._connection.execute(
+            select(deal_purges).where(
+                deal_purges.c.run_id == run_id,
+                deal_purges.c.state.in_([s.value for s in WAITING]),
+                deal_purges.c.deadline <= now,
+            )
         )
         return [_to_deal_purge(r) for r in rows]
 
@@ -408,21 +483,30 @@ class PurgeStore:
         reason: str | None = None,
         quotes_purged: int = 0,
     ) -> None:
-        await self._connection.execute(
-            _upsert(
-                self._connection,
-                purge_run_items,
-                {
-                    "run_id": run_id,
-                    "opportunity_id": opportunity_id,
-                    "outcome": outcome.value,
-                    "reason": reason,
-                    "quotes_purged": quotes_purged,
-                    "updated_at": now,
-                },
-                ["run_id", "opportunity_id"],
-            )
+        await self._put_item_rows(
+            [_item_row(run_id, opportunity_id, outcome, now, reason, quotes_purged)]
         )
+
+    async def put_items(
+        self,
+        run_id: UUID,
+        now: datetime,
+        items: Sequence[tuple[UUID, ItemOutcome, str | None]],
+    ) -> None:
+        """`put_item` for many deals, (opportunity id, outcome, reason) each, in one round
+        trip: a run lists a whole batch's deals at once."""
+        await self._put_item_rows(
+            [_item_row(run_id, deal, outcome, now, reason, 0) for deal, outcome, reason in items]
+        )
+
+    async def _put_item_rows(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self._connection.execute(
+                _upsert_rows(
+                    self._connection, purge_run_items, list(rows[0]), ["run_id", "opportunity_id"]
+                ),
+                rows,
+            )
 
     async def items(self, run_id: UUID) -> list[RunItem]:
         rows = await self._connection.execute(
@@ -445,6 +529,31 @@ class PurgeStore:
         )
         return {ItemOutcome(outcome): int(count) for outcome, count in rows}
 
+    async def journal_entries(self, run_id: UUID) -> list[JournalEntry]:
+        """A run's items with each deal's closed time, in the order they were settled."""
+        rows = await self._connection.execute(
+            select(purge_run_items, known_deals.c.closed_at)
+            .select_from(
+                purge_run_items.outerjoin(
+                    known_deals, known_deals.c.opportunity_id == purge_run_items.c.opportunity_id
+                )
+            )
+            .where(purge_run_items.c.run_id == run_id)
+            .order_by(purge_run_items.c.updated_at, purge_run_items.c.opportunity_id)
+        )
+        return [
+            JournalEntry(
+                run_id=r.run_id,
+                opportunity_id=r.opportunity_id,
+                outcome=ItemOutcome(r.outcome),
+                closed_at=r.closed_at,
+                quotes_purged=r.quotes_purged,
+                reason=r.reason,
+                at=r.updated_at,
+            )
+            for r in rows
+        ]
+
 
 def _to_deal(r: Row[Any]) -> KnownDeal:
     return KnownDeal(
@@ -466,6 +575,39 @@ def _deal_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
         "team_id": deal.team_id,
         "applied_sequences": deal.sequences.to_document(),
         "updated_at": now,
+    }
+
+
+def _item_row(
+    run_id: UUID,
+    opportunity_id: UUID,
+    outcome: ItemOutcome,
+    now: datetime,
+    reason: str | None,
+    quotes_purged: int,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "opportunity_id": opportunity_id,
+        "outcome": outcome.value,
+        "reason": reason,
+        "quotes_purged": quotes_purged,
+        "updated_at": now,
+    }
+
+
+def _deal_purge_row(purge: DealPurge) -> dict[str, Any]:
+    return {
+        "opportunity_id": purge.opportunity_id,
+        "run_id": purge.run_id,
+        "state": purge.state.value,
+        "failed_step": purge.failed_step,
+        "attempts": purge.attempts,
+        "deadline": purge.deadline,
+        "next_attempt_at": purge.next_attempt_at,
+        "last_error": purge.last_error,
+        "quotes_purged": purge.quotes_purged,
+        "updated_at": purge.updated_at,
     }
 
 
@@ -496,10 +638,12 @@ def _run_row(run: PurgeRun) -> dict[str, Any]:
             "batch_size": run.policy.batch_size,
             "schedule": run.policy.schedule,
             "version": run.policy.version,
+            "journal": run.policy.journal,
         },
         "started_by": run.started_by,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "planned": run.planned,
         "examined": run.examined,
         "purged": run.purged,
         "would_purge": run.would_purge,
@@ -525,4 +669,5 @@ def _to_run(r: Row[Any]) -> PurgeRun:
         skipped=r.skipped,
         failed=r.failed,
         error=r.error,
+        planned=r.planned,
     )

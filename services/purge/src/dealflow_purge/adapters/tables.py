@@ -13,6 +13,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    false,
 )
 
 from dealflow_common.db import JsonDocument, UtcDateTime
@@ -41,6 +42,8 @@ purge_policy = Table(
     Column("retention_days_lost", Integer, nullable=False),
     Column("batch_size", Integer, nullable=False),
     Column("schedule", String(100), nullable=False),
+    # Each run writes a JSON Lines journal of what it purged (migration 0002).
+    Column("journal", Boolean, nullable=False, server_default=false()),
     Column("version", Integer, nullable=False),
     Column("updated_by", String(200), nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -110,6 +113,10 @@ purge_runs = Table(
     Column("started_by", String(200), nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
+    # How many deals the run expected to examine when it started (its progress bar's
+    # total; deals that become known while it goes may make it examine more). Null for
+    # runs started before migration 0002.
+    Column("planned", Integer),
     Column("examined", Integer, nullable=False),
     Column("purged", Integer, nullable=False),
     Column("would_purge", Integer, nullable=False),

@@ -46,6 +46,11 @@ class PolicyBody(_Request):
     retention_days_lost: int = Field(description="Days a lost deal is kept after it closed")
     batch_size: int = Field(description="Deals per batch")
     schedule: str = Field(description="Five-field crontab expression, UTC")
+    journal: bool = Field(
+        default=False,
+        description="Each run writes a JSON Lines journal of the deals it purged, skipped "
+        "or failed (purge-run-<run id>.jsonl in the service's journal directory)",
+    )
 
 
 class PolicyResponse(PolicyBody):
@@ -73,7 +78,12 @@ class RunResponse(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     duration_seconds: float | None
+    planned: int | None = Field(
+        description="Deals the run expected to examine when it started (a progress bar's "
+        "total; deals learned of while it goes may add to it)"
+    )
     examined: int
+    in_progress: int = Field(description="Examined deals whose purge is still under way")
     purged: int
     would_purge: int
     skipped: int
@@ -115,6 +125,7 @@ def _policy(p: PurgePolicy) -> PolicyResponse:
         retention_days_lost=p.retention_days_lost,
         batch_size=p.batch_size,
         schedule=p.schedule,
+        journal=p.journal,
         version=p.version,
     )
 
@@ -126,6 +137,7 @@ def _run(run: PurgeRun, live: dict[str, int] | None = None) -> RunResponse:
         "would_purge": run.would_purge,
         "skipped": run.skipped,
         "failed": run.failed,
+        "in_progress": run.examined - run.purged - run.would_purge - run.skipped - run.failed,
     }
     return RunResponse(
         id=run.id,
@@ -136,6 +148,7 @@ def _run(run: PurgeRun, live: dict[str, int] | None = None) -> RunResponse:
         started_at=run.started_at,
         finished_at=run.finished_at,
         duration_seconds=run.duration_seconds,
+        planned=run.planned,
         error=run.error,
         policy=_policy(run.policy),
         **(live or counts),
@@ -153,6 +166,7 @@ async def _live_counts(store: PurgeStore, run: PurgeRun) -> dict[str, int] | Non
         "would_purge": counts.get("would_purge", 0),
         "skipped": counts.get("skipped", 0),
         "failed": counts.get("failed", 0),
+        "in_progress": counts.get("in_progress", 0),
     }
 
 
@@ -299,6 +313,7 @@ def purge_routes(
             schedule=body.schedule,
             max_batch_size=agent.config.max_batch_size,
             by=caller.user_id,
+            journal=body.journal,
         )
         return _policy(policy)
 

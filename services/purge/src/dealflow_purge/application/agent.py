@@ -9,6 +9,10 @@ after `quote.purge_requested` are driven by the answers (see `progress`). A run 
 process stops keeps its lease until it runs out; the next run then marks it
 interrupted and takes up its deals, which are all in `deal_purges`: nothing is
 requested twice in one state, nothing is left half-done.
+
+With the policy's `journal` flag on, a real run writes its journal (`domain.journal`)
+just before it commits its end; a run marked interrupted gets its journal from the run
+that takes over.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dealflow_common.errors import NotFound
 from dealflow_purge.application.metrics import PurgeMetrics
 from dealflow_purge.application.unit_of_work import PurgeUnitOfWork
 from dealflow_purge.domain.eligibility import closed_before
+from dealflow_purge.domain.journal import RunJournal
 from dealflow_purge.domain.policy import CronSchedule, PurgePolicy
 from dealflow_purge.domain.progress import Backoff, DealPurge, PurgeState, Trigger
 from dealflow_purge.domain.runs import AgentPaused, ItemOutcome, PurgeRun, RunStatus
@@ -61,16 +66,19 @@ class PurgeAgent:
         cron: CronSchedule,
         config: AgentConfig,
         metrics: PurgeMetrics,
+        journal: RunJournal | None = None,
     ) -> None:
         self._uow = unit_of_work
         self._cron = cron
         self.config = config
         self._metrics = metrics
+        self._journal = journal
 
     async def request_run(
         self, *, trigger: Literal["schedule", "operator"], dry_run: bool, by: str
     ) -> tuple[PurgeRun, bool]:
         """Start a run, or answer with the one going: (run, whether it was started now)."""
+        interrupted: PurgeRun | None = None
         async with self._uow() as uow:
             agent = await uow.store.agent()
             now = uow.clock()
@@ -85,10 +93,16 @@ class PurgeAgent:
             if not await uow.store.claim(run.id, now, now + self.config.lease):
                 return await self._running(uow), False
             if agent.running_run_id is not None:
-                await self._interrupted(uow, agent.running_run_id, now)
+                interrupted = await self._interrupted(uow, agent.running_run_id, now)
+            run.planned = await uow.store.planned(cutoffs(policy, now), now, dry_run)
             await uow.store.add_run(run)
             uow.collect(run)
             await uow.commit()
+        if interrupted is not None and self._journal_wanted(interrupted):
+            async with self._uow() as uow:
+                problem = await self._write_journal(uow, interrupted)
+            if problem:
+                log.error("purge run %s: %s", interrupted.id, problem)
         return run, True
 
     async def _running(self, uow: PurgeUnitOfWork) -> PurgeRun:
@@ -98,13 +112,33 @@ class PurgeAgent:
             raise RuntimeError("the agent's lock is held by no known run")
         return run
 
-    async def _interrupted(self, uow: PurgeUnitOfWork, run_id: UUID, now: datetime) -> None:
+    async def _interrupted(
+        self, uow: PurgeUnitOfWork, run_id: UUID, now: datetime
+    ) -> PurgeRun | None:
         old = await uow.store.run(run_id)
         if old is not None and old.status == RunStatus.RUNNING:
             old.status, old.finished_at = RunStatus.INTERRUPTED, now
             old.error = "its process stopped; the next run took up its deals"
             await uow.store.save_run(old)
             self._metrics.runs.labels("interrupted", str(old.dry_run).lower()).inc()
+            return old
+        return None
+
+    def _journal_wanted(self, run: PurgeRun) -> bool:
+        return run.policy.journal and not run.dry_run
+
+    async def _write_journal(self, uow: PurgeUnitOfWork, run: PurgeRun) -> str | None:
+        """Write the run's journal whole; what went wrong, or None when it was written."""
+        if self._journal is None:
+            return "the policy asks for a journal but no journal directory is set up"
+        entries = await uow.store.journal_entries(run.id)
+        try:
+            where = await asyncio.to_thread(self._journal.write, run.id, entries)
+        except OSError as error:
+            log.exception("purge run %s: its journal could not be written", run.id)
+            return f"journal not written: {error}"
+        log.info("purge run %s: journal of %d deals at %s", run.id, len(entries), where)
+        return None
 
     async def execute(self, run_id: UUID) -> PurgeRun:
         """Carry a started run to its end (it holds the lock), then release the lock."""
@@ -199,25 +233,23 @@ class PurgeAgent:
                     return
                 after = (batch[-1].closed_at or now, batch[-1].opportunity_id)
                 held = await uow.store.held_among([d.opportunity_id for d in batch])
+                snapshot = run.policy.snapshot()
+                purges: list[DealPurge] = []
+                items: list[tuple[UUID, ItemOutcome, str | None]] = []
                 for deal in batch:
                     if deal.opportunity_id in held:
-                        await uow.store.put_item(
-                            run.id, deal.opportunity_id, ItemOutcome.SKIPPED, now, reason="on_hold"
-                        )
+                        items.append((deal.opportunity_id, ItemOutcome.SKIPPED, "on_hold"))
                     elif dry_run:
-                        await uow.store.put_item(
-                            run.id, deal.opportunity_id, ItemOutcome.WOULD_PURGE, now
-                        )
+                        items.append((deal.opportunity_id, ItemOutcome.WOULD_PURGE, None))
                     else:
                         purge = DealPurge(deal.opportunity_id, run.id)
-                        purge.request_quotes(
-                            run.id, run.policy.snapshot(), now, self.config.answer_within
-                        )
-                        await uow.store.save_deal_purge(purge)
+                        purge.request_quotes(run.id, snapshot, now, self.config.answer_within)
+                        purges.append(purge)
                         uow.collect(purge)
-                        await uow.store.put_item(
-                            run.id, deal.opportunity_id, ItemOutcome.IN_PROGRESS, now
-                        )
+                        items.append((deal.opportunity_id, ItemOutcome.IN_PROGRESS, None))
+                # The whole batch in two round trips, not two per deal.
+                await uow.store.save_deal_purges(purges)
+                await uow.store.put_items(run.id, now, items)
                 await uow.commit()
             if not dry_run:
                 await self._settle(run)
@@ -228,14 +260,16 @@ class PurgeAgent:
             async with self._uow() as uow:
                 now = uow.clock()
                 await self._renew(uow, run, now)
-                waiting = await uow.store.waiting_of_run(run.id)
-                overdue = [p for p in waiting if p.is_overdue(now)]
+                # Counted, and only the overdue ones read: this runs every poll while up
+                # to a batch of deals is under way.
+                waiting = await uow.store.waiting_count_of_run(run.id)
+                overdue = await uow.store.overdue_of_run(run.id, now) if waiting else []
                 for purge in overdue:
                     self._advance(uow, purge, run, now)
                     await uow.store.save_deal_purge(purge)
                     await self._item_for(uow, run.id, purge, now)
                 await uow.commit()
-            if len(waiting) == len(overdue):
+            if waiting <= len(overdue):
                 return
             await asyncio.sleep(self.config.poll_interval)
 
@@ -252,6 +286,10 @@ class PurgeAgent:
             run.would_purge = counts.get(ItemOutcome.WOULD_PURGE, 0)
             run.skipped = counts.get(ItemOutcome.SKIPPED, 0)
             run.failed = counts.get(ItemOutcome.FAILED, 0)
+            if self._journal_wanted(run):
+                # Before the end is committed: should the commit fail, the run stays
+                # running and the one taking over writes this journal again, whole.
+                run.error = await self._write_journal(uow, run)
             run.finish(now)
             await uow.store.save_run(run)
             uow.collect(run)

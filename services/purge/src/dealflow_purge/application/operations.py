@@ -47,6 +47,7 @@ async def change_policy(
     schedule: str,
     max_batch_size: int,
     by: str,
+    journal: bool = False,
 ) -> PurgePolicy:
     async with unit_of_work() as uow:
         current = await uow.store.policy()
@@ -60,6 +61,7 @@ async def change_policy(
             max_batch_size=max_batch_size,
             cron=cron,
             now=now,
+            journal=journal,
         )
         if replace(policy, version=current.version) == current:
             return current

@@ -1,4 +1,5 @@
-"""The purge policy: how long closed deals are kept, how many go per batch, and when.
+"""The purge policy: how long closed deals are kept, how many go per batch, and when,
+and whether each run writes a journal of what it purged (like Sterling's purge log).
 
 A policy is checked whole before it is stored, so an operator's bad input names the
 field at fault and changes nothing.
@@ -36,6 +37,8 @@ class PurgePolicy:
     batch_size: int = DEFAULT_BATCH_SIZE
     schedule: str = DEFAULT_SCHEDULE
     version: int = 1
+    journal: bool = False
+    """Each run writes a JSON Lines journal of the deals it purged, skipped or failed."""
 
     def retention(self, outcome: Stage) -> timedelta:
         if outcome == Stage.CLOSED_WON:
@@ -62,6 +65,7 @@ def checked_policy(
     max_batch_size: int,
     cron: CronSchedule,
     now: datetime,
+    journal: bool = False,
 ) -> PurgePolicy:
     """The policy, or RuleViolated naming the first field that breaks a rule."""
     for field, days in (
@@ -76,4 +80,6 @@ def checked_policy(
         cron.next_after(schedule, now)
     except ValueError as error:
         raise RuleViolated("schedule", f"not a valid cron expression: {error}") from None
-    return PurgePolicy(retention_days_won, retention_days_lost, batch_size, schedule, version)
+    return PurgePolicy(
+        retention_days_won, retention_days_lost, batch_size, schedule, version, journal
+    )

@@ -63,6 +63,8 @@ class PurgeRun:
     skipped: int = 0
     failed: int = 0
     error: str | None = None
+    planned: int | None = None
+    """The deals it expected to examine when it started (null for runs before it was kept)."""
     events: list[EventPayload] = field(default_factory=list, repr=False)
 
     @classmethod
