@@ -47,6 +47,10 @@ ADMIN = {"user": "root", "roles": ("admin",), "teams": ()}
 
 
 class Sequences(ServiceUnderTest):
+    async def consume(self, *payloads: Any, **options: Any) -> None:
+        """As Kafka would deliver them, stamped with the service clock's time (activity)."""
+        await super().consume(*payloads, **{"time": self.clock(), **options})
+
     def unit_of_work(self) -> SequenceUnitOfWork:
         """A unit of work like the service's own (with a cache of its own, like a replica)."""
         return SequenceUnitOfWork(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -21,6 +21,7 @@ from dealflow_sequence.api.schemas import (
     SequenceResponse,
     StaleDealResponse,
     StepHistory,
+    StepState,
     TaskRequest,
     TaskResponse,
 )
@@ -73,6 +74,7 @@ def enrollment_response(follow_up: FollowUp) -> EnrollmentResponse:
                 )
             )
             continue
+        state: StepState
         if not enrollment.is_live or enrollment.next_step is None:
             state, due = "skipped", None
         elif number == enrollment.next_step:
@@ -87,7 +89,7 @@ def enrollment_response(follow_up: FollowUp) -> EnrollmentResponse:
                 step_no=number,
                 action=step.action.value,
                 after=step.after.text,
-                state=state,  # type: ignore[arg-type]
+                state=state,
                 due_at=due,
             )
         )
@@ -137,17 +139,16 @@ def task_response(task: Task, now: datetime) -> TaskResponse:
 def sequence_routes(unit_of_work: UnitOfWorkFactory, reader: SequenceReader) -> APIRouter:
     router = APIRouter(prefix="/sequences", tags=["sequences"])
 
-    def body_fields(body: SequenceRequest) -> dict[str, object]:
-        return {
-            "name": body.name,
-            "trigger": body.trigger.model_dump(),
-            "steps": [step.model_dump() for step in body.steps],
-            "exit_conditions": body.exit_conditions,
-        }
-
     @router.post("", status_code=201, responses=CHANGES, summary="Define a sequence")
     async def create(body: SequenceRequest, caller: Caller, response: Response) -> SequenceResponse:
-        definition = await use_cases.define_sequence(unit_of_work, caller, **body_fields(body))  # type: ignore[arg-type]
+        definition = await use_cases.define_sequence(
+            unit_of_work,
+            caller,
+            name=body.name,
+            trigger=body.trigger.model_dump(),
+            steps=[step.model_dump() for step in body.steps],
+            exit_conditions=body.exit_conditions,
+        )
         response.headers["Location"] = f"/sequences/{definition.id}"
         response.headers["ETag"] = etag(definition.version)
         return sequence_response(definition)
@@ -179,7 +180,10 @@ def sequence_routes(unit_of_work: UnitOfWorkFactory, reader: SequenceReader) -> 
             caller,
             sequence_id,
             expected_version=expected_version(if_match),
-            **body_fields(body),  # type: ignore[arg-type]
+            name=body.name,
+            trigger=body.trigger.model_dump(),
+            steps=[step.model_dump() for step in body.steps],
+            exit_conditions=body.exit_conditions,
         )
         response.headers["ETag"] = etag(definition.version)
         return sequence_response(definition)
@@ -233,7 +237,9 @@ def enrollment_routes(unit_of_work: UnitOfWorkFactory, reader: SequenceReader) -
     return router
 
 
-def _change(unit_of_work: UnitOfWorkFactory, reader: SequenceReader, action: str):  # type: ignore[no-untyped-def]
+def _change(
+    unit_of_work: UnitOfWorkFactory, reader: SequenceReader, action: str
+) -> Callable[..., Awaitable[EnrollmentResponse]]:
     async def change(enrollment_id: UUID, caller: Caller) -> EnrollmentResponse:
         enrollment = await use_cases.change_enrollment(unit_of_work, caller, enrollment_id, action)
         return enrollment_response(await reader.follow_up(enrollment))

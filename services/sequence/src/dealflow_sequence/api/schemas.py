@@ -79,11 +79,14 @@ class EnrollRequest(_Body):
     sequence_id: UUID
 
 
+StepState = Literal["done", "failed", "scheduled", "waiting", "planned", "skipped"]
+
+
 class StepHistory(BaseModel):
     step_no: int
     action: str
     after: str
-    state: Literal["done", "failed", "scheduled", "waiting", "planned", "skipped"] = Field(
+    state: StepState = Field(
         description="done/failed: it ran; scheduled: next, due at due_at; waiting: next, "
         "the enrollment is paused; planned: later (due_at estimated); skipped: the "
         "enrollment ended before it"

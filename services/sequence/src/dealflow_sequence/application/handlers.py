@@ -36,8 +36,11 @@ from dealflow_sequence.domain.enrollment import SYSTEM, Enrollment
 async def _learn(
     uow: SequenceUnitOfWork, opportunity_id: UUID, event: IncomingEvent[Any], facts: DealFacts
 ) -> tuple[KnownDeal, frozenset[str]]:
-    """The deal's row, locked, with the facts newer than those held; the fields taken."""
-    at = event.envelope.time
+    """The deal's row, locked, with the facts newer than those held; the fields taken.
+
+    The event's own time is the deal's activity; a clock running ahead at the source
+    cannot put it in this service's future."""
+    at = min(event.envelope.time, uow.clock())
     deal = await uow.deals.lock_or_add(KnownDeal.unseen(opportunity_id, at))
     taken = deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
     deal.touch(at)
