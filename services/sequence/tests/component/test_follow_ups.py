@@ -3,9 +3,10 @@ owner; exits, pauses and restarts neither lose nor repeat a step."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
-from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.contracts.opportunity import OpportunityPurged, Stage
 
 MANAGER = {"user": "mia", "roles": ("manager",), "teams": ("emea",)}
 
@@ -112,6 +113,51 @@ async def test_closing_the_deal_cancels_its_enrollments(service) -> None:
     await service.tick()
     assert await service.tasks_of(deal) == []
     assert "sequence.cancelled" in await service.types_of(deal)
+
+
+async def test_a_purged_deal_has_every_live_enrollment_cancelled_once(service) -> None:
+    # Neither sequence exits when the deal closes; the purge cancels them all the same.
+    running = await service.define(exit_conditions=[])
+    held = await service.define(exit_conditions=[])
+    deal = await service.deal()
+    await service.move(deal, Stage.PROPOSAL)
+    paused = await service.enrollment_of(deal, held["id"])
+    assert (await service.call("POST", f"/enrollments/{paused['id']}/pause")).status_code == 200
+    await service.lose(deal)
+    assert (await service.enrollment_of(deal, running["id"]))["state"] == "active"
+
+    purged = OpportunityPurged(
+        opportunity_id=uuid.UUID(deal),
+        run_id=uuid.uuid4(),
+        stage=Stage.CLOSED_LOST,
+        closed_at=service.clock(),
+        purged_at=service.clock(),
+    )
+    await service.consume(purged)
+    for sequence in (running, held):
+        enrollment = await service.enrollment_of(deal, sequence["id"])
+        assert enrollment["state"] == "cancelled"
+        assert enrollment["end_reason"] == "the deal was purged (it was closed_lost)"
+    cancelled = [
+        e["data"] for e in await service.envelopes_of(deal) if e["type"] == "sequence.cancelled"
+    ]
+    assert sorted(c["enrollment_id"] for c in cancelled) == sorted(
+        [paused["id"], (await service.enrollment_of(deal, running["id"]))["id"]]
+    )
+    assert {c["cancelled_by"] for c in cancelled} == {"system:sequence"}
+
+    # The purge agent may answer twice; a re-sent stage change must not enroll it again.
+    await service.consume(purged)
+    await service.move(deal, Stage.PROPOSAL, sequence=2)
+    service.clock.advance(days=3)
+    await service.tick()
+    assert await service.tasks_of(deal) == []
+    assert [e["state"] for e in await service.enrollments(deal)] == ["cancelled", "cancelled"]
+    assert (await service.types_of(deal)).count("sequence.cancelled") == 2
+    refused = await service.call(
+        "POST", f"/opportunities/{deal}/enrollments", {"sequence_id": running["id"]}, **MANAGER
+    )
+    assert refused.status_code == 409, refused.text
 
 
 async def test_leaving_the_trigger_stage_cancels_unless_the_sequence_says_otherwise(

@@ -10,6 +10,8 @@ Every opportunity event counts as activity on the deal, for the stale rule.
   already in that sequence (active or paused).
 - Exit conditions cancel live enrollments: the deal closed (won or lost), or the deal
   left the stage whose entry started the sequence.
+- `opportunity.purged` cancels every live enrollment of the deal, whatever the
+  sequence's exit conditions say: the deal no longer exists, so nothing of it may run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dealflow_common.contracts.opportunity import (
     OpportunityAssigned,
     OpportunityCreated,
     OpportunityLost,
+    OpportunityPurged,
     OpportunityStageChanged,
     OpportunityUpdated,
     OpportunityWon,
@@ -152,6 +155,21 @@ async def closed(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
         await _apply_exits(uow, deal)
 
 
+async def purged(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    """The deal was archived and deleted: its live enrollments are cancelled, each
+    with the reason; the projection keeps the deal as `purged`, so that no late event
+    of it enrolls it again. Heard again (the purge agent may ask twice), nothing is
+    left to cancel."""
+    payload: OpportunityPurged = event.payload
+    deal, _ = await _learn(uow, payload.opportunity_id, event, DealFacts(stage=Stage.PURGED))
+    now = uow.clock()
+    reason = f"the deal was purged (it was {payload.stage.value})"
+    for enrollment in await uow.enrollments.live_of(deal.id):
+        enrollment.cancel(reason, SYSTEM, now, by_hand=False)
+        await uow.enrollments.save(enrollment)
+        uow.collect(enrollment)
+
+
 async def activity(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
     """An event that changes nothing projected but is activity on the deal (a note)."""
     await _learn(uow, event.payload.opportunity_id, event, DealFacts())
@@ -165,4 +183,5 @@ HANDLERS: dict[str, EventHandler] = {
     "opportunity.note_added": activity,
     "opportunity.won": closed,
     "opportunity.lost": closed,
+    "opportunity.purged": purged,
 }
