@@ -24,6 +24,7 @@ from dealflow_common.contracts.opportunity import (
     OpportunityLost,
     OpportunityStageChanged,
     OpportunityState,
+    OpportunityUpdated,
     Stage,
 )
 from dealflow_common.contracts.topics import SEQUENCE_EVENTS
@@ -72,39 +73,26 @@ class Sequences(ServiceUnderTest):
         expected_close_date: date | None = None,
     ) -> str:
         """A deal this service knows, as its `opportunity.created` made it known."""
-        now = self.clock()
         opportunity_id = uuid.uuid4()
+        state = deal_state(
+            opportunity_id, owners, team_id, stage, expected_close_date, self.clock()
+        )
+        await self.consume(OpportunityCreated(opportunity_id=opportunity_id, opportunity=state))
+        return str(opportunity_id)
+
+    async def update(self, opportunity_id: str, updated_by: str, **changes: Any) -> None:
+        """An `opportunity.updated` of a deal made by `deal()` (with its defaults)."""
+        state = deal_state(
+            uuid.UUID(opportunity_id), ("alice",), "emea", Stage.QUALIFICATION, None, self.clock()
+        ).model_copy(update=changes)
         await self.consume(
-            OpportunityCreated(
-                opportunity_id=opportunity_id,
-                opportunity=OpportunityState(
-                    id=opportunity_id,
-                    title="Fleet renewal",
-                    description=None,
-                    customer=Customer(kind="organization", id="acme", name="ACME Corp"),
-                    contact=Contact(name="Jo Buyer", email="jo@acme.example"),
-                    contact_address=None,
-                    value=Money.of("50000", "USD"),
-                    stage=stage,
-                    probability=30,
-                    expected_close_date=expected_close_date,
-                    next_action=None,
-                    lead_origin=None,
-                    external_reference=None,
-                    owners=list(owners),
-                    team_id=team_id,
-                    won_quote_id=None,
-                    order_id=None,
-                    lost_reason=None,
-                    created_by=owners[0] if owners else "someone",
-                    created_at=now,
-                    updated_at=now,
-                    closed_at=None,
-                    version=1,
-                ),
+            OpportunityUpdated(
+                opportunity_id=state.id,
+                opportunity=state,
+                changed_fields=sorted(changes),
+                updated_by=updated_by,
             )
         )
-        return str(opportunity_id)
 
     async def move(
         self,
@@ -180,6 +168,41 @@ class Sequences(ServiceUnderTest):
             task_notes,
             known_deals,
         )
+
+
+def deal_state(
+    opportunity_id: uuid.UUID,
+    owners: tuple[str, ...],
+    team_id: str | None,
+    stage: Stage,
+    expected_close_date: date | None,
+    now: datetime,
+) -> OpportunityState:
+    return OpportunityState(
+        id=opportunity_id,
+        title="Fleet renewal",
+        description=None,
+        customer=Customer(kind="organization", id="acme", name="ACME Corp"),
+        contact=Contact(name="Jo Buyer", email="jo@acme.example"),
+        contact_address=None,
+        value=Money.of("50000", "USD"),
+        stage=stage,
+        probability=30,
+        expected_close_date=expected_close_date,
+        next_action=None,
+        lead_origin=None,
+        external_reference=None,
+        owners=list(owners),
+        team_id=team_id,
+        won_quote_id=None,
+        order_id=None,
+        lost_reason=None,
+        created_by=owners[0] if owners else "someone",
+        created_at=now,
+        updated_at=now,
+        closed_at=None,
+        version=1,
+    )
 
 
 def at(text: str) -> datetime:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from dealflow_common.contracts.opportunity import NextAction
+
 REP_ELSEWHERE = {"user": "bob", "roles": ("rep",), "teams": ("apac",)}
 MANAGER = {"user": "mia", "roles": ("manager",), "teams": ("emea",)}
 MANAGER_ELSEWHERE = {"user": "max", "roles": ("manager",), "teams": ("apac",)}
@@ -114,6 +116,20 @@ async def test_an_open_future_task_keeps_a_deal_from_being_stale(service) -> Non
     service.clock.advance(days=8)
     await service.check_stale()
     assert "opportunity.stale" not in await service.types_of(deal)
+
+
+async def test_the_next_action_following_tasks_is_not_activity_a_person_is(service) -> None:
+    """The opportunity service publishes the next action its tasks give the deal; that
+    echo of this service's own tasks must not keep a quiet deal off the stale list."""
+    quiet, touched = await service.deal(), await service.deal()
+    service.clock.advance(days=6)
+    follows = {"next_action": NextAction(date=service.clock().date(), note="Call")}
+    await service.update(quiet, "system:sequence", **follows)
+    await service.update(touched, "alice", **follows)
+    service.clock.advance(days=1, minutes=1)
+    await service.check_stale()
+    assert "opportunity.stale" in await service.types_of(quiet)
+    assert "opportunity.stale" not in await service.types_of(touched)
 
 
 async def test_a_past_expected_close_date_is_reported_once(service) -> None:

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.topics import SEQUENCE_EVENTS
+
+SEQUENCE_ACTOR: Final = "system:sequence"
+"""Who did what the sequence service does on its own (`enrolled_by`, `cancelled_by`,
+`created_by` of a step's task), and the `updated_by` of an `opportunity.updated` that
+its events caused (the deal's next action following its tasks)."""
 
 
 class StepAction(StrEnum):

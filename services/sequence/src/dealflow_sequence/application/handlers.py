@@ -3,7 +3,10 @@
 Each event is applied once (the inbox) and keeps the projection moving forward only,
 field by field; only an event whose stage was taken (newer than the stage held) starts
 sequences or ends enrollments, so a late or re-sent `stage_changed` does neither.
-Every opportunity event counts as activity on the deal, for the stale rule.
+Every opportunity event counts as activity on the deal, for the stale rule, but an
+`opportunity.updated` that this service's own events caused (`updated_by:
+system:sequence`, the deal's next action following its tasks): automation is not
+activity, or a sequence's tasks would keep a quiet deal from ever being reported.
 
 - A trigger (`opportunity.created`, `opportunity.stage_changed` into a stage) enrolls
   the deal in each sequence, not retired, whose trigger matches, unless the deal is
@@ -29,6 +32,7 @@ from dealflow_common.contracts.opportunity import (
     OpportunityWon,
     Stage,
 )
+from dealflow_common.contracts.sequence import SEQUENCE_ACTOR
 from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
 from dealflow_sequence.application.unit_of_work import SequenceUnitOfWork
 from dealflow_sequence.domain.deal import DealFacts, KnownDeal
@@ -37,7 +41,12 @@ from dealflow_sequence.domain.enrollment import SYSTEM, Enrollment
 
 
 async def _learn(
-    uow: SequenceUnitOfWork, opportunity_id: UUID, event: IncomingEvent[Any], facts: DealFacts
+    uow: SequenceUnitOfWork,
+    opportunity_id: UUID,
+    event: IncomingEvent[Any],
+    facts: DealFacts,
+    *,
+    activity: bool = True,
 ) -> tuple[KnownDeal, frozenset[str]]:
     """The deal's row, locked, with the facts newer than those held; the fields taken.
 
@@ -46,7 +55,8 @@ async def _learn(
     at = min(event.envelope.time, uow.clock())
     deal = await uow.deals.lock_or_add(KnownDeal.unseen(opportunity_id, at))
     taken = deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
-    deal.touch(at)
+    if activity:
+        deal.touch(at)
     await uow.deals.save(deal, uow.clock())
     return deal, taken
 
@@ -119,7 +129,13 @@ async def opportunity_created(uow: SequenceUnitOfWork, event: IncomingEvent[Any]
 
 async def opportunity_updated(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityUpdated = event.payload
-    deal, taken = await _learn(uow, payload.opportunity.id, event, _all_facts(payload))
+    deal, taken = await _learn(
+        uow,
+        payload.opportunity.id,
+        event,
+        _all_facts(payload),
+        activity=payload.updated_by != SEQUENCE_ACTOR,
+    )
     if "stage" in taken:
         await _apply_exits(uow, deal)
 

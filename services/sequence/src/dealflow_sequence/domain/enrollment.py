@@ -24,6 +24,7 @@ from jinja2 import TemplateError
 
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.sequence import (
+    SEQUENCE_ACTOR,
     EmailRequested,
     NextActionData,
     SequenceCancelled,
@@ -86,7 +87,7 @@ HAND_TRIGGERS: Final = (T.PAUSE, T.RESUME, T.CANCEL)
 LIVE: Final = frozenset(s for s in EnrollmentState if TRANSITIONS[s])
 """States in which something can still happen (active, paused)."""
 
-SYSTEM = "system:sequence"
+SYSTEM = SEQUENCE_ACTOR
 
 
 def allowed_actions(state: EnrollmentState) -> list[str]:
