@@ -1,6 +1,7 @@
 """A deal entering proposal gets its follow-up: the opportunity service's stage change
 reaches the sequence service over Kafka, enrolls the deal, and the first step's task
-appears on the deal, for its owner, and on dealflow.sequence.events."""
+appears on the deal, for its owner, and on dealflow.sequence.events; back over Kafka,
+its due date becomes the deal's next action on the opportunity service."""
 
 from __future__ import annotations
 
@@ -74,6 +75,18 @@ async def test_a_stage_change_into_proposal_enrolls_and_the_first_task_appears(
             history = (await sequences.get(f"/opportunities/{deal}/enrollments")).json()
             mine = [e for e in history if e["sequence_id"] == defined.json()["id"]]
             assert [e["state"] for e in mine] == ["completed"]
+
+        async with as_user("opportunity", "alice", roles=("rep",)) as opportunities:
+
+            async def next_action() -> list[dict[str, Any]]:
+                body = (await opportunities.get(f"/opportunities/{deal}")).json()
+                return [body] if body["next_action_source"] == "task" else []
+
+            (shown,) = await until(next_action)
+            assert shown["next_action"] == {
+                "date": task["due_at"][:10],
+                "note": "Call about the offer",
+            }
 
         async with TopicReader(stack.kafka.bootstrap_servers, SEQUENCE_EVENTS) as reader:
             await reader.wait_for(

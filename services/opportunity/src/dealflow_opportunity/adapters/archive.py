@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dealflow_common.contracts.purge import PurgePolicySnapshot
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
+    deal_tasks,
     notes,
     opportunities,
     opportunity_archive,
@@ -112,7 +113,8 @@ class OpportunityArchive:
                 opportunity=document,
             )
         )
-        for _, table, _ in parts:
+        # Its follow-up tasks are the sequence service's; the copy here just goes.
+        for table in (*(table for _, table, _ in parts), deal_tasks):
             await self._connection.execute(
                 delete(table).where(table.c.opportunity_id == opportunity.id)
             )
