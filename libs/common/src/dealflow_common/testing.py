@@ -205,6 +205,7 @@ def envelope_bytes(
     event_id: uuid.UUID | None = None,
     correlation_id: str = "test-flow",
     sequence: int = 1,
+    time: datetime | None = None,
 ) -> bytes:
     """A CloudEvents record as the outbox of `source` would write it, for consumer tests."""
     return orjson.dumps(
@@ -214,7 +215,7 @@ def envelope_bytes(
             "source": source,
             "type": payload.event_type,
             "subject": payload.subject,
-            "time": "2026-11-24T12:00:00+00:00",
+            "time": time.isoformat() if time else "2026-11-24T12:00:00+00:00",
             "datacontenttype": "application/json",
             "dataschema": payload.dataschema(),
             "data": payload.model_dump(mode="json"),
@@ -324,12 +325,17 @@ class ServiceUnderTest:
             return [orjson.loads(envelope) for (envelope,) in rows]
 
     async def consume(
-        self, *payloads: Any, event_id: uuid.UUID | None = None, sequence: int | None = None
+        self,
+        *payloads: Any,
+        event_id: uuid.UUID | None = None,
+        sequence: int | None = None,
+        time: datetime | None = None,
     ) -> None:
         """Deliver events to the service's consumer of their topic, as Kafka would.
 
         Each subject's events are numbered 1, 2, 3... in the order consumed, as their
-        source numbers them; `sequence` gives one out of that order (a late record)."""
+        source numbers them; `sequence` gives one out of that order (a late record);
+        `time` is the envelope's (a fixed moment in the past when not given)."""
         for payload in payloads:
             (consumer,) = [c for c in self.platform.consumers if payload.topic in c.topics]
             if sequence is None:
@@ -340,7 +346,7 @@ class ServiceUnderTest:
             await consumer.apply_batch(
                 [
                     FakeRecord(
-                        envelope_bytes(payload, event_id=event_id, sequence=number),
+                        envelope_bytes(payload, event_id=event_id, sequence=number, time=time),
                         topic=payload.topic,
                         key=payload.subject.encode(),
                     )

@@ -18,13 +18,14 @@ from dealflow_common.contracts.topics import (
     OPPORTUNITY_EVENTS,
     ORDER_EVENTS,
     QUOTE_EVENTS,
+    SEQUENCE_EVENTS,
 )
 from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_opportunity.api.routes import opportunity_routes, stage_machine_routes
-from dealflow_opportunity.application import purge, saga
+from dealflow_opportunity.application import follow_ups, purge, saga
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 
@@ -33,7 +34,8 @@ VERSION = "0.1.0"
 DESCRIPTION = (
     "Opportunities from first lead to won or lost: the stage machine, owners and teams, "
     "notes, sales history, and the authority of the accept-quote saga. Publishes every "
-    "change on dealflow.opportunity.events; consumes quote and order events."
+    "change on dealflow.opportunity.events; consumes quote and order events, and the "
+    "follow-up tasks and steps of the sequence service for the deal's next action."
 )
 
 
@@ -49,7 +51,12 @@ def asyncapi() -> dict[str, Any]:
         version=VERSION,
         description=DESCRIPTION,
         publishes=[OPPORTUNITY_EVENTS],
-        consumes=[*saga.HANDLERS, *purge.QUOTE_HANDLERS, *purge.COMMAND_HANDLERS],
+        consumes=[
+            *saga.HANDLERS,
+            *purge.QUOTE_HANDLERS,
+            *purge.COMMAND_HANDLERS,
+            *follow_ups.HANDLERS,
+        ],
     )
 
 
@@ -69,6 +76,13 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         group_id="opportunity-service-purge",
         topics=[OPPORTUNITY_COMMANDS],
         handlers=purge.COMMAND_HANDLERS,
+        unit_of_work=unit_of_work,
+    )
+    # A group of its own: a burst of follow-up tasks never delays the accept saga.
+    platform.add_consumer(
+        group_id="opportunity-service-sequence",
+        topics=[SEQUENCE_EVENTS],
+        handlers=follow_ups.HANDLERS,
         unit_of_work=unit_of_work,
     )
     return create_app(

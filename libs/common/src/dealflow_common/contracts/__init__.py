@@ -10,6 +10,7 @@ from dealflow_common.contracts import opportunity as opportunity
 from dealflow_common.contracts import order as order
 from dealflow_common.contracts import purge as purge
 from dealflow_common.contracts import quote as quote
+from dealflow_common.contracts import sequence as sequence
 from dealflow_common.contracts.base import EventPayload, dataschema_for, payload_class
 from dealflow_common.contracts.envelope import CloudEvent
 from dealflow_common.contracts.money import Money

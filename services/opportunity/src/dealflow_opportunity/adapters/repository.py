@@ -29,6 +29,7 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.db import is_postgres
+from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
@@ -44,6 +45,7 @@ from dealflow_opportunity.domain.model import (
     Opportunity,
     SalesHistoryEntry,
 )
+from dealflow_opportunity.domain.next_action import NextActionSource
 
 # Statements are built once and executed with parameters: building them per call (with
 # values inlined) cost more CPU than the database spent running them.
@@ -51,6 +53,13 @@ _SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
 _SELECT_FOR_UPDATE = _SELECT.with_for_update()
 _INSERT = insert(opportunities)
 _VERSIONED = VersionedTable(opportunities, "opportunity")
+# Where the next action came from is bookkeeping, not a change of the deal: written
+# without a new version (the row is locked by the one changing it).
+_SAVE_BOOKKEEPING = (
+    opportunities.update()
+    .where(opportunities.c.id == bindparam("b_id"))
+    .values(next_action_source=bindparam("b_source"), next_action_applied=bindparam("b_applied"))
+)
 _DELETE_OWNERS = delete(opportunity_owners).where(
     opportunity_owners.c.opportunity_id == bindparam("b_id")
 )
@@ -88,11 +97,23 @@ class OpportunityRepository:
     async def save(self, opportunity: Opportunity) -> None:
         loaded = self._loaded_versions[opportunity.id]
         if opportunity.version == loaded:
+            if opportunity.bookkeeping_changed:
+                row = _to_row(opportunity)
+                await self._connection.execute(
+                    _SAVE_BOOKKEEPING,
+                    {
+                        "b_id": opportunity.id,
+                        "b_source": row["next_action_source"],
+                        "b_applied": row["next_action_applied"],
+                    },
+                )
+                opportunity.bookkeeping_changed = False
             return
         changes = _to_row(opportunity)
         del changes["id"]
         await _VERSIONED.save(self._connection, opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
+        opportunity.bookkeeping_changed = False
         await self._write_entries(opportunity)
 
     async def _write_entries(self, opportunity: Opportunity) -> None:
@@ -318,6 +339,8 @@ def _to_row(o: Opportunity) -> dict[str, Any]:
         "expected_close_date": o.expected_close_date,
         "next_action_date": o.next_action.date if o.next_action else None,
         "next_action_note": o.next_action.note if o.next_action else None,
+        "next_action_source": o.next_action_source.value if o.next_action_source else None,
+        "next_action_applied": o.steps_applied.to_document() if o.steps_applied.source else None,
         "lead_origin": o.lead_origin.value if o.lead_origin else None,
         "external_reference": o.external_reference,
         "team_id": o.team_id,
@@ -365,4 +388,8 @@ def _to_opportunity(row: Row[Any], owners: list[str]) -> Opportunity:
         stage_entered_at=row.stage_entered_at,
         closed_at=row.closed_at,
         version=row.version,
+        next_action_source=(
+            NextActionSource(row.next_action_source) if row.next_action_source else None
+        ),
+        steps_applied=AppliedSequences.from_document(row.next_action_applied),
     )

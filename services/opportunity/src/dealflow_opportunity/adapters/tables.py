@@ -39,6 +39,10 @@ opportunities = Table(
     Column("expected_close_date", Date),
     Column("next_action_date", Date),
     Column("next_action_note", Text),
+    # hand, sequence or task: which rule set the next action (domain.next_action).
+    Column("next_action_source", String(20)),
+    # AppliedSequences of the sequence steps that planned it (forward only).
+    Column("next_action_applied", JsonDocument),
     Column("lead_origin", String(20)),
     Column("external_reference", String(200)),
     Column("team_id", String(100)),
@@ -153,4 +157,21 @@ purge_requests = Table(
     Column("run_id", Uuid, nullable=False),
     Column("policy", JsonDocument, nullable=False),
     Column("requested_at", UtcDateTime, nullable=False),
+)
+
+# The deal's follow-up tasks as the sequence service's `task.*` events tell them, for
+# the next action (the earliest open task's due date). Each field moves forward only
+# (`applied`): a `task.completed` read before its `task.created` is not reopened.
+deal_tasks = Table(
+    "deal_tasks",
+    metadata,
+    Column("task_id", Uuid, primary_key=True),
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("title", String(500)),
+    Column("due_at", UtcDateTime),
+    Column("done_at", UtcDateTime),
+    Column("applied", JsonDocument, nullable=False),
+    Index("ix_deal_tasks_open", "opportunity_id", "done_at", "due_at"),
 )

@@ -51,8 +51,11 @@ _READ, _WRITE = READS, CHANGES
 
 
 def to_response(opportunity: Opportunity) -> OpportunityResponse:
+    source = opportunity.next_action_source
     return OpportunityResponse(
-        **opportunity.state().model_dump(), allowed_moves=opportunity.allowed_moves()
+        **opportunity.state().model_dump(),
+        allowed_moves=opportunity.allowed_moves(),
+        next_action_source=source.value if source else None,
     )
 
 

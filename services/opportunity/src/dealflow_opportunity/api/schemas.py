@@ -112,6 +112,13 @@ class NoteRequest(_Request):
 
 class OpportunityResponse(OpportunityState):
     allowed_moves: list[Stage] = Field(description="Stages the stage endpoint accepts now")
+    next_action_source: Literal["hand", "sequence", "task"] | None = Field(
+        default=None,
+        description="Where next_action came from: set by hand (kept while its date is "
+        "today or later), by a sequence's next_action step (kept likewise unless a person "
+        "set one), or the earliest due date of the deal's open tasks (the note is the "
+        "task's title)",
+    )
 
 
 class OpportunityPage(BaseModel):

@@ -8,6 +8,7 @@ written, so bad input never leaves a partial write.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -66,7 +67,9 @@ async def _change(
             raise OpportunityNotFound(opportunity_id)
         authorize(opportunity, principal)
         opportunity.check_version(expected_version)
-        apply(opportunity, uow.clock())
+        applied = apply(opportunity, uow.clock())
+        if inspect.isawaitable(applied):
+            await applied
         await uow.opportunities.save(opportunity)
         uow.collect(opportunity)
         await uow.commit()
@@ -80,13 +83,13 @@ async def update_opportunity(
     expected_version: int | None,
     changes: OpportunityChanges,
 ) -> Opportunity:
-    return await _change(
-        uow,
-        opportunity_id,
-        principal,
-        expected_version,
-        lambda o, now: o.update(changes, principal.user_id, now),
-    )
+    async def apply(o: Opportunity, now: datetime) -> None:
+        # A next action cleared by hand gives way to the deal's earliest open task.
+        clears = "next_action" in changes.given() and changes.next_action is None
+        earliest = await uow.tasks.earliest_open(o.id) if clears else None
+        o.update(changes, principal.user_id, now, earliest)
+
+    return await _change(uow, opportunity_id, principal, expected_version, apply)
 
 
 async def move_stage(

@@ -5,6 +5,9 @@ caused: the published events (the contracts of `dealflow.opportunity.events`, as
 domain of FTGO returns its api module's events) and the append-only entries of the
 sales history, notes and assignment history. The repository writes those entries and
 the unit of work writes the events to the outbox in the same transaction.
+
+The next action also follows the deal's follow-up tasks and sequence steps (the events
+of the sequence service); which value wins is `domain.next_action`'s rule.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ from dealflow_common.contracts.opportunity import (
     OpportunityWon,
     Stage,
 )
+from dealflow_common.contracts.sequence import SEQUENCE_ACTOR
 from dealflow_common.errors import StaleVersion
+from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_opportunity.domain import next_action as next_actions
 from dealflow_opportunity.domain import stages
 from dealflow_opportunity.domain.errors import (
     ContactNotForIndividuals,
@@ -48,6 +54,7 @@ from dealflow_opportunity.domain.errors import (
     OpportunityClosed,
     StageMoveNotAllowed,
 )
+from dealflow_opportunity.domain.next_action import NextActionSource, OpenTask
 from dealflow_opportunity.domain.stages import Trigger
 
 
@@ -141,6 +148,11 @@ class Opportunity:
     stage_entered_at: datetime
     closed_at: datetime | None
     version: int
+    next_action_source: NextActionSource | None = None
+    """Where `next_action` came from (by hand, a sequence step, the open tasks)."""
+    steps_applied: AppliedSequences = field(default_factory=AppliedSequences)
+    """The sequence of the last `sequence.step_executed` that planned the next action,
+    so that a late one never overrides a newer one."""
 
     events: list[EventPayload] = field(default_factory=list, repr=False)
     new_history: list[SalesHistoryEntry] = field(default_factory=list, repr=False)
@@ -148,6 +160,8 @@ class Opportunity:
     new_assignments: list[AssignmentEntry] = field(default_factory=list, repr=False)
     owners_changed: bool = field(default=False, repr=False)
     version_bumped: bool = field(default=False, repr=False)
+    bookkeeping_changed: bool = field(default=False, repr=False)
+    """`next_action_source` or `steps_applied` changed: saved even without a new version."""
 
     # --- creation -------------------------------------------------------------------
 
@@ -207,6 +221,7 @@ class Opportunity:
             stage_entered_at=now,
             closed_at=None,
             version=1,
+            next_action_source=NextActionSource.HAND if next_action else None,
         )
         opportunity.owners_changed = True
         opportunity.version_bumped = True  # version 1 is the creation itself
@@ -264,7 +279,15 @@ class Opportunity:
 
     # --- commands -------------------------------------------------------------------
 
-    def update(self, changes: OpportunityChanges, by: str, now: datetime) -> None:
+    def update(
+        self,
+        changes: OpportunityChanges,
+        by: str,
+        now: datetime,
+        earliest_open_task: OpenTask | None = None,
+    ) -> None:
+        """Set the given fields. A next action given is the person's (kept while it lies
+        ahead); one cleared gives way to the earliest open task, if any."""
         given = changes.given()
         if not self.is_open:
             raise OpportunityClosed(self.id, self.stage, "updated")
@@ -273,6 +296,11 @@ class Opportunity:
         _check_contact(customer, contact)
         if "expected_close_date" in given:
             _check_close_date(given["expected_close_date"], self.stage, now)
+        if "next_action" in given:
+            given["next_action"], source = next_actions.after_hand(
+                given["next_action"], earliest_open_task
+            )
+            self._set_next_action_source(source)
         changed = [name for name, value in given.items() if getattr(self, name) != value]
         if not changed:
             return
@@ -361,6 +389,35 @@ class Opportunity:
         self._record_win(quote_id, by, now, quote_total)
         return True
 
+    def follow_tasks(self, earliest_open_task: OpenTask | None, now: datetime) -> None:
+        """The deal's open tasks changed (`task.created`, `task.completed`); the earliest
+        is due first, None when none is left open."""
+        if not self.is_open:
+            return
+        value, source = next_actions.after_tasks_changed(
+            self.next_action, self.next_action_source, earliest_open_task, now.date()
+        )
+        self._set_next_action(value, source, now)
+
+    def plan_next_action(
+        self, planned: NextAction, now: datetime, *, source: str, sequence: int
+    ) -> None:
+        """A sequence's `next_action` step ran (`sequence.step_executed` numbered
+        `sequence` by `source`); an older step than one applied already changes nothing."""
+        verdict = self.steps_applied.offer(
+            source=source, sequence=sequence, carried=("next_action",)
+        )
+        if not verdict.fields:
+            return
+        self.steps_applied = verdict.applied
+        self.bookkeeping_changed = True
+        if not self.is_open:
+            return
+        value, origin = next_actions.after_step(
+            self.next_action, self.next_action_source, planned, now.date()
+        )
+        self._set_next_action(value, origin, now)
+
     def record_order(self, order_id: UUID, now: datetime) -> None:
         """The order created from the won quote; recorded once, later copies ignored."""
         if self.order_id is not None:
@@ -445,6 +502,7 @@ class Opportunity:
             self.probability = stages.DEFAULT_PROBABILITY[target]
             self.closed_at = now
             self.next_action = None
+            self._set_next_action_source(None)
         else:
             self.probability = (
                 probability if probability is not None else stages.DEFAULT_PROBABILITY[target]
@@ -505,6 +563,29 @@ class Opportunity:
                 assigned_by=by,
                 assigned_at=now,
                 version=self.version,
+            )
+        )
+
+    def _set_next_action_source(self, source: NextActionSource | None) -> None:
+        if source != self.next_action_source:
+            self.next_action_source = source
+            self.bookkeeping_changed = True
+
+    def _set_next_action(
+        self, value: NextAction | None, source: NextActionSource | None, now: datetime
+    ) -> None:
+        """Automation's change of the next action, published as `opportunity.updated`."""
+        self._set_next_action_source(source)
+        if value == self.next_action:
+            return
+        self.next_action = value
+        self._touch(now)
+        self.events.append(
+            OpportunityUpdated(
+                opportunity_id=self.id,
+                opportunity=self.state(),
+                changed_fields=["next_action"],
+                updated_by=SEQUENCE_ACTOR,
             )
         )
 

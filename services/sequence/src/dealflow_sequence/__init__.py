@@ -1,0 +1,1 @@
+"""The sequence service: follow-up sequences, tasks and stale-deal alerts."""

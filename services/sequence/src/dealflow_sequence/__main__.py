@@ -1,0 +1,3 @@
+from dealflow_sequence.bootstrap import main
+
+main()

@@ -1,0 +1,1 @@
+"""Adapters: the sequence service's tables and repositories."""

@@ -1,0 +1,203 @@
+"""Handlers of `dealflow.opportunity.events`: the deal projection, triggers and exits.
+
+Each event is applied once (the inbox) and keeps the projection moving forward only,
+field by field; only an event whose stage was taken (newer than the stage held) starts
+sequences or ends enrollments, so a late or re-sent `stage_changed` does neither.
+Every opportunity event counts as activity on the deal, for the stale rule, but an
+`opportunity.updated` that this service's own events caused (`updated_by:
+system:sequence`, the deal's next action following its tasks): automation is not
+activity, or a sequence's tasks would keep a quiet deal from ever being reported.
+
+- A trigger (`opportunity.created`, `opportunity.stage_changed` into a stage) enrolls
+  the deal in each sequence, not retired, whose trigger matches, unless the deal is
+  already in that sequence (active or paused).
+- Exit conditions cancel live enrollments: the deal closed (won or lost), or the deal
+  left the stage whose entry started the sequence.
+- `opportunity.purged` cancels every live enrollment of the deal, whatever the
+  sequence's exit conditions say: the deal no longer exists, so nothing of it may run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from dealflow_common.contracts.opportunity import (
+    OpportunityAssigned,
+    OpportunityCreated,
+    OpportunityLost,
+    OpportunityPurged,
+    OpportunityStageChanged,
+    OpportunityUpdated,
+    OpportunityWon,
+    Stage,
+)
+from dealflow_common.contracts.sequence import SEQUENCE_ACTOR
+from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
+from dealflow_sequence.application.unit_of_work import SequenceUnitOfWork
+from dealflow_sequence.domain.deal import DealFacts, KnownDeal
+from dealflow_sequence.domain.definitions import CREATED, STAGE_CHANGED, ExitCondition
+from dealflow_sequence.domain.enrollment import SYSTEM, Enrollment
+
+
+async def _learn(
+    uow: SequenceUnitOfWork,
+    opportunity_id: UUID,
+    event: IncomingEvent[Any],
+    facts: DealFacts,
+    *,
+    activity: bool = True,
+) -> tuple[KnownDeal, frozenset[str]]:
+    """The deal's row, locked, with the facts newer than those held; the fields taken.
+
+    The event's own time is the deal's activity; a clock running ahead at the source
+    cannot put it in this service's future."""
+    at = min(event.envelope.time, uow.clock())
+    deal = await uow.deals.lock_or_add(KnownDeal.unseen(opportunity_id, at))
+    taken = deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
+    if activity:
+        deal.touch(at)
+    await uow.deals.save(deal, uow.clock())
+    return deal, taken
+
+
+async def _apply_exits(uow: SequenceUnitOfWork, deal: KnownDeal) -> None:
+    now = uow.clock()
+    for enrollment in await uow.enrollments.live_of(deal.id):
+        definition = await uow.sequences.version(
+            enrollment.sequence_id, enrollment.sequence_version
+        )
+        reason = None
+        if not deal.is_open and definition.exits_on(ExitCondition.DEAL_CLOSED):
+            reason = f"the deal was closed ({deal.stage.value})"
+        elif (
+            definition.trigger.stage is not None
+            and deal.stage != definition.trigger.stage
+            and definition.exits_on(ExitCondition.TRIGGER_STAGE_LEFT)
+        ):
+            reason = f"the deal left {definition.trigger.stage.value} for {deal.stage.value}"
+        if reason is not None:
+            enrollment.cancel(reason, SYSTEM, now, by_hand=False)
+            await uow.enrollments.save(enrollment)
+            uow.collect(enrollment)
+
+
+async def _enroll_triggered(
+    uow: SequenceUnitOfWork, deal: KnownDeal, event_type: str, event: IncomingEvent[Any]
+) -> None:
+    if not deal.is_open:
+        return
+    now = uow.clock()
+    live = {e.sequence_id for e in await uow.enrollments.live_of(deal.id)}
+    for definition in await uow.sequences.triggered_by(event_type):
+        if definition.id in live or not definition.trigger.matches(
+            event_type, deal.stage, deal.lead_origin
+        ):
+            continue
+        enrollment = Enrollment.start(
+            definition, deal.id, by=SYSTEM, now=now, trigger_event_id=event.envelope.id
+        )
+        await uow.enrollments.add(enrollment)
+        uow.collect(enrollment)
+
+
+def _all_facts(payload: OpportunityCreated | OpportunityUpdated) -> DealFacts:
+    state = payload.opportunity
+    return DealFacts(
+        stage=state.stage,
+        owners=list(state.owners),
+        team_id=state.team_id,
+        created_by=state.created_by,
+        title=state.title,
+        customer_name=state.customer.name,
+        customer_id=state.customer.id,
+        value_amount=format(state.value.amount, "f"),
+        value_currency=state.value.currency,
+        expected_close_date=state.expected_close_date,
+        lead_origin=state.lead_origin,
+        contact_name=state.contact.name if state.contact else None,
+        contact_email=state.contact.email if state.contact else None,
+    )
+
+
+async def opportunity_created(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityCreated = event.payload
+    deal, taken = await _learn(uow, payload.opportunity.id, event, _all_facts(payload))
+    if "stage" in taken:
+        await _enroll_triggered(uow, deal, CREATED, event)
+
+
+async def opportunity_updated(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityUpdated = event.payload
+    deal, taken = await _learn(
+        uow,
+        payload.opportunity.id,
+        event,
+        _all_facts(payload),
+        activity=payload.updated_by != SEQUENCE_ACTOR,
+    )
+    if "stage" in taken:
+        await _apply_exits(uow, deal)
+
+
+async def stage_changed(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityStageChanged = event.payload
+    deal, taken = await _learn(
+        uow,
+        payload.opportunity_id,
+        event,
+        DealFacts(stage=payload.to_stage, owners=list(payload.owners)),
+    )
+    if "stage" in taken:
+        await _apply_exits(uow, deal)
+        await _enroll_triggered(uow, deal, STAGE_CHANGED, event)
+
+
+async def assigned(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityAssigned = event.payload
+    await _learn(
+        uow,
+        payload.opportunity_id,
+        event,
+        DealFacts(owners=list(payload.owners), team_id=payload.team_id),
+    )
+
+
+async def closed(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityWon | OpportunityLost = event.payload
+    stage = Stage.CLOSED_WON if isinstance(payload, OpportunityWon) else Stage.CLOSED_LOST
+    deal, taken = await _learn(uow, payload.opportunity_id, event, DealFacts(stage=stage))
+    if "stage" in taken:
+        await _apply_exits(uow, deal)
+
+
+async def purged(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    """The deal was archived and deleted: its live enrollments are cancelled, each
+    with the reason; the projection keeps the deal as `purged`, so that no late event
+    of it enrolls it again. Heard again (the purge agent may ask twice), nothing is
+    left to cancel."""
+    payload: OpportunityPurged = event.payload
+    deal, _ = await _learn(uow, payload.opportunity_id, event, DealFacts(stage=Stage.PURGED))
+    now = uow.clock()
+    reason = f"the deal was purged (it was {payload.stage.value})"
+    for enrollment in await uow.enrollments.live_of(deal.id):
+        enrollment.cancel(reason, SYSTEM, now, by_hand=False)
+        await uow.enrollments.save(enrollment)
+        uow.collect(enrollment)
+
+
+async def activity(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    """An event that changes nothing projected but is activity on the deal (a note)."""
+    await _learn(uow, event.payload.opportunity_id, event, DealFacts())
+
+
+HANDLERS: dict[str, EventHandler] = {
+    "opportunity.created": opportunity_created,
+    "opportunity.updated": opportunity_updated,
+    "opportunity.stage_changed": stage_changed,
+    "opportunity.assigned": assigned,
+    "opportunity.note_added": activity,
+    "opportunity.won": closed,
+    "opportunity.lost": closed,
+    "opportunity.purged": purged,
+}
