@@ -382,7 +382,7 @@ class PurgeStore:
                     ),
                     state == PurgeState.QUOTES_PURGED.value,
                     and_(state == PurgeState.FAILED.value, deal_purges.c.next_attempt_at <= now),
-                )
+                ),
             )
             .order_by(deal_purges.c.updated_at, deal_purges.c.opportunity_id)
             .limit(limit)

@@ -106,6 +106,8 @@ def handlers(config: AgentConfig, metrics: PurgeMetrics) -> dict[str, EventHandl
         if purge is None or not purge.can(Trigger.QUOTES_COMPLETED):
             return
         live = await uow.store.live_quotes(payload.opportunity_id)
+        if (live or payload.remaining) and not purge.can(Trigger.FAIL):
+            return  # A late answer to a deal failed already: it is retried from its step.
         if live or payload.remaining:
             left = ", ".join(sorted(str(q) for q in live)) or f"{payload.remaining} quotes"
             purge.fail(f"quotes still there after the purge: {left}", now, config.backoff)
