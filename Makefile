@@ -7,7 +7,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen
 
-.PHONY: help run test lint unit component integration bench chaos contracts docs format clean
+.PHONY: help run test lint unit component integration bench bench-purge bench-sequences chaos contracts docs format clean
 
 help:
 	@echo "make run          start the whole system on the embedded broker and SQLite (Ctrl-C stops)"
@@ -15,6 +15,8 @@ help:
 	@echo "make lint         ruff and mypy (strict on domains and libs/common)"
 	@echo "make unit | component | integration   one test tier"
 	@echo "make bench        the deal benchmark (JSON report)"
+	@echo "make bench-purge  the purge benchmark: 10,000 closed deals, 3 quotes each (JSON report)"
+	@echo "make bench-sequences  the follow-up scheduler: 10,000 steps due over a minute (JSON report)"
 	@echo "make chaos        deals under one fault at a time, invariants checked (CHAOS_ARGS=--short)"
 	@echo "make contracts    regenerate JSON Schemas, AsyncAPI documents and docs/state-machine.md"
 
@@ -49,6 +51,12 @@ lint: .venv/.synced
 
 bench: .venv/.synced
 	@$(RUN) python -m bench.deals $(BENCH_ARGS)
+
+bench-purge: .venv/.synced
+	@$(RUN) python -m bench.purge $(BENCH_ARGS)
+
+bench-sequences: .venv/.synced
+	@$(RUN) python -m bench.sequences $(BENCH_ARGS)
 
 chaos: .venv/.synced
 	@$(RUN) python -m chaos $(CHAOS_ARGS)

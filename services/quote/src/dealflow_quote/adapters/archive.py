@@ -68,6 +68,6 @@ class QuoteArchive:
                 for r in rows
             ],
         )
-        await self._connection.execute(delete(quote_lines).where(quote_lines.c.quote_id.in_(ids)))
+        # The lines go with their quotes: their foreign key cascades.
         await self._connection.execute(delete(quotes).where(quotes.c.id.in_(ids)))
         return [(r.id, r.status) for r in rows]

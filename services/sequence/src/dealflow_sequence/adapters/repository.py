@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.contracts.sequence import StepAction, TaskKind
 from dealflow_common.db import is_postgres
+from dealflow_common.errors import StaleVersion
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
 from dealflow_sequence.adapters.tables import (
@@ -44,6 +45,12 @@ _VERSIONED_SEQUENCE = VersionedTable(sequences, "sequence")
 _VERSIONED_ENROLLMENT = VersionedTable(enrollments, "enrollment")
 _VERSIONED_TASK = VersionedTable(tasks, "task")
 _OPEN = [s.value for s in OPEN_STAGES]
+# Built once and executed with a list of rows (one statement for a batch).
+_INSERT_TASK = insert(tasks)
+_INSERT_STEP = insert(enrollment_steps)
+_UPDATE_ENROLLMENT = update(enrollments).where(
+    enrollments.c.id == bindparam("b_id"), enrollments.c.version == bindparam("b_version")
+)
 
 
 class DefinitionCache:
@@ -251,18 +258,65 @@ class EnrollmentRepository:
         await _VERSIONED_ENROLLMENT.save(self._connection, enrollment.id, loaded, values)
         self._loaded[enrollment.id] = enrollment.version
 
+    async def save_all(self, saved: Sequence[Enrollment]) -> None:
+        """The versioned save of many enrollments, in one statement; as `save`, refused
+        with `StaleVersion` (nothing written) when one was saved by another since read."""
+        changed = [e for e in saved if e.version != self._loaded[e.id]]
+        if not changed:
+            return
+        rows = []
+        for enrollment in changed:
+            values = _enrollment_row(enrollment)
+            values["b_id"] = values.pop("id")
+            values["b_version"] = self._loaded[enrollment.id]
+            rows.append(values)
+        result = await self._connection.execute(_UPDATE_ENROLLMENT, rows)
+        if self._connection.dialect.supports_sane_multi_rowcount:
+            updated = result.rowcount
+        else:  # asyncpg: no row count for a batch; the new versions tell
+            versions = {
+                r.id: r.version
+                for r in await self._connection.execute(
+                    select(enrollments.c.id, enrollments.c.version).where(
+                        enrollments.c.id.in_([e.id for e in changed])
+                    )
+                )
+            }
+            updated = sum(1 for e in changed if versions.get(e.id) == e.version)
+        if updated != len(changed):
+            for enrollment in changed:  # the first one refused, as `save` reports it
+                current = await self._connection.scalar(
+                    select(enrollments.c.version).where(enrollments.c.id == enrollment.id)
+                )
+                if current != enrollment.version:
+                    if current is None:
+                        raise EnrollmentNotFound(enrollment.id)
+                    raise StaleVersion("enrollment", self._loaded[enrollment.id], int(current))
+        for enrollment in changed:
+            self._loaded[enrollment.id] = enrollment.version
+
     async def record_run(self, enrollment_id: UUID, run: StepRun) -> None:
+        await self.record_runs([(enrollment_id, run)])
+
+    async def record_runs(self, runs: Sequence[tuple[UUID, StepRun]]) -> None:
+        """The records of steps that ran, in one statement."""
+        if not runs:
+            return
         await self._connection.execute(
-            insert(enrollment_steps).values(
-                enrollment_id=enrollment_id,
-                step_no=run.step_no,
-                action=run.action.value,
-                due_at=run.due_at,
-                executed_at=run.executed_at,
-                result=run.result,
-                detail=run.detail,
-                task_id=run.task_id,
-            )
+            _INSERT_STEP,
+            [
+                {
+                    "enrollment_id": enrollment_id,
+                    "step_no": run.step_no,
+                    "action": run.action.value,
+                    "due_at": run.due_at,
+                    "executed_at": run.executed_at,
+                    "result": run.result,
+                    "detail": run.detail,
+                    "task_id": run.task_id,
+                }
+                for enrollment_id, run in runs
+            ],
         )
 
 
@@ -360,8 +414,15 @@ class TaskRepository:
         self._loaded: dict[UUID, int] = {}
 
     async def add(self, task: Task) -> None:
-        await self._connection.execute(insert(tasks).values(**_task_row(task)))
-        self._loaded[task.id] = task.version
+        await self.add_all([task])
+
+    async def add_all(self, added: Sequence[Task]) -> None:
+        """New tasks, in one statement."""
+        if not added:
+            return
+        await self._connection.execute(_INSERT_TASK, [_task_row(t) for t in added])
+        for task in added:
+            self._loaded[task.id] = task.version
 
     async def get(self, task_id: UUID) -> Task:
         query = select(tasks).where(tasks.c.id == task_id)
@@ -489,6 +550,15 @@ class KnownDeals:
             query = query.with_for_update()
         row = (await self._connection.execute(query)).first()
         return None if row is None else _to_deal(row)
+
+    async def get_many(self, opportunity_ids: Sequence[UUID]) -> dict[UUID, KnownDeal]:
+        """The deals held of these ids, in one statement, unlocked."""
+        if not opportunity_ids:
+            return {}
+        rows = await self._connection.execute(
+            select(known_deals).where(known_deals.c.id.in_(set(opportunity_ids)))
+        )
+        return {r.id: _to_deal(r) for r in rows}
 
     async def lock_or_add(self, unseen: KnownDeal) -> KnownDeal:
         """The deal's row, locked until commit; `unseen` is added first when there is none

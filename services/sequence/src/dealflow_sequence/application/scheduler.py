@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from dealflow_sequence.application.unit_of_work import SequenceUnitOfWork
 from dealflow_sequence.domain.deal import KnownDeal
 from dealflow_sequence.domain.definitions import ExitCondition
-from dealflow_sequence.domain.enrollment import SYSTEM, Enrollment
+from dealflow_sequence.domain.enrollment import SYSTEM, Enrollment, StepRun
+from dealflow_sequence.domain.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +33,47 @@ async def run_due_steps(unit_of_work: UnitOfWorkFactory, batch: int = 200) -> in
         async with unit_of_work() as uow:
             now = uow.clock()
             due = await uow.enrollments.due(now, batch)
-            for enrollment in due:
-                ran += await _run_step(uow, enrollment, now)
+            ran += await _run_steps(uow, due, now)
             await uow.commit()
         if len(due) < batch:
             return ran
 
 
-async def _run_step(uow: SequenceUnitOfWork, enrollment: Enrollment, now: datetime) -> int:
-    definition = await uow.sequences.version(enrollment.sequence_id, enrollment.sequence_version)
-    deal = await uow.deals.get(enrollment.opportunity_id) or KnownDeal.unseen(
-        enrollment.opportunity_id, now
-    )
-    if not deal.is_open and definition.exits_on(ExitCondition.DEAL_CLOSED):
-        # The close is known but its handler has not ended this enrollment yet.
-        enrollment.cancel(f"the deal was closed ({deal.stage.value})", SYSTEM, now, by_hand=False)
-        ran = 0
-    else:
-        outcome = enrollment.run_due_step(definition, deal, now)
-        if outcome.task is not None:
-            await uow.tasks.add(outcome.task)
-            uow.collect(outcome.task)
-        await uow.enrollments.record_run(enrollment.id, outcome.run)
-        ran = 1
-    await uow.enrollments.save(enrollment)
-    uow.collect(enrollment)
-    return ran
+async def _run_steps(uow: SequenceUnitOfWork, due: list[Enrollment], now: datetime) -> int:
+    """Run the batch's due steps; how many ran.
+
+    The rows are read and written a statement per table for the whole batch, not per
+    step: per-step round trips made a tick's batch cost more than the tick on a busy
+    machine (`make bench-sequences`). Each enrollment's events are collected as before:
+    its task's, then its own."""
+    if not due:
+        return 0
+    deals = await uow.deals.get_many([e.opportunity_id for e in due])
+    tasks: list[Task] = []
+    runs: list[tuple[UUID, StepRun]] = []
+    for enrollment in due:
+        definition = await uow.sequences.version(
+            enrollment.sequence_id, enrollment.sequence_version
+        )
+        deal = deals.get(enrollment.opportunity_id) or KnownDeal.unseen(
+            enrollment.opportunity_id, now
+        )
+        if not deal.is_open and definition.exits_on(ExitCondition.DEAL_CLOSED):
+            # The close is known but its handler has not ended this enrollment yet.
+            enrollment.cancel(
+                f"the deal was closed ({deal.stage.value})", SYSTEM, now, by_hand=False
+            )
+        else:
+            outcome = enrollment.run_due_step(definition, deal, now)
+            if outcome.task is not None:
+                tasks.append(outcome.task)
+                uow.collect(outcome.task)
+            runs.append((enrollment.id, outcome.run))
+        uow.collect(enrollment)
+    await uow.tasks.add_all(tasks)
+    await uow.enrollments.record_runs(runs)
+    await uow.enrollments.save_all(due)
+    return len(runs)
 
 
 async def report_stale_deals(
