@@ -54,6 +54,11 @@ class Stack:
         env["DEALFLOW_DATABASE_SCHEMA"] = schema
         # Expire due quotes every second (settings other services do not read are ignored).
         env["DEALFLOW_EXPIRY_INTERVAL_SECONDS"] = "1"
+        # Sequence service: a deal quiet for 3 seconds is stale, checked every second;
+        # due steps run 10 a transaction, so replicas share the steps of one tick.
+        env["DEALFLOW_STALE_AFTER_DAYS"] = repr(3 / 86400)
+        env["DEALFLOW_STALE_CHECK_INTERVAL_SECONDS"] = "1"
+        env["DEALFLOW_STEP_BATCH_SIZE"] = "10"
         log_file = self.log_dir / f"{name}-{schema}.log"
 
         def write(_: str, line: str) -> None:
