@@ -504,7 +504,8 @@ class KillDatabaseConnections(Fault):
                 await asyncio.sleep(ctx.rng.uniform(1.0, 3.0))
                 killed = await connection.fetchval(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'dealflow-%'"
+                    # Only this run's database: other runs on the server are not ours.
+                    "WHERE application_name LIKE 'dealflow-%' AND datname = current_database()"
                 )
                 ctx.note(f"terminated {killed} service connections")
         finally:
