@@ -73,6 +73,7 @@ SHARED_ID_COLUMNS = frozenset({"product_id", "bundle_id"})
 SHIFT_DAYS = 400
 RETENTION_DAYS = 30
 NEVER_DURING_THE_BENCH = "0 0 29 2 *"  # 29 February, midnight
+TARGET_DEALS = 10_000  # with 3 quotes each: issue 7, item 9
 TARGET_SECONDS = 60.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -832,11 +833,15 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 "broker": peak_rss_mb(broker.pid),
             },
             "target": {
+                "deals": TARGET_DEALS,
                 "whole_backlog_seconds": TARGET_SECONDS,
+                # Judged on the issue's backlog only: a smaller one says nothing of it.
                 "met": bool(
                     median.get("backlog.seconds", 1e9) < TARGET_SECONDS
                     and all(r["checks"]["ok"] for r in runs)
-                ),
+                )
+                if args.deals >= TARGET_DEALS and args.quotes_per_deal >= 3
+                else None,
             },
         }
     finally:

@@ -801,7 +801,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "broker": broker.pid,
         }
         downstream = "opportunity" in running
-        runs = []
+        runs: list[dict[str, Any]] = []
         for number in range(1, args.runs + 1):
             # Idle, the processes burn some CPU too (consumers poll the broker): that rate,
             # measured now, is taken off the window's CPU for the per-step figures.
