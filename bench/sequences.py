@@ -65,6 +65,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
 from bench.deals import peak_rss_mb
+from bench.measure import CpuSampler, medians
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.topics import SEQUENCE_EVENTS
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
@@ -80,7 +81,6 @@ SHARED_ID_COLUMNS = frozenset({"sequence_id"})
 # The template's own step falls due long after the bench (its clones' due times are set).
 TEMPLATE_STEP_AFTER = "P1D"
 TARGET_P99_DELAY_MS = 2000.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -409,118 +409,6 @@ class TaskWatcher:
                         )
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (None when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has been busy (all cores, every process) since boot."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    parent = int(f.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [pid], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-class CpuSampler:
-    """Samples the CPU time of named processes and of the bench database's backends.
-
-    A backend that appears during the window counts from zero (it started in it); one
-    that exits counts up to its last sample (sampled every `interval` seconds).
-    """
-
-    def __init__(
-        self, db: asyncpg.Connection, processes: dict[str, int], interval: float = 0.5
-    ) -> None:
-        self._db = db
-        self._processes = {name: descendants(pid) for name, pid in processes.items()}
-        self._interval = interval
-        self._first: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self._group: dict[int, str] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._machine = 0.0
-        self._started = 0.0
-        self.machine_busy = 0.0
-        """CPU seconds the machine was busy between start and stop, every process."""
-        self.seconds = 0.0
-
-    async def _backends(self) -> dict[int, str]:
-        rows = await self._db.fetch(
-            "SELECT pid, backend_type, datname, application_name FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid()"
-        )
-        found = {}
-        for r in rows:
-            if r["datname"] == BENCH_DATABASE and r["backend_type"] == "client backend":
-                found[r["pid"]] = f"postgres:{r['application_name'] or 'other'}"
-            elif r["datname"] == BENCH_DATABASE:
-                found[r["pid"]] = f"postgres:{r['backend_type']}"
-            elif r["backend_type"] in ("walwriter", "checkpointer", "background writer"):
-                found[r["pid"]] = "postgres:shared (wal writer, checkpointer, bgwriter)"
-        return found
-
-    async def _sample(self, first: bool) -> None:
-        groups = {pid: name for name, pids in self._processes.items() for pid in pids}
-        groups.update(await self._backends())
-        for pid, name in groups.items():
-            seconds = cpu_seconds(pid)
-            if seconds is None:
-                continue
-            if pid not in self._first:
-                self._first[pid] = seconds if first else 0.0
-            self._last[pid] = seconds
-            self._group[pid] = name
-
-    async def start(self) -> None:
-        self._machine = machine_busy_seconds()
-        self._started = time.perf_counter()
-        await self._sample(first=True)
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(self._interval)
-                await self._sample(first=False)
-
-        self._task = asyncio.create_task(loop())
-
-    async def stop(self) -> dict[str, float]:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._sample(first=False)
-        totals: dict[str, float] = {}
-        for pid, name in self._group.items():
-            totals[name] = totals.get(name, 0.0) + self._last[pid] - self._first[pid]
-        self.machine_busy = machine_busy_seconds() - self._machine
-        self.seconds = time.perf_counter() - self._started
-        return {name: round(seconds, 2) for name, seconds in sorted(totals.items())}
-
-
 async def steps_done(db: asyncpg.Connection, enrollments: list[uuid.UUID]) -> int:
     return int(
         await db.fetchval(
@@ -805,14 +693,14 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         for number in range(1, args.runs + 1):
             # Idle, the processes burn some CPU too (consumers poll the broker): that rate,
             # measured now, is taken off the window's CPU for the per-step figures.
-            sampler = CpuSampler(probe, pids)
+            sampler = CpuSampler(probe, pids, BENCH_DATABASE)
             await sampler.start()
             await asyncio.sleep(args.settle)
             idle_cpu = await sampler.stop()
             idle = {k: v / sampler.seconds for k, v in idle_cpu.items()}
             log(f"run {number}/{args.runs}: seeding {args.enrollments} enrollments")
             load_before = os.getloadavg()
-            sampler = CpuSampler(probe, pids)
+            sampler = CpuSampler(probe, pids, BENCH_DATABASE)
             await sampler.start()
             seeded = await seed(
                 db,
@@ -833,7 +721,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             seeding_cpu = await sampler.stop()
             # The window: from the first due time until everything is done.
             await asyncio.sleep(max(0.0, margin - 0.2))
-            sampler = CpuSampler(probe, pids)
+            sampler = CpuSampler(probe, pids, BENCH_DATABASE)
             await sampler.start()
             done, seconds = await until_done(
                 db,
@@ -900,7 +788,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                     "checks": checks,
                 }
             )
-        median = _medians(runs)
+        median = medians(runs)
         report = {
             "benchmark": "sequences",
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -945,24 +833,6 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         await db.close()
         await probe.close()
     return report
-
-
-def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else key, inner, into)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        into[prefix] = value
-
-
-def _medians(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    flat: list[dict[str, Any]] = []
-    for run in runs:
-        values: dict[str, Any] = {}
-        _flatten("", run, values)
-        flat.append(values)
-    keys = dict.fromkeys(k for values in flat for k in values)
-    return {k: round(statistics.median(v[k] for v in flat if k in v), 3) for k in keys}
 
 
 def cli() -> None:
