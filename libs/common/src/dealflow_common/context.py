@@ -8,7 +8,7 @@ runs through every event of one flow, and each event names what caused it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -19,6 +19,8 @@ class FlowContext:
     correlation_id: str
     causation_id: str | None = None
     """The event id or request id that caused the work now running."""
+    trace: Mapping[str, str] | None = None
+    """`traceparent` / `tracestate` of the span an event was recorded in (telemetry.py)."""
 
 
 _current: ContextVar[FlowContext | None] = ContextVar("dealflow_flow", default=None)

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from dealflow_common.context import peek_flow
+from dealflow_common.telemetry import log_ids
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is logged
 # (but not uvicorn's terminal-coloured copy of the message).
@@ -35,6 +36,9 @@ class JsonFormatter(logging.Formatter):
         flow = peek_flow()
         if flow is not None:
             entry["correlation_id"] = flow.correlation_id
+        ids = log_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
@@ -50,7 +54,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         flow = peek_flow()
-        return f"{line} [cid={flow.correlation_id}]" if flow else line
+        if flow is not None:
+            line = f"{line} [cid={flow.correlation_id}]"
+        ids = log_ids()
+        return f"{line} [trace={ids[0]} span={ids[1]}]" if ids else line
 
 
 def configure_logging(service: str, level: str, fmt: str) -> None:

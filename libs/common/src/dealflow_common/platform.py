@@ -32,6 +32,7 @@ from dealflow_common.messaging.kafka import (
 )
 from dealflow_common.messaging.outbox import Outbox, OutboxRelay, RelayMetrics
 from dealflow_common.settings import ServiceSettings
+from dealflow_common.telemetry import tracing_enabled
 from dealflow_common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,11 @@ def build_platform(
     clock: Callable[[], datetime] = utc_now,
 ) -> Platform:
     engine = create_engine(settings)
+    if tracing_enabled():
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        # One span per statement, under the request's or the consumer's span.
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
     producer = KafkaProducer(settings)
     registry = CollectorRegistry()
     outbox = Outbox(source=f"/dealflow/{settings.service_name}")

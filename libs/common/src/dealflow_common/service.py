@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from dealflow_common.logs import configure_logging
 from dealflow_common.migrations import run_migrations
 from dealflow_common.settings import ServiceSettings
+from dealflow_common.telemetry import configure_tracing, shutdown_tracing
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -57,7 +58,15 @@ def run_service(
         if args.command == "migrate":
             return
 
+    configure_tracing(settings.service_name)
     app = build_app(settings)
+    try:
+        _serve(app, settings)
+    finally:
+        shutdown_tracing()
+
+
+def _serve(app: FastAPI, settings: ServiceSettings) -> None:
     uvicorn.run(
         app,
         host=settings.host,

@@ -420,3 +420,37 @@ async def service_under_test(
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
         yield kind(http, platform, clock, token)
     await platform.engine.dispose()
+
+
+@contextlib.contextmanager
+def in_memory_tracing() -> Iterator[Any]:
+    """Tracing on for one test, its spans kept in memory; yields the exporter.
+
+    The process's tracer provider can be set only once, so the first call installs one
+    whose spans go to a shared in-memory exporter; each call clears it and switches
+    Dealflow's tracing on for its duration only (off is the default of every test).
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from dealflow_common import telemetry
+
+    global _span_exporter
+    if _span_exporter is None:
+        _span_exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_span_exporter))
+        trace.set_tracer_provider(provider)
+    _span_exporter.clear()
+    was_enabled = telemetry._enabled
+    telemetry._enabled = True
+    try:
+        yield _span_exporter
+    finally:
+        telemetry._enabled = was_enabled
+        _span_exporter.clear()
+
+
+_span_exporter: Any = None

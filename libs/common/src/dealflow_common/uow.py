@@ -8,6 +8,7 @@ at all; the relay publishes them afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dealflow_common.context import FlowContext, current_flow
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.messaging.outbox import Outbox
+from dealflow_common.telemetry import current_trace_headers
 
 
 class RecordsEvents(Protocol):
@@ -75,9 +77,13 @@ class UnitOfWork:
         """Queue events for the outbox; they are written only if the work commits.
 
         Each event keeps the flow it was recorded in: a consumer applies events of
-        many flows in one transaction, and each result belongs to its own flow.
+        many flows in one transaction, and each result belongs to its own flow; and
+        the span it was recorded in, so that its trace goes on through Kafka.
         """
         flow = current_flow()
+        trace_headers = current_trace_headers()
+        if trace_headers is not None:
+            flow = dataclasses.replace(flow, trace=trace_headers)
         self._events.extend((event, flow) for event in events)
 
     def collect(self, aggregate: RecordsEvents) -> None:

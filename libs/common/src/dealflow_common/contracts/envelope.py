@@ -32,3 +32,9 @@ class CloudEvent(BaseModel):
     correlationid: str
     causationid: str | None = None
     sequence: int = Field(ge=1, description="Per subject and source, increasing by one")
+    traceparent: str | None = Field(
+        default=None,
+        description="W3C trace context of the work that recorded the event "
+        "(CloudEvents distributed tracing extension); absent when tracing is off",
+    )
+    tracestate: str | None = Field(default=None, description="W3C tracestate, with traceparent")

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dealflow_common.context import flow
 from dealflow_common.http.problems import install_problem_handlers
 from dealflow_common.platform import Platform
+from dealflow_common.telemetry import tracing_enabled
 
 CORRELATION_HEADER = "x-correlation-id"
 _OPERATIONAL = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -135,4 +136,10 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    if tracing_enabled():
+        # Imported here: with tracing off the instrumentation is not even loaded.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # A span per request, named by its route; probes and scrapes are not traced.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/readyz,/metrics")
     return app

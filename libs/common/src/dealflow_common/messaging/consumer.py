@@ -47,6 +47,7 @@ from dealflow_common.contracts.base import EventPayload, is_known_event_type, pa
 from dealflow_common.contracts.envelope import CloudEvent
 from dealflow_common.contracts.topics import dead_letter_topic
 from dealflow_common.messaging.tables import inbox
+from dealflow_common.telemetry import consume_span, record_trace_headers
 from dealflow_common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class _Decoded:
     record: Record
     event: IncomingEvent[Any]
     handler: EventHandler
+    headers: Mapping[str, str]
 
 
 class EventConsumer(Generic[U]):
@@ -239,7 +241,7 @@ class EventConsumer(Generic[U]):
         except ValidationError as error:
             await self._dead_letter(record, "data does not match its schema", error, envelope.type)
             return None
-        return _Decoded(record, IncomingEvent(envelope, payload), handler)
+        return _Decoded(record, IncomingEvent(envelope, payload), handler, headers)
 
     async def _skip_unhandled(self, record: Record, event_type: str) -> None:
         """A type of the contract this consumer does not need is skipped; a type no
@@ -257,7 +259,18 @@ class EventConsumer(Generic[U]):
                 if not await self._remember(uow, envelope):
                     outcomes.append((envelope.type, "duplicate"))
                     continue
-                with flow(envelope.correlationid, str(envelope.id)):
+                with (
+                    flow(envelope.correlationid, str(envelope.id)),
+                    consume_span(
+                        self.group_id,
+                        item.record.topic,
+                        item.record.partition,
+                        item.record.offset,
+                        str(envelope.id),
+                        envelope.type,
+                        record_trace_headers(item.headers, _envelope_trace(envelope)),
+                    ),
+                ):
                     await item.handler(uow, item.event)
                 outcomes.append((envelope.type, "applied"))
             await uow.commit()
@@ -387,6 +400,12 @@ class EventConsumer(Generic[U]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._metrics.events.labels(self.group_id, event_type, "dead_lettered").inc()
+
+
+def _envelope_trace(envelope: CloudEvent) -> dict[str, str] | None:
+    if envelope.traceparent is None:
+        return None
+    return {"traceparent": envelope.traceparent, "tracestate": envelope.tracestate or ""}
 
 
 def _read_headers(record: Record) -> tuple[dict[str, str], str | None]:

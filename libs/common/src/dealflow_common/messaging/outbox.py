@@ -48,6 +48,7 @@ from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.envelope import CONTENT_TYPE
 from dealflow_common.db import READ_ONLY, is_postgres
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
+from dealflow_common.telemetry import end_publish_span, start_publish_span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Outbox:
                 "causationid": flow.causation_id,
                 "sequence": sequence,
             }
+            if flow.trace:
+                envelope.update(flow.trace)  # the CloudEvents distributed tracing extension
             rows.append(
                 {
                     "event_id": event_id,
@@ -267,6 +270,7 @@ class OutboxRelay:
         self._inbox_retention = inbox_retention
         self._metrics = metrics
         self._last_cleanup: datetime | None = None
+        self._last_gauges: datetime | None = None
         self.publishing = True
         """False while the broker does not ack what the relay sends (for readiness)."""
 
@@ -342,21 +346,31 @@ class OutboxRelay:
             TimeoutError("no acknowledgement within the publish timeout")
         ] * len(rows)
 
+        spans: list[Any] = []
+
         async def send_all() -> None:
             acks = []
             for row in rows:
+                headers = {
+                    "content-type": CONTENT_TYPE,
+                    "ce_specversion": "1.0",
+                    "ce_id": str(row.event_id),
+                    "ce_type": row.event_type,
+                    "ce_source": self._outbox.source,
+                    "ce_subject": row.subject,
+                }
+                if tracing_enabled():
+                    span, trace_headers = start_publish_span(
+                        row.topic,
+                        row.subject,
+                        str(row.event_id),
+                        row.event_type,
+                        _creation_trace(row.envelope),
+                    )
+                    spans.append(span)
+                    headers.update(trace_headers)
                 ack = await self._send(
-                    row.topic,
-                    row.subject.encode(),
-                    row.envelope.encode(),
-                    {
-                        "content-type": CONTENT_TYPE,
-                        "ce_specversion": "1.0",
-                        "ce_id": str(row.event_id),
-                        "ce_type": row.event_type,
-                        "ce_source": self._outbox.source,
-                        "ce_subject": row.subject,
-                    },
+                    row.topic, row.subject.encode(), row.envelope.encode(), headers
                 )
                 # Read an ack that arrives after we stopped waiting, so that asyncio
                 # does not report it as never retrieved.
@@ -376,6 +390,8 @@ class OutboxRelay:
             # A timeout, or the producer refused a record (not connected, metadata
             # unavailable): what was not acked stays unsent and is sent again.
             log.warning("publishing stopped: %r", error)
+        for span, result in zip(spans, results, strict=False):
+            end_publish_span(span, result)
         return results
 
     async def backlog(self) -> tuple[int, datetime | None]:
@@ -390,8 +406,17 @@ class OutboxRelay:
         return int(count), oldest
 
     async def _maybe_clean_up(self) -> None:
-        """Once a minute: refresh the backlog gauges, forget old published rows and inbox ids."""
+        """Every 5 s refresh the backlog gauges (the dashboards plot them); once a minute
+        forget old published rows and inbox ids."""
         now = self._clock()
+        if self._last_gauges is None or now - self._last_gauges >= timedelta(seconds=5):
+            self._last_gauges = now
+            try:
+                count, oldest = await self.backlog()
+                self._metrics.backlog.set(count)
+                self._metrics.oldest_unsent_age.set((now - oldest).total_seconds() if oldest else 0)
+            except Exception:
+                log.warning("reading the outbox backlog failed", exc_info=True)
         if self._last_cleanup and now - self._last_cleanup < timedelta(minutes=1):
             return
         self._last_cleanup = now
@@ -401,9 +426,6 @@ class OutboxRelay:
             log.warning("outbox housekeeping failed; trying again in a minute", exc_info=True)
 
     async def _clean_up(self, now: datetime) -> None:
-        count, oldest = await self.backlog()
-        self._metrics.backlog.set(count)
-        self._metrics.oldest_unsent_age.set((now - oldest).total_seconds() if oldest else 0)
         async with self._engine.begin() as connection:
             await connection.execute(
                 delete(outbox).where(outbox.c.sent_at < now - self._outbox_retention)
@@ -428,6 +450,19 @@ def _select_unsent(limit: int) -> Any:
         .order_by(outbox.c.id)
         .limit(limit)
     )
+
+
+def _creation_trace(envelope: str) -> dict[str, str] | None:
+    """The trace context the outbox stored in the envelope (only read with tracing on)."""
+    try:
+        attributes = orjson.loads(envelope)
+    except orjson.JSONDecodeError:
+        return None
+    parent = attributes.get("traceparent")
+    if not isinstance(parent, str):
+        return None
+    state = attributes.get("tracestate")
+    return {"traceparent": parent, **({"tracestate": state} if isinstance(state, str) else {})}
 
 
 def _retrieve(ack: asyncio.Future[Any]) -> None:
