@@ -26,6 +26,7 @@ from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_opportunity.api.routes import opportunity_routes, stage_machine_routes
 from dealflow_opportunity.application import follow_ups, purge, saga
+from dealflow_opportunity.application.metrics import DealMetrics
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 
@@ -63,8 +64,10 @@ def asyncapi() -> dict[str, Any]:
 def build_app(settings: OpportunitySettings, platform: Platform | None = None) -> FastAPI:
     platform = platform or build_platform(settings, publishes=[OPPORTUNITY_EVENTS])
 
+    metrics = DealMetrics(platform.registry)
+
     def unit_of_work() -> OpportunityUnitOfWork:
-        return OpportunityUnitOfWork(platform.engine, platform.outbox, platform.clock)
+        return OpportunityUnitOfWork(platform.engine, platform.outbox, platform.clock, metrics)
 
     platform.add_consumer(
         group_id="opportunity-service",

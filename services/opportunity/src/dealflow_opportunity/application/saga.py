@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dealflow_common.contracts.opportunity import OpportunityWon
 from dealflow_common.contracts.order import OrderCreated
 from dealflow_common.contracts.quote import QuoteAcceptanceRequested
 from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
@@ -33,7 +34,16 @@ async def quote_acceptance_requested(uow: OpportunityUnitOfWork, event: Incoming
         request.answer_by,
     )
     await uow.opportunities.save(opportunity)
+    won = any(
+        isinstance(e, OpportunityWon) and e.won_quote_id == request.quote_id and not e.repeated
+        for e in opportunity.events
+    )
     uow.collect(opportunity)
+    if won and uow.metrics is not None:
+        accepted_at, histogram = event.envelope.time, uow.metrics.accept_to_won
+        uow.after_commit(
+            lambda: histogram.observe(max(0.0, (uow.clock() - accepted_at).total_seconds()))
+        )
 
 
 async def order_created(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Self
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.uow import UnitOfWork
 from dealflow_opportunity.adapters.follow_ups import DealTasks
 from dealflow_opportunity.adapters.repository import OpportunityRepository
+from dealflow_opportunity.application.metrics import DealMetrics
 
 
 class OpportunityUnitOfWork(UnitOfWork):
     opportunities: OpportunityRepository
     tasks: DealTasks
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        outbox: Outbox,
+        clock: Callable[[], datetime],
+        metrics: DealMetrics | None = None,
+    ) -> None:
+        super().__init__(engine, outbox, clock)
+        self.metrics = metrics
+
+    async def commit(self) -> None:
+        recorded = self.recorded
+        await super().commit()
+        if self.metrics is not None:
+            self.metrics.committed(recorded)
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()

@@ -1,0 +1,30 @@
+"""What the saga dashboard plots about deals (deploy/grafana/saga.json)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from dealflow_common.contracts.base import EventPayload
+from dealflow_common.contracts.opportunity import OpportunityStageChanged
+
+
+class DealMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stage_moves = Counter(
+            "dealflow_opportunity_stage_moves",
+            "Deals moved from one stage to another (committed moves only)",
+            ["from_stage", "to_stage"],
+            registry=registry,
+        )
+        self.accept_to_won = Histogram(
+            "dealflow_saga_accept_to_won_seconds",
+            "From the customer's acceptance of a quote (the quote service's request) to "
+            "the deal won by it, committed in the opportunity service",
+            registry=registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+
+    def committed(self, events: tuple[EventPayload, ...]) -> None:
+        for event in events:
+            if isinstance(event, OpportunityStageChanged):
+                self.stage_moves.labels(event.from_stage.value, event.to_stage.value).inc()
