@@ -276,3 +276,17 @@ def test_a_panel_naming_an_unknown_metric_is_caught() -> None:
         "dealflow_purge_runs": {"no suffix"},
         "nope": {"variable v"},
     }
+
+
+def test_the_saga_dashboard_shows_what_operators_ask_of_the_saga() -> None:
+    """Deals per stage move, accept-to-won from its histogram, lag per group, outbox
+    backlog and the age of its oldest row, dead letters."""
+    used = set(used_metrics(load(GRAFANA / "saga.json")))
+    assert used >= {
+        "dealflow_opportunity_stage_moves_total",
+        "dealflow_saga_accept_to_won_seconds_bucket",
+        "dealflow_consumer_lag",
+        "dealflow_outbox_backlog",
+        "dealflow_outbox_oldest_unsent_age_seconds",
+        "dealflow_events_consumed_total",
+    }

@@ -141,5 +141,7 @@ def create_app(
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         # A span per request, named by its route; probes and scrapes are not traced.
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/readyz,/metrics")
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
+        )
     return app
