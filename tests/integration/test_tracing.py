@@ -205,6 +205,14 @@ async def test_an_accepted_quote_is_one_trace_across_every_hop(traced, token, co
             return body.get("order_id") is not None
 
         await eventually(has_order)
+        # The saga dashboard's metrics: the win and the moves that led to it.
+        metrics = (await opportunity.get("/metrics")).text
+        assert "dealflow_saga_accept_to_won_seconds_count 1.0" in metrics
+        for move in ("lead", "qualification"), ("proposal", "negotiation"):
+            assert (
+                f'dealflow_opportunity_stage_moves_total{{from_stage="{move[0]}",'
+                f'to_stage="{move[1]}"}} 1.0'
+            ) in metrics, metrics
 
     def accept_trace() -> list[ExportedSpan] | None:
         spans = collector.snapshot()
