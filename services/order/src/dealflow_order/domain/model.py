@@ -302,3 +302,16 @@ class Order:
         self.invoice_id, self.invoiced_total = invoice_id, total
         self.status = status_for(self.paid.amount, self.amount_due.amount)
         self.version += 1
+
+
+def actions_table() -> str:
+    """`ALLOWED` as a Markdown table (status x action), for docs/state-machine.md."""
+    actions = list(OrderAction)
+    rows = [
+        "| status | " + " | ".join(a.value for a in actions) + " |",
+        "|---|" + "---|" * len(actions),
+    ]
+    for status, allowed in ALLOWED.items():
+        marks = " | ".join("yes" if a in allowed else "-" for a in actions)
+        rows.append(f"| {status.value} | {marks} |")
+    return "\n".join(rows) + "\n"
