@@ -6,9 +6,12 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import OpportunityAssigned
 from dealflow_common.contracts.quote import QuoteAccepted, QuoteLineData
+from dealflow_order.adapters.repository import OrderFilter
+from dealflow_order.application.queries import OrderReader
 
 from .conftest import ADMIN, MANAGER, OPERATOR, OTHER_TEAM_MANAGER, OTHER_TEAM_REP, line
 
@@ -172,3 +175,29 @@ async def test_every_order_endpoint_needs_a_token(service) -> None:
         ("GET", f"/invoices/{uuid.uuid4()}"),
     ):
         assert (await service.http.request(method, path)).status_code == 401
+
+
+async def test_a_list_pages_through_orders_it_may_not_show_without_leaving_a_gap(
+    service,
+) -> None:
+    """Visibility is decided per deal after reading, a slice at a time: with slices of
+    two, the visible orders hide among invisible ones across several slices."""
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    mine = await service.deal(owners=("alice",), team_id="emea", customer_id=customer)
+    theirs = await service.deal(owners=("bob",), team_id="apac", customer_id=customer)
+    made = [
+        (deal, await service.order(deal, line(1, "10.00")))
+        for deal in (theirs, theirs, mine, theirs, theirs, theirs, mine, theirs, mine)
+    ]
+    visible = [order for deal, order in reversed(made) if deal == mine]
+    reader = OrderReader(service.engine, scan=2)
+    alice = Principal(user_id="alice", roles=frozenset({Role.REP}), teams=frozenset({"emea"}))
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await reader.page(alice, OrderFilter(customer_id=customer), after, 2)
+        seen.extend(str(o.id) for o in page[:1])
+        if len(page) < 2:
+            break
+        after = (page[0].created_at, page[0].id)
+    assert seen == visible

@@ -199,6 +199,15 @@ class KnownDeals:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderHead:
+    """What a list needs to page and to decide visibility."""
+
+    id: UUID
+    opportunity_id: UUID
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class OrderFilter:
     opportunity_id: UUID | None = None
     customer_id: str | None = None
@@ -229,8 +238,9 @@ class OrderQueries:
 
     async def page(
         self, where: OrderFilter, after: tuple[datetime, UUID] | None, limit: int
-    ) -> list[Order]:
-        """Newest first, up to `limit` orders after the cursor position."""
+    ) -> list[OrderHead]:
+        """Newest first, up to `limit` orders after the cursor position: their heads only,
+        so that those the caller may not see cost no more reading."""
         o = orders
         conditions: list[Any] = []
         if where.opportunity_id is not None:
@@ -252,13 +262,25 @@ class OrderQueries:
         if after is not None:
             conditions.append(tuple_(o.c.created_at, o.c.id) < tuple_(*after))
         query = (
-            select(o)
+            select(o.c.id, o.c.opportunity_id, o.c.created_at)
             .where(and_(true(), *conditions))
             .order_by(o.c.created_at.desc(), o.c.id.desc())
             .limit(limit)
         )
         rows = (await self._connection.execute(query)).all()
-        return await orders_with_lines(self._connection, rows)
+        return [OrderHead(r.id, r.opportunity_id, r.created_at) for r in rows]
+
+    async def orders(self, heads: Sequence[OrderHead]) -> list[Order]:
+        """The whole orders of `heads`, in their order."""
+        if not heads:
+            return []
+        rows = (
+            await self._connection.execute(
+                select(orders).where(orders.c.id.in_([h.id for h in heads]))
+            )
+        ).all()
+        by_id = {o.id: o for o in await orders_with_lines(self._connection, rows)}
+        return [by_id[h.id] for h in heads if h.id in by_id]
 
     async def ledger(self, order_id: UUID) -> list[LedgerEntry]:
         rows = await self._connection.execute(

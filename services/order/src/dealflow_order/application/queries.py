@@ -18,13 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dealflow_common.auth import Principal
 from dealflow_common.db import READ_ONLY
 from dealflow_common.errors import NotFound
-from dealflow_order.adapters.repository import OrderFilter, OrderQueries
+from dealflow_order.adapters.repository import OrderFilter, OrderHead, OrderQueries
 from dealflow_order.domain.access import can_view
 from dealflow_order.domain.invoice import Invoice
 from dealflow_order.domain.model import LedgerEntry, Order, OrderNotFound
-
-# How many orders a list reads at a time while it looks for visible ones.
-_SCAN = 200
 
 
 class InvoiceNotFound(NotFound):
@@ -35,6 +32,8 @@ class InvoiceNotFound(NotFound):
 @dataclass(frozen=True, slots=True)
 class OrderReader:
     engine: AsyncEngine
+    scan: int = 200
+    """How many orders a list reads at a time while it looks for visible ones."""
 
     @contextlib.asynccontextmanager
     async def _queries(self) -> AsyncIterator[OrderQueries]:
@@ -80,14 +79,14 @@ class OrderReader:
 
         Visibility is decided per deal by the one rule, so the orders are read in
         slices and filtered until `limit` are found or none are left."""
-        found: list[Order] = []
+        found: list[OrderHead] = []
         async with self._queries() as queries:
             while len(found) < limit:
-                wanted = max(_SCAN, limit - len(found))
-                orders = await queries.page(where, after, wanted)
-                deals = await queries.deals(list({o.opportunity_id for o in orders}))
-                found.extend(o for o in orders if can_view(deals[o.opportunity_id], caller))
-                if len(orders) < wanted:
+                wanted = max(self.scan, limit - len(found))
+                heads = await queries.page(where, after, wanted)
+                deals = await queries.deals(list({h.opportunity_id for h in heads}))
+                found.extend(h for h in heads if can_view(deals[h.opportunity_id], caller))
+                if len(heads) < wanted:
                     break
-                after = (orders[-1].created_at, orders[-1].id)
-        return found[:limit]
+                after = (heads[-1].created_at, heads[-1].id)
+            return await queries.orders(found[:limit])
