@@ -28,10 +28,12 @@ import contextlib
 import json
 import os
 import platform as host_platform
+import re
 import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,6 +292,16 @@ async def baseline_commit_rate(dsn: str, connections: int, seconds: float = 5.0)
     return done / elapsed
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def failure_reasons(failures: list[str], shown: int = 5) -> list[str]:
+    """The commonest reasons deals failed ("count x reason", ids blanked so they group);
+    a list, so the medians leave it alone."""
+    counted = Counter(_UUID.sub("…", failure)[:200] for failure in failures)
+    return [f"{n} x {reason}" for reason, n in counted.most_common(shown)]
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -369,6 +381,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 before = await commits(admin)
                 results, elapsed = await saturation(driver, args.deals, args.concurrency)
                 failed_saturation = len(driver.failures)
+                saturation_reasons = failure_reasons(driver.failures)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
                 after = await commits(admin)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
@@ -387,6 +400,10 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 paced_results, achieved = await paced(driver, half_rate, args.half_load_seconds)
                 runs.append(
                     {
+                        "failure_reasons": {
+                            "saturation": saturation_reasons,
+                            "half_load": failure_reasons(driver.failures),
+                        },
                         "saturation": {
                             "deals": args.deals,
                             "completed": len(results),
