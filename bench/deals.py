@@ -6,8 +6,10 @@ PostgreSQL database, then, for each run:
 1. saturation: N deals through the REST API by C concurrent clients, closed loop. One
    deal: create opportunity, move to qualification, quote A (one line), move to
    proposal, present A, create and present quote B, abandon B, move to negotiation,
-   accept A, and wait until the opportunity is closed_won and A accepted (observed on
-   Kafka, as any subscriber would, so waiting costs no HTTP calls);
+   accept A, and wait until the opportunity is closed_won, A accepted and A's order
+   created (observed on Kafka, as any subscriber would, so waiting costs no HTTP calls):
+   a deal is complete when its order exists. Accept-to-won and accept-to-order are
+   reported side by side;
 2. the database's own commit rate on a trivial one-row update with C connections,
    measured right after, as the baseline our commit rate is compared with;
 3. half load: deals started at half the measured throughput (open loop), for latency.
@@ -26,10 +28,12 @@ import contextlib
 import json
 import os
 import platform as host_platform
+import re
 import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +46,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
 from dealflow_common.auth import mint_token
-from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
+from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, ORDER_EVENTS, QUOTE_EVENTS
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
 from dealflow_common.runtime.embedded import embedded_service_env, secret_names
 from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
@@ -65,19 +69,29 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
 
 
+@dataclass
+class Milestones:
+    """When the watcher saw the deal won (won and quote accepted) and its order created."""
+
+    won_at: float | None = None
+    order_at: float | None = None
+
+
 class WonWatcher:
-    """Sees each deal's `opportunity.won` and `quote.accepted` arrive on Kafka."""
+    """Sees each deal's `opportunity.won`, `quote.accepted` and `order.created` arrive
+    on Kafka."""
 
     def __init__(self, bootstrap: str) -> None:
         self._consumer = AIOKafkaConsumer(
             OPPORTUNITY_EVENTS,
             QUOTE_EVENTS,
+            ORDER_EVENTS,
             bootstrap_servers=bootstrap,
             group_id=None,
             auto_offset_reset="latest",
             fetch_max_wait_ms=10,
         )
-        self._waiting: dict[str, tuple[str, asyncio.Future[float], set[str]]] = {}
+        self._waiting: dict[str, tuple[str, asyncio.Future[Milestones], set[str], Milestones]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -92,9 +106,9 @@ class WonWatcher:
                 await self._task
         await self._consumer.stop()
 
-    def expect(self, opportunity_id: str, quote_id: str) -> asyncio.Future[float]:
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._waiting[opportunity_id] = (quote_id, future, {"won", "accepted"})
+    def expect(self, opportunity_id: str, quote_id: str) -> asyncio.Future[Milestones]:
+        future: asyncio.Future[Milestones] = asyncio.get_running_loop().create_future()
+        self._waiting[opportunity_id] = (quote_id, future, {"won", "accepted"}, Milestones())
         return future
 
     async def _run(self) -> None:
@@ -109,14 +123,18 @@ class WonWatcher:
         waiting = self._waiting.get(event["subject"])
         if waiting is None:
             return
-        quote_id, future, missing = waiting
+        quote_id, future, missing, seen = waiting
         data = event["data"]
         if event["type"] == "opportunity.won" and data.get("won_quote_id") == quote_id:
             missing.discard("won")
         elif event["type"] == "quote.accepted" and data.get("quote_id") == quote_id:
             missing.discard("accepted")
-        if not missing and not future.done():
-            future.set_result(seen_at)
+        elif event["type"] == "order.created" and data.get("quote_id") == quote_id:
+            seen.order_at = seen.order_at or seen_at
+        if not missing and seen.won_at is None:
+            seen.won_at = seen_at
+        if seen.won_at is not None and seen.order_at is not None and not future.done():
+            future.set_result(seen)
             del self._waiting[event["subject"]]
 
 
@@ -124,6 +142,8 @@ class WonWatcher:
 class DealResult:
     create_to_won_ms: float
     accept_to_won_ms: float
+    accept_to_order_ms: float
+    create_to_order_ms: float
 
 
 @dataclass
@@ -182,11 +202,18 @@ class Driver:
             won = self.watcher.expect(deal, quote_a)
             accepted_at = time.perf_counter()
             await self._call("POST", f"{quote}/quotes/{quote_a}/accept")
-            won_at = await asyncio.wait_for(won, timeout=60)
+            seen = await asyncio.wait_for(won, timeout=60)
         except Exception as error:  # a failed deal is counted and reported, not hidden
             self.failures.append(repr(error)[:300])
             return None
-        return DealResult((won_at - started) * 1000, (won_at - accepted_at) * 1000)
+        assert seen.won_at is not None
+        assert seen.order_at is not None
+        return DealResult(
+            create_to_won_ms=(seen.won_at - started) * 1000,
+            accept_to_won_ms=(seen.won_at - accepted_at) * 1000,
+            accept_to_order_ms=(seen.order_at - accepted_at) * 1000,
+            create_to_order_ms=(seen.order_at - started) * 1000,
+        )
 
 
 async def saturation(
@@ -263,6 +290,16 @@ async def baseline_commit_rate(dsn: str, connections: int, seconds: float = 5.0)
     for connection in pool:
         await connection.close()
     return done / elapsed
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def failure_reasons(failures: list[str], shown: int = 5) -> list[str]:
+    """The commonest reasons deals failed ("count x reason", ids blanked so they group);
+    a list, so the medians leave it alone."""
+    counted = Counter(_UUID.sub("…", failure)[:200] for failure in failures)
+    return [f"{n} x {reason}" for reason, n in counted.most_common(shown)]
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -344,6 +381,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 before = await commits(admin)
                 results, elapsed = await saturation(driver, args.deals, args.concurrency)
                 failed_saturation = len(driver.failures)
+                saturation_reasons = failure_reasons(driver.failures)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
                 after = await commits(admin)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
@@ -362,6 +400,10 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 paced_results, achieved = await paced(driver, half_rate, args.half_load_seconds)
                 runs.append(
                     {
+                        "failure_reasons": {
+                            "saturation": saturation_reasons,
+                            "half_load": failure_reasons(driver.failures),
+                        },
                         "saturation": {
                             "deals": args.deals,
                             "completed": len(results),
@@ -370,6 +412,12 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                             "deals_per_s": round(throughput, 1),
                             "create_to_won_ms": percentiles([r.create_to_won_ms for r in results]),
                             "accept_to_won_ms": percentiles([r.accept_to_won_ms for r in results]),
+                            "accept_to_order_ms": percentiles(
+                                [r.accept_to_order_ms for r in results]
+                            ),
+                            "create_to_order_ms": percentiles(
+                                [r.create_to_order_ms for r in results]
+                            ),
                             "http_calls_per_deal": HTTP_CALLS_PER_DEAL,
                             "db_commits_per_deal": round(ours / max(1, len(results)), 1),
                             "db_commits_per_s": round(ours / elapsed, 1),
@@ -386,6 +434,9 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                             "failed": len(driver.failures),
                             "accept_to_won_ms": percentiles(
                                 [r.accept_to_won_ms for r in paced_results]
+                            ),
+                            "accept_to_order_ms": percentiles(
+                                [r.accept_to_order_ms for r in paced_results]
                             ),
                             "create_to_won_ms": percentiles(
                                 [r.create_to_won_ms for r in paced_results]

@@ -409,7 +409,7 @@ async def test_won_and_lost_deals_past_retention_are_purged_and_no_other(stack, 
     await api.assert_untouched(open_deal, open_quotes)
     await api.assert_untouched(held, held_quotes)
 
-    orders = (await api.order.get("/orders", params={"opportunity_id": won})).json()
+    orders = (await api.order.get(f"/opportunities/{won}/orders")).json()
     assert [o["id"] for o in orders] == [order], "orders are kept"
     assert (await api.order.get(f"/orders/{order}")).status_code == 200
 

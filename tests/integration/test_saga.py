@@ -89,7 +89,7 @@ class Clients:
     async def state(self, deal: str) -> dict[str, Any]:
         opportunity = (await self.opportunity.get(f"/opportunities/{deal}")).json()
         quotes = (await self.quote.get("/quotes", params={"opportunity_id": deal})).json()
-        orders = (await self.order.get("/orders", params={"opportunity_id": deal})).json()
+        orders = (await self.order.get(f"/opportunities/{deal}/orders")).json()
         return {"opportunity": opportunity, "quotes": quotes, "orders": orders}
 
     async def settled(self, deal: str, timeout: float = 60.0) -> dict[str, Any]:

@@ -1,75 +1,253 @@
-"""Order endpoints (read-only here: orders are created by the accept-quote saga).
+"""Order endpoints: thin adapters from HTTP to the use cases and queries.
 
-Orders are read by managers, admins and operators: this service keeps no projection
-of who owns which deal yet, so reps see their order's id on the opportunity instead.
+An order, its ledger and its invoices are seen by whoever may see its deal (the one
+rule, `dealflow_common.deal_access`); for anyone else they do not exist (404), and
+lists leave them out.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from dealflow_common.auth import Principal, Role
-from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.quote import QuoteLineData
-from dealflow_common.db import READ_ONLY
-from dealflow_common.http.problems import problem_responses
-from dealflow_common.http.security import requires
-from dealflow_order.adapters.repository import OrderRepository
-from dealflow_order.domain.model import Order, OrderNotFound
+from dealflow_common.contracts.order import OrderStatus
+from dealflow_common.http.paging import decode_cursor, encode_cursor
+from dealflow_common.http.problems import CHANGES, READS, Problem, field_errors
+from dealflow_common.http.security import Caller
+from dealflow_order.adapters.invoice_pdf import invoice_pdf
+from dealflow_order.adapters.repository import OrderFilter
+from dealflow_order.api.schemas import (
+    CancelRequest,
+    InvoiceRequest,
+    InvoiceResponse,
+    LedgerEntryResponse,
+    LedgerResponse,
+    OrderPage,
+    OrderResponse,
+    PaymentRequest,
+    RefundRequest,
+    entry_response,
+    invoice_response,
+    order_response,
+)
+from dealflow_order.application.queries import OrderReader
+from dealflow_order.application.use_cases import Booked, Idempotency, OrderUseCases
+from dealflow_order.domain.invoice import TaxRates
 
-Reader = Annotated[Principal, Depends(requires(Role.MANAGER, Role.ADMIN, Role.OPERATOR))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Makes a retried request record its payment or refund once: the same "
+        "key with the same body is answered as the first time; with another body, 422",
+    ),
+]
+
+_PDF = "application/pdf"
 
 
-class OrderResponse(BaseModel):
-    id: UUID
-    opportunity_id: UUID
-    quote_id: UUID
-    status: str
-    lines: list[QuoteLineData]
-    total: Money
-    created_at: datetime
-    version: int
-
-
-def _response(order: Order) -> OrderResponse:
-    return OrderResponse(
-        id=order.id,
-        opportunity_id=order.opportunity_id,
-        quote_id=order.quote_id,
-        status=order.status,
-        lines=order.lines,
-        total=order.total,
-        created_at=order.created_at,
-        version=order.version,
+def _idempotency(
+    key: str | None, kind: str, body: PaymentRequest | RefundRequest
+) -> Idempotency | None:
+    if key is None:
+        return None
+    # The request as understood (money normalised), so "100" and "100.00" are one request.
+    canonical = orjson.dumps(
+        {"kind": kind, "body": body.model_dump(mode="json")}, option=orjson.OPT_SORT_KEYS
     )
+    return Idempotency(key=key, fingerprint=hashlib.sha256(canonical).hexdigest())
 
 
-def order_routes(engine: AsyncEngine) -> APIRouter:
-    router = APIRouter(prefix="/orders", tags=["orders"])
-    responses = problem_responses(401, 403, 404, 422)
+def _booked(booked: Booked, response: Response) -> LedgerEntryResponse:
+    if booked.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return entry_response(booked.entry)
 
-    @router.get("", responses=responses, summary="The orders of an opportunity")
-    async def list_orders(opportunity_id: UUID, caller: Reader) -> list[OrderResponse]:
-        async with engine.connect() as connection:
-            connection = await connection.execution_options(**READ_ONLY)
-            return [
-                _response(o)
-                for o in await OrderRepository(connection).of_opportunity(opportunity_id)
-            ]
 
-    @router.get("/{order_id}", responses=responses, summary="One order")
-    async def get_order(order_id: UUID, caller: Reader) -> OrderResponse:
-        async with engine.connect() as connection:
-            connection = await connection.execution_options(**READ_ONLY)
-            order = await OrderRepository(connection).find(order_id)
-        if order is None:
-            raise OrderNotFound(order_id)
-        return _response(order)
+def _after(cursor: str | None) -> tuple[datetime, UUID] | None:
+    if not cursor:
+        return None
+    position = decode_cursor(cursor)
+    try:
+        return datetime.fromisoformat(position["t"]), UUID(position["i"])
+    except (KeyError, ValueError, TypeError):
+        raise Problem(
+            422,
+            "validation",
+            "Invalid request",
+            "cursor: not a cursor this API returned",
+            errors=field_errors("cursor", "not a cursor this API returned"),
+        ) from None
+
+
+def order_routes(reader: OrderReader, use_cases: OrderUseCases) -> APIRouter:
+    router = APIRouter(tags=["orders"])
+
+    @router.get("/orders", responses=READS, summary="Orders the caller may see, newest first")
+    async def list_orders(
+        caller: Caller,
+        opportunity_id: UUID | None = None,
+        customer: Annotated[str | None, Query(max_length=100, description="Customer id")] = None,
+        status: OrderStatus | None = None,
+        created_from: Annotated[datetime | None, Query(description="Inclusive")] = None,
+        created_to: Annotated[datetime | None, Query(description="Exclusive")] = None,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> OrderPage:
+        for name, moment in (("created_from", created_from), ("created_to", created_to)):
+            if moment is not None and moment.tzinfo is None:
+                raise Problem(
+                    422,
+                    "validation",
+                    "Invalid request",
+                    f"{name}: must carry a time zone (RFC 3339)",
+                    errors=field_errors(name, "must carry a time zone (RFC 3339)"),
+                )
+        where = OrderFilter(
+            opportunity_id=opportunity_id,
+            customer_id=customer,
+            status=status,
+            created_from=created_from,
+            created_before=created_to,
+        )
+        page = await reader.page(caller, where, _after(cursor), limit + 1)
+        items = page[:limit]
+        next_cursor = None
+        if len(page) > limit:
+            last = items[-1]
+            next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": str(last.id)})
+        return OrderPage(items=[order_response(o) for o in items], next_cursor=next_cursor)
+
+    @router.get(
+        "/opportunities/{opportunity_id}/orders",
+        responses=READS,
+        summary="The orders of a deal (the Orders tab); empty when none the caller may see",
+    )
+    async def orders_of_opportunity(opportunity_id: UUID, caller: Caller) -> list[OrderResponse]:
+        # A deal has one order per accepted quote, so one page holds them all.
+        orders = await reader.page(caller, OrderFilter(opportunity_id=opportunity_id), None, 1000)
+        return [order_response(o) for o in reversed(orders)]
+
+    @router.get("/orders/{order_id}", responses=READS, summary="One order")
+    async def get_order(order_id: UUID, caller: Caller) -> OrderResponse:
+        return order_response(await reader.order(order_id, caller))
+
+    @router.get(
+        "/orders/{order_id}/ledger",
+        responses=READS,
+        summary="The order's payments and refunds, each with the running balance",
+    )
+    async def get_ledger(order_id: UUID, caller: Caller) -> LedgerResponse:
+        order, entries = await reader.ledger(order_id, caller)
+        return LedgerResponse(
+            order_id=order.id,
+            total=order.total,
+            amount_due=order.amount_due,
+            paid=order.paid,
+            balance=order.balance,
+            status=order.status,
+            entries=[entry_response(e) for e in entries],
+        )
+
+    @router.post(
+        "/orders/{order_id}/payments",
+        status_code=201,
+        responses=CHANGES,
+        summary="Record a payment received for the order",
+    )
+    async def record_payment(
+        order_id: UUID,
+        body: PaymentRequest,
+        caller: Caller,
+        response: Response,
+        idempotency_key: IdempotencyKey = None,
+    ) -> LedgerEntryResponse:
+        booked = await use_cases.record_payment(
+            order_id,
+            caller,
+            amount=body.amount,
+            method=body.method.value,
+            reference=body.reference,
+            received_at=body.received_at,
+            idempotency=_idempotency(idempotency_key, "payment", body),
+        )
+        return _booked(booked, response)
+
+    @router.post(
+        "/orders/{order_id}/refunds",
+        status_code=201,
+        responses=CHANGES,
+        summary="Give back part or all of what was paid",
+    )
+    async def refund(
+        order_id: UUID,
+        body: RefundRequest,
+        caller: Caller,
+        response: Response,
+        idempotency_key: IdempotencyKey = None,
+    ) -> LedgerEntryResponse:
+        booked = await use_cases.refund(
+            order_id,
+            caller,
+            amount=body.amount,
+            reason=body.reason,
+            idempotency=_idempotency(idempotency_key, "refund", body),
+        )
+        return _booked(booked, response)
+
+    @router.post(
+        "/orders/{order_id}/cancel",
+        responses=CHANGES,
+        summary="Cancel an order nothing was paid for, with the reason",
+    )
+    async def cancel(order_id: UUID, body: CancelRequest, caller: Caller) -> OrderResponse:
+        return order_response(await use_cases.cancel(order_id, caller, reason=body.reason))
+
+    @router.post(
+        "/orders/{order_id}/invoices",
+        status_code=201,
+        responses=CHANGES,
+        summary="Issue the order's invoice (numbered gaplessly per year)",
+    )
+    async def issue_invoice(
+        order_id: UUID, caller: Caller, body: InvoiceRequest | None = None
+    ) -> InvoiceResponse:
+        body = body or InvoiceRequest()
+        rates = TaxRates(
+            order_rate=body.tax_rate,
+            line_rates={r.line_no: r.tax_rate for r in body.line_tax_rates},
+        )
+        return invoice_response(await use_cases.issue_invoice(order_id, caller, rates=rates))
+
+    @router.get(
+        "/invoices/{invoice_id}",
+        responses={
+            **READS,
+            200: {
+                "description": "The invoice as JSON, or as a PDF with `Accept: application/pdf`",
+                "content": {_PDF: {"schema": {"type": "string", "format": "binary"}}},
+            },
+        },
+        summary="One invoice, as JSON or PDF",
+        response_model=InvoiceResponse,
+    )
+    async def get_invoice(invoice_id: UUID, caller: Caller, request: Request) -> Response:
+        invoice = await reader.invoice(invoice_id, caller)
+        if _PDF in request.headers.get("accept", ""):
+            return Response(
+                invoice_pdf(invoice),
+                media_type=_PDF,
+                headers={"Content-Disposition": f'inline; filename="{invoice.number}.pdf"'},
+            )
+        return Response(
+            invoice_response(invoice).model_dump_json().encode(), media_type="application/json"
+        )
 
     return router

@@ -1,12 +1,25 @@
-"""The order service's side of the saga: an accepted quote becomes exactly one order."""
+"""The order service's consumers, each event applied once through the inbox.
+
+- `quote.accepted` (the saga, DESIGN.md section 4) becomes exactly one order;
+- the opportunity events keep the deal's access keys and customer (`KnownDeal`), each
+  field moving forward only, so the orders are seen by whoever may see their deal.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
+from dealflow_common.contracts.opportunity import (
+    OpportunityAssigned,
+    OpportunityCreated,
+    OpportunityStageChanged,
+    OpportunityUpdated,
+)
 from dealflow_common.contracts.quote import QuoteAccepted
 from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
 from dealflow_order.application.unit_of_work import OrderUnitOfWork
+from dealflow_order.domain.access import DealFacts, KnownDeal
 from dealflow_order.domain.model import Order
 
 
@@ -21,4 +34,52 @@ async def create_order(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
     uow.collect(order)
 
 
-HANDLERS: dict[str, EventHandler] = {"quote.accepted": create_order}
+async def _learn(
+    uow: OrderUnitOfWork, opportunity_id: UUID, event: IncomingEvent[Any], facts: DealFacts
+) -> None:
+    """The row is locked while read and written, so two consumers cannot interleave."""
+    now = uow.clock()
+    deal = await uow.deals.lock_or_add(KnownDeal.unseen(opportunity_id), now)
+    if deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence):
+        await uow.deals.save(deal, now)
+
+
+async def deal_state(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityCreated | OpportunityUpdated = event.payload
+    state = payload.opportunity
+    await _learn(
+        uow,
+        state.id,
+        event,
+        DealFacts(
+            owners=list(state.owners),
+            team_id=state.team_id,
+            created_by=state.created_by,
+            customer_id=state.customer.id,
+            customer_name=state.customer.name,
+        ),
+    )
+
+
+async def stage_changed(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityStageChanged = event.payload
+    await _learn(uow, payload.opportunity_id, event, DealFacts(owners=list(payload.owners)))
+
+
+async def assigned(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityAssigned = event.payload
+    await _learn(
+        uow,
+        payload.opportunity_id,
+        event,
+        DealFacts(owners=list(payload.owners), team_id=payload.team_id),
+    )
+
+
+HANDLERS: dict[str, EventHandler] = {
+    "quote.accepted": create_order,
+    "opportunity.created": deal_state,
+    "opportunity.updated": deal_state,
+    "opportunity.stage_changed": stage_changed,
+    "opportunity.assigned": assigned,
+}
