@@ -26,10 +26,12 @@ import contextlib
 import json
 import os
 import platform as host_platform
+import re
 import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,6 +295,14 @@ def per_deal(
     return figures
 
 
+def failure_summary(failures: list[str]) -> dict[str, int]:
+    """The most common reasons deals failed (the error text without ids), with counts."""
+    kinds = Counter(
+        re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<id>", failure)[:160] for failure in failures
+    )
+    return dict(kinds.most_common(5))
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -387,6 +397,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                     counted_before, await database_counters(session, processes), len(results)
                 )
                 failed_saturation = len(driver.failures)
+                failure_kinds = failure_summary(driver.failures)
                 done = max(1, len(results))
                 cpu_ms_per_deal = {
                     name: round(seconds * 1000 / done, 2) for name, seconds in cpu.items()
@@ -414,6 +425,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                             "deals": args.deals,
                             "completed": len(results),
                             "failed": failed_saturation,
+                            "failures": failure_kinds,
                             "seconds": round(elapsed, 2),
                             "deals_per_s": round(throughput, 1),
                             "create_to_won_ms": percentiles([r.create_to_won_ms for r in results]),
