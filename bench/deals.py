@@ -513,7 +513,8 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
     if isinstance(value, dict):
         for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else key, inner, into)
+            if key != "failures":  # reasons, not figures
+                _flatten(f"{prefix}.{key}" if prefix else key, inner, into)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         into[prefix] = value
 
