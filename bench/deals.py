@@ -45,6 +45,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
+from bench.measure import CpuSampler, compare_with_previous, scrape_counters
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, ORDER_EVENTS, QUOTE_EVENTS
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
@@ -302,6 +303,33 @@ def failure_reasons(failures: list[str], shown: int = 5) -> list[str]:
     return [f"{n} x {reason}" for reason, n in counted.most_common(shown)]
 
 
+DB_COUNTERS = ("dealflow_db_statements_total", "dealflow_db_commits_total")
+
+
+async def database_counters(
+    session: aiohttp.ClientSession, processes: dict[str, ServiceProcess]
+) -> dict[str, dict[str, float]]:
+    """Each service's own count of the statements and commits it sent (its /metrics)."""
+    counters = {}
+    for name, process in processes.items():
+        async with session.get(f"{process.url}/metrics") as response:
+            counters[name] = scrape_counters(await response.text(), DB_COUNTERS)
+    return counters
+
+
+def per_deal(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], deals: int
+) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {"statements": {}, "commits": {}}
+    for name in after:
+        for counter, key in zip(DB_COUNTERS, ("statements", "commits"), strict=True):
+            spent = after[name].get(counter, 0.0) - before.get(name, {}).get(counter, 0.0)
+            figures[key][name] = round(spent / max(1, deals), 1)
+    for key in ("statements", "commits"):
+        figures[key]["total"] = round(sum(figures[key].values()), 1)
+    return figures
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -379,9 +407,29 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 print(f"run {run}/{args.runs}: saturation", file=sys.stderr, flush=True)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
                 before = await commits(admin)
+                counted_before = await database_counters(session, processes)
+                sampler = CpuSampler(
+                    admin,
+                    {
+                        **{n: p.process.pid for n, p in processes.items() if p.process},
+                        "broker": broker.pid,
+                    },
+                    BENCH_DATABASE,
+                    alone={"load client": os.getpid()},
+                )
+                await sampler.start()
                 results, elapsed = await saturation(driver, args.deals, args.concurrency)
+                cpu = await sampler.stop()
+                counted = per_deal(
+                    counted_before, await database_counters(session, processes), len(results)
+                )
                 failed_saturation = len(driver.failures)
                 saturation_reasons = failure_reasons(driver.failures)
+                done = max(1, len(results))
+                cpu_ms_per_deal = {
+                    name: round(seconds * 1000 / done, 2) for name, seconds in cpu.items()
+                }
+                cpu_ms_per_deal["total"] = round(sum(cpu.values()) * 1000 / done, 2)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
                 after = await commits(admin)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
@@ -421,6 +469,22 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                             "http_calls_per_deal": HTTP_CALLS_PER_DEAL,
                             "db_commits_per_deal": round(ours / max(1, len(results)), 1),
                             "db_commits_per_s": round(ours / elapsed, 1),
+                            # From /proc over the saturation window; PostgreSQL's
+                            # backends are grouped by the service they serve.
+                            "cpu_ms_per_deal": cpu_ms_per_deal,
+                            "machine_busy_ms_per_deal": round(
+                                sampler.machine_busy * 1000 / done, 2
+                            ),
+                            "machine_busy_percent": round(
+                                sampler.machine_busy
+                                / sampler.seconds
+                                / (os.cpu_count() or 1)
+                                * 100,
+                                1,
+                            ),
+                            # The services' own counters (dealflow_db_statements_total).
+                            "db_statements_per_deal": counted["statements"],
+                            "db_commits_per_deal_by_service": counted["commits"],
                         },
                         "baseline_one_row_update": {
                             "connections": args.concurrency,
@@ -523,8 +587,25 @@ def cli() -> None:
     text = json.dumps(report, indent=2)
     results = Path("bench/results")
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"deals-{report['at'].replace(':', '')}.json").write_text(text + "\n")
+    written = results / f"deals-{report['at'].replace(':', '')}.json"
+    written.write_text(text + "\n")
     print(text)
+    figures = {
+        "saturation.deals_per_s": "deals/s",
+        "half_load.accept_to_won_ms.p99": "accept-to-won p99 at half load (ms)",
+        "saturation.cpu_ms_per_deal.total": "CPU ms per deal, every process",
+        "saturation.db_statements_per_deal.total": "statements per deal",
+        "saturation.db_commits_per_deal_by_service.total": "commits per deal",
+    }
+    figures.update(
+        {
+            f"saturation.cpu_ms_per_deal.{name}": f"CPU ms per deal: {name}"
+            for name in sorted(report["runs"][0]["saturation"]["cpu_ms_per_deal"])
+            if name != "total"
+        }
+    )
+    for line in compare_with_previous(results, written, "deals-*.json", figures):
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -66,10 +68,14 @@ class CpuSampler:
         processes: dict[str, int],
         database: str,
         interval: float = 0.5,
+        alone: dict[str, int] | None = None,
     ) -> None:
+        """`processes` count with their children; `alone` without (the load client,
+        whose children are the services themselves)."""
         self._db = db
         self._database = database
         self._processes = {name: descendants(pid) for name, pid in processes.items()}
+        self._processes.update({name: [pid] for name, pid in (alone or {}).items()})
         self._interval = interval
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
@@ -132,6 +138,37 @@ class CpuSampler:
         self.machine_busy = machine_busy_seconds() - self._machine
         self.seconds = time.perf_counter() - self._started
         return {name: round(seconds, 2) for name, seconds in sorted(totals.items())}
+
+
+def scrape_counters(text: str, names: Iterable[str]) -> dict[str, float]:
+    """The value of each named unlabelled sample in a Prometheus text exposition."""
+    wanted = set(names)
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            found[name] = float(value)
+    return found
+
+
+def compare_with_previous(
+    results: Path, current: Path, pattern: str, figures: dict[str, str]
+) -> list[str]:
+    """Lines saying how each figure changed since the newest earlier report."""
+    earlier = sorted(p for p in results.glob(pattern) if p.name < current.name)
+    if not earlier:
+        return [f"no earlier {pattern} in {results} to compare with"]
+    previous = json.loads(earlier[-1].read_text())
+    now = json.loads(current.read_text())
+    lines = [f"against {earlier[-1].name}:"]
+    for key, label in figures.items():
+        before, after = previous.get("median", {}).get(key), now.get("median", {}).get(key)
+        if before is None or after is None:
+            lines.append(f"  {label}: {before} -> {after}")
+            continue
+        change = (after - before) / before * 100 if before else float("nan")
+        lines.append(f"  {label}: {before} -> {after} ({change:+.1f} %)")
+    return lines
 
 
 def flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -158,3 +159,23 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 """A JSON column: JSONB on PostgreSQL (indexable), JSON text on SQLite."""
+
+
+def count_statements(engine: AsyncEngine, registry: CollectorRegistry) -> None:
+    """Count the statements and commits this process sends (`make bench` reports them
+    per deal, per service: the cheapest statement is the one not sent)."""
+    statements = Counter(
+        "dealflow_db_statements",
+        "SQL statements executed (executemany counts once)",
+        registry=registry,
+    )
+    commits = Counter("dealflow_db_commits", "Transactions committed", registry=registry)
+
+    def on_statement(*_: Any) -> None:
+        statements.inc()
+
+    def on_commit(*_: Any) -> None:
+        commits.inc()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    event.listen(engine.sync_engine, "commit", on_commit)

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import TokenVerifier
-from dealflow_common.db import READ_ONLY, create_engine
+from dealflow_common.db import READ_ONLY, count_statements, create_engine
 from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, EventHandler
 from dealflow_common.messaging.kafka import (
     ConsumerLoop,
@@ -177,6 +177,7 @@ def build_platform(
         SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
     producer = KafkaProducer(settings)
     registry = CollectorRegistry()
+    count_statements(engine, registry)
     outbox = Outbox(source=f"/dealflow/{settings.service_name}")
     relay = OutboxRelay(
         engine,

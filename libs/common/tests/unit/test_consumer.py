@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -148,6 +148,30 @@ async def test_an_event_delivered_twice_is_applied_once(engine: AsyncEngine) -> 
     assert await harness.applied() == ["hello"]
     async with engine.connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(inbox)) == 1
+
+
+async def test_a_batch_is_remembered_in_the_inbox_with_one_statement(
+    engine: AsyncEngine,
+) -> None:
+    """The inbox write costs one statement per batch, not one per event; ids applied
+    before are still told apart from new ones in the same batch."""
+    harness = Harness(engine)
+    seen_before = envelope("old")
+    await harness.consumer.apply_batch([FakeRecord(seen_before)])
+    inbox_writes = 0
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal inbox_writes
+        inbox_writes += statement.lstrip().upper().startswith("INSERT INTO INBOX")
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        batch = [FakeRecord(envelope(f"new {i}"), offset=i) for i in range(10)]
+        await harness.consumer.apply_batch([*batch, FakeRecord(seen_before, offset=10)])
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert inbox_writes == 1
+    assert await harness.applied() == ["old", *(f"new {i}" for i in range(10))]
 
 
 async def test_unreadable_records_go_to_the_dead_letter_topic_and_the_rest_applies(

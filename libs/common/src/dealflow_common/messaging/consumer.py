@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -254,11 +255,13 @@ class EventConsumer(Generic[U]):
     async def _apply(self, items: Sequence[_Decoded]) -> None:
         async with self._unit_of_work() as uow:
             outcomes = []
+            fresh = await self._remember(uow, [item.event.envelope for item in items])
             for item in items:
                 envelope = item.event.envelope
-                if not await self._remember(uow, envelope):
+                if envelope.id not in fresh:
                     outcomes.append((envelope.type, "duplicate"))
                     continue
+                fresh.discard(envelope.id)  # the same event twice in one batch: once
                 with (
                     flow(envelope.correlationid, str(envelope.id)),
                     consume_span(
@@ -277,20 +280,25 @@ class EventConsumer(Generic[U]):
         for event_type, outcome in outcomes:
             self._metrics.events.labels(self.group_id, event_type, outcome).inc()
 
-    async def _remember(self, uow: UnitOfWork, envelope: CloudEvent) -> bool:
-        """Insert the event id into the inbox; False when it was applied before."""
+    async def _remember(self, uow: UnitOfWork, envelopes: Sequence[CloudEvent]) -> set[UUID]:
+        """Insert the batch's event ids into the inbox, in one statement; returns the
+        ids that were not there (the others were applied before)."""
+        now = self._clock()
         remembered = await uow.connection.execute(
             _inbox_insert(uow.connection.dialect.name),
-            {
-                "consumer_group": self.group_id,
-                "event_id": envelope.id,
-                "event_type": envelope.type,
-                "source": envelope.source,
-                "subject": envelope.subject,
-                "applied_at": self._clock(),
-            },
+            [
+                {
+                    "consumer_group": self.group_id,
+                    "event_id": envelope.id,
+                    "event_type": envelope.type,
+                    "source": envelope.source,
+                    "subject": envelope.subject,
+                    "applied_at": now,
+                }
+                for envelope in envelopes
+            ],
         )
-        return remembered.first() is not None
+        return set(remembered.scalars())
 
     async def _apply_alone(self, item: _Decoded) -> None:
         last_error: BaseException | None = None
