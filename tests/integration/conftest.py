@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dealflow_common.runtime.broker import free_port
-from dealflow_common.runtime.embedded import embedded_service_env, secret_names
+from dealflow_common.runtime.embedded import embedded_service_env, secret_names, service_urls
 from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
 from dealflow_common.testing import KafkaEndpoint, new_schema_name
 
@@ -88,6 +88,10 @@ async def stack(
         schema = new_schema_name(name)
         schemas.append(schema)
         stack.services[name] = stack.service_process(name, schema=schema)
+    # The console forwards to the other services: it needs their (free) ports.
+    urls = service_urls(stack.services.values())
+    for process in stack.services.values():
+        process.env.update(urls)
     try:
         for process in stack.services.values():
             await process.start()

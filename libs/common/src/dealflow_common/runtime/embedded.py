@@ -26,7 +26,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,15 @@ def embedded_service_env(
         "DEALFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         "DEALFLOW_KAFKA_FETCH_MAX_WAIT_MS": "20",
         "DEALFLOW_OUTBOX_POLL_INTERVAL_MS": "200",
+        # The console's development sign-in (pick a made-up user, get a short-lived
+        # token): on in the embedded run and the tests, off in every deployment.
+        "DEALFLOW_CONSOLE_DEV_SIGN_IN": "true",
     }
+
+
+def service_urls(processes: Iterable[ServiceProcess]) -> dict[str, str]:
+    """`DEALFLOW_<NAME>_URL` for every service: where the console forwards calls to."""
+    return {f"DEALFLOW_{p.name.upper()}_URL": p.url for p in processes}
 
 
 def secret_names(services: Mapping[str, Any]) -> list[str]:
@@ -134,6 +142,9 @@ async def _run(data_dir: Path, services: Mapping[str, Any], secrets: Mapping[str
         processes.append(
             ServiceProcess(name, service_module(settings_class), env, port, host, on_output=show)
         )
+    urls = service_urls(processes)
+    for process in processes:
+        process.env.update(urls)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -228,7 +239,14 @@ def _print_banner(
         now=int(time.time()),
     )
     width = max(len(p.name) for p in processes)
+    opportunities = f"{_url_of(processes, 'opportunity')}/opportunities"
     lines = ["", "Dealflow is running.", ""]
+    console = next((p for p in processes if p.name == "console"), None)
+    if console is not None:
+        lines += [
+            f"  Open the console: {console.url}/  (sign in as a development user)",
+            "",
+        ]
     lines.append(
         f"  {'kafka':<{width}}  {bootstrap}"
         + ("  (embedded Tansu, memory only: a restart forgets all topics)" if embedded else "")
@@ -247,12 +265,16 @@ def _print_banner(
         "Mint others with:",
         f"  .venv/bin/dealflow-token --sub alice --roles rep --teams team-1 {secret_hint}",
         "Then for example:",
-        f'  curl -H "Authorization: Bearer $TOKEN" {processes[0].url}/opportunities',
+        f'  curl -H "Authorization: Bearer $TOKEN" {opportunities}',
         "",
         "Ctrl-C stops everything.",
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _url_of(processes: list[ServiceProcess], name: str) -> str:
+    return next((p.url for p in processes if p.name == name), processes[0].url)
 
 
 def main() -> int:

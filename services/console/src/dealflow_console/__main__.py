@@ -1,0 +1,3 @@
+from dealflow_console.bootstrap import main
+
+main()

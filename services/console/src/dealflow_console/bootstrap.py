@@ -1,0 +1,127 @@
+"""Composition root of the console: settings, the HTTP client to the services, the app.
+
+The console has no database, broker, outbox or consumer: it serves static files, the
+sign-in configuration and the gateway. /readyz is ready as soon as it serves; a service
+that is away shows in the app as that service's 502, not as a console that is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from starlette.responses import Response
+
+from dealflow_common.http.app import FlowMiddleware
+from dealflow_common.http.problems import install_problem_handlers
+from dealflow_common.logs import configure_logging
+from dealflow_common.service import load_settings
+from dealflow_console.gateway import gateway_routes
+from dealflow_console.settings import ConsoleSettings
+from dealflow_console.signin import signin_routes
+
+__all__ = ["ConsoleSettings", "build_app", "main"]
+
+STATIC = Path(__file__).parent / "static"
+VERSION = "0.1.0"
+log = logging.getLogger(__name__)
+
+# The app is plain ES modules: the browser may cache them, but must ask again (a cheap
+# 304) so that a new release is picked up on the next load.
+_REVALIDATE = {"Cache-Control": "no-cache"}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' https:; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def build_app(settings: ConsoleSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    client = httpx.AsyncClient(
+        timeout=settings.console_upstream_timeout_seconds, follow_redirects=False
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = FastAPI(
+        title="Dealflow console",
+        description="The browser app and its gateway to the services' public APIs.",
+        version=VERSION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(FlowMiddleware, registry=registry)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": "console"}
+
+    @app.get("/readyz", tags=["operations"], summary="The console serves its app")
+    async def readyz() -> JSONResponse:
+        ready = (STATIC / "index.html").is_file()
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": {"assets": ready}},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(signin_routes(settings))
+    app.include_router(gateway_routes(client, settings.upstreams()))
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={**_REVALIDATE, **_SECURITY_HEADERS})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def static_headers(request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        if request.url.path.startswith("/static/"):
+            response.headers.update(_REVALIDATE)
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    return app
+
+
+def main() -> None:
+    settings = load_settings(ConsoleSettings)  # type: ignore[type-var]
+    configure_logging("console", settings.log_level, settings.log_format)
+    # `serve` and `migrate` as every service has them; the console has nothing to migrate.
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "migrate":
+        log.info("the console has no database: nothing to migrate")
+        return
+    uvicorn.run(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="asyncio",
+        timeout_graceful_shutdown=5,
+    )

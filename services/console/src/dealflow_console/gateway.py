@@ -1,0 +1,90 @@
+"""The console's one origin for the services' public APIs: /api/<service>/<path>.
+
+The browser never learns the services' addresses and needs no CORS. The caller's
+bearer token is passed through unchanged, so every answer is exactly what that user may
+see; the gateway decides nothing and keeps nothing. It never logs a header or a query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from dealflow_common.http.problems import Problem
+
+# Request headers the services read; everything else (cookies above all) stays here.
+_FORWARDED_REQUEST = (
+    "authorization",
+    "content-type",
+    "accept",
+    "if-match",
+    "if-none-match",
+    "idempotency-key",
+    "x-correlation-id",
+    "traceparent",
+)
+# Response headers the app reads.
+_FORWARDED_RESPONSE = (
+    "content-type",
+    "content-disposition",
+    "etag",
+    "location",
+    "retry-after",
+    "idempotent-replayed",
+    "x-correlation-id",
+)
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def gateway_routes(client: httpx.AsyncClient, upstreams: Mapping[str, str]) -> APIRouter:
+    router = APIRouter(tags=["gateway"])
+
+    @router.api_route(
+        "/api/{service}/{path:path}",
+        methods=_METHODS,
+        summary="Forward a call to a service's public API with the caller's token",
+    )
+    async def forward(service: str, path: str, request: Request) -> Response:
+        base = upstreams.get(service)
+        if base is None:
+            raise Problem(
+                404,
+                "not-found",
+                "Not found",
+                f"no service {service!r} behind this console; known: {', '.join(upstreams)}",
+            )
+        headers = {
+            name: value
+            for name in _FORWARDED_REQUEST
+            if (value := request.headers.get(name)) is not None
+        }
+        try:
+            answer = await client.request(
+                request.method,
+                f"{base}/{path}",
+                params=request.url.query,
+                headers=headers,
+                content=await request.body(),
+            )
+        except httpx.HTTPError:
+            raise Problem(
+                502,
+                "upstream-unavailable",
+                "Service unavailable",
+                f"the {service} service did not answer; try again",
+                headers={"Retry-After": "2"},
+            ) from None
+        return Response(
+            content=answer.content,
+            status_code=answer.status_code,
+            headers={
+                name: value
+                for name in _FORWARDED_RESPONSE
+                if (value := answer.headers.get(name)) is not None
+            },
+        )
+
+    return router

@@ -1,0 +1,265 @@
+// The pipeline board: a column per stage with count, total and weighted total; drag a
+// card to another stage (or use its "Move to" menu: the keyboard way); filters; bulk
+// stage change and assignment (one call per deal: the API has no bulk endpoint); the
+// forecast by quarter when the reporting service is there.
+
+import { get, post, Problem, session, config } from "./api.js";
+import { h, field, money, mount, messages, STAGES, STAGE_NAMES, announce } from "./ui.js";
+
+const PAGE_LIMIT = 200;
+const MAX_PAGES = 5;
+let filters = { owner: "", team: "", q: "", expected_close_from: "", expected_close_to: "" };
+
+async function loadDeals() {
+  const params = new URLSearchParams({ limit: String(PAGE_LIMIT) });
+  for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
+  const deals = [];
+  let cursor = null;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    if (cursor) params.set("cursor", cursor);
+    const r = await get("opportunity", `/opportunities?${params}`);
+    deals.push(...r.items);
+    cursor = r.next_cursor;
+    if (!cursor) break;
+  }
+  return { deals, complete: !cursor };
+}
+
+/** Sums per currency: without the reporting service there is no exchange rate here. */
+function sums(deals) {
+  const total = {}, weighted = {};
+  for (const d of deals) {
+    const c = d.value.currency, a = Number(d.value.amount);
+    total[c] = (total[c] || 0) + a;
+    weighted[c] = (weighted[c] || 0) + a * (d.probability / 100);
+  }
+  const show = (m) => Object.keys(m).length
+    ? Object.entries(m).map(([c, a]) => money({ amount: a.toFixed(2), currency: c })).join(" + ")
+    : "0";
+  return { total: show(total), weighted: show(weighted) };
+}
+
+async function reportingPipeline() {
+  const cfg = await config();
+  if (!cfg.services.includes("reporting")) return null;
+  try {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
+    return await get("reporting", `/pipeline?${params}`);
+  } catch { return null; }
+}
+
+async function reportingForecast() {
+  const cfg = await config();
+  if (!cfg.services.includes("reporting")) return null;
+  try { return await get("reporting", "/forecast"); } catch { return null; }
+}
+
+/** The reporting service's figures for one stage, whatever shape its columns take. */
+function stageFigures(pipeline, stage) {
+  if (!pipeline) return null;
+  const columns = pipeline.columns || pipeline.stages || [];
+  const col = Array.isArray(columns) ? columns.find((c) => c.stage === stage) : columns[stage];
+  if (!col) return null;
+  const m = (v) => (v && v.amount !== undefined ? money(v) : v);
+  return { count: col.count, total: m(col.total), weighted: m(col.weighted_total || col.weighted) };
+}
+
+export async function boardPage() {
+  document.title = "Pipeline · Dealflow";
+  const msg = messages();
+  const selected = new Set();
+  const boardEl = h("div", { class: "board" });
+  const chartEl = h("section", { "aria-labelledby": "forecast-h" });
+  const note = h("p", { class: "sums" });
+  let deals = [];
+
+  async function move(deal, stage) {
+    if (stage === deal.stage) return;
+    try {
+      if (stage === "closed_lost") {
+        const reason = window.prompt(`Why was "${deal.title}" lost?`);
+        if (!reason) return;
+        await post("opportunity", `/opportunities/${deal.id}/lose`, { reason });
+      } else {
+        await post("opportunity", `/opportunities/${deal.id}/stage`, { stage });
+      }
+      msg.ok(`${deal.title} moved to ${STAGE_NAMES[stage]}.`);
+      announce(`${deal.title} moved to ${STAGE_NAMES[stage]}`);
+      await refresh();
+    } catch (e) {
+      msg.error(e);
+      if (!(e instanceof Problem)) throw e;
+    }
+  }
+
+  function card(deal) {
+    const moveSelect = h("select", { "aria-label": `Move ${deal.title} to stage` },
+      h("option", { value: "" }, "Move to…"),
+      (deal.allowed_moves || []).map((s) => h("option", { value: s }, STAGE_NAMES[s] || s)));
+    const box = h("input", {
+      type: "checkbox", "aria-label": `Select ${deal.title}`, checked: selected.has(deal.id),
+      onchange: (e) => { if (e.target.checked) selected.add(deal.id); else selected.delete(deal.id); },
+    });
+    return h("article", {
+      class: "card", draggable: "true", dataset: { id: deal.id }, "aria-label": deal.title,
+      ondragstart: (e) => { e.dataTransfer.setData("text/plain", deal.id); e.dataTransfer.effectAllowed = "move"; },
+    },
+      h("div", { class: "row" }, box, h("a", { href: `#/deal/${deal.id}/general` }, deal.title)),
+      h("div", { class: "meta" }, `${deal.customer.name} · ${money(deal.value)} · ${deal.probability}%`),
+      h("div", { class: "meta" }, `owners: ${deal.owners.join(", ") || "none (team queue)"}${deal.team_id ? ` · ${deal.team_id}` : ""}`),
+      deal.expected_close_date ? h("div", { class: "meta" }, `closes ${deal.expected_close_date}`) : null,
+      deal.allowed_moves && deal.allowed_moves.length ? h("div", { class: "row" }, moveSelect,
+        h("button", { type: "button", onclick: () => moveSelect.value && move(deal, moveSelect.value) }, "Move")) : null,
+    );
+  }
+
+  function column(stage, inStage, figures) {
+    const own = sums(inStage);
+    const headingId = `col-${stage}`;
+    const col = h("section", {
+      class: "column", "aria-labelledby": headingId, dataset: { stage },
+      ondragover: (e) => { e.preventDefault(); col.classList.add("drop"); },
+      ondragleave: () => col.classList.remove("drop"),
+      ondrop: (e) => {
+        e.preventDefault(); col.classList.remove("drop");
+        const deal = deals.find((d) => d.id === e.dataTransfer.getData("text/plain"));
+        if (deal) move(deal, stage);
+      },
+    },
+      h("h2", { id: headingId }, `${STAGE_NAMES[stage]} (${figures ? figures.count : inStage.length})`),
+      h("dl", { class: "sums" },
+        h("dt", {}, "Total"), h("dd", {}, figures ? figures.total : own.total),
+        h("dt", {}, "Weighted"), h("dd", {}, figures ? figures.weighted : own.weighted)),
+      inStage.map(card));
+    return col;
+  }
+
+  async function refresh() {
+    const [{ deals: found, complete }, pipeline] = await Promise.all([loadDeals(), reportingPipeline()]);
+    deals = found;
+    for (const id of [...selected]) if (!deals.some((d) => d.id === id)) selected.delete(id);
+    boardEl.replaceChildren(...STAGES.map((s) => column(s, deals.filter((d) => d.stage === s), stageFigures(pipeline, s))));
+    note.textContent = (pipeline ? `Totals in ${pipeline.currency || "the reporting currency"} from the reporting service. ` : "Totals summed per currency from the deals shown. ")
+      + (complete ? `${deals.length} deals.` : `Showing the newest ${deals.length} deals; narrow the filters to see the rest.`);
+  }
+
+  const filterInputs = {
+    owner: h("input", { name: "owner", value: filters.owner }),
+    team: h("input", { name: "team", value: filters.team }),
+    expected_close_from: h("input", { name: "expected_close_from", type: "date", value: filters.expected_close_from }),
+    expected_close_to: h("input", { name: "expected_close_to", type: "date", value: filters.expected_close_to }),
+    q: h("input", { name: "q", type: "search", value: filters.q }),
+  };
+  const filterForm = h("form", {
+    class: "inline", role: "search", "aria-label": "Filter deals",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      for (const [k, el] of Object.entries(filterInputs)) filters[k] = el.value.trim();
+      try { await refresh(); } catch (err) { msg.error(err); }
+    },
+  },
+    field("Owner", filterInputs.owner), field("Team", filterInputs.team),
+    field("Closes from", filterInputs.expected_close_from), field("Closes until", filterInputs.expected_close_to),
+    field("Text", filterInputs.q), h("button", { type: "submit" }, "Apply filters"));
+
+  const s = session();
+  const newDeal = {
+    title: h("input", { name: "title", required: true }),
+    customer: h("input", { name: "customer", required: true }),
+    amount: h("input", { name: "amount", required: true, inputmode: "decimal", placeholder: "50000.00" }),
+    currency: h("input", { name: "currency", value: "USD", size: 4, required: true }),
+    close: h("input", { name: "close", type: "date" }),
+    team: h("input", { name: "team", value: s.teams[0] || "" }),
+  };
+  const createForm = h("form", {
+    class: "inline", "aria-label": "New deal",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const name = newDeal.customer.value.trim();
+      const body = {
+        title: newDeal.title.value.trim(),
+        customer: { kind: "organization", id: name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "customer", name },
+        value: { amount: newDeal.amount.value.trim(), currency: newDeal.currency.value.trim().toUpperCase() },
+      };
+      if (newDeal.close.value) body.expected_close_date = newDeal.close.value;
+      if (newDeal.team.value.trim()) body.team_id = newDeal.team.value.trim();
+      try {
+        const deal = await post("opportunity", "/opportunities", body);
+        msg.ok(`Deal ${deal.title} created in Lead.`);
+        newDeal.title.value = ""; newDeal.amount.value = "";
+        await refresh();
+      } catch (err) { msg.error(err); }
+    },
+  },
+    field("Title", newDeal.title), field("Customer", newDeal.customer), field("Value", newDeal.amount),
+    field("Currency", newDeal.currency), field("Expected close", newDeal.close), field("Team", newDeal.team),
+    h("button", { type: "submit", class: "primary" }, "Create deal"));
+
+  const bulkStage = h("select", { "aria-label": "Stage for the selected deals" },
+    STAGES.filter((x) => x !== "closed_lost").map((x) => h("option", { value: x }, STAGE_NAMES[x])));
+  const bulkOwner = h("input", { "aria-label": "Owner to add to the selected deals", placeholder: "user id" });
+  async function eachSelected(what, action) {
+    const chosen = deals.filter((d) => selected.has(d.id));
+    if (!chosen.length) { msg.error("Select deals first."); return; }
+    const refused = [];
+    for (const d of chosen) {
+      try { await action(d); } catch (e) { refused.push(`${d.title}: ${e.describe ? e.describe() : e.message}`); }
+    }
+    if (refused.length) msg.error(`${what}: ${chosen.length - refused.length} done, ${refused.length} refused. ${refused.join(" | ")}`);
+    else msg.ok(`${what}: ${chosen.length} done.`);
+    await refresh();
+  }
+  const bulk = h("section", { class: "bulk", "aria-labelledby": "bulk-h" },
+    h("h2", { id: "bulk-h" }, "Selected deals"),
+    h("div", { class: "row" }, bulkStage,
+      h("button", { type: "button", onclick: () => eachSelected(`Move to ${STAGE_NAMES[bulkStage.value]}`, (d) => post("opportunity", `/opportunities/${d.id}/stage`, { stage: bulkStage.value })) }, "Move selected"),
+      bulkOwner,
+      h("button", { type: "button", onclick: () => bulkOwner.value.trim() && eachSelected(`Assign to ${bulkOwner.value.trim()}`, (d) => post("opportunity", `/opportunities/${d.id}/owners`, { user_id: bulkOwner.value.trim() })) }, "Assign selected")));
+
+  mount(
+    h("h1", {}, "Pipeline"),
+    msg.nodes,
+    h("details", {}, h("summary", {}, "New deal"), createForm),
+    filterForm,
+    bulk,
+    note,
+    h("p", { class: "visually-hidden" }, "Drag a card to another column, or use its Move to menu."),
+    boardEl,
+    chartEl,
+  );
+  await refresh();
+  const forecast = await reportingForecast();
+  chartEl.replaceChildren(...forecastChart(forecast));
+}
+
+/** Forecast by quarter against actuals, from the reporting service's /forecast. */
+function forecastChart(forecast) {
+  const heading = h("h2", { id: "forecast-h" }, "Forecast by quarter");
+  const rows = forecast && (forecast.quarters || forecast.periods || forecast.items);
+  if (!Array.isArray(rows) || !rows.length) {
+    return [heading, h("p", {}, "No forecast: the reporting service is not part of this installation.")];
+  }
+  const num = (v) => Number(v && v.amount !== undefined ? v.amount : v || 0);
+  const value = (r, ...keys) => { for (const k of keys) if (r[k] !== undefined) return r[k]; return 0; };
+  const data = rows.map((r) => ({
+    label: r.quarter || r.period || r.label,
+    forecast: value(r, "weighted", "forecast", "weighted_total", "expected"),
+    actual: value(r, "actual", "won", "actuals"),
+  }));
+  const max = Math.max(1, ...data.flatMap((d) => [num(d.forecast), num(d.actual)]));
+  const pct = (v) => `${Math.round((num(v) / max) * 100)}%`;
+  return [heading,
+    h("div", { class: "chart", role: "img", "aria-label": data.map((d) => `${d.label}: forecast ${num(d.forecast)}, actual ${num(d.actual)}`).join("; ") },
+      data.map((d) => h("figure", {},
+        h("div", { class: "pair" },
+          h("div", { class: "bar", style: `height:${pct(d.forecast)}`, title: "forecast" }),
+          h("div", { class: "bar actual", style: `height:${pct(d.actual)}`, title: "actual" })),
+        h("figcaption", {}, d.label)))),
+    h("table", {}, h("caption", {}, "Forecast against actuals"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Quarter"), h("th", { scope: "col" }, "Forecast"), h("th", { scope: "col" }, "Actual"))),
+      h("tbody", {}, data.map((d) => h("tr", {}, h("td", {}, d.label),
+        h("td", {}, d.forecast && d.forecast.amount ? money(d.forecast) : String(num(d.forecast))),
+        h("td", {}, d.actual && d.actual.amount ? money(d.actual) : String(num(d.actual))))))),
+  ];
+}

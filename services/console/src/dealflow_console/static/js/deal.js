@@ -1,0 +1,353 @@
+// The deal record: one tab per part of an opportunity, each read from the service that
+// owns it. Activity polls those services (every few seconds while the tab is open) and
+// lists what changed, newest first.
+
+import { get, post, patch, put, del, call, Problem, config } from "./api.js";
+import { h, field, money, when, mount, messages, STAGE_NAMES, announce, uuid } from "./ui.js";
+
+const POLL_MS = 3000;
+let openapiPaths = null;
+
+/** What the opportunity service offers (sharing, custom fields arrive with other work). */
+async function offered() {
+  if (!openapiPaths) {
+    try {
+      const r = await fetch("/api/opportunity/openapi.json");
+      openapiPaths = Object.keys((await r.json()).paths || {});
+    } catch { openapiPaths = []; }
+  }
+  return {
+    sharing: openapiPaths.some((p) => p.includes("/shares")),
+    customFields: openapiPaths.some((p) => p.includes("custom")),
+  };
+}
+
+function tabsFor(has) {
+  return [
+    ["general", "General"], ["quotes", "Quotes"],
+    has.customFields ? ["custom", "Custom fields"] : null,
+    has.sharing ? ["sharing", "Sharing"] : null,
+    ["tasks", "Tasks and notes"], ["history", "Sales history"], ["sequences", "Follow-up sequences"],
+    ["orders", "Orders"], ["activity", "Activity"],
+  ].filter(Boolean);
+}
+
+function table(caption, headers, rows) {
+  return h("table", {}, h("caption", { class: "visually-hidden" }, caption),
+    h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))),
+    h("tbody", {}, rows.length ? rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))
+      : h("tr", {}, h("td", { colspan: headers.length }, "None yet."))));
+}
+
+const actionPath = (a) => a.replace(/_/g, "-");
+
+export async function dealPage(id, tab = "general") {
+  const has = await offered();
+  const tabs = tabsFor(has);
+  if (!tabs.some(([t]) => t === tab)) tab = "general";
+  const msg = messages();
+  let deal;
+  try { deal = await get("opportunity", `/opportunities/${id}`); } catch (e) {
+    mount(h("h1", {}, "Deal"), msg.nodes, h("p", {}, h("a", { href: "#/board" }, "Back to the pipeline")));
+    msg.error(e);
+    return;
+  }
+  document.title = `${deal.title} · Dealflow`;
+  const body = h("section", { id: "tab-panel", "aria-labelledby": `tab-${tab}` });
+  mount(
+    h("p", {}, h("a", { href: "#/board" }, "← Pipeline")),
+    h("h1", {}, deal.title, " ", h("small", {}, `(${STAGE_NAMES[deal.stage] || deal.stage})`)),
+    msg.nodes,
+    h("nav", { class: "tabs", "aria-label": "Deal record" }, tabs.map(([t, label]) =>
+      h("a", { id: `tab-${t}`, href: `#/deal/${id}/${t}`, "aria-current": t === tab ? "page" : null }, label))),
+    body,
+  );
+  const reload = () => dealPage(id, tab);
+  const render = { general, quotes, custom, sharing, tasks, history, sequences, orders, activity }[tab];
+  return render(deal, body, msg, reload);
+}
+
+async function general(deal, body, msg, reload) {
+  const ifMatch = { "If-Match": `"${deal.version}"` };
+  const prob = h("input", { type: "number", min: 0, max: 100, value: deal.probability });
+  const amount = h("input", { inputmode: "decimal", value: deal.value.amount });
+  const close = h("input", { type: "date", value: deal.expected_close_date || "" });
+  const nextDate = h("input", { type: "date", value: deal.next_action?.date || "" });
+  const nextNote = h("input", { value: deal.next_action?.note || "" });
+  const stage = h("select", {}, h("option", { value: "" }, "Choose…"),
+    deal.allowed_moves.map((s) => h("option", { value: s }, STAGE_NAMES[s] || s)));
+  const act = (fn, done) => async (e) => {
+    e.preventDefault();
+    try { await fn(); msg.ok(done); await reload(); } catch (err) { msg.error(err); }
+  };
+  body.replaceChildren(
+    h("h2", {}, "General"),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Stage"), h("dd", {}, STAGE_NAMES[deal.stage] || deal.stage),
+      h("dt", {}, "Probability"), h("dd", {}, `${deal.probability}%`),
+      h("dt", {}, "Value"), h("dd", {}, money(deal.value)),
+      h("dt", {}, "Customer"), h("dd", {}, deal.customer.name),
+      h("dt", {}, "Expected close"), h("dd", {}, deal.expected_close_date || "—"),
+      h("dt", {}, "Next action"), h("dd", {}, deal.next_action ? `${deal.next_action.date} ${deal.next_action.note || ""}` : "—"),
+      h("dt", {}, "Owners"), h("dd", {}, deal.owners.join(", ") || "none: in the team's queue"),
+      h("dt", {}, "Team"), h("dd", {}, deal.team_id || "—"),
+      h("dt", {}, "Order"), h("dd", {}, deal.order_id || "—"),
+      deal.lost_reason ? [h("dt", {}, "Lost because"), h("dd", {}, deal.lost_reason)] : null,
+    ),
+    deal.allowed_moves.length ? h("form", { class: "inline", "aria-label": "Move stage",
+      onsubmit: act(() => stage.value === "closed_lost"
+        ? post("opportunity", `/opportunities/${deal.id}/lose`, { reason: window.prompt("Why was it lost?") || "" })
+        : post("opportunity", `/opportunities/${deal.id}/stage`, { stage: stage.value }), "Stage moved.") },
+      field("Move to stage", stage), h("button", { type: "submit" }, "Move")) : null,
+    deal.owners.length === 0 && deal.team_id ? h("button", { type: "button",
+      onclick: act(() => post("opportunity", `/opportunities/${deal.id}/claim`, undefined, ifMatch), "You own this deal now.") }, "Claim this deal") : null,
+    ["closed_won", "closed_lost"].includes(deal.stage) ? null : h("form", { class: "inline", "aria-label": "Edit deal",
+      onsubmit: act(() => {
+        const change = { value: { amount: amount.value.trim(), currency: deal.value.currency } };
+        change.expected_close_date = close.value || null;
+        change.next_action = nextDate.value ? { date: nextDate.value, note: nextNote.value || null } : null;
+        return patch("opportunity", `/opportunities/${deal.id}`, change, ifMatch).then(() =>
+          Number(prob.value) !== deal.probability
+            ? post("opportunity", `/opportunities/${deal.id}/stage`, { stage: deal.stage, probability: Number(prob.value) }).catch(() => null)
+            : null);
+      }, "Saved.") },
+      field("Value", amount), field("Expected close", close), field("Probability %", prob),
+      field("Next action date", nextDate), field("Next action", nextNote), h("button", { type: "submit" }, "Save")),
+  );
+}
+
+async function quotes(deal, body, msg, reload) {
+  const list = await get("quote", `/quotes?opportunity_id=${deal.id}`);
+  const desc = h("input", { required: true, value: "Services" });
+  const qty = h("input", { required: true, inputmode: "decimal", value: "1" });
+  const price = h("input", { required: true, inputmode: "decimal", value: deal.value.amount });
+  const discount = h("input", { inputmode: "decimal", value: "0" });
+  const links = {};
+  async function act(q, action) {
+    try {
+      if (action === "buy_now_link") {
+        const r = await post("quote", `/quotes/${q.id}/buy-now-link`);
+        links[q.id] = r.url || r.link || r.href;
+        msg.ok("Buy-now link created.");
+      } else if (action === "abandon") {
+        await post("quote", `/quotes/${q.id}/abandon`, { reason: window.prompt("Why abandon this quote?") || "abandoned" });
+        msg.ok("Quote abandoned.");
+      } else if (action === "accept") {
+        await post("quote", `/quotes/${q.id}/accept`, undefined, { "If-Match": `"${q.version}"` });
+        msg.ok("Acceptance requested: the deal decides; watch it become won.");
+        announce("Acceptance requested");
+      } else {
+        await post("quote", `/quotes/${q.id}/${actionPath(action)}`);
+        msg.ok(`Quote: ${action.replace(/_/g, " ")} done.`);
+      }
+      await render();
+    } catch (e) { msg.error(e); }
+  }
+  async function render() {
+    const fresh = await get("quote", `/quotes?opportunity_id=${deal.id}`);
+    body.replaceChildren(
+      h("h2", {}, "Quotes"),
+      fresh.length ? null : h("p", {}, "No quotes yet."),
+      fresh.map((q, i) => h("article", { class: "card", "aria-labelledby": `q-${q.id}` },
+        h("h3", { id: `q-${q.id}` }, `Quote ${i + 1}: ${q.status.replace(/_/g, " ")}`),
+        table(`Lines of quote ${i + 1}`, ["#", "Item", "Qty", "Unit price", "Discount %", "Total"],
+          q.lines.map((l) => [l.line_no, l.description, l.quantity, money(l.unit_price), l.discount_percent, money(l.total)])),
+        h("p", {}, `Total ${money(q.total)} · discount ${q.discount_percent}% · valid until ${when(q.valid_until)}`,
+          q.needs_approval ? " · needs approval" : "", q.approved_by ? ` · approved by ${q.approved_by}` : "",
+          q.status_reason ? ` · ${q.status_reason}` : ""),
+        links[q.id] ? h("p", {}, "Buy-now link: ", h("a", { href: links[q.id], rel: "noreferrer" }, links[q.id])) : null,
+        h("div", { class: "row" }, (q.allowed_actions || []).filter((a) => a !== "edit").map((a) =>
+          h("button", { type: "button", onclick: () => act(q, a) }, `${a.replace(/_/g, " ")} quote ${i + 1}`.replace(/^./, (c) => c.toUpperCase())))),
+      )),
+      ["closed_won", "closed_lost"].includes(deal.stage) ? null : h("form", { class: "inline", "aria-label": "New quote",
+        onsubmit: async (e) => {
+          e.preventDefault();
+          try {
+            await post("quote", "/quotes", { opportunity_id: deal.id, lines: [{
+              description: desc.value, quantity: qty.value.trim(), discount_percent: discount.value.trim() || "0",
+              unit_price: { amount: price.value.trim(), currency: deal.value.currency } }] });
+            msg.ok("Draft quote created.");
+            await render();
+          } catch (err) { msg.error(err); }
+        } },
+        h("h3", {}, "New quote"), field("Line description", desc), field("Quantity", qty),
+        field(`Unit price (${deal.value.currency})`, price), field("Discount %", discount),
+        h("button", { type: "submit", class: "primary" }, "Add quote")),
+    );
+  }
+  void list;
+  await render();
+}
+
+async function custom(deal, body) {
+  body.replaceChildren(h("h2", {}, "Custom fields"),
+    h("dl", { class: "facts" }, Object.entries(deal.custom_fields || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
+}
+
+async function sharing(deal, body, msg) {
+  const user = h("input", { required: true });
+  async function render() {
+    let shares = [];
+    try { shares = await get("opportunity", `/opportunities/${deal.id}/shares`); } catch (e) { msg.error(e); }
+    const items = Array.isArray(shares) ? shares : shares.items || [];
+    body.replaceChildren(h("h2", {}, "Sharing"),
+      table("Shares", ["With", "By", "Since", ""], items.map((s) => [s.user_id || s.team_id || s.with, s.shared_by || s.by || "", when(s.shared_at || s.at),
+        h("button", { type: "button", onclick: async () => {
+          try { await del("opportunity", `/opportunities/${deal.id}/shares/${encodeURIComponent(s.user_id || s.team_id || s.with)}`); await render(); } catch (e) { msg.error(e); }
+        } }, `Revoke ${s.user_id || s.team_id || s.with}`)])),
+      h("form", { class: "inline", "aria-label": "Share deal", onsubmit: async (e) => {
+        e.preventDefault();
+        try { await post("opportunity", `/opportunities/${deal.id}/shares`, { user_id: user.value.trim() }); msg.ok("Shared."); await render(); } catch (err) { msg.error(err); }
+      } }, field("Share with user", user), h("button", { type: "submit" }, "Share")));
+  }
+  await render();
+}
+
+async function tasks(deal, body, msg, reload) {
+  const [taskList, notes] = await Promise.all([
+    get("sequence", `/tasks?opportunity_id=${deal.id}`).catch(() => []),
+    get("opportunity", `/opportunities/${deal.id}/notes`),
+  ]);
+  const items = Array.isArray(taskList) ? taskList : taskList.items || [];
+  const noteText = h("textarea", { required: true, rows: 2 });
+  const taskTitle = h("input", { required: true });
+  const taskDue = h("input", { type: "date", required: true });
+  body.replaceChildren(
+    h("h2", {}, "Tasks"),
+    table("Tasks", ["Task", "Assignee", "Due", "State", ""], items.map((t) => [t.title, t.assignee, when(t.due_at),
+      `${t.state}${t.overdue ? " (overdue)" : ""}`,
+      t.allowed_actions?.includes("complete") ? h("button", { type: "button", onclick: async () => {
+        try { await post("sequence", `/tasks/${t.id}/complete`); msg.ok("Task completed."); await reload(); } catch (e) { msg.error(e); }
+      } }, `Complete ${t.title}`) : ""])),
+    h("form", { class: "inline", "aria-label": "New task", onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        await post("sequence", "/tasks", { opportunity_id: deal.id, title: taskTitle.value, due_at: `${taskDue.value}T09:00:00Z` });
+        msg.ok("Task added."); await reload();
+      } catch (err) { msg.error(err); }
+    } }, field("Task", taskTitle), field("Due", taskDue), h("button", { type: "submit" }, "Add task")),
+    h("h2", {}, "Notes"),
+    table("Notes", ["When", "By", "Kind", "Note"], notes.map((n) => [when(n.added_at), n.added_by, n.reason, n.text])),
+    h("form", { class: "inline", "aria-label": "New note", onsubmit: async (e) => {
+      e.preventDefault();
+      try { await post("opportunity", `/opportunities/${deal.id}/notes`, { text: noteText.value }); msg.ok("Note added."); await reload(); } catch (err) { msg.error(err); }
+    } }, field("Note", noteText), h("button", { type: "submit" }, "Add note")),
+  );
+}
+
+async function history(deal, body) {
+  const entries = await get("opportunity", `/opportunities/${deal.id}/history`);
+  body.replaceChildren(h("h2", {}, "Sales history"),
+    table("Sales history", ["When", "From", "To", "Days in previous stage", "By", "Owners then"],
+      entries.map((e) => [when(e.at), e.from_stage ? STAGE_NAMES[e.from_stage] || e.from_stage : "opened",
+        STAGE_NAMES[e.to_stage] || e.to_stage,
+        e.days_in_previous_stage === null ? "—" : e.days_in_previous_stage.toFixed(1), e.by, e.owners.join(", ")])));
+}
+
+async function sequences(deal, body, msg, reload) {
+  const [enrollments, defs] = await Promise.all([
+    get("sequence", `/opportunities/${deal.id}/enrollments`),
+    get("sequence", "/sequences").catch(() => []),
+  ]);
+  const defList = Array.isArray(defs) ? defs : defs.items || [];
+  const choice = h("select", {}, defList.map((d) => h("option", { value: d.id }, d.name)));
+  body.replaceChildren(h("h2", {}, "Follow-up sequences"),
+    table("Enrollments", ["Sequence", "State", "Next step due", "Enrolled", ""], enrollments.map((e) => [e.sequence_name, e.state,
+      when(e.next_due_at), `${when(e.enrolled_at)} by ${e.enrolled_by}`,
+      h("span", {}, e.allowed_actions.map((a) => h("button", { type: "button", onclick: async () => {
+        try { await post("sequence", `/enrollments/${e.id}/${a}`); msg.ok(`Enrollment: ${a} done.`); await reload(); } catch (err) { msg.error(err); }
+      } }, `${a} ${e.sequence_name}`)))])),
+    defList.length ? h("form", { class: "inline", "aria-label": "Enroll in a sequence", onsubmit: async (ev) => {
+      ev.preventDefault();
+      try { await post("sequence", `/opportunities/${deal.id}/enrollments`, { sequence_id: choice.value }); msg.ok("Enrolled."); await reload(); } catch (err) { msg.error(err); }
+    } }, field("Sequence", choice), h("button", { type: "submit" }, "Enroll")) : h("p", {}, "No sequences are defined."));
+}
+
+async function orders(deal, body, msg, reload) {
+  const list = await get("order", `/opportunities/${deal.id}/orders`);
+  const parts = [h("h2", {}, "Orders")];
+  if (!list.length) parts.push(h("p", {}, deal.stage === "closed_won" ? "The order is on its way (refresh in a moment)." : "No order: the deal is not won through a quote yet."));
+  for (const o of list) {
+    const ledger = await get("order", `/orders/${o.id}/ledger`);
+    const amount = h("input", { required: true, inputmode: "decimal", value: o.balance.amount });
+    const method = h("select", {}, ["bank_transfer", "card", "direct_debit", "check", "cash", "other"].map((m) => h("option", { value: m }, m.replace(/_/g, " "))));
+    const refundAmount = h("input", { required: true, inputmode: "decimal" });
+    const refundReason = h("input", { required: true });
+    const pdfLink = h("span");
+    const money_ = (a) => ({ amount: a.trim(), currency: o.total.currency });
+    const submit = (fn, done) => async (e) => {
+      e.preventDefault();
+      try { await fn(); msg.ok(done); await reload(); } catch (err) { msg.error(err); }
+    };
+    if (o.invoice_id) {
+      pdfLink.append(h("button", { type: "button", onclick: async () => {
+        try {
+          const r = await call("order", `/invoices/${o.invoice_id}`, { headers: { Accept: "application/pdf" }, raw: true });
+          const url = URL.createObjectURL(await r.blob());
+          pdfLink.replaceChildren(h("a", { href: url, download: `invoice-${o.invoice_id}.pdf` }, "Download the invoice PDF"));
+        } catch (e) { msg.error(e); }
+      } }, "Get the invoice PDF"));
+    }
+    parts.push(h("article", { class: "card", "aria-label": `Order ${o.id}` },
+      h("h3", {}, `Order: ${o.status.replace(/_/g, " ")}`),
+      h("dl", { class: "facts" },
+        h("dt", {}, "Total"), h("dd", {}, money(o.total)), h("dt", {}, "Amount due"), h("dd", {}, money(o.amount_due)),
+        h("dt", {}, "Paid"), h("dd", { "data-testid": "paid" }, money(o.paid)), h("dt", {}, "Balance"), h("dd", {}, money(o.balance))),
+      table("Order lines", ["#", "Item", "Qty", "Total"], o.lines.map((l) => [l.line_no, l.description, l.quantity, money(l.total)])),
+      h("h4", {}, "Payments and refunds"),
+      table("Ledger", ["When", "Kind", "Amount", "Method / reason", "By", "Balance after"], ledger.entries.map((e) =>
+        [when(e.occurred_at), e.kind, money(e.amount), e.method || e.reason || "", e.recorded_by, money(e.balance)])),
+      h("form", { class: "inline", "aria-label": "Record a payment", onsubmit: submit(() =>
+        post("order", `/orders/${o.id}/payments`, { amount: money_(amount.value), method: method.value }, { "Idempotency-Key": uuid() }), "Payment recorded.") },
+        field(`Payment (${o.total.currency})`, amount), field("Method", method), h("button", { type: "submit", class: "primary" }, "Record payment")),
+      h("form", { class: "inline", "aria-label": "Give a refund", onsubmit: submit(() =>
+        post("order", `/orders/${o.id}/refunds`, { amount: money_(refundAmount.value), reason: refundReason.value }, { "Idempotency-Key": uuid() }), "Refund recorded.") },
+        field(`Refund (${o.total.currency})`, refundAmount), field("Reason", refundReason), h("button", { type: "submit" }, "Refund")),
+      h("h4", {}, "Invoice"),
+      o.invoice_id ? pdfLink : h("form", { class: "inline", "aria-label": "Issue the invoice", onsubmit: submit(() =>
+        post("order", `/orders/${o.id}/invoices`, {}), "Invoice issued.") }, h("button", { type: "submit" }, "Issue invoice")),
+    ));
+  }
+  body.replaceChildren(...parts);
+}
+
+/** Everything that happened to the deal, from each owning service, newest first. */
+async function activity(deal, body) {
+  const list = h("ol", { "aria-live": "polite", "aria-relevant": "additions" });
+  const seen = new Set();
+  const status = h("p", { class: "sums" });
+  body.replaceChildren(h("h2", {}, "Activity"),
+    h("p", {}, `Updated every ${POLL_MS / 1000} seconds while this tab is open.`), status, list);
+  async function poll() {
+    const events = [];
+    const safe = (p) => p.catch(() => null);
+    const [hist, notes, qs, os, tasks] = await Promise.all([
+      safe(get("opportunity", `/opportunities/${deal.id}/history`)),
+      safe(get("opportunity", `/opportunities/${deal.id}/notes`)),
+      safe(get("quote", `/quotes?opportunity_id=${deal.id}`)),
+      safe(get("order", `/opportunities/${deal.id}/orders`)),
+      safe(get("sequence", `/tasks?opportunity_id=${deal.id}`)),
+    ]);
+    for (const e of hist || []) events.push([e.at, `Stage ${e.from_stage ? `${e.from_stage} → ` : ""}${e.to_stage} by ${e.by}`]);
+    for (const n of notes || []) events.push([n.added_at, `Note (${n.reason}) by ${n.added_by}: ${n.text}`]);
+    for (const q of qs || []) {
+      events.push([q.created_at, `Quote created by ${q.created_by}: ${money(q.total)}`]);
+      if (q.updated_at !== q.created_at) events.push([q.updated_at, `Quote is ${q.status.replace(/_/g, " ")}`]);
+    }
+    for (const o of os || []) {
+      events.push([o.created_at, `Order created: ${money(o.total)}`]);
+      if (o.updated_at && o.updated_at !== o.created_at) events.push([o.updated_at, `Order is ${o.status.replace(/_/g, " ")}, paid ${money(o.paid)}`]);
+    }
+    for (const t of (Array.isArray(tasks) ? tasks : tasks?.items || [])) events.push([t.created_at, `Task "${t.title}" for ${t.assignee} (${t.state})`]);
+    events.sort((a, b) => String(b[0]).localeCompare(String(a[0])));
+    const fresh = events.filter(([at, text]) => !seen.has(at + text));
+    for (const [at, text] of fresh.reverse()) {
+      seen.add(at + text);
+      list.prepend(h("li", {}, h("time", { datetime: at }, when(at)), " ", text));
+    }
+    status.textContent = `Last checked ${new Date().toISOString().slice(11, 19)} UTC.`;
+  }
+  await poll();
+  const timer = setInterval(() => poll().catch(() => null), POLL_MS);
+  return () => clearInterval(timer);
+}
