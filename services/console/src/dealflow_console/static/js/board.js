@@ -4,7 +4,7 @@
 // forecast by quarter when the reporting service is there.
 
 import { get, post, Problem, session, config } from "./api.js";
-import { h, field, money, mount, messages, STAGES, STAGE_NAMES, announce } from "./ui.js";
+import { h, fill, field, money, mount, messages, STAGES, STAGE_NAMES, announce } from "./ui.js";
 
 const PAGE_LIMIT = 200;
 const MAX_PAGES = 5;
@@ -139,7 +139,7 @@ export async function boardPage() {
     const [{ deals: found, complete }, pipeline] = await Promise.all([loadDeals(), reportingPipeline()]);
     deals = found;
     for (const id of [...selected]) if (!deals.some((d) => d.id === id)) selected.delete(id);
-    boardEl.replaceChildren(...STAGES.map((s) => column(s, deals.filter((d) => d.stage === s), stageFigures(pipeline, s))));
+    fill(boardEl, ...STAGES.map((s) => column(s, deals.filter((d) => d.stage === s), stageFigures(pipeline, s))));
     note.textContent = (pipeline ? `Totals in ${pipeline.currency || "the reporting currency"} from the reporting service. ` : "Totals summed per currency from the deals shown. ")
       + (complete ? `${deals.length} deals.` : `Showing the newest ${deals.length} deals; narrow the filters to see the rest.`);
   }
@@ -230,7 +230,7 @@ export async function boardPage() {
   );
   await refresh();
   const forecast = await reportingForecast();
-  chartEl.replaceChildren(...forecastChart(forecast));
+  fill(chartEl, ...forecastChart(forecast));
 }
 
 /** Forecast by quarter against actuals, from the reporting service's /forecast. */

@@ -3,7 +3,7 @@
 // lists what changed, newest first.
 
 import { get, post, patch, put, del, call, Problem, config } from "./api.js";
-import { h, field, money, when, mount, messages, STAGE_NAMES, announce, uuid } from "./ui.js";
+import { h, fill, field, money, when, mount, messages, STAGE_NAMES, announce, uuid } from "./ui.js";
 
 const POLL_MS = 3000;
 let openapiPaths = null;
@@ -80,7 +80,7 @@ async function general(deal, body, msg, reload) {
     e.preventDefault();
     try { await fn(); msg.ok(done); await reload(); } catch (err) { msg.error(err); }
   };
-  body.replaceChildren(
+  fill(body, 
     h("h2", {}, "General"),
     h("dl", { class: "facts" },
       h("dt", {}, "Stage"), h("dd", {}, STAGE_NAMES[deal.stage] || deal.stage),
@@ -145,7 +145,7 @@ async function quotes(deal, body, msg, reload) {
   }
   async function render() {
     const fresh = await get("quote", `/quotes?opportunity_id=${deal.id}`);
-    body.replaceChildren(
+    fill(body, 
       h("h2", {}, "Quotes"),
       fresh.length ? null : h("p", {}, "No quotes yet."),
       fresh.map((q, i) => h("article", { class: "card", "aria-labelledby": `q-${q.id}` },
@@ -180,7 +180,7 @@ async function quotes(deal, body, msg, reload) {
 }
 
 async function custom(deal, body) {
-  body.replaceChildren(h("h2", {}, "Custom fields"),
+  fill(body, h("h2", {}, "Custom fields"),
     h("dl", { class: "facts" }, Object.entries(deal.custom_fields || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
 }
 
@@ -190,7 +190,7 @@ async function sharing(deal, body, msg) {
     let shares = [];
     try { shares = await get("opportunity", `/opportunities/${deal.id}/shares`); } catch (e) { msg.error(e); }
     const items = Array.isArray(shares) ? shares : shares.items || [];
-    body.replaceChildren(h("h2", {}, "Sharing"),
+    fill(body, h("h2", {}, "Sharing"),
       table("Shares", ["With", "By", "Since", ""], items.map((s) => [s.user_id || s.team_id || s.with, s.shared_by || s.by || "", when(s.shared_at || s.at),
         h("button", { type: "button", onclick: async () => {
           try { await del("opportunity", `/opportunities/${deal.id}/shares/${encodeURIComponent(s.user_id || s.team_id || s.with)}`); await render(); } catch (e) { msg.error(e); }
@@ -212,7 +212,7 @@ async function tasks(deal, body, msg, reload) {
   const noteText = h("textarea", { required: true, rows: 2 });
   const taskTitle = h("input", { required: true });
   const taskDue = h("input", { type: "date", required: true });
-  body.replaceChildren(
+  fill(body, 
     h("h2", {}, "Tasks"),
     table("Tasks", ["Task", "Assignee", "Due", "State", ""], items.map((t) => [t.title, t.assignee, when(t.due_at),
       `${t.state}${t.overdue ? " (overdue)" : ""}`,
@@ -237,7 +237,7 @@ async function tasks(deal, body, msg, reload) {
 
 async function history(deal, body) {
   const entries = await get("opportunity", `/opportunities/${deal.id}/history`);
-  body.replaceChildren(h("h2", {}, "Sales history"),
+  fill(body, h("h2", {}, "Sales history"),
     table("Sales history", ["When", "From", "To", "Days in previous stage", "By", "Owners then"],
       entries.map((e) => [when(e.at), e.from_stage ? STAGE_NAMES[e.from_stage] || e.from_stage : "opened",
         STAGE_NAMES[e.to_stage] || e.to_stage,
@@ -251,7 +251,7 @@ async function sequences(deal, body, msg, reload) {
   ]);
   const defList = Array.isArray(defs) ? defs : defs.items || [];
   const choice = h("select", {}, defList.map((d) => h("option", { value: d.id }, d.name)));
-  body.replaceChildren(h("h2", {}, "Follow-up sequences"),
+  fill(body, h("h2", {}, "Follow-up sequences"),
     table("Enrollments", ["Sequence", "State", "Next step due", "Enrolled", ""], enrollments.map((e) => [e.sequence_name, e.state,
       when(e.next_due_at), `${when(e.enrolled_at)} by ${e.enrolled_by}`,
       h("span", {}, e.allowed_actions.map((a) => h("button", { type: "button", onclick: async () => {
@@ -284,7 +284,7 @@ async function orders(deal, body, msg, reload) {
         try {
           const r = await call("order", `/invoices/${o.invoice_id}`, { headers: { Accept: "application/pdf" }, raw: true });
           const url = URL.createObjectURL(await r.blob());
-          pdfLink.replaceChildren(h("a", { href: url, download: `invoice-${o.invoice_id}.pdf` }, "Download the invoice PDF"));
+          fill(pdfLink, h("a", { href: url, download: `invoice-${o.invoice_id}.pdf` }, "Download the invoice PDF"));
         } catch (e) { msg.error(e); }
       } }, "Get the invoice PDF"));
     }
@@ -308,7 +308,7 @@ async function orders(deal, body, msg, reload) {
         post("order", `/orders/${o.id}/invoices`, {}), "Invoice issued.") }, h("button", { type: "submit" }, "Issue invoice")),
     ));
   }
-  body.replaceChildren(...parts);
+  fill(body, ...parts);
 }
 
 /** Everything that happened to the deal, from each owning service, newest first. */
@@ -316,7 +316,7 @@ async function activity(deal, body) {
   const list = h("ol", { "aria-live": "polite", "aria-relevant": "additions" });
   const seen = new Set();
   const status = h("p", { class: "sums" });
-  body.replaceChildren(h("h2", {}, "Activity"),
+  fill(body, h("h2", {}, "Activity"),
     h("p", {}, `Updated every ${POLL_MS / 1000} seconds while this tab is open.`), status, list);
   async function poll() {
     const events = [];

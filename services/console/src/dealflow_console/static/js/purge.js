@@ -3,7 +3,7 @@
 // their items, the policy and the holds. Everything through the purge service's API.
 
 import { get, post, put, del } from "./api.js";
-import { h, field, when, mount, messages, announce } from "./ui.js";
+import { h, fill, field, when, mount, messages, announce } from "./ui.js";
 
 const POLL_MS = 1000;
 
@@ -25,7 +25,7 @@ export async function purgePage() {
 
   async function showItems(run) {
     const items = await get("purge", `/purge/runs/${run.id}/items`);
-    itemsEl.replaceChildren(
+    fill(itemsEl, 
       h("h2", { id: "items-h" }, run.dry_run ? `Dry run: ${run.would_purge} would be purged` : `Run items (${items.length})`),
       h("table", {}, h("caption", { class: "visually-hidden" }, "Deals examined by the run"),
         h("thead", {}, h("tr", {}, ["Deal", "Outcome", "Reason", "Quotes purged", "When"].map((x) => h("th", { scope: "col" }, x)))),
@@ -50,7 +50,7 @@ export async function purgePage() {
     followed = run.id;
     while (!stopped && followed === run.id) {
       const now = await get("purge", `/purge/runs/${run.id}`);
-      runningEl.replaceChildren(...progress(now));
+      fill(runningEl, ...progress(now));
       if (now.status !== "running") {
         announce(`${now.dry_run ? "Dry run" : "Run"} ${now.status}`);
         msg.ok(`${now.dry_run ? "Dry run" : "Run"} ${now.status}: ${now.examined} examined, ${now.dry_run ? `${now.would_purge} would be purged` : `${now.purged} purged`}, ${now.skipped} skipped, ${now.failed} failed.`);
@@ -76,7 +76,7 @@ export async function purgePage() {
       get("purge", "/purge/status"), get("purge", "/purge/runs?limit=10"),
       get("purge", "/purge/policy"), get("purge", "/purge/holds"),
     ]);
-    statusEl.replaceChildren(
+    fill(statusEl, 
       h("h2", { id: "status-h" }, "Status"),
       h("dl", { class: "facts" },
         h("dt", {}, "Agent"), h("dd", {}, status.paused ? "paused" : "active"),
@@ -94,8 +94,8 @@ export async function purgePage() {
         h("button", { type: "button", class: "primary", onclick: () => start(false) }, "Run now")),
     );
     if (status.running_run && followed !== status.running_run.id) follow(status.running_run);
-    if (!status.running_run && !followed) runningEl.replaceChildren(h("h2", { id: "running-h" }, "Running run"), h("p", {}, "No run is going."));
-    runsEl.replaceChildren(h("h2", { id: "runs-h" }, "Recent runs"),
+    if (!status.running_run && !followed) fill(runningEl, h("h2", { id: "running-h" }, "Running run"), h("p", {}, "No run is going."));
+    fill(runsEl, h("h2", { id: "runs-h" }, "Recent runs"),
       h("table", {}, h("caption", { class: "visually-hidden" }, "Recent runs"),
         h("thead", {}, h("tr", {}, ["Started", "Kind", "Status", "Examined", "Purged", "Skipped", "Failed", "Duration", ""].map((x) => h("th", { scope: "col" }, x)))),
         h("tbody", {}, runs.map((r) => h("tr", {}, h("td", {}, when(r.started_at)), h("td", {}, r.dry_run ? "dry run" : r.trigger),
@@ -109,7 +109,7 @@ export async function purgePage() {
       schedule: h("input", { value: policy.schedule }),
       journal: h("input", { type: "checkbox", checked: policy.journal }),
     };
-    policyEl.replaceChildren(h("h2", { id: "policy-h" }, `Policy (version ${policy.version})`),
+    fill(policyEl, h("h2", { id: "policy-h" }, `Policy (version ${policy.version})`),
       h("form", { class: "inline", "aria-label": "Purge policy", onsubmit: async (e) => {
         e.preventDefault();
         await act(() => put("purge", "/purge/policy", {
@@ -122,7 +122,7 @@ export async function purgePage() {
         h("button", { type: "submit" }, "Save policy")));
     const holdId = h("input", { required: true });
     const holdReason = h("input", { required: true });
-    holdsEl.replaceChildren(h("h2", { id: "holds-h" }, "Holds"),
+    fill(holdsEl, h("h2", { id: "holds-h" }, "Holds"),
       h("table", {}, h("caption", { class: "visually-hidden" }, "Deals on hold"),
         h("thead", {}, h("tr", {}, ["Deal", "Reason", "By", "Since", ""].map((x) => h("th", { scope: "col" }, x)))),
         h("tbody", {}, holds.length ? holds.map((x) => h("tr", {}, h("td", {}, x.opportunity_id), h("td", {}, x.reason), h("td", {}, x.placed_by),

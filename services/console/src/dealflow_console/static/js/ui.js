@@ -59,11 +59,16 @@ export function messages() {
 }
 
 export function mount(...nodes) {
-  const main = document.getElementById("main");
-  main.replaceChildren(...nodes.flat());
-  return main;
+  return fill(document.getElementById("main"), ...nodes);
 }
 
 export function uuid() {
   return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
+}
+
+/** Replace an element's children; lists are flattened and empty parts left out. */
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+  return el;
 }

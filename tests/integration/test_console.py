@@ -1,0 +1,348 @@
+"""The web console in a real browser (Debian's Chromium, driven by Playwright) against
+every service running as a real process.
+
+A rep works a deal from lead to a paid order, a rep of another team cannot see it, an
+operator dry-runs and runs the purge that removes it. On each page axe-core finds no
+serious or critical violation, and screenshots land in test-results/console/.
+
+Chromium is required, not optional: a machine without it fails these tests (`.ci/run`
+installs it), because a skipped browser test would pass without having run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import BrowserContext, Page, async_playwright, expect
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+ROOT = Path(__file__).resolve().parents[2]
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+ARTEFACTS = Path(os.environ.get("DEALFLOW_TEST_ARTEFACTS", ROOT / "test-results")) / "console"
+CHROMIUM = os.environ.get("DEALFLOW_CHROMIUM", "/usr/bin/chromium")
+# The closed network refuses background connections: Chromium must not try any.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: install Debian's chromium and chromium-driver "
+            f"(`.ci/run` does) or point DEALFLOW_CHROMIUM at one"
+        )
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+class Console:
+    """One browser tab signed in as one user, with the checks every page gets."""
+
+    def __init__(self, page: Page, url: str) -> None:
+        self.page = page
+        self.url = url
+        self.problems: list[str] = []
+        page.set_default_timeout(WAIT_MS)
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("console", self._console_message)
+
+    def _console_message(self, message: Any) -> None:
+        # Chrome logs every 4xx answer as "Failed to load resource"; the app shows those.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.problems.append(f"console error: {message.text}")
+
+    async def sign_in(self, who: str) -> None:
+        await self.page.goto(self.url)
+        await self.page.get_by_role("button", name=re.compile(f"^Sign in as {who}")).click()
+        await expect(self.page.get_by_text(re.compile("^Signed in as"))).to_be_visible()
+
+    async def check(self, name: str) -> None:
+        """axe-core on the page as it is, a screenshot, and no token in the address."""
+        page = self.page
+        await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
+        results = await page.evaluate(
+            "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map("
+            "v => ({id: v.id, impact: v.impact, help: v.help,"
+            " nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))})))"
+        )
+        serious = [v for v in results if v["impact"] in {"serious", "critical"}]
+        await page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+        assert not serious, f"{name}: axe-core finds {json.dumps(serious, indent=1)}"
+        assert "eyJ" not in page.url, f"{name}: a token is in the address {page.url}"
+        assert not self.problems, f"{name}: {self.problems}"
+
+    async def fits_the_width(self, name: str) -> None:
+        overflow = await self.page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{name}: the page is {overflow}px wider than the screen"
+
+    async def token(self) -> str:
+        session = await self.page.evaluate("sessionStorage.getItem('dealflow.session')")
+        return str(json.loads(session)["token"])
+
+    def column(self, stage: str) -> Any:
+        return self.page.locator(f'section.column[data-stage="{stage}"]')
+
+    def card(self, title: str, stage: str | None = None) -> Any:
+        scope = self.column(stage) if stage else self.page
+        return scope.locator(f'article.card[aria-label="{title}"]')
+
+    async def open_tab(self, deal_id: str, tab: str) -> None:
+        await self.page.goto(f"{self.url}/#/deal/{deal_id}/{tab}")
+        await expect(self.page.locator(f"#tab-{tab}[aria-current=page]")).to_be_visible()
+
+    async def until_visible(self, locator: Any, reload: Callable[[], Any], tries: int = 30) -> None:
+        """The services work on events: reload until what the user waits for appears."""
+        for _ in range(tries):
+            if await locator.count():
+                return
+            await self.page.wait_for_timeout(1000)
+            await reload()
+        await expect(locator).to_be_visible()
+
+
+@pytest.fixture
+async def console(stack: Any, browser: BrowserContext) -> AsyncIterator[Callable[[], Any]]:
+    pages: list[Page] = []
+
+    async def open_console() -> Console:
+        page = await browser.new_page()  # a tab of its own: its own sessionStorage
+        pages.append(page)
+        return Console(page, stack.services["console"].url)
+
+    yield open_console
+    for page in pages:
+        await page.close()
+
+
+@pytest.fixture(scope="module")
+def deal_title() -> str:
+    return f"Console fleet {uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def shared() -> dict[str, str]:
+    """What the first test made, for the next ones (they run in file order)."""
+    return {}
+
+
+async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
+    console: Callable[[], Any], deal_title: str, shared: dict[str, str], stack: Any
+) -> None:
+    ana = await console()
+    page = ana.page
+    await page.goto(ana.url)
+    await expect(page.get_by_role("heading", name="Sign in to Dealflow")).to_be_visible()
+    await ana.check("sign-in")
+    await ana.sign_in("Ana")
+    await expect(page.get_by_role("heading", name="Pipeline", exact=True)).to_be_visible()
+
+    # A new deal lands in Lead.
+    await page.get_by_text("New deal", exact=True).click()
+    form = page.get_by_role("form", name="New deal")
+    await form.get_by_label("Title").fill(deal_title)
+    await form.get_by_label("Customer").fill("Console Test Corp")
+    await form.get_by_label("Value").fill("12000.00")
+    await form.get_by_label("Team").fill("team-1")
+    await form.get_by_role("button", name="Create deal").click()
+    await expect(ana.card(deal_title, "lead")).to_be_visible()
+    await expect(ana.column("lead").get_by_role("heading")).to_contain_text("Lead (")
+    await ana.check("board")
+
+    # Dragged to Qualification.
+    await ana.card(deal_title, "lead").drag_to(ana.column("qualification"))
+    await expect(ana.card(deal_title, "qualification")).to_be_visible()
+    # A forbidden move is refused as the API words it, with the moves allowed.
+    await ana.card(deal_title, "qualification").drag_to(ana.column("closed_won"))
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("cannot move to closed_won")
+    await expect(alert).to_contain_text("Allowed moves: lead, proposal, closed_lost")
+    await expect(ana.card(deal_title, "qualification")).to_be_visible()
+    await ana.check("board-refused")
+    # The keyboard way: the card's own menu.
+    menu = page.get_by_label(f"Move {deal_title} to stage")
+    await menu.focus()
+    await menu.select_option("proposal")
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    await expect(ana.card(deal_title, "proposal")).to_be_visible()
+    await ana.card(deal_title, "proposal").drag_to(ana.column("negotiation"))
+    await expect(ana.card(deal_title, "negotiation")).to_be_visible()
+
+    # A narrow screen: one column under the other, nothing wider than the phone.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await ana.fits_the_width("board-narrow")
+    await ana.check("board-narrow")
+    await page.set_viewport_size({"width": 1280, "height": 900})
+
+    await ana.card(deal_title, "negotiation").get_by_role("link", name=deal_title).click()
+    await expect(page.get_by_role("heading", name="General")).to_be_visible()
+    deal_id = page.url.split("/#/deal/")[1].split("/")[0]
+    shared["deal_id"] = deal_id
+    await expect(page.locator("dl.facts")).to_contain_text("Negotiation")
+    await ana.check("deal-general")
+
+    # A quote: added, presented, accepted; the deal is won and the order appears.
+    await ana.open_tab(deal_id, "quotes")
+    await page.get_by_role("button", name="Add quote").click()
+    await expect(page.get_by_role("heading", name="Quote 1: draft")).to_be_visible()
+    await page.get_by_role("button", name="Present quote 1").click()
+    await expect(page.get_by_role("heading", name="Quote 1: presented")).to_be_visible()
+    await ana.check("deal-quotes")
+    await page.get_by_role("button", name="Accept quote 1").click()
+    await expect(page.get_by_role("status")).to_contain_text("Acceptance requested")
+    await ana.until_visible(
+        page.get_by_role("heading", name="Quote 1: accepted"), lambda: page.reload()
+    )
+
+    await ana.open_tab(deal_id, "orders")
+    await ana.until_visible(page.get_by_role("heading", name="Order: open"), lambda: page.reload())
+    await ana.check("deal-orders")
+    await page.get_by_role("button", name="Record payment").click()
+    await expect(page.get_by_role("heading", name="Order: paid")).to_be_visible()
+    await expect(page.get_by_role("table", name="Ledger")).to_contain_text("payment")
+    await page.get_by_role("button", name="Issue invoice").click()
+    await page.get_by_role("button", name="Get the invoice PDF").click()
+    download = page.get_by_role("link", name="Download the invoice PDF")
+    async with page.expect_download() as pdf:
+        await download.click()
+    saved = ARTEFACTS / "invoice.pdf"
+    await (await pdf.value).save_as(saved)
+    assert saved.read_bytes().startswith(b"%PDF")
+    await ana.check("deal-orders-paid")
+
+    await ana.open_tab(deal_id, "general")
+    await expect(page.locator("dl.facts")).to_contain_text("Won")
+
+    # The other tabs, each checked and photographed.
+    await ana.open_tab(deal_id, "history")
+    history = page.get_by_role("table", name="Sales history")
+    for stage in ("Qualification", "Proposal", "Negotiation", "Won"):
+        await expect(history).to_contain_text(stage)
+    await ana.check("deal-history")
+    await ana.open_tab(deal_id, "tasks")
+    await page.get_by_label("Note").fill("Customer paid on the spot")
+    await page.get_by_role("button", name="Add note").click()
+    await expect(page.get_by_role("table", name="Notes")).to_contain_text(
+        "Customer paid on the spot"
+    )
+    await ana.check("deal-tasks")
+    await ana.open_tab(deal_id, "sequences")
+    await ana.check("deal-sequences")
+    await ana.open_tab(deal_id, "activity")
+    await expect(page.get_by_role("list")).to_contain_text("Order is paid")
+    await expect(page.get_by_role("list")).to_contain_text("Note (general) by ana")
+    await ana.check("deal-activity")
+
+    # The token never reached a log line.
+    token = await ana.token()
+    for log in stack.log_dir.glob("*.log"):
+        assert token not in log.read_text(encoding="utf-8"), f"{log.name} holds the token"
+
+
+async def test_a_rep_of_another_team_does_not_see_the_deal(
+    console: Callable[[], Any], deal_title: str, shared: dict[str, str]
+) -> None:
+    assert shared.get("deal_id"), "the first test made no deal"
+    ben = await console()
+    await ben.sign_in("Ben")
+    await expect(ben.page.get_by_role("heading", name="Pipeline", exact=True)).to_be_visible()
+    await ben.page.get_by_label("Text").fill(deal_title)
+    await ben.page.get_by_role("button", name="Apply filters").click()
+    await expect(ben.page.get_by_text("0 deals.")).to_be_visible()
+    await expect(ben.card(deal_title)).to_have_count(0)
+    await ben.page.goto(f"{ben.url}/#/deal/{shared['deal_id']}/general")
+    await expect(ben.page.get_by_role("alert")).to_contain_text("Not found")
+    await ben.check("other-team")
+
+
+async def test_an_operator_dry_runs_and_runs_the_purge(
+    console: Callable[[], Any], stack: Any, token: Callable[..., str], shared: dict[str, str]
+) -> None:
+    assert shared.get("deal_id"), "the first test made no deal"
+    deal_id = shared["deal_id"]
+    async with stack.client("purge", token("root", roles=("admin",))) as admin:
+        policy = (await admin.get("/purge/policy")).json()
+    try:
+        olga = await console()
+        page = olga.page
+        await olga.sign_in("Olga")
+        await expect(page.get_by_role("heading", name="Purge agent")).to_be_visible()
+        await expect(page.get_by_role("heading", name="Status")).to_be_visible()
+        await olga.check("purge")
+
+        # Purge closed deals at once (the services run on a real clock).
+        form = page.get_by_role("form", name="Purge policy")
+        await form.get_by_label("Keep won deals (days)").fill("0")
+        await form.get_by_label("Keep lost deals (days)").fill("0")
+        await form.get_by_role("button", name="Save policy").click()
+        await expect(page.get_by_role("status")).to_contain_text("Policy saved.")
+
+        await page.get_by_role("button", name="Pause the agent").click()
+        await expect(page.get_by_role("button", name="Resume the agent")).to_be_visible()
+        await page.get_by_role("button", name="Resume the agent").click()
+        await expect(page.get_by_role("button", name="Pause the agent")).to_be_visible()
+
+        await page.get_by_role("button", name="Dry run").click()
+        await expect(page.get_by_role("status")).to_contain_text(
+            re.compile("Dry run succeeded"), timeout=60_000
+        )
+        items = page.locator("section[aria-labelledby=items-h] table")
+        await expect(items.locator("tr", has_text=deal_id)).to_contain_text("would purge")
+        await olga.check("purge-dry-run")
+
+        await page.get_by_role("button", name="Run now").click()
+        await expect(page.get_by_role("status")).to_contain_text(
+            re.compile("Run succeeded"), timeout=120_000
+        )
+        await expect(items.locator("tr", has_text=deal_id)).to_contain_text("purged")
+        await expect(page.locator("progress")).to_be_visible()
+        await olga.check("purge-run")
+    finally:
+        async with stack.client("purge", token("root", roles=("admin",))) as admin:
+            policy.pop("version")
+            await admin.put("/purge/policy", json=policy)
+
+    async with stack.client("opportunity", token("ana", roles=("rep",), teams=("team-1",))) as c:
+        gone = await c.get(f"/opportunities/{deal_id}")
+    assert gone.status_code == 404
+
+
+async def test_the_console_forwards_only_to_its_services(stack: Any) -> None:
+    async with httpx.AsyncClient(base_url=stack.services["console"].url) as client:
+        unknown = await client.get("/api/elsewhere/anything")
+        without_token = await client.get("/api/opportunity/opportunities")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("application/problem+json")
+    assert without_token.status_code == 401, "the token is the services' to check"
