@@ -15,10 +15,10 @@ from sqlalchemy import MetaData
 from dealflow_common.db import create_engine
 from dealflow_common.messaging.tables import messaging_metadata
 from dealflow_common.migrations import migrate
-from dealflow_common.runtime.processes import installed_services, service_module
+from dealflow_common.runtime.processes import installed_services, owns_database, service_module
 from dealflow_common.testing import new_schema_name, settings_for
 
-SERVICES = sorted(installed_services())
+SERVICES = sorted(name for name, cls in installed_services().items() if owns_database(cls))
 
 
 def expected_metadata(module: str) -> MetaData:

@@ -12,7 +12,7 @@ import importlib
 import json
 from pathlib import Path
 
-from dealflow_common.runtime.processes import installed_services, service_module
+from dealflow_common.runtime.processes import installed_services, owns_database, service_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,6 +73,8 @@ was paid is refused by the amount rules, 422, not by this table):
 def documents() -> dict[Path, str]:
     found = {ROOT / "docs" / "state-machine.md": state_machine_document()}
     for name, settings_class in installed_services().items():
+        if not owns_database(settings_class):
+            continue  # the console publishes and consumes no event
         bootstrap = importlib.import_module(f"{service_module(settings_class)}.bootstrap")
         document = json.dumps(bootstrap.asyncapi(), indent=2, sort_keys=True) + "\n"
         found[ROOT / "docs" / "asyncapi" / f"{name}.json"] = document

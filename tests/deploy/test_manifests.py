@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dealflow_common.runtime.processes import installed_services, service_module
+from dealflow_common.runtime.processes import installed_services, owns_database, service_module
 from dealflow_common.settings import environment_variables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,8 +65,14 @@ def check_configuration(
 
 
 def secret_variables(settings_class: Any) -> set[str]:
-    flagged = {name for name, secret in environment_variables(settings_class).items() if secret}
-    return flagged | ALWAYS_SECRET
+    variables = environment_variables(settings_class)
+    flagged = {name for name, secret in variables.items() if secret}
+    return flagged | (ALWAYS_SECRET & set(variables))
+
+
+def has_database(name: str) -> bool:
+    """Whether a service owns a schema (the console, a gateway, has none)."""
+    return owns_database(SERVICES[name])
 
 
 # --- docker-compose.yml --------------------------------------------------------------------
@@ -124,9 +130,10 @@ def test_every_setting_a_service_reads_is_set_in_compose(name: str) -> None:
     environment = compose_environment(compose_service(name))
     missing = sorted(set(environment_variables(SERVICES[name])) - set(environment))
     assert not missing, f"docker-compose.yml service {name!r} does not set: {', '.join(missing)}"
-    assert environment.get("DEALFLOW_DATABASE_SCHEMA") == name, (
-        f"compose service {name!r} must use its own schema: DEALFLOW_DATABASE_SCHEMA={name}"
-    )
+    if has_database(name):
+        assert environment.get("DEALFLOW_DATABASE_SCHEMA") == name, (
+            f"compose service {name!r} must use its own schema: DEALFLOW_DATABASE_SCHEMA={name}"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -161,6 +168,9 @@ def test_compose_holds_no_secret_value(name: str) -> None:
             f"compose service {name!r} sets {variable}={value!r}: a secret must be a "
             f"required reference such as ${{{variable}:?set {variable}}}, never a literal"
         )
+    if not has_database(name):
+        assert "DATABASE_URL" not in environment, f"{name!r} has no database: no DATABASE_URL"
+        return
     url = str(environment.get("DATABASE_URL"))
     password = re.match(r"^[^:]+://[^:@/]+:(.*)@[^@]+$", url)
     assert password, f"compose service {name!r}: DATABASE_URL={url!r} names no password"
@@ -200,6 +210,10 @@ def test_compose_runs_kafka_in_kraft_mode_on_three_brokers() -> None:
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_compose_services_reach_every_broker(name: str) -> None:
+    if "kafka_bootstrap_servers" not in SERVICES[name].model_fields:
+        environment = compose_environment(compose_service(name))
+        assert "KAFKA_BOOTSTRAP_SERVERS" not in environment, f"{name!r} uses no broker"
+        return
     bootstrap = str(compose_environment(compose_service(name)).get("KAFKA_BOOTSTRAP_SERVERS"))
     assert len(bootstrap.split(",")) >= 3, (
         f"compose service {name!r}: KAFKA_BOOTSTRAP_SERVERS={bootstrap!r} should list the "
@@ -327,9 +341,10 @@ def test_probes_check_health_and_readiness_on_the_configured_port(name: str) -> 
     config_map = manifests().get(("ConfigMap", f"dealflow-{name}"))
     assert config_map, f"deploy/ has no ConfigMap dealflow-{name} (DEALFLOW_PORT, schema)"
     port = int(config_map["data"]["DEALFLOW_PORT"])
-    assert config_map["data"].get("DEALFLOW_DATABASE_SCHEMA") == name, (
-        f"ConfigMap dealflow-{name} must set DEALFLOW_DATABASE_SCHEMA={name}"
-    )
+    if has_database(name):
+        assert config_map["data"].get("DEALFLOW_DATABASE_SCHEMA") == name, (
+            f"ConfigMap dealflow-{name} must set DEALFLOW_DATABASE_SCHEMA={name}"
+        )
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         http = container.get(probe, {}).get("httpGet")
         assert http, f"Deployment {name!r} has no httpGet {probe}"
@@ -366,6 +381,9 @@ def test_an_init_container_migrates_the_schema_first(name: str) -> None:
     migrating = [
         c for c in init if {module, "migrate"} <= {*c.get("command", []), *c.get("args", [])}
     ]
+    if not has_database(name):
+        assert not migrating, f"Deployment {name!r} has no database to migrate"
+        return
     assert migrating, f"Deployment {name!r} has no initContainer running `{module} migrate`"
     assert sources(migrating[0]) == sources(main_container(name)), (
         f"Deployment {name!r}: the migrate initContainer must get the same environment"

@@ -8,6 +8,7 @@ that is away shows in the app as that service's 502, not as a console that is do
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from dealflow_common.http.app import FlowMiddleware
 from dealflow_common.http.problems import install_problem_handlers
 from dealflow_common.logs import configure_logging
 from dealflow_common.service import load_settings
+from dealflow_common.telemetry import configure_tracing, shutdown_tracing
 from dealflow_console.gateway import gateway_routes
 from dealflow_console.settings import ConsoleSettings
 from dealflow_console.signin import signin_routes
@@ -110,11 +112,10 @@ def main() -> None:
     settings = load_settings(ConsoleSettings)  # type: ignore[type-var]
     configure_logging("console", settings.log_level, settings.log_format)
     # `serve` and `migrate` as every service has them; the console has nothing to migrate.
-    import sys
-
     if len(sys.argv) > 1 and sys.argv[1] == "migrate":
         log.info("the console has no database: nothing to migrate")
         return
+    configure_tracing("console")
     uvicorn.run(
         build_app(settings),
         host=settings.host,
@@ -125,3 +126,4 @@ def main() -> None:
         loop="asyncio",
         timeout_graceful_shutdown=5,
     )
+    shutdown_tracing()

@@ -22,6 +22,11 @@ def installed_services() -> dict[str, Any]:
     return {name: found[name].load() for name in sorted(found)}
 
 
+def owns_database(settings_class: Any) -> bool:
+    """Whether a service has a schema to migrate, tables and an outbox (the console has not)."""
+    return "database_url" in settings_class.model_fields
+
+
 def service_module(settings_class: Any) -> str:
     return str(settings_class.__module__).split(".")[0]
 

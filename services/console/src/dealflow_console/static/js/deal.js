@@ -336,7 +336,11 @@ async function activity(deal, body) {
     }
     for (const o of os || []) {
       events.push([o.created_at, `Order created: ${money(o.total)}`]);
-      if (o.updated_at && o.updated_at !== o.created_at) events.push([o.updated_at, `Order is ${o.status.replace(/_/g, " ")}, paid ${money(o.paid)}`]);
+      const ledger = await safe(get("order", `/orders/${o.id}/ledger`));
+      for (const e of ledger?.entries || []) {
+        events.push([e.recorded_at, `${e.kind === "payment" ? "Payment" : "Refund"} of ${money(e.amount)} recorded by ${e.recorded_by}: the order is ${e.status.replace(/_/g, " ")}`]);
+      }
+      if (o.cancelled_at) events.push([o.cancelled_at, `Order cancelled by ${o.cancelled_by}: ${o.cancel_reason || ""}`]);
     }
     for (const t of (Array.isArray(tasks) ? tasks : tasks?.items || [])) events.push([t.created_at, `Task "${t.title}" for ${t.assignee} (${t.state})`]);
     events.sort((a, b) => String(b[0]).localeCompare(String(a[0])));
