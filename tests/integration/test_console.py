@@ -172,6 +172,15 @@ async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
     page = ana.page
     await page.goto(ana.url)
     await expect(page.get_by_role("heading", name="Sign in to Dealflow")).to_be_visible()
+    # How long the app took to load, kept beside the screenshots (speed is measured, not
+    # asserted: a loaded test machine says nothing about it).
+    load = await page.evaluate(
+        "(() => { const n = performance.getEntriesByType('navigation')[0];"
+        " return {dom_content_loaded_ms: n.domContentLoadedEventEnd, load_ms: n.loadEventEnd,"
+        " transferred_bytes: performance.getEntriesByType('resource')"
+        ".reduce((t, r) => t + r.transferSize, n.transferSize)}; })()"
+    )
+    (ARTEFACTS / "load-timing.json").write_text(json.dumps(load, indent=1), encoding="utf-8")
     await ana.check("sign-in")
     await ana.sign_in("Ana")
     await expect(page.get_by_role("heading", name="Pipeline", exact=True)).to_be_visible()
