@@ -126,7 +126,7 @@ export async function purgePage() {
       h("table", {}, h("caption", { class: "visually-hidden" }, "Deals on hold"),
         h("thead", {}, h("tr", {}, ["Deal", "Reason", "By", "Since", ""].map((x) => h("th", { scope: "col" }, x)))),
         h("tbody", {}, holds.length ? holds.map((x) => h("tr", {}, h("td", {}, x.opportunity_id), h("td", {}, x.reason), h("td", {}, x.placed_by),
-          h("td", {}, when(x.placed_at)), h("td", {}, h("button", { type: "button", onclick: act(() => del("purge", `/purge/holds/${x.opportunity_id}`), "Hold lifted.") }, `Lift hold on ${x.opportunity_id}`)))))
+          h("td", {}, when(x.placed_at)), h("td", {}, h("button", { type: "button", onclick: act(() => del("purge", `/purge/holds/${x.opportunity_id}`), "Hold lifted.") }, `Lift hold on ${x.opportunity_id}`))))
           : h("tr", {}, h("td", { colspan: 5 }, "No deal is on hold.")))),
       h("form", { class: "inline", "aria-label": "Place a hold", onsubmit: async (e) => {
         e.preventDefault();
