@@ -50,10 +50,15 @@ _SECURITY_HEADERS = {
 }
 
 
-def build_app(settings: ConsoleSettings) -> FastAPI:
+def build_app(
+    settings: ConsoleSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The console's app; `transport` replaces the network to the services in tests."""
     registry = CollectorRegistry()
     client = httpx.AsyncClient(
-        timeout=settings.console_upstream_timeout_seconds, follow_redirects=False
+        timeout=settings.console_upstream_timeout_seconds,
+        follow_redirects=False,
+        transport=transport,
     )
 
     @asynccontextmanager
