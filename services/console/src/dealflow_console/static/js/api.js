@@ -69,7 +69,7 @@ export const get = (service, path) => call(service, path);
 export const post = (service, path, body, headers) => call(service, path, { method: "POST", body, headers });
 export const put = (service, path, body, headers) => call(service, path, { method: "PUT", body, headers });
 export const patch = (service, path, body, headers) => call(service, path, { method: "PATCH", body, headers });
-export const del = (service, path) => call(service, path, { method: "DELETE" });
+export const del = (service, path, headers) => call(service, path, { method: "DELETE", headers });
 
 export function hasRole(...roles) {
   const s = session();

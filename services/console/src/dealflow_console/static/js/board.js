@@ -39,30 +39,36 @@ function sums(deals) {
   return { total: show(total), weighted: show(weighted) };
 }
 
+// The reporting service filters by owner, team and close dates, not by text.
+const REPORTING_FILTERS = ["owner", "team", "expected_close_from", "expected_close_to"];
+
+function reportingParams() {
+  const params = new URLSearchParams();
+  for (const k of REPORTING_FILTERS) if (filters[k]) params.set(k, filters[k]);
+  return params;
+}
+
+/** The open stages' figures in the reporting currency, when the reporting service is
+ * there and can answer for the filters set (a text filter it cannot apply). */
 async function reportingPipeline() {
   const cfg = await config();
-  if (!cfg.services.includes("reporting")) return null;
-  try {
-    const params = new URLSearchParams();
-    for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
-    return await get("reporting", `/pipeline?${params}`);
-  } catch { return null; }
+  if (!cfg.services.includes("reporting") || filters.q) return null;
+  try { return await get("reporting", `/pipeline?${reportingParams()}`); } catch { return null; }
 }
 
 async function reportingForecast() {
   const cfg = await config();
   if (!cfg.services.includes("reporting")) return null;
-  try { return await get("reporting", "/forecast"); } catch { return null; }
+  const params = reportingParams();
+  params.set("period", "quarter");
+  try { return await get("reporting", `/forecast?${params}`); } catch { return null; }
 }
 
-/** The reporting service's figures for one stage, whatever shape its columns take. */
+/** The reporting service's figures for one stage (it reports the open stages only). */
 function stageFigures(pipeline, stage) {
-  if (!pipeline) return null;
-  const columns = pipeline.columns || pipeline.stages || [];
-  const col = Array.isArray(columns) ? columns.find((c) => c.stage === stage) : columns[stage];
+  const col = pipeline && (pipeline.stages || []).find((c) => c.stage === stage);
   if (!col) return null;
-  const m = (v) => (v && v.amount !== undefined ? money(v) : v);
-  return { count: col.count, total: m(col.total), weighted: m(col.weighted_total || col.weighted) };
+  return { count: col.deals, total: money(col.value), weighted: money(col.weighted_value) };
 }
 
 export async function boardPage() {
@@ -140,7 +146,9 @@ export async function boardPage() {
     deals = found;
     for (const id of [...selected]) if (!deals.some((d) => d.id === id)) selected.delete(id);
     fill(boardEl, ...STAGES.map((s) => column(s, deals.filter((d) => d.stage === s), stageFigures(pipeline, s))));
-    note.textContent = (pipeline ? `Totals in ${pipeline.currency || "the reporting currency"} from the reporting service. ` : "Totals summed per currency from the deals shown. ")
+    note.textContent = (pipeline
+      ? `Open stages' totals in ${pipeline.currency} from the reporting service (rates of ${pipeline.as_of}); won and lost summed per currency from the deals shown. `
+      : "Totals summed per currency from the deals shown. ")
       + (complete ? `${deals.length} deals.` : `Showing the newest ${deals.length} deals; narrow the filters to see the rest.`);
   }
 
@@ -236,17 +244,12 @@ export async function boardPage() {
 /** Forecast by quarter against actuals, from the reporting service's /forecast. */
 function forecastChart(forecast) {
   const heading = h("h2", { id: "forecast-h" }, "Forecast by quarter");
-  const rows = forecast && (forecast.quarters || forecast.periods || forecast.items);
-  if (!Array.isArray(rows) || !rows.length) {
-    return [heading, h("p", {}, "No forecast: the reporting service is not part of this installation.")];
+  if (!forecast) {
+    return [heading, h("p", {}, "No forecast: the reporting service is not part of this installation, or did not answer.")];
   }
+  if (!forecast.lines.length) return [heading, h("p", {}, "Nothing to forecast yet.")];
   const num = (v) => Number(v && v.amount !== undefined ? v.amount : v || 0);
-  const value = (r, ...keys) => { for (const k of keys) if (r[k] !== undefined) return r[k]; return 0; };
-  const data = rows.map((r) => ({
-    label: r.quarter || r.period || r.label,
-    forecast: value(r, "weighted", "forecast", "weighted_total", "expected"),
-    actual: value(r, "actual", "won", "actuals"),
-  }));
+  const data = forecast.lines.map((r) => ({ label: r.period, forecast: r.weighted, actual: r.won }));
   const max = Math.max(1, ...data.flatMap((d) => [num(d.forecast), num(d.actual)]));
   const pct = (v) => `${Math.round((num(v) / max) * 100)}%`;
   return [heading,
@@ -256,7 +259,7 @@ function forecastChart(forecast) {
           h("div", { class: "bar", style: `height:${pct(d.forecast)}`, title: "forecast" }),
           h("div", { class: "bar actual", style: `height:${pct(d.actual)}`, title: "actual" })),
         h("figcaption", {}, d.label)))),
-    h("table", {}, h("caption", {}, "Forecast against actuals"),
+    h("table", {}, h("caption", {}, `Weighted forecast against won, by quarter of close, in ${forecast.currency}`),
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Quarter"), h("th", { scope: "col" }, "Forecast"), h("th", { scope: "col" }, "Actual"))),
       h("tbody", {}, data.map((d) => h("tr", {}, h("td", {}, d.label),
         h("td", {}, d.forecast && d.forecast.amount ? money(d.forecast) : String(num(d.forecast))),

@@ -184,23 +184,24 @@ async function custom(deal, body) {
     h("dl", { class: "facts" }, Object.entries(deal.custom_fields || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
 }
 
-async function sharing(deal, body, msg) {
-  const user = h("input", { required: true });
-  async function render() {
-    let shares = [];
-    try { shares = await get("opportunity", `/opportunities/${deal.id}/shares`); } catch (e) { msg.error(e); }
-    const items = Array.isArray(shares) ? shares : shares.items || [];
-    fill(body, h("h2", {}, "Sharing"),
-      table("Shares", ["With", "By", "Since", ""], items.map((s) => [s.user_id || s.team_id || s.with, s.shared_by || s.by || "", when(s.shared_at || s.at),
-        h("button", { type: "button", onclick: async () => {
-          try { await del("opportunity", `/opportunities/${deal.id}/shares/${encodeURIComponent(s.user_id || s.team_id || s.with)}`); await render(); } catch (e) { msg.error(e); }
-        } }, `Revoke ${s.user_id || s.team_id || s.with}`)])),
-      h("form", { class: "inline", "aria-label": "Share deal", onsubmit: async (e) => {
-        e.preventDefault();
-        try { await post("opportunity", `/opportunities/${deal.id}/shares`, { user_id: user.value.trim() }); msg.ok("Shared."); await render(); } catch (err) { msg.error(err); }
-      } }, field("Share with user", user), h("button", { type: "submit" }, "Share")));
-  }
-  await render();
+async function sharing(deal, body, msg, reload) {
+  const shares = await get("opportunity", `/opportunities/${deal.id}/shares`);
+  const ifMatch = { "If-Match": `"${deal.version}"` };
+  const kind = h("select", {}, h("option", { value: "user" }, "a user"), h("option", { value: "team" }, "a team"));
+  const holder = h("input", { required: true });
+  const grant = h("select", {}, h("option", { value: "read" }, "read"), h("option", { value: "edit" }, "edit"));
+  const change = (fn, done) => async (e) => {
+    if (e) e.preventDefault();
+    try { await fn(); msg.ok(done); await reload(); } catch (err) { msg.error(err); }
+  };
+  fill(body, h("h2", {}, "Sharing"),
+    h("p", {}, "Users and teams beside the owners and the deal's team who may read it, or work on it (edit)."),
+    table("Shares", ["With", "Who", "May", ""], shares.map((x) => [x.kind, x.id, x.grant,
+      h("button", { type: "button", onclick: change(() => del("opportunity", `/opportunities/${deal.id}/shares/${x.kind}/${encodeURIComponent(x.id)}`, ifMatch), `Share with ${x.id} revoked.`) },
+        `Revoke ${x.kind} ${x.id}`)])),
+    h("form", { class: "inline", "aria-label": "Share the deal", onsubmit: change(() =>
+      post("opportunity", `/opportunities/${deal.id}/shares`, { kind: kind.value, id: holder.value.trim(), grant: grant.value }, ifMatch), "Shared.") },
+      field("Share with", kind), field("User or team id", holder), field("Grant", grant), h("button", { type: "submit" }, "Share")));
 }
 
 async function tasks(deal, body, msg, reload) {
