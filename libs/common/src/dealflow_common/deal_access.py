@@ -3,15 +3,15 @@
 A deal is seen by
 - admins, and operators (operations need to read everything; they change nothing);
 - its owners (co-owners included) and the user who created it;
-- every member of its team, reps and managers alike (the team's queue included);
+- every member of its team, reps and managers alike (the team's queue included): the
+  managers of a team see and steer their team's deals;
 - the users and the members of the teams it is shared with, whatever the grant.
 
-A deal is worked on (changed, quoted, its tasks and enrollments handled) by
-- admins;
-- its owners and its creator;
-- the managers of its team (a rep of the team claims the deal first, and owns it then);
-- the users and the members of the teams it is shared with for `edit`.
-Operators never change a deal; a `read` share never lets anyone change it.
+A deal is worked on (changed, quoted, its tasks and enrollments handled) by the reps
+and managers among those who see it, except those who see it only through a `read`
+share; and by admins. Operators never change a deal. What needs a manager besides
+(handing a deal to other owners or teams, approving a discount) is each service's rule
+on top of this one.
 
 Every service calls these with the access keys its projection of the deal carries
 (owners, team, creator, shares), so that opportunity, quote, order, sequence and purge
@@ -70,7 +70,7 @@ def can_edit_deal(
     return (
         principal.user_id in owners
         or principal.user_id == created_by
-        or (team_id is not None and team_id in principal.teams and principal.has_any(Role.MANAGER))
+        or (team_id is not None and team_id in principal.teams)
         or any(share.grant == ShareGrant.EDIT and holds_share(principal, share) for share in shares)
     )
 

@@ -104,6 +104,7 @@ async def _draft_if_known(
             return None
         if deal is None or not access.can_view(deal, principal):
             raise OpportunityUnknown(opportunity_id)
+        access.require_deal_work(deal, principal)
         if not deal.is_open:
             raise OpportunityClosed(opportunity_id, deal.stage.value)
         resolved = await _resolve_lines(uow, lines, currency)
@@ -185,6 +186,14 @@ async def _visible(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> 
     return deal
 
 
+async def _workable(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
+    """The quote's deal, when the caller may work on it: 404 when they may not see it,
+    403 when they may only read it."""
+    deal = await _visible(uow, quote, principal)
+    access.require_deal_work(deal, principal)
+    return deal
+
+
 async def change_quote(
     unit_of_work: UnitOfWorkFactory,
     quote_id: UUID,
@@ -195,7 +204,7 @@ async def change_quote(
 ) -> Quote:
     async with unit_of_work() as uow:
         quote = await uow.quotes.get(quote_id)
-        await _visible(uow, quote, principal)
+        await _workable(uow, quote, principal)
         authorize(principal)
         quote.check_version(expected_version)
         apply(quote, uow.clock())
@@ -220,7 +229,7 @@ async def accept_quote(
     async with unit_of_work() as uow:
         quote = await uow.quotes.get(quote_id)
         if principal is not None:
-            deal = await _visible(uow, quote, principal)
+            deal = await _workable(uow, quote, principal)
             access.require_quote_work(principal)
         else:
             found = await uow.opportunities.get(quote.opportunity_id)
@@ -251,7 +260,7 @@ async def revise_quote(
 ) -> Quote:
     async with unit_of_work() as uow:
         quote = await uow.quotes.get(quote_id)
-        await _visible(uow, quote, principal)
+        await _workable(uow, quote, principal)
         access.require_quote_work(principal)
         quote.check_version(expected_version)
         resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None

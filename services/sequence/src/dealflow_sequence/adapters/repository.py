@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.contracts.sequence import StepAction, TaskKind
 from dealflow_common.db import is_postgres
+from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.errors import StaleVersion
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
@@ -660,6 +661,7 @@ def _to_deal(row: Row[Any]) -> KnownDeal:
         lead_origin=LeadOrigin(row.lead_origin) if row.lead_origin else None,
         contact_name=row.contact_name,
         contact_email=row.contact_email,
+        shares=shares_from_document(row.shares),
         inactive_reported_at=row.inactive_reported_at,
         close_date_reported=row.close_date_reported,
         sequences=AppliedSequences.from_document(row.applied_sequences),
@@ -682,6 +684,7 @@ def _deal_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
         "lead_origin": deal.lead_origin.value if deal.lead_origin else None,
         "contact_name": deal.contact_name,
         "contact_email": deal.contact_email,
+        "shares": shares_to_document(deal.shares),
         "last_activity_at": deal.last_activity_at,
         "inactive_reported_at": deal.inactive_reported_at,
         "close_date_reported": deal.close_date_reported,

@@ -109,6 +109,7 @@ async def enroll_by_hand(
         # The deal's row is locked, so a trigger applied meanwhile waits and sees this one.
         deal = await _visible_deal(uow, opportunity_id, caller, lock=True)
         access.require_enrollment_work(caller)
+        access.require_deal_work(deal, caller)
         if not deal.is_open:
             raise DealClosed(opportunity_id, deal.stage.value)
         definition = await uow.sequences.get(sequence_id)
@@ -136,6 +137,7 @@ async def change_enrollment(
         if deal is None or not access.can_view(deal, caller):
             raise EnrollmentNotFound(enrollment_id)
         access.require_enrollment_work(caller)
+        access.require_deal_work(deal, caller)
         now = uow.clock()
         if action == "pause":
             enrollment.pause(caller.user_id, now)
@@ -162,6 +164,7 @@ async def create_task(
     async with unit_of_work() as uow:
         deal = await _visible_deal(uow, opportunity_id, caller, lock=True)
         access.require_task_work(caller)
+        access.require_deal_work(deal, caller)
         now = uow.clock()
         task = Task.create(
             opportunity_id=opportunity_id,
@@ -187,6 +190,7 @@ async def _task_of_visible_deal(
     if deal is None or not access.can_view(deal, caller):
         raise TaskNotFound(task_id)
     access.require_task_work(caller)
+    access.require_deal_work(deal, caller)
     return task, deal
 
 
