@@ -68,7 +68,7 @@ async def _change(
         opportunity = await uow.opportunities.get(opportunity_id)
         if not access.can_view(opportunity, principal):
             # Someone who may not see a deal learns nothing about it, not even that it exists.
-            raise OpportunityNotFound(opportunity_id)
+            raise OpportunityNotFound(opportunity_id).unseen()
         authorize(opportunity, principal)
         opportunity.check_version(expected_version)
         applied = apply(opportunity, uow.clock())

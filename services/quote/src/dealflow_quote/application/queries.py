@@ -36,8 +36,10 @@ class QuoteReader:
         async with self._read() as connection:
             quote = await QuoteQueries(connection).find(quote_id)
             deal = await KnownOpportunities(connection).get(quote.opportunity_id) if quote else None
-        if quote is None or deal is None or not access.can_view(deal, viewer):
+        if quote is None or deal is None:
             raise QuoteNotFound(quote_id)
+        if not access.can_view(deal, viewer):
+            raise QuoteNotFound(quote_id).unseen()
         return quote
 
     async def workable(self, quote_id: UUID, worker: Principal) -> Quote:
@@ -45,8 +47,10 @@ class QuoteReader:
         async with self._read() as connection:
             quote = await QuoteQueries(connection).find(quote_id)
             deal = await KnownOpportunities(connection).get(quote.opportunity_id) if quote else None
-        if quote is None or deal is None or not access.can_view(deal, worker):
+        if quote is None or deal is None:
             raise QuoteNotFound(quote_id)
+        if not access.can_view(deal, worker):
+            raise QuoteNotFound(quote_id).unseen()
         access.require_deal_work(deal, worker)
         return quote
 

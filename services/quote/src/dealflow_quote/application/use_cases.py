@@ -74,7 +74,17 @@ async def create_quote(
 ) -> Quote:
     access.require_quote_work(principal)
     draft = (opportunity_id, lines, currency, valid_until)
-    quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
+    try:
+        quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
+    except OpportunityUnknown as refused:
+        if refused.hidden:
+            # A deal the caller may not see is answered as one never heard of, and after
+            # as long a wait: the time taken must not tell the two apart either.
+            async def never() -> bool:
+                return False
+
+            await arrivals.wait_for(opportunity_id, never, policy.opportunity_wait)
+        raise
     if quote is None:
         # Usually the opportunity's events are on their way: wait for them, once. The
         # checks only read, so on SQLite they do not take the write lock while waiting.
@@ -102,8 +112,10 @@ async def _draft_if_known(
         deal = await uow.opportunities.get(opportunity_id, for_share=True)
         if deal is None and not must_know:
             return None
-        if deal is None or not access.can_view(deal, principal):
+        if deal is None:
             raise OpportunityUnknown(opportunity_id)
+        if not access.can_view(deal, principal):
+            raise OpportunityUnknown(opportunity_id).unseen()
         access.require_deal_work(deal, principal)
         if not deal.is_open:
             raise OpportunityClosed(opportunity_id, deal.stage.value)
@@ -180,9 +192,11 @@ async def _resolve_lines(
 
 async def _visible(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
     deal = await uow.opportunities.get(quote.opportunity_id)
-    if deal is None or not access.can_view(deal, principal):
-        # Someone who may not see the deal learns nothing about its quotes.
+    if deal is None:
         raise QuoteNotFound(quote.id)
+    if not access.can_view(deal, principal):
+        # Someone who may not see the deal learns nothing about its quotes.
+        raise QuoteNotFound(quote.id).unseen()
     return deal
 
 

@@ -62,8 +62,10 @@ class SequenceReader:
         self, connection: AsyncConnection, opportunity_id: UUID, viewer: Principal
     ) -> KnownDeal:
         deal = await KnownDeals(connection).get(opportunity_id)
-        if deal is None or not access.can_view(deal, viewer):
+        if deal is None:
             raise OpportunityNotFound(opportunity_id)
+        if not access.can_view(deal, viewer):
+            raise OpportunityNotFound(opportunity_id).unseen()
         return deal
 
     async def follow_ups(self, opportunity_id: UUID, viewer: Principal) -> list[FollowUp]:
@@ -121,8 +123,10 @@ class SequenceReader:
         async with self._read() as connection:
             task = await TaskQueries(connection).find(task_id)
             deal = await KnownDeals(connection).get(task.opportunity_id) if task else None
-        if task is None or deal is None or not access.can_view(deal, viewer):
+        if task is None or deal is None:
             raise TaskNotFound(task_id)
+        if not access.can_view(deal, viewer):
+            raise TaskNotFound(task_id).unseen()
         return task
 
     async def stale(self, viewer: Principal, today: date) -> list[KnownDeal]:

@@ -97,8 +97,10 @@ async def _visible_deal(
     uow: SequenceUnitOfWork, opportunity_id: UUID, caller: Principal, *, lock: bool = False
 ) -> KnownDeal:
     deal = await uow.deals.get(opportunity_id, lock=lock)
-    if deal is None or not access.can_view(deal, caller):
+    if deal is None:
         raise OpportunityNotFound(opportunity_id)
+    if not access.can_view(deal, caller):
+        raise OpportunityNotFound(opportunity_id).unseen()
     return deal
 
 
@@ -134,8 +136,10 @@ async def change_enrollment(
     async with unit_of_work() as uow:
         enrollment = await uow.enrollments.get(enrollment_id)
         deal = await uow.deals.get(enrollment.opportunity_id)
-        if deal is None or not access.can_view(deal, caller):
+        if deal is None:
             raise EnrollmentNotFound(enrollment_id)
+        if not access.can_view(deal, caller):
+            raise EnrollmentNotFound(enrollment_id).unseen()
         access.require_enrollment_work(caller)
         access.require_deal_work(deal, caller)
         now = uow.clock()
@@ -187,8 +191,10 @@ async def _task_of_visible_deal(
 ) -> tuple[Task, KnownDeal]:
     task = await uow.tasks.get(task_id)
     deal = await uow.deals.get(task.opportunity_id, lock=True)
-    if deal is None or not access.can_view(deal, caller):
+    if deal is None:
         raise TaskNotFound(task_id)
+    if not access.can_view(deal, caller):
+        raise TaskNotFound(task_id).unseen()
     access.require_task_work(caller)
     access.require_deal_work(deal, caller)
     return task, deal
