@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -475,8 +475,12 @@ class TaskQueries:
         state: TaskFilter | None,
         now: datetime,
         limit: int,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[Task]:
+        """Earliest due first; `after` a (due_at, id) seen: the tasks that follow it."""
         query = select(tasks).order_by(tasks.c.due_at, tasks.c.id).limit(limit)
+        if after is not None:
+            query = query.where(tuple_(tasks.c.due_at, tasks.c.id) > tuple_(*after))
         if opportunity_id is not None:
             query = query.where(tasks.c.opportunity_id == opportunity_id)
         if assignee is not None:
