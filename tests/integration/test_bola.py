@@ -158,9 +158,24 @@ PROBES: dict[str, Probe] = {
     "seq complete task": Probe("sequence", "POST", "/tasks/{K}/complete"),
     "seq cancel": Probe("sequence", "POST", "/enrollments/{E}/cancel"),
     "seq GET stale": Probe("sequence", "GET", "/stale", listed="X"),
-    # --- order (its GET endpoints as they are today) ----------------------------------
+    # --- order: reads, and writes whose body the order refuses once every access check
+    # passed (a payment and a refund in another currency: 422), so no probe changes it
     "order GET": Probe("order", "GET", "/orders/{O}"),
     "order GET list": Probe("order", "GET", "/orders?opportunity_id={W}", listed="O"),
+    "order GET of deal": Probe("order", "GET", "/opportunities/{W}/orders"),
+    "order GET ledger": Probe("order", "GET", "/orders/{O}/ledger"),
+    "order POST payment": Probe(
+        "order",
+        "POST",
+        "/orders/{O}/payments",
+        {"amount": {"amount": "1.00", "currency": "JPY"}, "method": "card", "reference": "p"},
+    ),
+    "order POST refund": Probe(
+        "order",
+        "POST",
+        "/orders/{O}/refunds",
+        {"amount": {"amount": "1.00", "currency": "JPY"}, "reason": "probe"},
+    ),
     # --- purge (operators' endpoints) ---------------------------------------------------
     "purge status": Probe("purge", "GET", "/purge/status"),
     "purge GET runs": Probe("purge", "GET", "/purge/runs"),
@@ -237,9 +252,14 @@ EXPECTED: dict[str, str] = {
     "seq complete task":     "P   P   P   404 403 P   P   404 P   403",
     "seq cancel":            "P   P   P   404 403 P   P   404 P   P",
     "seq GET stale":         "in  in  in  out in  in  in  out in  in",
-    # Orders: managers, admins and operators read them, of the deals they may see.
-    "order GET":             "403 403 403 403 403 403 200 404 200 200",
-    "order GET list":        "403 403 403 403 403 403 in  out in  in",
+    # Orders follow their deal: seen by whoever sees it, worked on (payments, refunds)
+    # by whoever may work on it; a read share reads only, operators read only.
+    "order GET":             "200 200 200 404 200 200 200 404 200 200",
+    "order GET list":        "in  in  in  out in  in  in  out in  in",
+    "order GET of deal":     "200 200 200 404 200 200 200 404 200 200",
+    "order GET ledger":      "200 200 200 404 200 200 200 404 200 200",
+    "order POST payment":    "422 422 422 404 403 422 422 404 422 403",
+    "order POST refund":     "422 422 422 404 403 422 422 404 422 403",
     # Purge: operators and admins only. Holds: placing one is an upsert; the admin
     # releases the hold and the operator, right after, finds none.
     "purge status":          "403 403 403 403 403 403 403 403 200 200",
@@ -256,23 +276,14 @@ EXPECTED: dict[str, str] = {
     "purge resume":          "403 403 403 403 403 403 403 403 P   P",
 }  # fmt: skip
 
-# Cells the order service answers wrongly today: it checks roles only, not the deal
-# rule. The order service is being rewritten to apply `can_view_deal` (branch
-# `orders`); these fail strictly once it does, and must then leave this list.
-ORDER_RULE_PENDING = {("order GET", "other_manager"), ("order GET list", "other_manager")}
-
 PASSED = {200, 201, 202, 204, 409, 412}
 
-_PENDING = pytest.mark.xfail(
-    strict=True, reason="the order service does not apply the deal rule yet (branch orders)"
-)
 CELLS = [
     pytest.param(
         endpoint,
         who,
         expected,
         id=f"{endpoint} | {who}",
-        marks=[_PENDING] if (endpoint, who) in ORDER_RULE_PENDING else [],
     )
     for endpoint, row in EXPECTED.items()
     for who, expected in zip(COLUMNS, row.split(), strict=True)
