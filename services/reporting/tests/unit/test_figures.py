@@ -47,7 +47,8 @@ def test_the_rate_effective_on_the_day_applies_not_a_later_or_earlier_one() -> N
     assert BOOK.rate("EUR", "USD", date(2026, 11, 1)) == Decimal("1.20")
     with pytest.raises(MissingExchangeRate) as refused:
         BOOK.rate("EUR", "USD", date(2025, 12, 31))
-    assert "EUR" in refused.value.detail and "2025-12-31" in refused.value.detail
+    assert "EUR" in refused.value.detail
+    assert "2025-12-31" in refused.value.detail
 
 
 def test_a_pair_is_read_backwards_but_never_through_a_third_currency() -> None:

@@ -19,11 +19,13 @@ def visible_deals(principal: Principal) -> ColumnElement[bool] | None:
     """The condition on `deals` rows the principal may see; None when they see all."""
     if principal.sees_everything:
         return None
+    # An alias, correlated to `deals` only: a report grouped by owner joins
+    # `deal_owners` itself, and the two must not be taken for one.
+    owner = deal_owners.alias("visible_owner")
     owned = exists(
-        select(deal_owners.c.opportunity_id).where(
-            deal_owners.c.opportunity_id == deals.c.opportunity_id,
-            deal_owners.c.owner == principal.user_id,
-        )
+        select(owner.c.opportunity_id)
+        .where(owner.c.opportunity_id == deals.c.opportunity_id, owner.c.owner == principal.user_id)
+        .correlate(deals)
     )
     conditions: list[ColumnElement[bool]] = [owned, deals.c.created_by == principal.user_id]
     if principal.teams:

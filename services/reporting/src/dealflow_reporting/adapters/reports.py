@@ -106,12 +106,14 @@ def _conditions(principal: Principal | None, where: DealFilter) -> list[ColumnEl
         if visible is not None:
             conditions.append(visible)
     if where.owner is not None:
+        owner = deal_owners.alias("filtered_owner")
         conditions.append(
             exists(
-                select(deal_owners.c.opportunity_id).where(
-                    deal_owners.c.opportunity_id == deals.c.opportunity_id,
-                    deal_owners.c.owner == where.owner,
+                select(owner.c.opportunity_id)
+                .where(
+                    owner.c.opportunity_id == deals.c.opportunity_id, owner.c.owner == where.owner
                 )
+                .correlate(deals)
             )
         )
     if where.team is not None:
@@ -214,7 +216,10 @@ class ReportReader:
         """Won deals' value (the accepted quote's total when won through one) by the
         month of the close."""
         closed = deals.c.closed_on
-        conditions: list[ColumnElement[bool]] = [deals.c.outcome == WON, deals.c.won_currency.is_not(None)]
+        conditions: list[ColumnElement[bool]] = [
+            deals.c.outcome == WON,
+            deals.c.won_currency.is_not(None),
+        ]
         if first is not None:
             conditions.append(closed >= first)
         if last is not None:

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from dealflow_common.auth import Principal, Role
+from dealflow_common.contracts.money import plain
 from dealflow_common.contracts.opportunity import LeadOrigin
 from dealflow_common.http.problems import CHANGES, READS
 from dealflow_common.http.security import Caller, requires
@@ -268,7 +269,7 @@ def exchange_rate_routes(reports: Reports) -> APIRouter:
                 from_currency=r.from_currency,
                 to_currency=r.to_currency,
                 effective_from=r.effective_from,
-                rate=decimal_text(r.rate),
+                rate=decimal_text(plain(r.rate)),
             )
             for r in await reports.exchange_rates()
         ]
