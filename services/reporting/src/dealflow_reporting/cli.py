@@ -44,3 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             f"rebuilt the read model from {summary.records} records of "
             f"{summary.partitions} partitions in {time.monotonic() - started:.1f}s"
         )
+
+
+if __name__ == "__main__":
+    main()
