@@ -35,9 +35,10 @@ from dealflow_common.auth import Principal
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.db import READ_ONLY
 from dealflow_common.messaging.tables import inbox
-from dealflow_reporting.adapters.access import visible_deals
+from dealflow_reporting.adapters.access import own_deals_outside_teams, visible_deals
 from dealflow_reporting.adapters.tables import (
     deal_owners,
+    deal_sums,
     deals,
     exchange_rates,
     forecast_snapshot_lines,
@@ -57,6 +58,7 @@ from dealflow_reporting.domain.periods import Granularity, Period
 from dealflow_reporting.domain.rates import ExchangeRate
 
 _OPEN = [stage.value for stage in OPEN_STAGES]
+_PERSONAL_PARTS = ("owned", "created")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +98,19 @@ class Snapshot:
     lines: list[SnapshotLine]
 
 
-def _conditions(principal: Principal | None, where: DealFilter) -> list[ColumnElement[bool]]:
+def _conditions(
+    principal: Principal | None, where: DealFilter, *, personal: str | None = None
+) -> list[ColumnElement[bool]]:
+    """`personal` ("owned", "created"): only that part of the deals the principal sees
+    outside their teams (what the kept sums, keyed by team, cannot answer)."""
     conditions: list[ColumnElement[bool]] = [
         deals.c.created_at.is_not(None),
         deals.c.purged_at.is_(None),
     ]
     if principal is not None:
-        visible = visible_deals(principal)
+        visible = (
+            own_deals_outside_teams(principal, personal) if personal else visible_deals(principal)
+        )
         if visible is not None:
             conditions.append(visible)
     if where.owner is not None:
@@ -146,9 +154,26 @@ def _int(value: Any) -> int:
     return int(value or 0)
 
 
+def _answerable_from_sums(where: DealFilter, group_by: GroupBy = GroupBy.NONE) -> bool:
+    """The kept sums are keyed by team, lead origin, stage, currency and month: a report
+    filtered or grouped by anything else reads the deals."""
+    return (
+        group_by != GroupBy.OWNER
+        and where.owner is None
+        and where.customer is None
+        and where.expected_close_from is None
+        and where.expected_close_to is None
+    )
+
+
+def _month_number(day: date) -> int:
+    return day.year * 100 + day.month
+
+
 class ReportReader:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, use_sums: bool = True) -> None:
         self._engine = engine
+        self._use_sums = use_sums
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -157,9 +182,63 @@ class ReportReader:
 
     # --- pipeline and forecast ----------------------------------------------------------
 
+    def _sums_query(
+        self, principal: Principal | None, where: DealFilter, kind: str
+    ) -> list[ColumnElement[bool]] | None:
+        """Conditions on `deal_sums` for the principal's teams' part of a report; None
+        when the sums cannot answer (or the principal has no team: only the personal
+        part is left)."""
+        conditions: list[ColumnElement[bool]] = [deal_sums.c.kind == kind]
+        if where.team is not None:
+            conditions.append(deal_sums.c.team_key == where.team)
+        if where.lead_origin is not None:
+            conditions.append(deal_sums.c.lead_origin_key == where.lead_origin.value)
+        if principal is not None and not principal.sees_everything:
+            if not principal.teams:
+                return None
+            conditions.append(deal_sums.c.team_key.in_(sorted(principal.teams)))
+        return conditions
+
+    def _personal(self, principal: Principal | None) -> bool:
+        """Whether the deals' part of a report read beside the sums is the personal one."""
+        return principal is not None and not principal.sees_everything
+
     async def pipeline(
         self, principal: Principal, where: DealFilter
     ) -> dict[Stage, list[CurrencySum]]:
+        if not (self._use_sums and _answerable_from_sums(where)):
+            return await self._pipeline_of_deals(principal, where, personal=None)
+        found: dict[Stage, list[CurrencySum]] = defaultdict(list)
+        if self._personal(principal):
+            for part in _PERSONAL_PARTS:
+                for stage, sums in (await self._pipeline_of_deals(principal, where, part)).items():
+                    found[stage].extend(sums)
+        conditions = self._sums_query(principal, where, "open")
+        if conditions is None:
+            return found
+        query = (
+            select(
+                deal_sums.c.stage,
+                deal_sums.c.currency,
+                func.sum(deal_sums.c.deals),
+                func.sum(deal_sums.c.amount_minor),
+                func.sum(deal_sums.c.weighted_centi_minor),
+            )
+            .where(*conditions)
+            .group_by(deal_sums.c.stage, deal_sums.c.currency)
+        )
+        async with self._read() as connection:
+            for stage, currency, count, amount, weighted in await connection.execute(query):
+                if _int(count):
+                    found[Stage(stage)].append(
+                        CurrencySum(currency, _int(count), _int(amount), _int(weighted))
+                    )
+        return found
+
+    async def _pipeline_of_deals(
+        self, principal: Principal, where: DealFilter, personal: str | None
+    ) -> dict[Stage, list[CurrencySum]]:
+        found: dict[Stage, list[CurrencySum]] = defaultdict(list)
         query = (
             select(
                 deals.c.stage,
@@ -168,10 +247,9 @@ class ReportReader:
                 func.sum(deals.c.amount_minor),
                 func.sum(deals.c.amount_minor * deals.c.probability),
             )
-            .where(deals.c.stage.in_(_OPEN), *_conditions(principal, where))
+            .where(deals.c.stage.in_(_OPEN), *_conditions(principal, where, personal=personal))
             .group_by(deals.c.stage, deals.c.currency)
         )
-        found: dict[Stage, list[CurrencySum]] = defaultdict(list)
         async with self._read() as connection:
             for stage, currency, count, amount, weighted in await connection.execute(query):
                 found[Stage(stage)].append(
@@ -188,6 +266,20 @@ class ReportReader:
         last: date | None,
     ) -> list[MonthSum]:
         """Open deals by the month of their expected close date (inclusive bounds)."""
+        if self._use_sums and _answerable_from_sums(where, group_by):
+            return await self._months_of_sums(principal, where, group_by, "open", first, last)
+        return await self._expected_of_deals(principal, where, group_by, first, last)
+
+    async def _expected_of_deals(
+        self,
+        principal: Principal | None,
+        where: DealFilter,
+        group_by: GroupBy,
+        first: date | None,
+        last: date | None,
+        *,
+        personal: str | None = None,
+    ) -> list[MonthSum]:
         close = deals.c.expected_close_date
         conditions: list[ColumnElement[bool]] = [deals.c.stage.in_(_OPEN), close.is_not(None)]
         if first is not None:
@@ -203,6 +295,7 @@ class ReportReader:
             deals.c.amount_minor,
             func.sum(deals.c.amount_minor * deals.c.probability),
             conditions,
+            personal,
         )
 
     async def won_by_month(
@@ -215,6 +308,20 @@ class ReportReader:
     ) -> list[MonthSum]:
         """Won deals' value (the accepted quote's total when won through one) by the
         month of the close."""
+        if self._use_sums and _answerable_from_sums(where, group_by):
+            return await self._months_of_sums(principal, where, group_by, "won", first, last)
+        return await self._won_of_deals(principal, where, group_by, first, last)
+
+    async def _won_of_deals(
+        self,
+        principal: Principal | None,
+        where: DealFilter,
+        group_by: GroupBy,
+        first: date | None,
+        last: date | None,
+        *,
+        personal: str | None = None,
+    ) -> list[MonthSum]:
         closed = deals.c.closed_on
         conditions: list[ColumnElement[bool]] = [
             deals.c.outcome == WON,
@@ -233,7 +340,62 @@ class ReportReader:
             deals.c.won_amount_minor,
             literal(0),
             conditions,
+            personal,
         )
+
+    async def _months_of_sums(
+        self,
+        principal: Principal | None,
+        where: DealFilter,
+        group_by: GroupBy,
+        kind: str,
+        first: date | None,
+        last: date | None,
+    ) -> list[MonthSum]:
+        """`expected_by_month` or `won_by_month` from the kept sums (the principal's
+        teams), with the deals they see outside their teams read from `deals`."""
+        found: list[MonthSum] = []
+        if self._personal(principal):
+            of_deals = self._expected_of_deals if kind == "open" else self._won_of_deals
+            for part in _PERSONAL_PARTS:
+                found += await of_deals(principal, where, group_by, first, last, personal=part)
+        conditions = self._sums_query(principal, where, kind)
+        if conditions is None:
+            return found
+        number = deal_sums.c.year * 100 + deal_sums.c.month
+        conditions.append(deal_sums.c.year > 0)  # deals with no expected close date
+        if first is not None:
+            conditions.append(number >= _month_number(first))
+        if last is not None:
+            conditions.append(number <= _month_number(last))
+        group: ColumnElement[Any] = (
+            deal_sums.c.team_key if group_by == GroupBy.TEAM else literal("").label("g")
+        )
+        query = (
+            select(
+                deal_sums.c.year,
+                deal_sums.c.month,
+                deal_sums.c.currency,
+                func.sum(deal_sums.c.deals),
+                func.sum(deal_sums.c.amount_minor),
+                func.sum(deal_sums.c.weighted_centi_minor),
+                group,
+            )
+            .where(*conditions)
+            .group_by(deal_sums.c.year, deal_sums.c.month, deal_sums.c.currency, group)
+        )
+        async with self._read() as connection:
+            for y, m, c, count, amount, weighted, g in await connection.execute(query):
+                if _int(count):
+                    found.append(
+                        MonthSum(
+                            int(y),
+                            int(m),
+                            g or None,
+                            CurrencySum(c, _int(count), _int(amount), _int(weighted)),
+                        )
+                    )
+        return found
 
     async def _by_month(
         self,
@@ -245,13 +407,16 @@ class ReportReader:
         amount: ColumnElement[Any],
         weighted: ColumnElement[Any],
         conditions: Sequence[ColumnElement[bool]],
+        personal: str | None = None,
     ) -> list[MonthSum]:
         year = extract("year", day).label("year")
         month = extract("month", day).label("month")
         query, group = _grouped(
             select(year, month, currency, func.count(), func.sum(amount), weighted), group_by
         )
-        query = query.add_columns(group).where(*conditions, *_conditions(principal, where))
+        query = query.add_columns(group).where(
+            *conditions, *_conditions(principal, where, personal=personal)
+        )
         query = query.group_by(year, month, currency, group)
         async with self._read() as connection:
             rows = await connection.execute(query)
@@ -564,8 +729,8 @@ async def clear_read_model(connection: AsyncConnection, consumer_group: str) -> 
     if connection.dialect.name == "postgresql":
         # TRUNCATE waits for the live consumer's open transaction and blocks it until
         # this one commits, so no row of a half-applied event survives the clearing.
-        await connection.execute(text("TRUNCATE stage_changes, deal_owners, deals"))
+        await connection.execute(text("TRUNCATE deal_sums, stage_changes, deal_owners, deals"))
     else:
-        for table in (stage_changes, deal_owners, deals):
+        for table in (deal_sums, stage_changes, deal_owners, deals):
             await connection.execute(delete(table))
     await connection.execute(delete(inbox).where(inbox.c.consumer_group == consumer_group))

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.messaging.projection import AppliedSequences
-from dealflow_reporting.adapters.tables import deal_owners, deals, stage_changes
-from dealflow_reporting.domain.deal import ReportedDeal
+from dealflow_reporting.adapters.tables import deal_owners, deal_sums, deals, stage_changes
+from dealflow_reporting.domain.deal import Contribution, ReportedDeal, SumKey
 
 
 class DealStore:
@@ -50,6 +50,46 @@ class DealStore:
                     [{"opportunity_id": deal.id, "owner": o} for o in sorted(set(deal.owners))],
                 )
 
+    async def adjust_sums(self, before: list[Contribution], after: list[Contribution]) -> None:
+        """Move the kept sums by what the deal adds now less what it added before."""
+        change: dict[SumKey, list[int]] = {}
+        for sign, found in ((-1, before), (1, after)):
+            for part in found:
+                delta = change.setdefault(part.key, [0, 0, 0])
+                delta[0] += sign
+                delta[1] += sign * part.amount_minor
+                delta[2] += sign * part.weighted_centi_minor
+        insert_ = postgresql.insert if self._postgres else sqlite.insert
+        # In key order: two transactions moving the same sums lock them in one order.
+        for key, (count, amount, weighted) in sorted(
+            change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0]))
+        ):
+            if count == 0 and amount == 0 and weighted == 0:
+                continue
+            statement = insert_(deal_sums).values(
+                kind=key.kind,
+                stage=key.stage,
+                team_key=key.team_key,
+                lead_origin_key=key.lead_origin_key,
+                currency=key.currency,
+                year=key.year,
+                month=key.month,
+                deals=count,
+                amount_minor=amount,
+                weighted_centi_minor=weighted,
+            )
+            await self._connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=list(_SUM_KEYS),
+                    set_={
+                        "deals": deal_sums.c.deals + statement.excluded.deals,
+                        "amount_minor": deal_sums.c.amount_minor + statement.excluded.amount_minor,
+                        "weighted_centi_minor": deal_sums.c.weighted_centi_minor
+                        + statement.excluded.weighted_centi_minor,
+                    },
+                )
+            )
+
     async def add_stage_change(
         self,
         opportunity_id: UUID,
@@ -72,6 +112,13 @@ class DealStore:
             )
             .on_conflict_do_nothing()
         )
+
+
+_SUM_KEYS = ("kind", "stage", "team_key", "lead_origin_key", "currency", "year", "month")
+
+
+def vars_of(key: SumKey) -> tuple[object, ...]:
+    return tuple(getattr(key, name) for name in _SUM_KEYS)
 
 
 def _row(deal: ReportedDeal) -> dict[str, Any]:

@@ -61,6 +61,8 @@ deals = Table(
     Index("ix_deals_closed_on", "closed_on"),
     Index("ix_deals_customer", "customer_id"),
     Index("ix_deals_team", "team_id"),
+    # A caller's own deals outside their teams (owned ones come through deal_owners).
+    Index("ix_deals_created_by", "created_by"),
 )
 
 deal_owners = Table(
@@ -81,6 +83,26 @@ stage_changes = Table(
     Column("to_stage", String(20), nullable=False),
     Column("changed_at", UtcDateTime, nullable=False),
     Column("days_in_previous_stage", Float, nullable=False),
+)
+
+deal_sums = Table(
+    "deal_sums",
+    metadata,
+    # The deals summed as they change, so that the pipeline and the forecast read a few
+    # thousand sums instead of every deal: "open" deals by stage and month of expected
+    # close (year and month 0 when none), "won" deals by month of the close. Keys that
+    # a deal lacks are "" (no team, no lead origin). Kept by the consumer in the same
+    # transaction as the deal's row, so they always equal the sums over `deals`.
+    Column("kind", String(4), primary_key=True),
+    Column("stage", String(20), primary_key=True),
+    Column("team_key", String(100), primary_key=True),
+    Column("lead_origin_key", String(30), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("month", Integer, primary_key=True),
+    Column("deals", Integer, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("weighted_centi_minor", BigInteger, nullable=False),
 )
 
 exchange_rates = Table(

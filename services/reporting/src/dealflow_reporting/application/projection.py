@@ -30,6 +30,7 @@ from dealflow_reporting.domain.deal import (
     WON,
     DealFacts,
     ReportedDeal,
+    contributions,
     state_facts,
 )
 from dealflow_reporting.domain.figures import to_minor
@@ -46,12 +47,14 @@ async def _learn(
 ) -> None:
     deal = await uow.deals.get_for_update(opportunity_id)
     new = deal is None
+    before = contributions(deal)
     if deal is None:
         deal = ReportedDeal(opportunity_id)
     taken = deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
     for stage in stages_seen:
         deal.reached(stage)
     await uow.deals.save(deal, new=new, owners_changed="owners" in taken)
+    await uow.deals.adjust_sums(before, contributions(deal))
 
 
 async def opportunity_created(uow: ReportingUnitOfWork, event: IncomingEvent[Any]) -> None:

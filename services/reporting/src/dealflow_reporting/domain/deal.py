@@ -24,7 +24,7 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.messaging.projection import AppliedSequences
-from dealflow_reporting.domain.figures import STAGE_RANK, from_minor, to_minor
+from dealflow_reporting.domain.figures import OPEN_STAGES, STAGE_RANK, from_minor, to_minor
 
 PURGE_STAGES: Final = frozenset({Stage.PURGE_PENDING, Stage.PURGED})
 WON, LOST = "won", "lost"
@@ -139,3 +139,66 @@ class ReportedDeal:
     @property
     def value(self) -> Decimal:
         return from_minor(self.amount_minor, self.currency) if self.currency else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class SumKey:
+    """Where a deal counts in the kept sums (`deal_sums`)."""
+
+    kind: str  # "open" or "won"
+    stage: str  # the open stage; "" for won
+    team_key: str
+    lead_origin_key: str
+    currency: str
+    year: int
+    month: int
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    key: SumKey
+    amount_minor: int
+    weighted_centi_minor: int
+
+
+def contributions(deal: ReportedDeal | None) -> list[Contribution]:
+    """What a deal adds to the kept sums: as open pipeline by its expected close month,
+    as won value by its close month; nothing before its creation is known, nothing once
+    it is purged. The sums change by (new contributions - old ones) with each event."""
+    if deal is None or deal.created_at is None or deal.purged_at is not None:
+        return []
+    team = deal.team_id or ""
+    origin = deal.lead_origin.value if deal.lead_origin else ""
+    found = []
+    if deal.stage in OPEN_STAGES:
+        close = deal.expected_close_date
+        found.append(
+            Contribution(
+                SumKey(
+                    "open",
+                    deal.stage.value,
+                    team,
+                    origin,
+                    deal.currency,
+                    close.year if close else 0,
+                    close.month if close else 0,
+                ),
+                deal.amount_minor,
+                deal.amount_minor * deal.probability,
+            )
+        )
+    closed_on = deal.closed_on
+    if (
+        deal.outcome == WON
+        and closed_on is not None
+        and deal.won_currency
+        and deal.won_amount_minor is not None
+    ):
+        found.append(
+            Contribution(
+                SumKey("won", "", team, origin, deal.won_currency, closed_on.year, closed_on.month),
+                deal.won_amount_minor,
+                0,
+            )
+        )
+    return found

@@ -59,6 +59,7 @@ def upgrade() -> None:
     op.create_index("ix_deals_closed_on", "deals", ["closed_on"])
     op.create_index("ix_deals_customer", "deals", ["customer_id"])
     op.create_index("ix_deals_team", "deals", ["team_id"])
+    op.create_index("ix_deals_created_by", "deals", ["created_by"])
     op.create_table(
         "deal_owners",
         sa.Column("opportunity_id", sa.Uuid(), nullable=False),
@@ -75,6 +76,22 @@ def upgrade() -> None:
         sa.Column("changed_at", dealflow_common.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("days_in_previous_stage", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("opportunity_id", "sequence"),
+    )
+    op.create_table(
+        "deal_sums",
+        sa.Column("kind", sa.String(length=4), nullable=False),
+        sa.Column("stage", sa.String(length=20), nullable=False),
+        sa.Column("team_key", sa.String(length=100), nullable=False),
+        sa.Column("lead_origin_key", sa.String(length=30), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("year", sa.Integer(), nullable=False),
+        sa.Column("month", sa.Integer(), nullable=False),
+        sa.Column("deals", sa.Integer(), nullable=False),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("weighted_centi_minor", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "kind", "stage", "team_key", "lead_origin_key", "currency", "year", "month"
+        ),
     )
     op.create_table(
         "exchange_rates",
@@ -114,6 +131,7 @@ def downgrade() -> None:
         "forecast_snapshot_lines",
         "forecast_snapshots",
         "exchange_rates",
+        "deal_sums",
         "stage_changes",
         "deal_owners",
         "deals",
