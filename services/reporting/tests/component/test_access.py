@@ -77,3 +77,31 @@ async def test_a_deal_nobody_created_is_not_invented(service: Reporting) -> None
         f"/customers/{uuid.uuid4().hex}/deals", user="root", roles=("admin",), teams=()
     )
     assert body == []
+
+
+async def test_the_parts_a_view_is_read_in_are_disjoint_and_make_the_whole(
+    service: Reporting,
+) -> None:
+    from dealflow_reporting.adapters.reports import _conditions, _visibility_parts
+    from dealflow_reporting.domain.filters import DealFilter
+
+    ids = [
+        await service.deal(owners=owners, team_id=team, created_by=created_by)
+        for owners, team, created_by in DEALS
+    ]
+    async with service.engine.connect() as connection:
+        for principal in PRINCIPALS:
+            parts = []
+            for part in _visibility_parts(principal):
+                query = select(deals.c.opportunity_id).where(
+                    deals.c.opportunity_id.in_(ids),
+                    *_conditions(principal, DealFilter(), personal=part),
+                )
+                parts.append({row[0] for row in await connection.execute(query)})
+            whole = {
+                deal_id
+                for deal_id, (owners, team, created_by) in zip(ids, DEALS, strict=True)
+                if can_view_deal(principal, owners=owners, team_id=team, created_by=created_by)
+            }
+            assert set().union(*parts) == whole, principal
+            assert sum(len(p) for p in parts) == len(whole), principal  # no deal twice
