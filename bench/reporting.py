@@ -6,8 +6,9 @@ measures and prints a JSON report.
 2. Seeds the read model with N deals (100,000 by default) with COPY: open in every
    stage, won and lost, in USD, EUR and GBP, owned by 40 reps in 8 teams, expected to
    close over the next 24 months, and derives the sums the consumer keeps as deals
-   change (`deal_sums`) in one INSERT ... SELECT; timed apart. Exchange rates are set through
-   `PUT /exchange-rates`, and the tables analysed, as autovacuum would.
+   change (`deal_sums`, `deal_owner_sums`) with INSERT ... SELECT; timed apart.
+   Exchange rates are set through `PUT /exchange-rates`, and the tables analysed, as
+   autovacuum would.
 3. Measures, per report, R requests one after another over real HTTP (p50, p95, p99,
    max) and the CPU seconds of each process in that window (the service, the broker,
    the bench database's PostgreSQL backends by application name), net of the idle rate
@@ -167,7 +168,10 @@ async def seed(db: asyncpg.Connection, count: int, today: date) -> dict[str, flo
     started = time.perf_counter()
     deals, owners = deal_rows(count, today, random.Random(11))
     generated = time.perf_counter()
-    await db.execute("TRUNCATE reporting.deal_sums, reporting.deal_owners, reporting.deals")
+    await db.execute(
+        "TRUNCATE reporting.deal_owner_sums, reporting.deal_sums, reporting.deal_owners, "
+        "reporting.deals"
+    )
     await db.copy_records_to_table(
         "deals", schema_name="reporting", records=deals, columns=DEAL_COLUMNS
     )
@@ -185,6 +189,7 @@ async def seed(db: asyncpg.Connection, count: int, today: date) -> dict[str, flo
     await db.execute("ANALYZE reporting.deals")
     await db.execute("ANALYZE reporting.deal_owners")
     await db.execute("ANALYZE reporting.deal_sums")
+    await db.execute("ANALYZE reporting.deal_owner_sums")
     return {
         "generate_s": round(generated - started, 2),
         "copy_s": round(copied - generated, 2),
@@ -208,7 +213,24 @@ SELECT 'won', '', coalesce(team_id, ''), coalesce(lead_origin, ''), won_currency
        count(*), sum(won_amount_minor), 0
 FROM reporting.deals
 WHERE outcome = 'won'
-GROUP BY 2, 3, 4, 5, 6, 7
+GROUP BY 2, 3, 4, 5, 6, 7;
+INSERT INTO reporting.deal_owner_sums
+SELECT 'open', stage, coalesce(o.owner, ''), coalesce(team_id, ''), coalesce(lead_origin, ''),
+       currency,
+       coalesce(extract(year FROM expected_close_date)::int, 0),
+       coalesce(extract(month FROM expected_close_date)::int, 0),
+       count(*), sum(amount_minor), sum(amount_minor * probability)
+FROM reporting.deals d LEFT JOIN reporting.deal_owners o USING (opportunity_id)
+WHERE stage IN ('lead', 'qualification', 'proposal', 'negotiation')
+GROUP BY 2, 3, 4, 5, 6, 7, 8
+UNION ALL
+SELECT 'won', '', coalesce(o.owner, ''), coalesce(team_id, ''), coalesce(lead_origin, ''),
+       won_currency,
+       extract(year FROM closed_on)::int, extract(month FROM closed_on)::int,
+       count(*), sum(won_amount_minor), 0
+FROM reporting.deals d LEFT JOIN reporting.deal_owners o USING (opportunity_id)
+WHERE outcome = 'won'
+GROUP BY 2, 3, 4, 5, 6, 7, 8
 """
 
 

@@ -27,6 +27,8 @@ FILTERS = [
     DealFilter(team="emea"),
     DealFilter(lead_origin=LeadOrigin.WEB),
     DealFilter(team="apac", lead_origin=LeadOrigin.REFERRAL),
+    DealFilter(owner="bob"),
+    DealFilter(owner="ann", team="emea"),
 ]
 JUNE = datetime(2026, 6, 10, tzinfo=UTC)
 
@@ -96,7 +98,7 @@ async def test_the_kept_sums_equal_the_sums_of_the_deals(service: Reporting) -> 
             assert normalised(await kept.pipeline(principal, where)) == normalised(
                 await summed.pipeline(principal, where)
             ), (principal, where)
-            for group_by in (GroupBy.NONE, GroupBy.TEAM):
+            for group_by in (GroupBy.NONE, GroupBy.TEAM, GroupBy.OWNER):
                 for bounds in ((None, None), (first, last)):
                     for reader in ("expected_by_month", "won_by_month"):
                         assert normalised(
@@ -105,6 +107,6 @@ async def test_the_kept_sums_equal_the_sums_of_the_deals(service: Reporting) -> 
                             await getattr(summed, reader)(principal, where, group_by, *bounds)
                         ), (principal, where, group_by, bounds, reader)
                         compared += 1
-    assert compared == len(PRINCIPALS) * len(FILTERS) * 8
+    assert compared == len(PRINCIPALS) * len(FILTERS) * 12
     admin_pipeline = normalised(await kept.pipeline(PRINCIPALS[0], DealFilter()))
     assert admin_pipeline  # the comparison was over figures, not over nothing

@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
+    and_,
     case,
     delete,
     exists,
@@ -37,6 +39,7 @@ from dealflow_common.db import READ_ONLY
 from dealflow_common.messaging.tables import inbox
 from dealflow_reporting.adapters.access import own_deals_outside_teams, visible_deals
 from dealflow_reporting.adapters.tables import (
+    deal_owner_sums,
     deal_owners,
     deal_sums,
     deals,
@@ -151,13 +154,18 @@ def _conditions(
     return conditions
 
 
-def _grouped(query: Select[Any], group_by: GroupBy) -> tuple[Select[Any], ColumnElement[Any]]:
-    """The query joined to what it is grouped by, and the group's column."""
+def _grouped(
+    query: Select[Any], group_by: GroupBy, only_owner: str | None = None
+) -> tuple[Select[Any], ColumnElement[Any]]:
+    """The query joined to what it is grouped by, and the group's column. By owner and
+    of one owner (`only_owner`), only that owner's line: not the co-owners' of their
+    deals."""
     if group_by == GroupBy.OWNER:
         # Deals waiting in a team's queue have no owner: they count as the None group.
-        joined = query.outerjoin(
-            deal_owners, deal_owners.c.opportunity_id == deals.c.opportunity_id
-        )
+        on = deal_owners.c.opportunity_id == deals.c.opportunity_id
+        if only_owner is not None:
+            on = and_(on, deal_owners.c.owner == only_owner)
+        joined = query.outerjoin(deal_owners, on)
         return joined, deal_owners.c.owner
     if group_by == GroupBy.TEAM:
         return query, deals.c.team_id
@@ -168,13 +176,11 @@ def _int(value: Any) -> int:
     return int(value or 0)
 
 
-def _answerable_from_sums(where: DealFilter, group_by: GroupBy = GroupBy.NONE) -> bool:
-    """The kept sums are keyed by team, lead origin, stage, currency and month: a report
-    filtered or grouped by anything else reads the deals."""
+def _answerable_from_sums(where: DealFilter) -> bool:
+    """The kept sums are keyed by owner, team, lead origin, stage, currency and month: a
+    report of one customer or of a range of days reads the deals."""
     return (
-        group_by != GroupBy.OWNER
-        and where.owner is None
-        and where.customer is None
+        where.customer is None
         and where.expected_close_from is None
         and where.expected_close_to is None
     )
@@ -197,20 +203,21 @@ class ReportReader:
     # --- pipeline and forecast ----------------------------------------------------------
 
     def _sums_query(
-        self, principal: Principal | None, where: DealFilter, kind: str
+        self, principal: Principal | None, where: DealFilter, kind: str, sums: Table
     ) -> list[ColumnElement[bool]] | None:
-        """Conditions on `deal_sums` for the principal's teams' part of a report; None
-        when the sums cannot answer (or the principal has no team: only the personal
-        part is left)."""
-        conditions: list[ColumnElement[bool]] = [deal_sums.c.kind == kind]
+        """Conditions on the kept sums for the principal's teams' part of a report; None
+        when the principal has no team (only the personal part is left)."""
+        conditions: list[ColumnElement[bool]] = [sums.c.kind == kind]
+        if where.owner is not None:
+            conditions.append(sums.c.owner_key == where.owner)
         if where.team is not None:
-            conditions.append(deal_sums.c.team_key == where.team)
+            conditions.append(sums.c.team_key == where.team)
         if where.lead_origin is not None:
-            conditions.append(deal_sums.c.lead_origin_key == where.lead_origin.value)
+            conditions.append(sums.c.lead_origin_key == where.lead_origin.value)
         if principal is not None and not principal.sees_everything:
             if not principal.teams:
                 return None
-            conditions.append(deal_sums.c.team_key.in_(sorted(principal.teams)))
+            conditions.append(sums.c.team_key.in_(sorted(principal.teams)))
         return conditions
 
     def _personal(self, principal: Principal | None) -> bool:
@@ -223,27 +230,28 @@ class ReportReader:
         if not (self._use_sums and _answerable_from_sums(where)):
             merged: dict[Stage, list[CurrencySum]] = defaultdict(list)
             for part in _visibility_parts(principal):
-                for stage, sums in (await self._pipeline_of_deals(principal, where, part)).items():
-                    merged[stage].extend(sums)
+                for stage, parts in (await self._pipeline_of_deals(principal, where, part)).items():
+                    merged[stage].extend(parts)
             return merged
         found: dict[Stage, list[CurrencySum]] = defaultdict(list)
         if self._personal(principal):
             for part in _PERSONAL_PARTS:
-                for stage, sums in (await self._pipeline_of_deals(principal, where, part)).items():
-                    found[stage].extend(sums)
-        conditions = self._sums_query(principal, where, "open")
+                for stage, parts in (await self._pipeline_of_deals(principal, where, part)).items():
+                    found[stage].extend(parts)
+        sums = deal_owner_sums if where.owner is not None else deal_sums
+        conditions = self._sums_query(principal, where, "open", sums)
         if conditions is None:
             return found
         query = (
             select(
-                deal_sums.c.stage,
-                deal_sums.c.currency,
-                func.sum(deal_sums.c.deals),
-                func.sum(deal_sums.c.amount_minor),
-                func.sum(deal_sums.c.weighted_centi_minor),
+                sums.c.stage,
+                sums.c.currency,
+                func.sum(sums.c.deals),
+                func.sum(sums.c.amount_minor),
+                func.sum(sums.c.weighted_centi_minor),
             )
             .where(*conditions)
-            .group_by(deal_sums.c.stage, deal_sums.c.currency)
+            .group_by(sums.c.stage, sums.c.currency)
         )
         async with self._read() as connection:
             for stage, currency, count, amount, weighted in await connection.execute(query):
@@ -284,7 +292,7 @@ class ReportReader:
         last: date | None,
     ) -> list[MonthSum]:
         """Open deals by the month of their expected close date (inclusive bounds)."""
-        if self._use_sums and _answerable_from_sums(where, group_by):
+        if self._use_sums and _answerable_from_sums(where):
             return await self._months_of_sums(principal, where, group_by, "open", first, last)
         found: list[MonthSum] = []
         for part in _visibility_parts(principal):
@@ -331,7 +339,7 @@ class ReportReader:
     ) -> list[MonthSum]:
         """Won deals' value (the accepted quote's total when won through one) by the
         month of the close."""
-        if self._use_sums and _answerable_from_sums(where, group_by):
+        if self._use_sums and _answerable_from_sums(where):
             return await self._months_of_sums(principal, where, group_by, "won", first, last)
         found: list[MonthSum] = []
         for part in _visibility_parts(principal):
@@ -387,30 +395,36 @@ class ReportReader:
             of_deals = self._expected_of_deals if kind == "open" else self._won_of_deals
             for part in _PERSONAL_PARTS:
                 found += await of_deals(principal, where, group_by, first, last, personal=part)
-        conditions = self._sums_query(principal, where, kind)
+        # One owner's deals, or a break-down by owner: the sums per owner, where a deal
+        # counts once for each owner (as the deals joined to their owners do).
+        per_owner = group_by == GroupBy.OWNER or where.owner is not None
+        sums = deal_owner_sums if per_owner else deal_sums
+        conditions = self._sums_query(principal, where, kind, sums)
         if conditions is None:
             return found
-        number = deal_sums.c.year * 100 + deal_sums.c.month
-        conditions.append(deal_sums.c.year > 0)  # deals with no expected close date
+        number = sums.c.year * 100 + sums.c.month
+        conditions.append(sums.c.year > 0)  # deals with no expected close date
         if first is not None:
             conditions.append(number >= _month_number(first))
         if last is not None:
             conditions.append(number <= _month_number(last))
-        group: ColumnElement[Any] = (
-            deal_sums.c.team_key if group_by == GroupBy.TEAM else literal("").label("g")
-        )
+        group: ColumnElement[Any] = literal("").label("g")
+        if group_by == GroupBy.TEAM:
+            group = sums.c.team_key
+        elif group_by == GroupBy.OWNER:
+            group = sums.c.owner_key
         query = (
             select(
-                deal_sums.c.year,
-                deal_sums.c.month,
-                deal_sums.c.currency,
-                func.sum(deal_sums.c.deals),
-                func.sum(deal_sums.c.amount_minor),
-                func.sum(deal_sums.c.weighted_centi_minor),
+                sums.c.year,
+                sums.c.month,
+                sums.c.currency,
+                func.sum(sums.c.deals),
+                func.sum(sums.c.amount_minor),
+                func.sum(sums.c.weighted_centi_minor),
                 group,
             )
             .where(*conditions)
-            .group_by(deal_sums.c.year, deal_sums.c.month, deal_sums.c.currency, group)
+            .group_by(sums.c.year, sums.c.month, sums.c.currency, group)
         )
         async with self._read() as connection:
             for y, m, c, count, amount, weighted, g in await connection.execute(query):
@@ -440,7 +454,9 @@ class ReportReader:
         year = extract("year", day).label("year")
         month = extract("month", day).label("month")
         query, group = _grouped(
-            select(year, month, currency, func.count(), func.sum(amount), weighted), group_by
+            select(year, month, currency, func.count(), func.sum(amount), weighted),
+            group_by,
+            where.owner,
         )
         query = query.add_columns(group).where(
             *conditions, *_conditions(principal, where, personal=personal)
@@ -506,6 +522,7 @@ class ReportReader:
                 ),
                 group_by,
                 conditions,
+                where.owner,
             )
             for y, m, outcome, count, cycle, g in await connection.execute(
                 query.group_by(year, month, deals.c.outcome, *groups)
@@ -523,6 +540,7 @@ class ReportReader:
                 ),
                 group_by,
                 [*conditions, deals.c.outcome == WON, deals.c.won_currency.is_not(None)],
+                where.owner,
             )
             for y, m, currency, count, amount, g in await connection.execute(
                 query.group_by(year, month, deals.c.won_currency, *groups)
@@ -531,7 +549,10 @@ class ReportReader:
                     CurrencySum(currency, _int(count), _int(amount))
                 )
             query, groups = _grouped_query(
-                select(year, month, deals.c.furthest_stage, func.count()), group_by, conditions
+                select(year, month, deals.c.furthest_stage, func.count()),
+                group_by,
+                conditions,
+                where.owner,
             )
             for y, m, rank, count, g in await connection.execute(
                 query.group_by(year, month, deals.c.furthest_stage, *groups)
@@ -541,6 +562,7 @@ class ReportReader:
                 select(year, month, deals.c.lost_reason, func.count()),
                 group_by,
                 [*conditions, deals.c.outcome == LOST],
+                where.owner,
             )
             for y, m, reason, count, g in await connection.execute(
                 query.group_by(year, month, deals.c.lost_reason, *groups)
@@ -560,6 +582,7 @@ class ReportReader:
                 ),
                 group_by,
                 conditions,
+                where.owner,
             )
             for y, m, stage, days, count, g in await connection.execute(
                 query.group_by(year, month, stage_changes.c.from_stage, *groups)
@@ -665,10 +688,13 @@ class ReportReader:
 
 
 def _grouped_query(
-    query: Select[Any], group_by: GroupBy, conditions: Iterable[ColumnElement[bool]]
+    query: Select[Any],
+    group_by: GroupBy,
+    conditions: Iterable[ColumnElement[bool]],
+    only_owner: str | None = None,
 ) -> tuple[Select[Any], list[Any]]:
     """`query` with its group column appended last, filtered by `conditions`."""
-    joined, group = _grouped(query, group_by)
+    joined, group = _grouped(query, group_by, only_owner)
     return joined.add_columns(group).where(*conditions), [group]
 
 
@@ -757,8 +783,10 @@ async def clear_read_model(connection: AsyncConnection, consumer_group: str) -> 
     if connection.dialect.name == "postgresql":
         # TRUNCATE waits for the live consumer's open transaction and blocks it until
         # this one commits, so no row of a half-applied event survives the clearing.
-        await connection.execute(text("TRUNCATE deal_sums, stage_changes, deal_owners, deals"))
+        await connection.execute(
+            text("TRUNCATE deal_owner_sums, deal_sums, stage_changes, deal_owners, deals")
+        )
     else:
-        for table in (deal_sums, stage_changes, deal_owners, deals):
+        for table in (deal_owner_sums, deal_sums, stage_changes, deal_owners, deals):
             await connection.execute(delete(table))
     await connection.execute(delete(inbox).where(inbox.c.consumer_group == consumer_group))

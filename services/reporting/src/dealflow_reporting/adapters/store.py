@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.messaging.projection import AppliedSequences
-from dealflow_reporting.adapters.tables import deal_owners, deal_sums, deals, stage_changes
+from dealflow_reporting.adapters.tables import (
+    deal_owner_sums,
+    deal_owners,
+    deal_sums,
+    deals,
+    stage_changes,
+)
 from dealflow_reporting.domain.deal import Contribution, ReportedDeal, SumKey
 
 
@@ -50,8 +56,13 @@ class DealStore:
                     [{"opportunity_id": deal.id, "owner": o} for o in sorted(set(deal.owners))],
                 )
 
-    async def adjust_sums(self, before: list[Contribution], after: list[Contribution]) -> None:
-        """Move the kept sums by what the deal adds now less what it added before."""
+    async def adjust_sums(
+        self, before: list[Contribution], after: list[Contribution], *, per_owner: bool = False
+    ) -> None:
+        """Move the kept sums (`deal_sums`, or `deal_owner_sums` when `per_owner`) by
+        what the deal adds now less what it added before."""
+        table = deal_owner_sums if per_owner else deal_sums
+        keys = _OWNER_SUM_KEYS if per_owner else _SUM_KEYS
         change: dict[SumKey, list[int]] = {}
         for sign, found in ((-1, before), (1, after)):
             for part in found:
@@ -62,29 +73,23 @@ class DealStore:
         insert_ = postgresql.insert if self._postgres else sqlite.insert
         # In key order: two transactions moving the same sums lock them in one order.
         for key, (count, amount, weighted) in sorted(
-            change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0]))
+            change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0], keys))
         ):
             if count == 0 and amount == 0 and weighted == 0:
                 continue
-            statement = insert_(deal_sums).values(
-                kind=key.kind,
-                stage=key.stage,
-                team_key=key.team_key,
-                lead_origin_key=key.lead_origin_key,
-                currency=key.currency,
-                year=key.year,
-                month=key.month,
+            statement = insert_(table).values(
+                **dict(zip(keys, vars_of(key, keys), strict=True)),
                 deals=count,
                 amount_minor=amount,
                 weighted_centi_minor=weighted,
             )
             await self._connection.execute(
                 statement.on_conflict_do_update(
-                    index_elements=list(_SUM_KEYS),
+                    index_elements=list(keys),
                     set_={
-                        "deals": deal_sums.c.deals + statement.excluded.deals,
-                        "amount_minor": deal_sums.c.amount_minor + statement.excluded.amount_minor,
-                        "weighted_centi_minor": deal_sums.c.weighted_centi_minor
+                        "deals": table.c.deals + statement.excluded.deals,
+                        "amount_minor": table.c.amount_minor + statement.excluded.amount_minor,
+                        "weighted_centi_minor": table.c.weighted_centi_minor
                         + statement.excluded.weighted_centi_minor,
                     },
                 )
@@ -115,10 +120,11 @@ class DealStore:
 
 
 _SUM_KEYS = ("kind", "stage", "team_key", "lead_origin_key", "currency", "year", "month")
+_OWNER_SUM_KEYS = ("kind", "stage", "owner_key", *_SUM_KEYS[2:])
 
 
-def vars_of(key: SumKey) -> tuple[object, ...]:
-    return tuple(getattr(key, name) for name in _SUM_KEYS)
+def vars_of(key: SumKey, keys: tuple[str, ...]) -> tuple[object, ...]:
+    return tuple(getattr(key, name) for name in keys)
 
 
 def _row(deal: ReportedDeal) -> dict[str, Any]:

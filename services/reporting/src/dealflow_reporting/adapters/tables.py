@@ -105,6 +105,24 @@ deal_sums = Table(
     Column("weighted_centi_minor", BigInteger, nullable=False),
 )
 
+deal_owner_sums = Table(
+    "deal_owner_sums",
+    metadata,
+    # The same sums per owner (a deal counts once for each of its owners; "" is a deal
+    # waiting in a team's queue), for reports by owner or of one owner.
+    Column("kind", String(4), primary_key=True),
+    Column("stage", String(20), primary_key=True),
+    Column("owner_key", String(200), primary_key=True),
+    Column("team_key", String(100), primary_key=True),
+    Column("lead_origin_key", String(30), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("month", Integer, primary_key=True),
+    Column("deals", Integer, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("weighted_centi_minor", BigInteger, nullable=False),
+)
+
 exchange_rates = Table(
     "exchange_rates",
     metadata,

@@ -31,6 +31,7 @@ from dealflow_reporting.domain.deal import (
     DealFacts,
     ReportedDeal,
     contributions,
+    owner_contributions,
     state_facts,
 )
 from dealflow_reporting.domain.figures import to_minor
@@ -47,7 +48,7 @@ async def _learn(
 ) -> None:
     deal = await uow.deals.get_for_update(opportunity_id)
     new = deal is None
-    before = contributions(deal)
+    before, owners_before = contributions(deal), owner_contributions(deal)
     if deal is None:
         deal = ReportedDeal(opportunity_id)
     taken = deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
@@ -55,6 +56,7 @@ async def _learn(
         deal.reached(stage)
     await uow.deals.save(deal, new=new, owners_changed="owners" in taken)
     await uow.deals.adjust_sums(before, contributions(deal))
+    await uow.deals.adjust_sums(owners_before, owner_contributions(deal), per_owner=True)
 
 
 async def opportunity_created(uow: ReportingUnitOfWork, event: IncomingEvent[Any]) -> None:

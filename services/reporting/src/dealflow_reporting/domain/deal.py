@@ -12,7 +12,7 @@ is marked purged (its figures leave the reports with its retention, see docs/rep
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Final, TypedDict
@@ -147,6 +147,7 @@ class SumKey:
 
     kind: str  # "open" or "won"
     stage: str  # the open stage; "" for won
+    owner_key: str  # an owner for the sums per owner; "" otherwise (or no owner)
     team_key: str
     lead_origin_key: str
     currency: str
@@ -177,6 +178,7 @@ def contributions(deal: ReportedDeal | None) -> list[Contribution]:
                 SumKey(
                     "open",
                     deal.stage.value,
+                    "",
                     team,
                     origin,
                     deal.currency,
@@ -196,9 +198,25 @@ def contributions(deal: ReportedDeal | None) -> list[Contribution]:
     ):
         found.append(
             Contribution(
-                SumKey("won", "", team, origin, deal.won_currency, closed_on.year, closed_on.month),
+                SumKey(
+                    "won", "", "", team, origin, deal.won_currency, closed_on.year, closed_on.month
+                ),
                 deal.won_amount_minor,
                 0,
             )
         )
     return found
+
+
+def owner_contributions(deal: ReportedDeal | None) -> list[Contribution]:
+    """`contributions` once per owner of the deal ("" for a deal with none)."""
+    if deal is None:
+        return []
+    owners = sorted(set(deal.owners)) or [""]
+    return [
+        Contribution(
+            replace(part.key, owner_key=owner), part.amount_minor, part.weighted_centi_minor
+        )
+        for part in contributions(deal)
+        for owner in owners
+    ]

@@ -94,6 +94,30 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "deal_owner_sums",
+        sa.Column("kind", sa.String(length=4), nullable=False),
+        sa.Column("stage", sa.String(length=20), nullable=False),
+        sa.Column("owner_key", sa.String(length=200), nullable=False),
+        sa.Column("team_key", sa.String(length=100), nullable=False),
+        sa.Column("lead_origin_key", sa.String(length=30), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("year", sa.Integer(), nullable=False),
+        sa.Column("month", sa.Integer(), nullable=False),
+        sa.Column("deals", sa.Integer(), nullable=False),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("weighted_centi_minor", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "kind",
+            "stage",
+            "owner_key",
+            "team_key",
+            "lead_origin_key",
+            "currency",
+            "year",
+            "month",
+        ),
+    )
+    op.create_table(
         "exchange_rates",
         sa.Column("from_currency", sa.String(length=3), nullable=False),
         sa.Column("to_currency", sa.String(length=3), nullable=False),
@@ -131,6 +155,7 @@ def downgrade() -> None:
         "forecast_snapshot_lines",
         "forecast_snapshots",
         "exchange_rates",
+        "deal_owner_sums",
         "deal_sums",
         "stage_changes",
         "deal_owners",
