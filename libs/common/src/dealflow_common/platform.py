@@ -147,6 +147,11 @@ class Platform:
             ),
         }
 
+    async def database_answers(self) -> bool:
+        """Whether the database answers a query within 2 s (what consumers ask after a
+        failure, to tell the world's failures from the event's)."""
+        return await self._database_answers()
+
     async def _database_answers(self) -> bool:
         try:
             async with asyncio.timeout(2.0), self.engine.connect() as connection:
