@@ -7,7 +7,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen
 
-.PHONY: help run test lint unit component integration bench bench-purge bench-sequences chaos contracts docs format clean
+.PHONY: help run test lint unit component integration bench bench-purge bench-sequences bench-reporting chaos contracts docs format clean
 
 help:
 	@echo "make run          start the whole system on the embedded broker and SQLite (Ctrl-C stops)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench        the deal benchmark (JSON report)"
 	@echo "make bench-purge  the purge benchmark: 10,000 closed deals, 3 quotes each (JSON report)"
 	@echo "make bench-sequences  the follow-up scheduler: 10,000 steps due over a minute (JSON report)"
+	@echo "make bench-reporting  pipeline and forecast over 100,000 deals in the read model (JSON report)"
 	@echo "make chaos        deals under one fault at a time, invariants checked (CHAOS_ARGS=--short)"
 	@echo "make contracts    regenerate JSON Schemas, AsyncAPI documents and docs/state-machine.md"
 
@@ -57,6 +58,9 @@ bench-purge: .venv/.synced
 
 bench-sequences: .venv/.synced
 	@$(RUN) python -m bench.sequences $(BENCH_ARGS)
+
+bench-reporting: .venv/.synced
+	@$(RUN) python -m bench.reporting $(BENCH_ARGS)
 
 chaos: .venv/.synced
 	@$(RUN) python -m chaos $(CHAOS_ARGS)

@@ -7,14 +7,25 @@ The HTTP layer turns each kind into one problem+json status in one place
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 
 class DomainError(Exception):
     """Base of every expected business refusal."""
 
+    hidden = False
+    """Refused because the caller may not see the record (see `unseen`)."""
+
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def unseen(self) -> Self:
+        """Mark the refusal as one of a record that exists but that the caller may not
+        see. The answer stays exactly the one for an unknown id (no existence oracle);
+        only the audit log tells the two apart."""
+        self.hidden = True
+        return self
 
 
 class NotFound(DomainError):

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dealflow_common.audit import RefusalAudit
 from dealflow_common.auth import TokenVerifier
 from dealflow_common.db import READ_ONLY, count_statements, create_engine
 from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, EventHandler
@@ -56,6 +57,8 @@ class Platform:
     scheduler: AsyncIOScheduler
     clock: Callable[[], datetime]
     published_topics: tuple[str, ...]
+    audit: RefusalAudit | None = None
+    """Where refused requests are logged and counted (the HTTP layer records them)."""
     consumers: list[EventConsumer[Any]] = field(default_factory=list)
     consumer_loops: list[ConsumerLoop] = field(default_factory=list)
     kafka_connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -144,6 +147,11 @@ class Platform:
             ),
         }
 
+    async def database_answers(self) -> bool:
+        """Whether the database answers a query within 2 s (what consumers ask after a
+        failure, to tell the world's failures from the event's)."""
+        return await self._database_answers()
+
     async def _database_answers(self) -> bool:
         try:
             async with asyncio.timeout(2.0), self.engine.connect() as connection:
@@ -212,4 +220,5 @@ def build_platform(
         scheduler=AsyncIOScheduler(timezone=UTC),
         clock=clock,
         published_topics=tuple(publishes),
+        audit=RefusalAudit(registry),
     )

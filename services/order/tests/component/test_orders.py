@@ -8,7 +8,13 @@ from decimal import Decimal
 
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.opportunity import OpportunityAssigned
+from dealflow_common.contracts.opportunity import (
+    OpportunityAssigned,
+    OpportunityShared,
+    OpportunityUnshared,
+    Share,
+    ShareGrant,
+)
 from dealflow_common.contracts.quote import QuoteAccepted, QuoteLineData
 from dealflow_order.adapters.repository import OrderFilter
 from dealflow_order.application.queries import OrderReader
@@ -117,6 +123,49 @@ async def test_an_order_follows_its_deal_to_another_team(service) -> None:
     assert (await service.call("GET", f"/orders/{order}", **MANAGER)).status_code == 404
     # alice created the deal: the rule lets its creator see it still.
     assert (await service.call("GET", f"/orders/{order}")).status_code == 200
+
+
+async def test_a_share_lets_its_holder_see_the_order_and_only_an_edit_share_pay(service) -> None:
+    deal = await service.deal(owners=("alice",), team_id="emea")
+    order = await service.order(deal)
+    reader = {"user": "rita", "roles": ("rep",), "teams": ()}
+    team_editor = {"user": "ed", "roles": ("rep",), "teams": ("partners",)}
+    shares = [
+        Share(kind="user", id="rita", grant=ShareGrant.READ),
+        Share(kind="team", id="partners", grant=ShareGrant.EDIT),
+    ]
+    payment = {"amount": {"amount": "1.00", "currency": "USD"}, "method": "card"}
+    for caller in (reader, team_editor):
+        assert (await service.call("GET", f"/orders/{order}", **caller)).status_code == 404
+    await service.consume(
+        OpportunityShared(
+            opportunity_id=deal,
+            share=shares[1],
+            shares=shares,
+            shared_by="alice",
+            shared_at=datetime.now(UTC),
+            version=2,
+        )
+    )
+    for caller in (reader, team_editor):
+        assert (await service.call("GET", f"/orders/{order}", **caller)).status_code == 200
+    before = await service.written()
+    refused = await service.call("POST", f"/orders/{order}/payments", payment, **reader)
+    assert refused.status_code == 403, refused.text
+    assert await service.written() == before
+    paid = await service.call("POST", f"/orders/{order}/payments", payment, **team_editor)
+    assert paid.status_code == 201, paid.text
+    await service.consume(
+        OpportunityUnshared(
+            opportunity_id=deal,
+            share=shares[0],
+            shares=shares[1:],
+            unshared_by="alice",
+            unshared_at=datetime.now(UTC),
+            version=3,
+        )
+    )
+    assert (await service.call("GET", f"/orders/{order}", **reader)).status_code == 404
 
 
 async def test_an_order_of_a_deal_not_heard_of_yet_is_seen_by_admins_only(service) -> None:

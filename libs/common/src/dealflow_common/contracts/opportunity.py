@@ -76,6 +76,22 @@ class Customer(_Part):
     name: str = Field(min_length=1, max_length=200)
 
 
+class ShareGrant(StrEnum):
+    """What a share lets its holder do: `read` sees the deal and its quotes, tasks and
+    orders; `edit` works on it as an owner does."""
+
+    READ = "read"
+    EDIT = "edit"
+
+
+class Share(_Part):
+    """One user or one team the deal is shared with, and what they may do with it."""
+
+    kind: Literal["user", "team"]
+    id: str = Field(min_length=1, max_length=200, description="The user's `sub` or the team id")
+    grant: ShareGrant
+
+
 class NextAction(_Part):
     date: date
     note: str | None = Field(default=None, max_length=1000)
@@ -105,6 +121,9 @@ class OpportunityState(_Part):
     updated_at: datetime
     closed_at: datetime | None
     version: int
+    shares: list[Share] = Field(
+        default_factory=list, description="Who else may read or edit the deal (the Sharing tab)"
+    )
 
 
 class OpportunityCreated(EventPayload):
@@ -147,6 +166,32 @@ class OpportunityAssigned(EventPayload):
     team_id: str | None
     assigned_by: str
     assigned_at: datetime
+    version: int
+
+
+class OpportunityShared(EventPayload):
+    """The deal was shared with a user or a team, or a share's grant changed."""
+
+    event_type = "opportunity.shared"
+    topic = OPPORTUNITY_EVENTS
+
+    share: Share
+    shares: list[Share] = Field(description="Every share of the deal after the change")
+    shared_by: str
+    shared_at: datetime
+    version: int
+
+
+class OpportunityUnshared(EventPayload):
+    """A share of the deal was revoked."""
+
+    event_type = "opportunity.unshared"
+    topic = OPPORTUNITY_EVENTS
+
+    share: Share = Field(description="The share revoked, as it was")
+    shares: list[Share] = Field(description="Every share of the deal after the change")
+    unshared_by: str
+    unshared_at: datetime
     version: int
 
 

@@ -31,6 +31,7 @@ from dealflow_common.errors import (
     StaleVersion,
     TransitionNotAllowed,
 )
+from dealflow_common.http.audit import record_domain_refusal
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +281,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
+        record_domain_refusal(request, exc)
         return problem_response(from_domain_error(exc), request)
 
     @app.exception_handler(sa_exc.DBAPIError)

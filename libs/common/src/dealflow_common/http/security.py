@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from dealflow_common.audit import RefusalKind
 from dealflow_common.auth import InvalidToken, Principal, Role, TokenVerifier
+from dealflow_common.http.audit import record_refusal
 from dealflow_common.http.problems import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="JWT with sub, roles, teams; audience dealflow")
@@ -21,13 +24,20 @@ async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
+        record_refusal(request, RefusalKind.TOKEN, "no bearer token", None)
         raise Problem(
             401, "unauthorized", "Unauthorized", "a bearer token is required", headers=_CHALLENGE
         )
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
-        return await verifier.verify(credentials.credentials)
+        principal = await verifier.verify(credentials.credentials)
     except InvalidToken as error:
+        record_refusal(
+            request,
+            RefusalKind.TOKEN,
+            f"invalid bearer token: {error}",
+            _claimed_subject(credentials.credentials),
+        )
         raise Problem(
             401,
             "unauthorized",
@@ -35,17 +45,36 @@ async def current_principal(
             f"invalid bearer token: {error}",
             headers={**_CHALLENGE, "WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
+    # Who the caller is, for the audit of a refusal later in this request.
+    request.state.principal = principal
+    return principal
+
+
+def _claimed_subject(token: str) -> str | None:
+    """The `sub` a refused token claims, marked as such: it proves nothing, but it is
+    what an investigation starts from."""
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except (jwt.PyJWTError, ValueError, AttributeError):
+        return None
+    return f"unverified:{str(sub)[:200]}" if sub is not None else None
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-def requires(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+def requires(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits callers holding at least one of `roles`."""
     names = ", ".join(r.value for r in roles)
 
-    async def check(principal: Caller) -> Principal:
+    async def check(request: Request, principal: Caller) -> Principal:
         if not principal.has_any(*roles):
+            record_refusal(
+                request,
+                RefusalKind.FORBIDDEN,
+                f"needs one of the roles: {names}",
+                principal.user_id,
+            )
             raise Problem(403, "forbidden", "Forbidden", f"this needs one of the roles: {names}")
         return principal
 

@@ -19,6 +19,7 @@ from dealflow_opportunity.adapters.tables import (
     opportunities,
     opportunity_archive,
     opportunity_owners,
+    opportunity_shares,
     purge_requests,
     quote_presence,
     sales_history,
@@ -48,6 +49,7 @@ _PARTS: list[tuple[str, Any]] = [
     )
     for name, table, order in [
         ("owners", opportunity_owners, opportunity_owners.c.position),
+        ("shares", opportunity_shares, opportunity_shares.c.position),
         ("notes", notes, notes.c.added_at),
         ("sales_history", sales_history, sales_history.c.id),
         ("assignment_history", assignment_history, assignment_history.c.id),

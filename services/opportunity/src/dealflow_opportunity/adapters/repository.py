@@ -26,6 +26,8 @@ from dealflow_common.contracts.opportunity import (
     LeadOrigin,
     NextAction,
     NoteReason,
+    Share,
+    ShareGrant,
     Stage,
 )
 from dealflow_common.db import is_postgres
@@ -36,6 +38,7 @@ from dealflow_opportunity.adapters.tables import (
     notes,
     opportunities,
     opportunity_owners,
+    opportunity_shares,
     sales_history,
 )
 from dealflow_opportunity.domain.errors import OpportunityNotFound
@@ -64,6 +67,20 @@ _DELETE_OWNERS = delete(opportunity_owners).where(
     opportunity_owners.c.opportunity_id == bindparam("b_id")
 )
 _INSERT_OWNERS = insert(opportunity_owners)
+_DELETE_SHARES = delete(opportunity_shares).where(
+    opportunity_shares.c.opportunity_id == bindparam("b_id")
+)
+_INSERT_SHARES = insert(opportunity_shares)
+_SHARES_OF = (
+    select(
+        opportunity_shares.c.opportunity_id,
+        opportunity_shares.c.holder_kind,
+        opportunity_shares.c.holder_id,
+        opportunity_shares.c.grant,
+    )
+    .where(opportunity_shares.c.opportunity_id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(opportunity_shares.c.opportunity_id, opportunity_shares.c.position)
+)
 _INSERT_HISTORY = insert(sales_history)
 _INSERT_NOTES = insert(notes)
 _INSERT_ASSIGNMENTS = insert(assignment_history)
@@ -86,7 +103,10 @@ class OpportunityRepository:
         if row is None:
             raise OpportunityNotFound(opportunity_id)
         owners = await _owners_of(self._connection, [opportunity_id])
-        opportunity = _to_opportunity(row, owners.get(opportunity_id, []))
+        shares = await _shares_of(self._connection, [opportunity_id])
+        opportunity = _to_opportunity(
+            row, owners.get(opportunity_id, []), shares.get(opportunity_id, [])
+        )
         self._loaded_versions[opportunity.id] = opportunity.version
         return opportunity
 
@@ -129,6 +149,23 @@ class OpportunityRepository:
                     ],
                 )
             opportunity.owners_changed = False
+        if opportunity.shares_changed:
+            await connection.execute(_DELETE_SHARES, {"b_id": opportunity.id})
+            if opportunity.shares:
+                await connection.execute(
+                    _INSERT_SHARES,
+                    [
+                        {
+                            "opportunity_id": opportunity.id,
+                            "holder_kind": share.kind,
+                            "holder_id": share.id,
+                            "grant": share.grant.value,
+                            "position": i,
+                        }
+                        for i, share in enumerate(opportunity.shares)
+                    ],
+                )
+            opportunity.shares_changed = False
         if opportunity.new_history:
             await connection.execute(
                 _INSERT_HISTORY,
@@ -204,7 +241,8 @@ class OpportunityQueries:
         if row is None:
             return None
         owners = await _owners_of(self._connection, [opportunity_id])
-        return _to_opportunity(row, owners.get(opportunity_id, []))
+        shares = await _shares_of(self._connection, [opportunity_id])
+        return _to_opportunity(row, owners.get(opportunity_id, []), shares.get(opportunity_id, []))
 
     async def page(
         self,
@@ -225,8 +263,21 @@ class OpportunityQueries:
                     )
                 ),
             ]
+            shared = opportunity_shares.c.holder_kind == "user"
+            shared = and_(shared, opportunity_shares.c.holder_id == viewer.user_id)
             if viewer.teams:
-                visible.append(o.c.team_id.in_(sorted(viewer.teams)))
+                teams = sorted(viewer.teams)
+                visible.append(o.c.team_id.in_(teams))
+                shared = or_(
+                    shared,
+                    and_(
+                        opportunity_shares.c.holder_kind == "team",
+                        opportunity_shares.c.holder_id.in_(teams),
+                    ),
+                )
+            # The same rule as deal_access.can_view_deal, in SQL, so that a page holds
+            # `limit` visible deals and its cursor points only at a visible one.
+            visible.append(o.c.id.in_(select(opportunity_shares.c.opportunity_id).where(shared)))
             conditions.append(or_(*visible))
         if where.stages:
             conditions.append(o.c.stage.in_([s.value for s in where.stages]))
@@ -264,8 +315,10 @@ class OpportunityQueries:
             .limit(limit)
         )
         rows = (await self._connection.execute(query)).all()
-        owners = await _owners_of(self._connection, [r.id for r in rows])
-        return [_to_opportunity(r, owners.get(r.id, [])) for r in rows]
+        ids = [r.id for r in rows]
+        owners = await _owners_of(self._connection, ids)
+        shares = await _shares_of(self._connection, ids)
+        return [_to_opportunity(r, owners.get(r.id, []), shares.get(r.id, [])) for r in rows]
 
     async def history(self, opportunity_id: UUID) -> list[SalesHistoryEntry]:
         rows = await self._connection.execute(
@@ -322,6 +375,18 @@ async def _owners_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[U
     return owners
 
 
+async def _shares_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, list[Share]]:
+    if not ids:
+        return {}
+    rows = await connection.execute(_SHARES_OF, {"b_ids": list(ids)})
+    shares: dict[UUID, list[Share]] = {}
+    for opportunity_id, kind, holder, grant in rows:
+        shares.setdefault(opportunity_id, []).append(
+            Share(kind=kind, id=holder, grant=ShareGrant(grant))
+        )
+    return shares
+
+
 def _to_row(o: Opportunity) -> dict[str, Any]:
     return {
         "id": o.id,
@@ -356,7 +421,7 @@ def _to_row(o: Opportunity) -> dict[str, Any]:
     }
 
 
-def _to_opportunity(row: Row[Any], owners: list[str]) -> Opportunity:
+def _to_opportunity(row: Row[Any], owners: list[str], shares: list[Share]) -> Opportunity:
     return Opportunity(
         id=row.id,
         title=row.title,
@@ -392,4 +457,5 @@ def _to_opportunity(row: Row[Any], owners: list[str]) -> Opportunity:
             NextActionSource(row.next_action_source) if row.next_action_source else None
         ),
         steps_applied=AppliedSequences.from_document(row.next_action_applied),
+        shares=shares,
     )

@@ -74,6 +74,22 @@ opportunity_owners = Table(
     Index("ix_opportunity_owners_user", "user_id"),
 )
 
+# The Sharing tab: who else may read or edit the deal. One row per user or team; the
+# index on the holder serves the listing's "shared with me or my teams".
+opportunity_shares = Table(
+    "opportunity_shares",
+    metadata,
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("holder_kind", String(10), nullable=False),
+    Column("holder_id", String(200), nullable=False),
+    Column("grant", String(10), nullable=False),
+    Column("position", Integer, nullable=False),
+    PrimaryKeyConstraint("opportunity_id", "holder_kind", "holder_id"),
+    Index("ix_opportunity_shares_holder", "holder_kind", "holder_id"),
+)
+
 sales_history = Table(
     "sales_history",
     metadata,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from dealflow_common.contracts.opportunity import NoteReason, Stage
+from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
 from dealflow_common.http.paging import (
     IfMatch,
     decode_cursor,
@@ -36,6 +36,7 @@ from dealflow_opportunity.api.schemas import (
     OpportunityResponse,
     OwnerRequest,
     SalesHistoryResponse,
+    ShareRequest,
     StageMachineResponse,
     StageMoveRequest,
     TeamRequest,
@@ -250,6 +251,50 @@ def opportunity_routes(
     ) -> OpportunityResponse:
         opportunity = await use_cases.assign_team(
             unit_of_work(), opportunity_id, caller, expected_version(if_match), body.team_id
+        )
+        return _with_etag(response, opportunity)
+
+    @router.get(
+        "/{opportunity_id}/shares",
+        responses=_READ,
+        summary="The Sharing tab: users and teams who may read or edit the deal",
+    )
+    async def list_shares(opportunity_id: UUID, caller: Caller) -> list[Share]:
+        return list((await reader.get(opportunity_id, caller)).shares)
+
+    @router.post(
+        "/{opportunity_id}/shares",
+        responses=_WRITE,
+        summary="Share the deal with a user or a team (again: change the grant)",
+    )
+    async def share_opportunity(
+        opportunity_id: UUID,
+        body: ShareRequest,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        share = Share(kind=body.kind, id=body.id, grant=body.grant)
+        opportunity = await use_cases.share_opportunity(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), share
+        )
+        return _with_etag(response, opportunity)
+
+    @router.delete(
+        "/{opportunity_id}/shares/{kind}/{holder_id}",
+        responses=_WRITE,
+        summary="Revoke the share of a user or a team",
+    )
+    async def unshare_opportunity(
+        opportunity_id: UUID,
+        kind: Literal["user", "team"],
+        holder_id: Annotated[str, Path(min_length=1, max_length=200)],
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.unshare_opportunity(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), kind, holder_id
         )
         return _with_etag(response, opportunity)
 

@@ -17,6 +17,7 @@ from dealflow_common.contracts.opportunity import (
     NextAction,
     NoteReason,
     OpportunityState,
+    ShareGrant,
     Stage,
 )
 
@@ -99,6 +100,14 @@ class OwnerRequest(_Request):
 
 class TeamRequest(_Request):
     team_id: TeamId
+
+
+class ShareRequest(_Request):
+    """Share the deal with a user or a team; sharing again changes the grant."""
+
+    kind: Literal["user", "team"]
+    id: UserId = Field(description="The user's `sub`, or the team id")
+    grant: ShareGrant = Field(description="`read` sees the deal; `edit` works on it too")
 
 
 # stage_change, lost and won are recorded by the system with the move they explain.

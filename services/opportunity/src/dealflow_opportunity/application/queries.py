@@ -36,8 +36,10 @@ class OpportunityReader:
         queries: OpportunityQueries, opportunity_id: UUID, viewer: Principal
     ) -> Opportunity:
         opportunity = await queries.find(opportunity_id)
-        if opportunity is None or not access.can_view(opportunity, viewer):
+        if opportunity is None:
             raise OpportunityNotFound(opportunity_id)
+        if not access.can_view(opportunity, viewer):
+            raise OpportunityNotFound(opportunity_id).unseen()
         return opportunity
 
     async def get(self, opportunity_id: UUID, viewer: Principal) -> Opportunity:

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from dealflow_common.auth import Principal, Role
-from dealflow_common.contracts.opportunity import NoteReason, Stage
+from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
 from dealflow_common.errors import NotPermitted
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 from dealflow_opportunity.domain import access
@@ -30,6 +30,10 @@ async def open_opportunity(
 ) -> Opportunity:
     if not principal.has_any(*access.WRITERS):
         raise NotPermitted("operators may read deals but not open them")
+    if "team_id" not in fields and len(principal.teams) == 1:
+        # A rep of one team works for that team: its managers see and steer the deal.
+        # A request that names a team, or `"team_id": null`, says otherwise.
+        (fields["team_id"],) = principal.teams
     team_id = fields.get("team_id")
     if (
         team_id is not None
@@ -64,7 +68,7 @@ async def _change(
         opportunity = await uow.opportunities.get(opportunity_id)
         if not access.can_view(opportunity, principal):
             # Someone who may not see a deal learns nothing about it, not even that it exists.
-            raise OpportunityNotFound(opportunity_id)
+            raise OpportunityNotFound(opportunity_id).unseen()
         authorize(opportunity, principal)
         opportunity.check_version(expected_version)
         applied = apply(opportunity, uow.clock())
@@ -210,3 +214,36 @@ async def add_note(
         lambda o, now: added.append(o.add_note(reason, text, principal.user_id, now)),
     )
     return opportunity, added[0]
+
+
+async def share_opportunity(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    share: Share,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.share(share, principal.user_id, now),
+    )
+
+
+async def unshare_opportunity(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    kind: str,
+    holder: str,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.unshare(kind, holder, principal.user_id, now),
+    )

@@ -1,20 +1,21 @@
 """Who may see and change an opportunity.
 
-Admins and operators see every deal; operators only read. Managers and reps see the
-deals they own, created, or that belong to one of their teams (a team's queue
-included), and may work on what they see. Only managers and admins hand deals to
-other people or teams; an owner may bring in a co-owner.
+Seeing and working on a deal is the rule of libs/common `deal_access`, applied to the
+deal's owners, team, creator and shares. On top of it: only managers and admins hand
+deals to other people or teams; an owner may bring in a co-owner; whoever may work on
+a deal may share it.
 """
 
 from __future__ import annotations
 
 from dealflow_common.auth import Principal, Role
-from dealflow_common.deal_access import WRITERS, can_view_deal
+from dealflow_common.deal_access import WRITERS, can_edit_deal, can_view_deal
 from dealflow_common.errors import NotPermitted
 from dealflow_opportunity.domain.model import Opportunity
 
 __all__ = [
     "WRITERS",
+    "can_edit",
     "can_view",
     "require_assignment",
     "require_change",
@@ -29,16 +30,28 @@ def can_view(opportunity: Opportunity, principal: Principal) -> bool:
         owners=opportunity.owners,
         team_id=opportunity.team_id,
         created_by=opportunity.created_by,
+        shares=opportunity.shares,
+    )
+
+
+def can_edit(opportunity: Opportunity, principal: Principal) -> bool:
+    return can_edit_deal(
+        principal,
+        owners=opportunity.owners,
+        team_id=opportunity.team_id,
+        created_by=opportunity.created_by,
+        shares=opportunity.shares,
     )
 
 
 def require_change(opportunity: Opportunity, principal: Principal) -> None:
     if not principal.has_any(*WRITERS):
         raise NotPermitted("operators may read deals but not change them")
-    if principal.has_any(Role.ADMIN):
-        return
-    if not can_view(opportunity, principal):
-        raise NotPermitted("you may change only deals you own, created, or of your teams")
+    if not can_edit(opportunity, principal):
+        raise NotPermitted(
+            "you may only read this deal: it is changed by its owners, its creator, the "
+            "managers of its team, admins and whom it is shared with for edit"
+        )
 
 
 def require_assignment(opportunity: Opportunity, principal: Principal, user_id: str) -> None:

@@ -75,3 +75,13 @@ class LastOwnerCannotLeave(Conflict):
             f"{user_id} is the last owner of opportunity {opportunity_id} and it has no team; "
             "assign another owner or a team first"
         )
+
+
+class SharingWithYourself(RuleViolated):
+    def __init__(self, user_id: str) -> None:
+        super().__init__("id", f"{user_id} cannot share a deal with themselves")
+
+
+class ShareNotFound(NotFound):
+    def __init__(self, opportunity_id: UUID, kind: str, holder: str) -> None:
+        super().__init__("share", f"of opportunity {opportunity_id} with {kind} {holder}")

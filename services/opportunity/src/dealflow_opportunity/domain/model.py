@@ -33,10 +33,13 @@ from dealflow_common.contracts.opportunity import (
     OpportunityCreated,
     OpportunityLost,
     OpportunityNoteAdded,
+    OpportunityShared,
     OpportunityStageChanged,
     OpportunityState,
+    OpportunityUnshared,
     OpportunityUpdated,
     OpportunityWon,
+    Share,
     Stage,
 )
 from dealflow_common.contracts.sequence import SEQUENCE_ACTOR
@@ -52,6 +55,8 @@ from dealflow_opportunity.domain.errors import (
     NoOwnerNorTeam,
     NotAnOwner,
     OpportunityClosed,
+    ShareNotFound,
+    SharingWithYourself,
     StageMoveNotAllowed,
 )
 from dealflow_opportunity.domain.next_action import NextActionSource, OpenTask
@@ -153,12 +158,16 @@ class Opportunity:
     steps_applied: AppliedSequences = field(default_factory=AppliedSequences)
     """The sequence of the last `sequence.step_executed` that planned the next action,
     so that a late one never overrides a newer one."""
+    shares: list[Share] = field(default_factory=list)
+    """The Sharing tab: users and teams who may read or edit the deal besides its owners
+    and team, oldest first."""
 
     events: list[EventPayload] = field(default_factory=list, repr=False)
     new_history: list[SalesHistoryEntry] = field(default_factory=list, repr=False)
     new_notes: list[Note] = field(default_factory=list, repr=False)
     new_assignments: list[AssignmentEntry] = field(default_factory=list, repr=False)
     owners_changed: bool = field(default=False, repr=False)
+    shares_changed: bool = field(default=False, repr=False)
     version_bumped: bool = field(default=False, repr=False)
     bookkeeping_changed: bool = field(default=False, repr=False)
     """`next_action_source` or `steps_applied` changed: saved even without a new version."""
@@ -270,6 +279,7 @@ class Opportunity:
             updated_at=self.updated_at,
             closed_at=self.closed_at,
             version=self.version,
+            shares=list(self.shares),
         )
 
     def check_version(self, expected: int | None) -> None:
@@ -481,6 +491,48 @@ class Opportunity:
         self.team_id = team_id
         self.owners.clear()
         self._assignment("team_assigned", None, by, now)
+
+    def share(self, share: Share, by: str, now: datetime) -> None:
+        """Share the deal with a user or a team, or change the grant of their share.
+        Sharing again with the same grant changes nothing."""
+        if share.kind == "user" and share.id == by:
+            raise SharingWithYourself(by)
+        kept = [s for s in self.shares if (s.kind, s.id) != (share.kind, share.id)]
+        if len(kept) < len(self.shares) and share in self.shares:
+            return
+        self.shares = [*kept, share]
+        self.shares_changed = True
+        self._touch(now)
+        self.events.append(
+            OpportunityShared(
+                opportunity_id=self.id,
+                share=share,
+                shares=list(self.shares),
+                shared_by=by,
+                shared_at=now,
+                version=self.version,
+            )
+        )
+
+    def unshare(self, kind: str, holder: str, by: str, now: datetime) -> None:
+        """Revoke the share of the user or team `holder`; one that does not exist is an
+        error, so that a mistyped name is not taken for a revocation."""
+        revoked = next((s for s in self.shares if (s.kind, s.id) == (kind, holder)), None)
+        if revoked is None:
+            raise ShareNotFound(self.id, kind, holder)
+        self.shares = [s for s in self.shares if s is not revoked]
+        self.shares_changed = True
+        self._touch(now)
+        self.events.append(
+            OpportunityUnshared(
+                opportunity_id=self.id,
+                share=revoked,
+                shares=list(self.shares),
+                unshared_by=by,
+                unshared_at=now,
+                version=self.version,
+            )
+        )
 
     # --- internals ------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from dealflow_common.contracts.money import Money, plain
 from dealflow_common.contracts.order import OrderStatus
 from dealflow_common.contracts.quote import BillingPeriod, QuoteLineData
 from dealflow_common.db import is_postgres
+from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
 from dealflow_order.adapters.tables import (
@@ -476,6 +477,7 @@ def _to_known(row: Row[Any]) -> KnownDeal:
         created_by=row.created_by,
         customer_id=row.customer_id,
         customer_name=row.customer_name,
+        shares=shares_from_document(row.shares),
         sequences=AppliedSequences.from_document(row.applied_sequences),
     )
 
@@ -488,6 +490,7 @@ def _known_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
         "created_by": deal.created_by,
         "customer_id": deal.customer_id,
         "customer_name": deal.customer_name,
+        "shares": shares_to_document(deal.shares),
         "applied_sequences": deal.sequences.to_document(),
         "updated_at": now,
     }

@@ -131,6 +131,8 @@ known_opportunities = Table(
     Column("created_by", String(200), nullable=False),
     Column("customer_id", String(100)),
     Column("customer_name", String(200)),
+    # Whom the deal is shared with (deal_access.shares_to_document); NULL: no one.
+    Column("shares", JsonDocument),
     # Per field, the sequence of the event that last set it (messaging/projection.py).
     Column("applied_sequences", JsonDocument),
     Column("updated_at", UtcDateTime, nullable=False),

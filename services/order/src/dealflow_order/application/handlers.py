@@ -13,7 +13,9 @@ from uuid import UUID
 from dealflow_common.contracts.opportunity import (
     OpportunityAssigned,
     OpportunityCreated,
+    OpportunityShared,
     OpportunityStageChanged,
+    OpportunityUnshared,
     OpportunityUpdated,
 )
 from dealflow_common.contracts.quote import QuoteAccepted
@@ -57,6 +59,7 @@ async def deal_state(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
             created_by=state.created_by,
             customer_id=state.customer.id,
             customer_name=state.customer.name,
+            shares=list(state.shares),
         ),
     )
 
@@ -76,10 +79,17 @@ async def assigned(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
     )
 
 
+async def shares_changed(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityShared | OpportunityUnshared = event.payload
+    await _learn(uow, payload.opportunity_id, event, DealFacts(shares=list(payload.shares)))
+
+
 HANDLERS: dict[str, EventHandler] = {
     "quote.accepted": create_order,
     "opportunity.created": deal_state,
     "opportunity.updated": deal_state,
     "opportunity.stage_changed": stage_changed,
     "opportunity.assigned": assigned,
+    "opportunity.shared": shares_changed,
+    "opportunity.unshared": shares_changed,
 }

@@ -110,8 +110,8 @@ class OrderUseCases:
         idempotency: Idempotency | None,
     ) -> Booked:
         async with self.unit_of_work() as uow:
-            order, _ = await _visible_order(uow, order_id, caller)
-            require_order_work(caller)
+            order, deal = await _visible_order(uow, order_id, caller)
+            require_order_work(deal, caller)
             replayed = await _replay(uow, order, idempotency)
             if replayed:
                 return replayed
@@ -136,8 +136,8 @@ class OrderUseCases:
         idempotency: Idempotency | None,
     ) -> Booked:
         async with self.unit_of_work() as uow:
-            order, _ = await _visible_order(uow, order_id, caller)
-            require_order_work(caller)
+            order, deal = await _visible_order(uow, order_id, caller)
+            require_order_work(deal, caller)
             replayed = await _replay(uow, order, idempotency)
             if replayed:
                 return replayed
@@ -146,8 +146,8 @@ class OrderUseCases:
 
     async def cancel(self, order_id: UUID, caller: Principal, *, reason: str) -> Order:
         async with self.unit_of_work() as uow:
-            order, _ = await _visible_order(uow, order_id, caller)
-            require_order_work(caller)
+            order, deal = await _visible_order(uow, order_id, caller)
+            require_order_work(deal, caller)
             order.cancel(reason, by=caller.user_id, now=uow.clock())
             await uow.orders.save(order)
             uow.collect(order)
@@ -157,7 +157,7 @@ class OrderUseCases:
     async def issue_invoice(self, order_id: UUID, caller: Principal, *, rates: TaxRates) -> Invoice:
         async with self.unit_of_work() as uow:
             order, deal = await _visible_order(uow, order_id, caller)
-            require_order_work(caller)
+            require_order_work(deal, caller)
             order.require_invoiceable()
             check_rates(order, rates)
             now = uow.clock()

@@ -14,20 +14,23 @@ from typing import TypedDict
 from uuid import UUID
 
 from dealflow_common.auth import Principal
-from dealflow_common.deal_access import WRITERS, can_view_deal
+from dealflow_common.contracts.opportunity import Share
+from dealflow_common.deal_access import WRITERS, can_edit_deal, can_view_deal
 from dealflow_common.errors import NotPermitted
 from dealflow_common.messaging.projection import AppliedSequences
 
 
 class DealFacts(TypedDict, total=False):
     """What one opportunity event says: created and updated carry every field,
-    stage_changed the owners, assigned the owners and team."""
+    stage_changed the owners, assigned the owners and team, shared and unshared the
+    shares."""
 
     owners: list[str]
     team_id: str | None
     created_by: str
     customer_id: str
     customer_name: str
+    shares: list[Share]
 
 
 @dataclass(eq=False)
@@ -40,6 +43,7 @@ class KnownDeal:
     created_by: str
     customer_id: str | None = None
     customer_name: str | None = None
+    shares: list[Share] = field(default_factory=list)
     sequences: AppliedSequences = field(default_factory=AppliedSequences)
 
     @classmethod
@@ -59,11 +63,24 @@ class KnownDeal:
 
 def can_view(deal: KnownDeal, principal: Principal) -> bool:
     return can_view_deal(
-        principal, owners=deal.owners, team_id=deal.team_id, created_by=deal.created_by
+        principal,
+        owners=deal.owners,
+        team_id=deal.team_id,
+        created_by=deal.created_by,
+        shares=deal.shares,
     )
 
 
-def require_order_work(principal: Principal) -> None:
-    """Payments, refunds, invoices and cancellations: reps, managers and admins."""
+def require_order_work(deal: KnownDeal, principal: Principal) -> None:
+    """Payments, refunds, invoices and cancellations: whoever may work on the deal
+    (reps and managers who see it other than through a read share, and admins)."""
     if not principal.has_any(*WRITERS):
         raise NotPermitted("operators may read orders but not change them")
+    if not can_edit_deal(
+        principal,
+        owners=deal.owners,
+        team_id=deal.team_id,
+        created_by=deal.created_by,
+        shares=deal.shares,
+    ):
+        raise NotPermitted("the deal is shared with you to read only")

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_purge.adapters.tables import (
     deal_purges,
@@ -563,6 +564,8 @@ def _to_deal(r: Row[Any]) -> KnownDeal:
         tuple(r.owners),
         r.team_id,
         AppliedSequences.from_document(r.applied_sequences),
+        r.created_by or "",
+        tuple(shares_from_document(r.shares)),
     )
 
 
@@ -573,6 +576,8 @@ def _deal_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
         "closed_at": deal.closed_at,
         "owners": list(deal.owners),
         "team_id": deal.team_id,
+        "created_by": deal.created_by,
+        "shares": shares_to_document(deal.shares),
         "applied_sequences": deal.sequences.to_document(),
         "updated_at": now,
     }

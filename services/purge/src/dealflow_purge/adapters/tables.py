@@ -60,6 +60,9 @@ known_deals = Table(
     Column("closed_at", UtcDateTime),
     Column("owners", JsonDocument, nullable=False),
     Column("team_id", String(100)),
+    # The rest of the deal's access keys (deal_access); NULL on rows from before 0003.
+    Column("created_by", String(200)),
+    Column("shares", JsonDocument),
     Column("applied_sequences", JsonDocument, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_known_deals_closed", "stage", "closed_at", "opportunity_id"),

@@ -20,7 +20,9 @@ from dealflow_common.contracts.opportunity import (
     OpportunityCreated,
     OpportunityLost,
     OpportunityPurged,
+    OpportunityShared,
     OpportunityStageChanged,
+    OpportunityUnshared,
     OpportunityUpdated,
     OpportunityWon,
     Stage,
@@ -44,6 +46,8 @@ def _full_state(payload: OpportunityCreated | OpportunityUpdated) -> DealFacts:
         closed_at=state.closed_at,
         owners=tuple(state.owners),
         team_id=state.team_id,
+        created_by=state.created_by,
+        shares=tuple(state.shares),
     )
 
 
@@ -54,6 +58,10 @@ def _stage_changed(payload: OpportunityStageChanged) -> DealFacts:
 
 def _assigned(payload: OpportunityAssigned) -> DealFacts:
     return DealFacts(owners=tuple(payload.owners), team_id=payload.team_id)
+
+
+def _shares(payload: OpportunityShared | OpportunityUnshared) -> DealFacts:
+    return DealFacts(shares=tuple(payload.shares))
 
 
 def _won(payload: OpportunityWon) -> DealFacts:
@@ -155,6 +163,8 @@ def handlers(config: AgentConfig, metrics: PurgeMetrics) -> dict[str, EventHandl
         "opportunity.updated": _learning(_full_state),
         "opportunity.stage_changed": _learning(_stage_changed),
         "opportunity.assigned": _learning(_assigned),
+        "opportunity.shared": _learning(_shares),
+        "opportunity.unshared": _learning(_shares),
         "opportunity.won": _learning(_won),
         "opportunity.lost": _learning(_lost),
         "opportunity.purged": opportunity_purged,

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any, TypedDict
 from uuid import UUID
 
-from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.contracts.opportunity import Share, Stage
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_purge.domain.policy import PurgePolicy
 
@@ -32,12 +32,15 @@ class Kept(StrEnum):
 class DealFacts(TypedDict, total=False):
     """What one opportunity event says about its deal: created and updated carry every
     field, the others a few (stage_changed: stage, closed_at and owners; assigned:
-    owners and team; won and lost: stage and closed_at; purged: stage)."""
+    owners and team; won and lost: stage and closed_at; purged: stage; shared and
+    unshared: the shares)."""
 
     stage: Stage
     closed_at: datetime | None
     owners: tuple[str, ...]
     team_id: str | None
+    created_by: str
+    shares: tuple[Share, ...]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class KnownDeal:
     team_id: str | None = None
     sequences: AppliedSequences = field(default_factory=AppliedSequences, compare=False)
     """Per field, the sequence of the opportunity event that last set it."""
+    created_by: str = ""
+    shares: tuple[Share, ...] = ()
+    """With owners, team and creator: the access keys of `deal_access`, so the purge
+    service answers who may see a deal as every other service does."""
 
     @classmethod
     def unseen(cls, opportunity_id: UUID) -> KnownDeal:

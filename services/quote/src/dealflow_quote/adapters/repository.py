@@ -22,6 +22,7 @@ from dealflow_common.contracts.money import Money, plain
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
 from dealflow_common.db import is_postgres
+from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
 from dealflow_quote.adapters.tables import (
@@ -521,6 +522,7 @@ def _to_known(row: Row[Any]) -> KnownOpportunity:
         team_id=row.team_id,
         created_by=row.created_by,
         won_quote_id=row.won_quote_id,
+        shares=shares_from_document(row.shares),
         sequences=AppliedSequences.from_document(row.applied_sequences),
     )
 
@@ -533,6 +535,7 @@ def _known_row(deal: KnownOpportunity, now: datetime) -> dict[str, Any]:
         "team_id": deal.team_id,
         "created_by": deal.created_by,
         "won_quote_id": deal.won_quote_id,
+        "shares": shares_to_document(deal.shares),
         "applied_sequences": deal.sequences.to_document(),
         "updated_at": now,
     }

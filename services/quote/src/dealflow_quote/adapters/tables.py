@@ -126,6 +126,9 @@ known_opportunities = Table(
     Column("team_id", String(100)),
     Column("created_by", String(200), nullable=False),
     Column("won_quote_id", Uuid),
+    # Whom the deal is shared with, as `deal_access.shares_to_document` writes them;
+    # NULL on a row from before sharing (revision 0005): shared with no one.
+    Column("shares", JsonDocument),
     # Per field, the sequence of the event that last set it, and their source
     # (messaging/projection.py). One JSON document rather than a column per field: the
     # merge is done in Python on a locked row, so SQL never compares them, and a field

@@ -272,7 +272,7 @@ def quote_routes(
         summary="A signed, expiring link that lets the customer accept this quote",
     )
     async def buy_now_link(quote_id: UUID, caller: Caller) -> BuyNowLinkResponse:
-        quote = await reader.get(quote_id, caller)
+        quote = await reader.workable(quote_id, caller)
         access.require_quote_work(caller)
         if QuoteAction.ACCEPT not in quote.allowed_actions(policy.approval_threshold_percent):
             raise QuoteActionNotAllowed(

@@ -36,8 +36,22 @@ class QuoteReader:
         async with self._read() as connection:
             quote = await QuoteQueries(connection).find(quote_id)
             deal = await KnownOpportunities(connection).get(quote.opportunity_id) if quote else None
-        if quote is None or deal is None or not access.can_view(deal, viewer):
+        if quote is None or deal is None:
             raise QuoteNotFound(quote_id)
+        if not access.can_view(deal, viewer):
+            raise QuoteNotFound(quote_id).unseen()
+        return quote
+
+    async def workable(self, quote_id: UUID, worker: Principal) -> Quote:
+        """The quote, when the caller may work on its deal (404 unseen, 403 read only)."""
+        async with self._read() as connection:
+            quote = await QuoteQueries(connection).find(quote_id)
+            deal = await KnownOpportunities(connection).get(quote.opportunity_id) if quote else None
+        if quote is None or deal is None:
+            raise QuoteNotFound(quote_id)
+        if not access.can_view(deal, worker):
+            raise QuoteNotFound(quote_id).unseen()
+        access.require_deal_work(deal, worker)
         return quote
 
     async def knows_opportunity(self, opportunity_id: UUID) -> bool:

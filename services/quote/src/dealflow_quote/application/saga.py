@@ -1,7 +1,7 @@
 """The quote service's side of the accept-quote saga, and its opportunity projection.
 
 Handlers of `dealflow.opportunity.events`, each applied once through the inbox:
-- every event keeps the projection of the opportunity (stage, owners, team), each
+- every event keeps the projection of the opportunity (stage, owners, team, shares), each
   field moving forward only: a late or re-sent event never sets a field back;
 - `opportunity.won` marks the winning quote accepted and abandons the other open
   quotes; `opportunity.lost` abandons them all;
@@ -21,7 +21,9 @@ from dealflow_common.contracts.opportunity import (
     OpportunityAssigned,
     OpportunityCreated,
     OpportunityLost,
+    OpportunityShared,
     OpportunityStageChanged,
+    OpportunityUnshared,
     OpportunityUpdated,
     OpportunityWon,
     Stage,
@@ -65,6 +67,7 @@ async def opportunity_state(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> 
             team_id=state.team_id,
             created_by=state.created_by,
             won_quote_id=state.won_quote_id,
+            shares=list(state.shares),
         ),
     )
 
@@ -87,6 +90,11 @@ async def assigned(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
         event,
         DealFacts(owners=list(payload.owners), team_id=payload.team_id),
     )
+
+
+async def shares_changed(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityShared | OpportunityUnshared = event.payload
+    await _learn(uow, payload.opportunity_id, event, DealFacts(shares=list(payload.shares)))
 
 
 async def won(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
@@ -150,6 +158,8 @@ def handlers(arrivals: OpportunityArrivals) -> dict[str, EventHandler]:
         "opportunity.updated": opportunity_state,
         "opportunity.stage_changed": stage_changed,
         "opportunity.assigned": assigned,
+        "opportunity.shared": shares_changed,
+        "opportunity.unshared": shares_changed,
         "opportunity.won": won,
         "opportunity.lost": lost,
         "opportunity.acceptance_refused": acceptance_refused,

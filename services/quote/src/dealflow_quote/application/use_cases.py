@@ -74,7 +74,17 @@ async def create_quote(
 ) -> Quote:
     access.require_quote_work(principal)
     draft = (opportunity_id, lines, currency, valid_until)
-    quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
+    try:
+        quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
+    except OpportunityUnknown as refused:
+        if refused.hidden:
+            # A deal the caller may not see is answered as one never heard of, and after
+            # as long a wait: the time taken must not tell the two apart either.
+            async def never() -> bool:
+                return False
+
+            await arrivals.wait_for(opportunity_id, never, policy.opportunity_wait)
+        raise
     if quote is None:
         # Usually the opportunity's events are on their way: wait for them, once. The
         # checks only read, so on SQLite they do not take the write lock while waiting.
@@ -102,8 +112,11 @@ async def _draft_if_known(
         deal = await uow.opportunities.get(opportunity_id, for_share=True)
         if deal is None and not must_know:
             return None
-        if deal is None or not access.can_view(deal, principal):
+        if deal is None:
             raise OpportunityUnknown(opportunity_id)
+        if not access.can_view(deal, principal):
+            raise OpportunityUnknown(opportunity_id).unseen()
+        access.require_deal_work(deal, principal)
         if not deal.is_open:
             raise OpportunityClosed(opportunity_id, deal.stage.value)
         resolved = await _resolve_lines(uow, lines, currency)
@@ -179,9 +192,19 @@ async def _resolve_lines(
 
 async def _visible(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
     deal = await uow.opportunities.get(quote.opportunity_id)
-    if deal is None or not access.can_view(deal, principal):
-        # Someone who may not see the deal learns nothing about its quotes.
+    if deal is None:
         raise QuoteNotFound(quote.id)
+    if not access.can_view(deal, principal):
+        # Someone who may not see the deal learns nothing about its quotes.
+        raise QuoteNotFound(quote.id).unseen()
+    return deal
+
+
+async def _workable(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
+    """The quote's deal, when the caller may work on it: 404 when they may not see it,
+    403 when they may only read it."""
+    deal = await _visible(uow, quote, principal)
+    access.require_deal_work(deal, principal)
     return deal
 
 
@@ -195,7 +218,7 @@ async def change_quote(
 ) -> Quote:
     async with unit_of_work() as uow:
         quote = await uow.quotes.get(quote_id)
-        await _visible(uow, quote, principal)
+        await _workable(uow, quote, principal)
         authorize(principal)
         quote.check_version(expected_version)
         apply(quote, uow.clock())
@@ -220,7 +243,7 @@ async def accept_quote(
     async with unit_of_work() as uow:
         quote = await uow.quotes.get(quote_id)
         if principal is not None:
-            deal = await _visible(uow, quote, principal)
+            deal = await _workable(uow, quote, principal)
             access.require_quote_work(principal)
         else:
             found = await uow.opportunities.get(quote.opportunity_id)
@@ -251,7 +274,7 @@ async def revise_quote(
 ) -> Quote:
     async with unit_of_work() as uow:
         quote = await uow.quotes.get(quote_id)
-        await _visible(uow, quote, principal)
+        await _workable(uow, quote, principal)
         access.require_quote_work(principal)
         quote.check_version(expected_version)
         resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None

@@ -8,8 +8,8 @@ from typing import TypedDict
 from uuid import UUID
 
 from dealflow_common.auth import Principal, Role
-from dealflow_common.contracts.opportunity import Stage
-from dealflow_common.deal_access import WRITERS, can_view_deal
+from dealflow_common.contracts.opportunity import Share, Stage
+from dealflow_common.deal_access import WRITERS, can_edit_deal, can_view_deal
 from dealflow_common.errors import NotPermitted
 from dealflow_common.messaging.projection import AppliedSequences
 
@@ -32,13 +32,14 @@ _PROGRESS = {
 class DealFacts(TypedDict, total=False):
     """What one opportunity event says about its deal: created and updated carry every
     field, the others a few (stage_changed: stage and owners; assigned: owners and team;
-    won: stage and won quote; lost: stage)."""
+    won: stage and won quote; lost: stage; shared and unshared: the shares)."""
 
     stage: Stage
     owners: list[str]
     team_id: str | None
     created_by: str
     won_quote_id: UUID | None
+    shares: list[Share]
 
 
 @dataclass(eq=False)
@@ -51,6 +52,7 @@ class KnownOpportunity:
     team_id: str | None
     created_by: str
     won_quote_id: UUID | None = None
+    shares: list[Share] = field(default_factory=list)
     sequences: AppliedSequences = field(default_factory=AppliedSequences)
     """Per field, the sequence of the opportunity event that last set it."""
 
@@ -88,8 +90,24 @@ class KnownOpportunity:
 
 def can_view(deal: KnownOpportunity, principal: Principal) -> bool:
     return can_view_deal(
-        principal, owners=deal.owners, team_id=deal.team_id, created_by=deal.created_by
+        principal,
+        owners=deal.owners,
+        team_id=deal.team_id,
+        created_by=deal.created_by,
+        shares=deal.shares,
     )
+
+
+def require_deal_work(deal: KnownOpportunity, principal: Principal) -> None:
+    """Quoting a deal is working on it: the deal's rule of who may change it."""
+    if not can_edit_deal(
+        principal,
+        owners=deal.owners,
+        team_id=deal.team_id,
+        created_by=deal.created_by,
+        shares=deal.shares,
+    ):
+        raise NotPermitted(f"you may only read opportunity {deal.id} and its quotes")
 
 
 def require_quote_work(principal: Principal) -> None:

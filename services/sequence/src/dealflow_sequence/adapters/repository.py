@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.contracts.sequence import StepAction, TaskKind
 from dealflow_common.db import is_postgres
+from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.errors import StaleVersion
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
@@ -474,8 +475,12 @@ class TaskQueries:
         state: TaskFilter | None,
         now: datetime,
         limit: int,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[Task]:
+        """Earliest due first; `after` a (due_at, id) seen: the tasks that follow it."""
         query = select(tasks).order_by(tasks.c.due_at, tasks.c.id).limit(limit)
+        if after is not None:
+            query = query.where(tuple_(tasks.c.due_at, tasks.c.id) > tuple_(*after))
         if opportunity_id is not None:
             query = query.where(tasks.c.opportunity_id == opportunity_id)
         if assignee is not None:
@@ -660,6 +665,7 @@ def _to_deal(row: Row[Any]) -> KnownDeal:
         lead_origin=LeadOrigin(row.lead_origin) if row.lead_origin else None,
         contact_name=row.contact_name,
         contact_email=row.contact_email,
+        shares=shares_from_document(row.shares),
         inactive_reported_at=row.inactive_reported_at,
         close_date_reported=row.close_date_reported,
         sequences=AppliedSequences.from_document(row.applied_sequences),
@@ -682,6 +688,7 @@ def _deal_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
         "lead_origin": deal.lead_origin.value if deal.lead_origin else None,
         "contact_name": deal.contact_name,
         "contact_email": deal.contact_email,
+        "shares": shares_to_document(deal.shares),
         "last_activity_at": deal.last_activity_at,
         "inactive_reported_at": deal.inactive_reported_at,
         "close_date_reported": deal.close_date_reported,

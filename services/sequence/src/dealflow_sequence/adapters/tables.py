@@ -123,6 +123,8 @@ known_deals = Table(
     Column("owners", JsonDocument, nullable=False),
     Column("team_id", String(100)),
     Column("created_by", String(200), nullable=False),
+    # Whom the deal is shared with (deal_access.shares_to_document); NULL: no one.
+    Column("shares", JsonDocument),
     Column("title", String(300), nullable=False),
     Column("customer_name", String(200), nullable=False),
     Column("customer_id", String(100), nullable=False),

@@ -27,7 +27,9 @@ from dealflow_common.contracts.opportunity import (
     OpportunityCreated,
     OpportunityLost,
     OpportunityPurged,
+    OpportunityShared,
     OpportunityStageChanged,
+    OpportunityUnshared,
     OpportunityUpdated,
     OpportunityWon,
     Stage,
@@ -117,6 +119,7 @@ def _all_facts(payload: OpportunityCreated | OpportunityUpdated) -> DealFacts:
         lead_origin=state.lead_origin,
         contact_name=state.contact.name if state.contact else None,
         contact_email=state.contact.email if state.contact else None,
+        shares=list(state.shares),
     )
 
 
@@ -163,6 +166,14 @@ async def assigned(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
     )
 
 
+async def shares_changed(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
+    """Who may see the deal changed; nobody worked on it (not activity for the stale rule)."""
+    payload: OpportunityShared | OpportunityUnshared = event.payload
+    await _learn(
+        uow, payload.opportunity_id, event, DealFacts(shares=list(payload.shares)), activity=False
+    )
+
+
 async def closed(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityWon | OpportunityLost = event.payload
     stage = Stage.CLOSED_WON if isinstance(payload, OpportunityWon) else Stage.CLOSED_LOST
@@ -196,6 +207,8 @@ HANDLERS: dict[str, EventHandler] = {
     "opportunity.updated": opportunity_updated,
     "opportunity.stage_changed": stage_changed,
     "opportunity.assigned": assigned,
+    "opportunity.shared": shares_changed,
+    "opportunity.unshared": shares_changed,
     "opportunity.note_added": activity,
     "opportunity.won": closed,
     "opportunity.lost": closed,

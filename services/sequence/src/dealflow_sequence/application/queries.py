@@ -62,8 +62,10 @@ class SequenceReader:
         self, connection: AsyncConnection, opportunity_id: UUID, viewer: Principal
     ) -> KnownDeal:
         deal = await KnownDeals(connection).get(opportunity_id)
-        if deal is None or not access.can_view(deal, viewer):
+        if deal is None:
             raise OpportunityNotFound(opportunity_id)
+        if not access.can_view(deal, viewer):
+            raise OpportunityNotFound(opportunity_id).unseen()
         return deal
 
     async def follow_ups(self, opportunity_id: UUID, viewer: Principal) -> list[FollowUp]:
@@ -98,31 +100,50 @@ class SequenceReader:
         async with self._read() as connection:
             if opportunity_id is not None:
                 await self._visible_deal(connection, opportunity_id, viewer)
-            found = await TaskQueries(connection).search(
-                opportunity_id=opportunity_id,
-                assignee=assignee,
-                state=state,
-                now=now,
-                limit=limit,
-            )
+            queries = TaskQueries(connection)
+
+            async def search(after: tuple[datetime, UUID] | None) -> list[Task]:
+                return await queries.search(
+                    opportunity_id=opportunity_id,
+                    assignee=assignee,
+                    state=state,
+                    now=now,
+                    limit=limit,
+                    after=after,
+                )
+
             if viewer.sees_everything or opportunity_id is not None:
-                return found
+                return await search(None)
+            # The rule is applied to each task's deal here, not in SQL: read on past the
+            # tasks the caller may not see, so that the list holds the `limit` first
+            # visible ones, as it would if the hidden ones did not exist.
             deals = KnownDeals(connection)
             visible: dict[UUID, bool] = {}
-            for task in found:
-                if task.opportunity_id not in visible:
-                    deal = await deals.get(task.opportunity_id)
-                    visible[task.opportunity_id] = deal is not None and access.can_view(
-                        deal, viewer
-                    )
-            return [t for t in found if visible[t.opportunity_id]]
+            shown: list[Task] = []
+            after: tuple[datetime, UUID] | None = None
+            while len(shown) < limit:
+                batch = await search(after)
+                for task in batch:
+                    if task.opportunity_id not in visible:
+                        deal = await deals.get(task.opportunity_id)
+                        visible[task.opportunity_id] = deal is not None and access.can_view(
+                            deal, viewer
+                        )
+                    if visible[task.opportunity_id] and len(shown) < limit:
+                        shown.append(task)
+                if len(batch) < limit:
+                    break
+                after = (batch[-1].due_at, batch[-1].id)
+            return shown
 
     async def task(self, task_id: UUID, viewer: Principal) -> Task:
         async with self._read() as connection:
             task = await TaskQueries(connection).find(task_id)
             deal = await KnownDeals(connection).get(task.opportunity_id) if task else None
-        if task is None or deal is None or not access.can_view(deal, viewer):
+        if task is None or deal is None:
             raise TaskNotFound(task_id)
+        if not access.can_view(deal, viewer):
+            raise TaskNotFound(task_id).unseen()
         return task
 
     async def stale(self, viewer: Principal, today: date) -> list[KnownDeal]:

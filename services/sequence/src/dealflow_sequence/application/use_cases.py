@@ -97,8 +97,10 @@ async def _visible_deal(
     uow: SequenceUnitOfWork, opportunity_id: UUID, caller: Principal, *, lock: bool = False
 ) -> KnownDeal:
     deal = await uow.deals.get(opportunity_id, lock=lock)
-    if deal is None or not access.can_view(deal, caller):
+    if deal is None:
         raise OpportunityNotFound(opportunity_id)
+    if not access.can_view(deal, caller):
+        raise OpportunityNotFound(opportunity_id).unseen()
     return deal
 
 
@@ -109,6 +111,7 @@ async def enroll_by_hand(
         # The deal's row is locked, so a trigger applied meanwhile waits and sees this one.
         deal = await _visible_deal(uow, opportunity_id, caller, lock=True)
         access.require_enrollment_work(caller)
+        access.require_deal_work(deal, caller)
         if not deal.is_open:
             raise DealClosed(opportunity_id, deal.stage.value)
         definition = await uow.sequences.get(sequence_id)
@@ -133,9 +136,12 @@ async def change_enrollment(
     async with unit_of_work() as uow:
         enrollment = await uow.enrollments.get(enrollment_id)
         deal = await uow.deals.get(enrollment.opportunity_id)
-        if deal is None or not access.can_view(deal, caller):
+        if deal is None:
             raise EnrollmentNotFound(enrollment_id)
+        if not access.can_view(deal, caller):
+            raise EnrollmentNotFound(enrollment_id).unseen()
         access.require_enrollment_work(caller)
+        access.require_deal_work(deal, caller)
         now = uow.clock()
         if action == "pause":
             enrollment.pause(caller.user_id, now)
@@ -162,6 +168,7 @@ async def create_task(
     async with unit_of_work() as uow:
         deal = await _visible_deal(uow, opportunity_id, caller, lock=True)
         access.require_task_work(caller)
+        access.require_deal_work(deal, caller)
         now = uow.clock()
         task = Task.create(
             opportunity_id=opportunity_id,
@@ -184,9 +191,12 @@ async def _task_of_visible_deal(
 ) -> tuple[Task, KnownDeal]:
     task = await uow.tasks.get(task_id)
     deal = await uow.deals.get(task.opportunity_id, lock=True)
-    if deal is None or not access.can_view(deal, caller):
+    if deal is None:
         raise TaskNotFound(task_id)
+    if not access.can_view(deal, caller):
+        raise TaskNotFound(task_id).unseen()
     access.require_task_work(caller)
+    access.require_deal_work(deal, caller)
     return task, deal
 
 

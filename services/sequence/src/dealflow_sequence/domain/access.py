@@ -4,15 +4,38 @@ projection, plus the roles each kind of change needs."""
 from __future__ import annotations
 
 from dealflow_common.auth import Principal, Role
-from dealflow_common.deal_access import WRITERS, can_view_deal
+from dealflow_common.deal_access import WRITERS, can_edit_deal, can_view_deal
 from dealflow_common.errors import NotPermitted
 from dealflow_sequence.domain.deal import KnownDeal
 
 
 def can_view(deal: KnownDeal, principal: Principal) -> bool:
     return can_view_deal(
-        principal, owners=deal.owners, team_id=deal.team_id, created_by=deal.created_by
+        principal,
+        owners=deal.owners,
+        team_id=deal.team_id,
+        created_by=deal.created_by,
+        shares=deal.shares,
     )
+
+
+def can_work_on(deal: KnownDeal, principal: Principal) -> bool:
+    return can_edit_deal(
+        principal,
+        owners=deal.owners,
+        team_id=deal.team_id,
+        created_by=deal.created_by,
+        shares=deal.shares,
+    )
+
+
+def require_deal_work(deal: KnownDeal, principal: Principal) -> None:
+    """Tasks and hand enrollments are work on the deal: whoever only reads it (a `read`
+    share) sees them but does not change them. Operators keep what DESIGN.md section 5
+    gives them: enrolling, pausing, resuming and cancelling by hand."""
+    if principal.has_any(Role.OPERATOR) or can_work_on(deal, principal):
+        return
+    raise NotPermitted(f"you may only read opportunity {deal.id} and its follow-ups")
 
 
 def require_sequence_author(principal: Principal) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Final, TypedDict
 from uuid import UUID
 
 from dealflow_common.contracts.base import EventPayload
-from dealflow_common.contracts.opportunity import LeadOrigin, Stage
+from dealflow_common.contracts.opportunity import LeadOrigin, Share, Stage
 from dealflow_common.contracts.sequence import OpportunityStale, StaleReason
 from dealflow_common.messaging.projection import AppliedSequences
 
@@ -25,7 +25,8 @@ OPEN_STAGES: Final = frozenset({Stage.LEAD, Stage.QUALIFICATION, Stage.PROPOSAL,
 
 class DealFacts(TypedDict, total=False):
     """What one opportunity event says: created and updated carry every field,
-    stage_changed the stage and owners, assigned the owners and team, won/lost the stage."""
+    stage_changed the stage and owners, assigned the owners and team, won/lost the stage,
+    shared/unshared the shares."""
 
     stage: Stage
     owners: list[str]
@@ -40,6 +41,7 @@ class DealFacts(TypedDict, total=False):
     lead_origin: LeadOrigin | None
     contact_name: str | None
     contact_email: str | None
+    shares: list[Share]
 
 
 @dataclass(eq=False)
@@ -59,6 +61,8 @@ class KnownDeal:
     lead_origin: LeadOrigin | None = None
     contact_name: str | None = None
     contact_email: str | None = None
+    shares: list[Share] = field(default_factory=list)
+    """Whom the deal is shared with: access keys for `deal_access`."""
     inactive_reported_at: datetime | None = None
     """When the deal was last reported inactive (once per quiet period)."""
     close_date_reported: date | None = None

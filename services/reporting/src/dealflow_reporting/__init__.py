@@ -1,0 +1,1 @@
+"""Dealflow reporting service: pipeline, forecast and analytics from the event log."""

@@ -1,0 +1,3 @@
+from dealflow_reporting.bootstrap import main
+
+main()

@@ -1,0 +1,1 @@
+"""Reporting adapters: tables, the read model store, the replay."""

@@ -1,0 +1,184 @@
+"""The read model's rows: a deal as `ReportedDeal` in and out, and its stage changes.
+
+Writes happen only in the consumer's transaction (and the rebuild's), so the row a
+handler reads is locked until the event is applied.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dealflow_common.contracts.opportunity import LeadOrigin, Stage
+from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_reporting.adapters.tables import (
+    deal_owner_sums,
+    deal_owners,
+    deal_sums,
+    deals,
+    stage_changes,
+)
+from dealflow_reporting.domain.deal import Contribution, ReportedDeal, SumKey
+
+
+class DealStore:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+        self._postgres = connection.dialect.name == "postgresql"
+
+    async def get_for_update(self, opportunity_id: UUID) -> ReportedDeal | None:
+        query = select(deals).where(deals.c.opportunity_id == opportunity_id)
+        if self._postgres:
+            query = query.with_for_update()
+        row = (await self._connection.execute(query)).mappings().first()
+        return None if row is None else _deal(row)
+
+    async def save(self, deal: ReportedDeal, *, new: bool, owners_changed: bool) -> None:
+        values = _row(deal)
+        if new:
+            await self._connection.execute(insert(deals).values(values))
+        else:
+            await self._connection.execute(
+                update(deals).where(deals.c.opportunity_id == deal.id).values(values)
+            )
+        if owners_changed:
+            await self._connection.execute(
+                delete(deal_owners).where(deal_owners.c.opportunity_id == deal.id)
+            )
+            if deal.owners:
+                await self._connection.execute(
+                    insert(deal_owners),
+                    [{"opportunity_id": deal.id, "owner": o} for o in sorted(set(deal.owners))],
+                )
+
+    async def adjust_sums(
+        self, before: list[Contribution], after: list[Contribution], *, per_owner: bool = False
+    ) -> None:
+        """Move the kept sums (`deal_sums`, or `deal_owner_sums` when `per_owner`) by
+        what the deal adds now less what it added before."""
+        table = deal_owner_sums if per_owner else deal_sums
+        keys = _OWNER_SUM_KEYS if per_owner else _SUM_KEYS
+        change: dict[SumKey, list[int]] = {}
+        for sign, found in ((-1, before), (1, after)):
+            for part in found:
+                delta = change.setdefault(part.key, [0, 0, 0])
+                delta[0] += sign
+                delta[1] += sign * part.amount_minor
+                delta[2] += sign * part.weighted_centi_minor
+        insert_ = postgresql.insert if self._postgres else sqlite.insert
+        # In key order: two transactions moving the same sums lock them in one order.
+        for key, (count, amount, weighted) in sorted(
+            change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0], keys))
+        ):
+            if count == 0 and amount == 0 and weighted == 0:
+                continue
+            statement = insert_(table).values(
+                **dict(zip(keys, vars_of(key, keys), strict=True)),
+                deals=count,
+                amount_minor=amount,
+                weighted_centi_minor=weighted,
+            )
+            await self._connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=list(keys),
+                    set_={
+                        "deals": table.c.deals + statement.excluded.deals,
+                        "amount_minor": table.c.amount_minor + statement.excluded.amount_minor,
+                        "weighted_centi_minor": table.c.weighted_centi_minor
+                        + statement.excluded.weighted_centi_minor,
+                    },
+                )
+            )
+
+    async def add_stage_change(
+        self,
+        opportunity_id: UUID,
+        sequence: int,
+        from_stage: Stage,
+        to_stage: Stage,
+        changed_at: datetime,
+        days_in_previous_stage: float,
+    ) -> None:
+        insert_ = postgresql.insert if self._postgres else sqlite.insert
+        await self._connection.execute(
+            insert_(stage_changes)
+            .values(
+                opportunity_id=opportunity_id,
+                sequence=sequence,
+                from_stage=from_stage.value,
+                to_stage=to_stage.value,
+                changed_at=changed_at,
+                days_in_previous_stage=days_in_previous_stage,
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+_SUM_KEYS = ("kind", "stage", "team_key", "lead_origin_key", "currency", "year", "month")
+_OWNER_SUM_KEYS = ("kind", "stage", "owner_key", *_SUM_KEYS[2:])
+
+
+def vars_of(key: SumKey, keys: tuple[str, ...]) -> tuple[object, ...]:
+    return tuple(getattr(key, name) for name in keys)
+
+
+def _row(deal: ReportedDeal) -> dict[str, Any]:
+    closed_on: date | None = deal.closed_on
+    return {
+        "opportunity_id": deal.id,
+        "title": deal.title,
+        "customer_id": deal.customer_id,
+        "customer_name": deal.customer_name,
+        "lead_origin": deal.lead_origin.value if deal.lead_origin else None,
+        "currency": deal.currency,
+        "amount_minor": deal.amount_minor,
+        "stage": deal.stage.value,
+        "probability": deal.probability,
+        "expected_close_date": deal.expected_close_date,
+        "team_id": deal.team_id,
+        "created_by": deal.created_by,
+        "owners": list(deal.owners),
+        "created_at": deal.created_at,
+        "closed_at": deal.closed_at,
+        "closed_on": closed_on,
+        "outcome": deal.outcome,
+        "won_currency": deal.won_currency,
+        "won_amount_minor": deal.won_amount_minor,
+        "lost_reason": deal.lost_reason,
+        "cycle_days": deal.cycle_days,
+        "furthest_stage": deal.furthest_stage,
+        "purged_at": deal.purged_at,
+        "applied": deal.sequences.to_document(),
+    }
+
+
+def _deal(row: Any) -> ReportedDeal:
+    return ReportedDeal(
+        id=row["opportunity_id"],
+        title=row["title"],
+        customer_id=row["customer_id"],
+        customer_name=row["customer_name"],
+        lead_origin=LeadOrigin(row["lead_origin"]) if row["lead_origin"] else None,
+        currency=row["currency"],
+        amount_minor=row["amount_minor"],
+        stage=Stage(row["stage"]),
+        probability=row["probability"],
+        expected_close_date=row["expected_close_date"],
+        owners=list(row["owners"]),
+        team_id=row["team_id"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        closed_at=row["closed_at"],
+        outcome=row["outcome"],
+        won_currency=row["won_currency"],
+        won_amount_minor=row["won_amount_minor"],
+        lost_reason=row["lost_reason"],
+        purged_at=row["purged_at"],
+        furthest_stage=row["furthest_stage"],
+        sequences=AppliedSequences.from_document(row["applied"]),
+    )

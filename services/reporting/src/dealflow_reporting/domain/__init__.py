@@ -1,0 +1,1 @@
+"""Reporting rules: periods, currency conversion, figures (pure)."""
