@@ -191,10 +191,19 @@ async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
     await form.get_by_label("Title").fill(deal_title)
     await form.get_by_label("Customer").fill("Console Test Corp")
     await form.get_by_label("Value").fill("12000.00")
+    await form.get_by_label("Expected close").fill("2099-03-15")
     await form.get_by_label("Team").fill("team-1")
     await form.get_by_role("button", name="Create deal").click()
     await expect(ana.card(deal_title, "lead")).to_be_visible()
     await expect(ana.column("lead").get_by_role("heading")).to_contain_text("Lead (")
+    # The open stages' figures and the forecast come from the reporting service.
+    await expect(page.get_by_text(re.compile("from the reporting service"))).to_be_visible()
+    await ana.until_visible(
+        page.get_by_role("table", name=re.compile("^Weighted forecast against won")).filter(
+            has_text="2099-Q1"
+        ),
+        lambda: page.get_by_role("button", name="Apply filters").click(),
+    )
     await ana.check("board")
 
     # Dragged to Qualification.
@@ -288,7 +297,7 @@ async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
         assert token not in log.read_text(encoding="utf-8"), f"{log.name} holds the token"
 
 
-async def test_a_rep_of_another_team_does_not_see_the_deal(
+async def test_a_rep_of_another_team_sees_the_deal_only_while_it_is_shared(
     console: Callable[[], Any], deal_title: str, shared: dict[str, str]
 ) -> None:
     assert shared.get("deal_id"), "the first test made no deal"
@@ -299,9 +308,26 @@ async def test_a_rep_of_another_team_does_not_see_the_deal(
     await ben.page.get_by_role("button", name="Apply filters").click()
     await expect(ben.page.get_by_text("0 deals.")).to_be_visible()
     await expect(ben.card(deal_title)).to_have_count(0)
-    await ben.page.goto(f"{ben.url}/#/deal/{shared['deal_id']}/general")
+    deal_url = f"{ben.url}/#/deal/{shared['deal_id']}/general"
+    await ben.page.goto(deal_url)
     await expect(ben.page.get_by_role("alert")).to_contain_text("does not exist")
     await ben.check("other-team")
+
+    # Until Ana shares it with him on the Sharing tab.
+    ana = await console()
+    await ana.sign_in("Ana")
+    await ana.open_tab(shared["deal_id"], "sharing")
+    form = ana.page.get_by_role("form", name="Share the deal")
+    await form.get_by_label("User or team id").fill("ben")
+    await form.get_by_role("button", name="Share").click()
+    await expect(ana.page.get_by_role("table", name="Shares")).to_contain_text("ben")
+    await ana.check("deal-sharing")
+    await ben.page.reload()
+    await expect(ben.page.get_by_role("heading", name="General")).to_be_visible()
+    await ana.page.get_by_role("button", name="Revoke user ben").click()
+    await expect(ana.page.get_by_role("status")).to_contain_text("revoked")
+    await ben.page.reload()
+    await expect(ben.page.get_by_role("alert")).to_contain_text("does not exist")
 
 
 async def test_an_operator_dry_runs_and_runs_the_purge(

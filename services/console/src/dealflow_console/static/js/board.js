@@ -142,7 +142,8 @@ export async function boardPage() {
   }
 
   async function refresh() {
-    const [{ deals: found, complete }, pipeline] = await Promise.all([loadDeals(), reportingPipeline()]);
+    const [{ deals: found, complete }, pipeline, forecast] = await Promise.all([loadDeals(), reportingPipeline(), reportingForecast()]);
+    fill(chartEl, ...forecastChart(forecast));
     deals = found;
     for (const id of [...selected]) if (!deals.some((d) => d.id === id)) selected.delete(id);
     fill(boardEl, ...STAGES.map((s) => column(s, deals.filter((d) => d.stage === s), stageFigures(pipeline, s))));
@@ -237,8 +238,6 @@ export async function boardPage() {
     chartEl,
   );
   await refresh();
-  const forecast = await reportingForecast();
-  fill(chartEl, ...forecastChart(forecast));
 }
 
 /** Forecast by quarter against actuals, from the reporting service's /forecast. */
