@@ -245,6 +245,8 @@ async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
     await expect(page.get_by_role("heading", name="Quote 1: draft")).to_be_visible()
     await page.get_by_role("button", name="Present quote 1").click()
     await expect(page.get_by_role("heading", name="Quote 1: presented")).to_be_visible()
+    await page.get_by_role("button", name="Buy-now link for quote 1").click()
+    await expect(page.get_by_role("link", name=re.compile("/buy-now/"))).to_be_visible()
     await ana.check("deal-quotes")
     await page.get_by_role("button", name="Accept quote 1").click()
     await expect(page.get_by_role("status")).to_contain_text("Acceptance requested")

@@ -6,9 +6,16 @@ A fake clock and fake processes: nothing sleeps and nothing is started.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from dealflow_common.runtime.embedded import RestartBackoff, supervise
+from dealflow_common.runtime.embedded import (
+    RestartBackoff,
+    _print_banner,
+    service_urls,
+    supervise,
+)
+from dealflow_common.runtime.processes import ServiceProcess
 
 
 class FakeClock:
@@ -93,3 +100,26 @@ def test_the_backoff_rule() -> None:
     assert backoff.after_run(59.9) == 8
     assert backoff.after_run(60) == 1
     assert backoff.after_run(0) == 2
+
+
+def test_every_service_learns_where_the_others_listen() -> None:
+    processes = [
+        ServiceProcess("opportunity", "dealflow_opportunity", {}, 18001),
+        ServiceProcess("console", "dealflow_console", {}, 18000, host="0.0.0.0"),
+    ]
+    assert service_urls(processes) == {
+        "DEALFLOW_OPPORTUNITY_URL": "http://127.0.0.1:18001",
+        "DEALFLOW_CONSOLE_URL": "http://0.0.0.0:18000",
+    }
+
+
+def test_make_run_prints_the_console_address_first(capsys: Any) -> None:
+    processes = [
+        ServiceProcess("console", "dealflow_console", {}, 8000),
+        ServiceProcess("opportunity", "dealflow_opportunity", {}, 8001),
+    ]
+    _print_banner(processes, "127.0.0.1:9092", True, Path("data"), "s" * 48)
+    printed = capsys.readouterr().out
+    assert "Open the console: http://127.0.0.1:8000/" in printed
+    assert printed.index("Open the console") < printed.index("opportunity")
+    assert 'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8001/opportunities' in printed

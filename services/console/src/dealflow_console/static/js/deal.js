@@ -127,8 +127,8 @@ async function quotes(deal, body, msg, reload) {
     try {
       if (action === "buy_now_link") {
         const r = await post("quote", `/quotes/${q.id}/buy-now-link`);
-        links[q.id] = r.url || r.link || r.href;
-        msg.ok("Buy-now link created.");
+        links[q.id] = r.url;
+        msg.ok(`Buy-now link created, valid until ${when(r.expires_at)}.`);
       } else if (action === "abandon") {
         await post("quote", `/quotes/${q.id}/abandon`, { reason: window.prompt("Why abandon this quote?") || "abandoned" });
         msg.ok("Quote abandoned.");
@@ -157,7 +157,9 @@ async function quotes(deal, body, msg, reload) {
           q.status_reason ? ` · ${q.status_reason}` : ""),
         links[q.id] ? h("p", {}, "Buy-now link: ", h("a", { href: links[q.id], rel: "noreferrer" }, links[q.id])) : null,
         h("div", { class: "row" }, (q.allowed_actions || []).filter((a) => a !== "edit").map((a) =>
-          h("button", { type: "button", onclick: () => act(q, a) }, `${a.replace(/_/g, " ")} quote ${i + 1}`.replace(/^./, (c) => c.toUpperCase())))),
+          h("button", { type: "button", onclick: () => act(q, a) }, `${a.replace(/_/g, " ")} quote ${i + 1}`.replace(/^./, (c) => c.toUpperCase()))),
+          // A presented quote can be offered to the customer as a signed link.
+          q.status === "presented" ? h("button", { type: "button", onclick: () => act(q, "buy_now_link") }, `Buy-now link for quote ${i + 1}`) : null),
       )),
       ["closed_won", "closed_lost"].includes(deal.stage) ? null : h("form", { class: "inline", "aria-label": "New quote",
         onsubmit: async (e) => {
