@@ -41,6 +41,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WAIT_MS = 30_000
+# The services work on events and the test machine is loaded: wait as long for what the
+# user waits to see as for an action.
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +249,7 @@ async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
     await page.get_by_role("button", name="Present quote 1").click()
     await expect(page.get_by_role("heading", name="Quote 1: presented")).to_be_visible()
     await page.get_by_role("button", name="Buy-now link for quote 1").click()
-    await expect(page.get_by_role("link", name=re.compile("/buy-now/"))).to_be_visible()
+    await expect(page.get_by_role("link", name=re.compile("buy-now"))).to_be_visible()
     await ana.check("deal-quotes")
     await page.get_by_role("button", name="Accept quote 1").click()
     await expect(page.get_by_role("status")).to_contain_text("Acceptance requested")

@@ -58,7 +58,14 @@ def build_app(
     client = httpx.AsyncClient(
         timeout=settings.console_upstream_timeout_seconds,
         follow_redirects=False,
-        transport=transport,
+        # An idle connection is dropped before the services' own keep-alive timeout
+        # (uvicorn: 5 s) closes it: reusing one the server is closing at that moment
+        # fails the call ("server disconnected"), seen under load in the browser tests.
+        # A refused connection is tried once more (nothing was sent).
+        transport=transport
+        or httpx.AsyncHTTPTransport(
+            retries=1, limits=httpx.Limits(max_keepalive_connections=50, keepalive_expiry=2.0)
+        ),
     )
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ see; the gateway decides nothing and keeps nothing. It never logs a header or a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import httpx
@@ -37,6 +38,7 @@ _FORWARDED_RESPONSE = (
     "x-correlation-id",
 )
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+log = logging.getLogger(__name__)
 
 
 def gateway_routes(client: httpx.AsyncClient, upstreams: Mapping[str, str]) -> APIRouter:
@@ -69,7 +71,9 @@ def gateway_routes(client: httpx.AsyncClient, upstreams: Mapping[str, str]) -> A
                 headers=headers,
                 content=await request.body(),
             )
-        except httpx.HTTPError:
+        except httpx.HTTPError as error:
+            # The kind of failure only: the URL's query and the headers stay out of logs.
+            log.warning("the %s service did not answer: %s", service, type(error).__name__)
             raise Problem(
                 502,
                 "upstream-unavailable",
