@@ -101,7 +101,9 @@ def build_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(signin_routes(settings))
-    app.include_router(gateway_routes(client, settings.upstreams()))
+    app.include_router(
+        gateway_routes(client, settings.upstreams(), settings.console_max_body_bytes)
+    )
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

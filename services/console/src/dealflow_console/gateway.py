@@ -41,7 +41,26 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 log = logging.getLogger(__name__)
 
 
-def gateway_routes(client: httpx.AsyncClient, upstreams: Mapping[str, str]) -> APIRouter:
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "too-large", "Request too large", f"the request body is over {limit} bytes")
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused past `limit` bytes without holding more of it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def gateway_routes(
+    client: httpx.AsyncClient, upstreams: Mapping[str, str], max_body_bytes: int
+) -> APIRouter:
     router = APIRouter(tags=["gateway"])
 
     @router.api_route(
@@ -69,7 +88,7 @@ def gateway_routes(client: httpx.AsyncClient, upstreams: Mapping[str, str]) -> A
                 f"{base}/{path}",
                 params=request.url.query,
                 headers=headers,
-                content=await request.body(),
+                content=await _body(request, max_body_bytes),
             )
         except httpx.HTTPError as error:
             # The kind of failure only: the URL's query and the headers stay out of logs.

@@ -56,6 +56,13 @@ class ConsoleSettings(BaseSettings):
         default=30.0, gt=0, description="Longest wait for a service to answer a forwarded call"
     )
 
+    console_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        description="A request body longer than this is answered 413 before it is "
+        "forwarded (the services refuse more than 1 MiB too)",
+    )
+
     console_dev_sign_in: bool = Field(
         default=False,
         description="Offer the development sign-in: pick a development user and the "

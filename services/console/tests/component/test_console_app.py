@@ -109,6 +109,14 @@ async def test_an_unknown_service_is_not_found(console: httpx.AsyncClient) -> No
     assert "reporting" in answer.json()["detail"]
 
 
+async def test_a_body_over_the_limit_is_refused_before_it_is_forwarded(
+    console: httpx.AsyncClient,
+) -> None:
+    answer = await console.post("/api/opportunity/opportunities", content=b"x" * 1_048_577)
+    assert answer.status_code == 413
+    assert answer.headers["content-type"].startswith("application/problem+json")
+
+
 async def test_a_service_that_does_not_answer_is_a_502_to_retry() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
