@@ -8,6 +8,7 @@ it: a new key appears (tokens naming it are accepted at once), then the old key 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -156,9 +157,7 @@ async def test_the_cache_of_verified_tokens_is_bounded_by_bytes() -> None:
     check = verifier(max_token_bytes=8_192)
     check._CACHE_BYTES = 64 * 1024  # type: ignore[misc]
     now = int(time.time())
-    tokens = [
-        hs256(claims(sub=f"user-{i}", padding="p" * 5_000, iat=now)) for i in range(40)
-    ]
+    tokens = [hs256(claims(sub=f"user-{i}", padding="p" * 5_000, iat=now)) for i in range(40)]
     for token in tokens:
         assert (await check.verify(token)).user_id.startswith("user-")
     assert check.cached_bytes <= 64 * 1024
@@ -279,7 +278,7 @@ async def test_the_providers_key_rotation_is_followed(
     # for the unknown kid, once the cooldown since the last fetch has passed), and the
     # old key still works while it is published.
     identity_provider.add_key("2026-new")
-    time.sleep(0.6)  # the cooldown: min(30 s, the key set's cache lifetime)
+    await asyncio.sleep(0.6)  # the cooldown: min(30 s, the key set's cache lifetime)
     assert (await check.verify(identity_provider.token("2026-new", sub="b"))).user_id == "b"
     assert (await check.verify(identity_provider.token("2026-old", sub="c"))).user_id == "c"
 
@@ -287,7 +286,7 @@ async def test_the_providers_key_rotation_is_followed(
     # with it is refused.
     old_key = identity_provider.keys.pop("2026-old")
     fetches = identity_provider.fetches
-    time.sleep(0.6)  # the key set's cache lifetime (PyJWKClient reads the real clock)
+    await asyncio.sleep(0.6)  # the key set's cache lifetime (PyJWKClient reads the real clock)
     await refused(check, identity_provider.token("2026-old", key=old_key, sub="d"), "signing key")
     assert identity_provider.fetches > fetches
     assert (await check.verify(identity_provider.token("2026-new", sub="e"))).user_id == "e"

@@ -3,6 +3,11 @@
 `/healthz` (the process answers), `/readyz` (200 only while the database and the broker
 answer), `/metrics` (Prometheus text) and `/asyncapi.json` need no token; every router
 a service adds is expected to require one.
+
+Every request passes `RequestLimits` (header and body size, NUL) before any route, and
+every authenticated one the per-caller rate limit; the OpenAPI document states these
+answers (413, 422, 429, 431) on each operation they apply to, so a service inherits
+both the protection and its documentation.
 """
 
 from __future__ import annotations
@@ -14,14 +19,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dealflow_common.context import flow
-from dealflow_common.http.problems import install_problem_handlers
+from dealflow_common.http.fields import forbid_nul_in_strings
+from dealflow_common.http.limits import RequestLimits
+from dealflow_common.http.problems import PLATFORM_PROBLEMS, install_problem_handlers
+from dealflow_common.http.ratelimit import RateLimiter
 from dealflow_common.platform import Platform
 
 CORRELATION_HEADER = "x-correlation-id"
@@ -102,10 +111,23 @@ def create_app(
         finally:
             await platform.stop()
 
+    settings = platform.settings
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     app.state.token_verifier = platform.token_verifier
     app.state.platform = platform
+    app.state.rate_limiter = (
+        RateLimiter(per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+        if settings.rate_limit_per_second > 0
+        else None
+    )
     install_problem_handlers(app)
+    # Added first, so it runs inside FlowMiddleware: its refusals carry correlation ids
+    # and are counted like any other answer.
+    app.add_middleware(
+        RequestLimits,
+        max_header_bytes=settings.http_max_header_bytes,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
     app.add_middleware(FlowMiddleware, registry=platform.registry)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
@@ -121,7 +143,13 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(platform.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -135,4 +163,35 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            forbid_nul_in_strings(document)
+            app.openapi_schema = document_platform_answers(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def document_platform_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """Adds to each operation the answers the platform gives before its route runs."""
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in {"get", "put", "post", "patch", "delete"}:
+                continue
+            answers = operation.setdefault("responses", {})
+            statuses = [422, 431]  # NUL in the query string; headers too large
+            if "requestBody" in operation:
+                statuses.append(413)
+            if operation.get("security"):
+                statuses.append(429)
+            for status in statuses:
+                answers.setdefault(str(status), PLATFORM_PROBLEMS[status])
+    return document

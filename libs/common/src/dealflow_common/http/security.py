@@ -1,7 +1,9 @@
-"""FastAPI dependencies for bearer authentication and role checks."""
+"""FastAPI dependencies for bearer authentication, the per-caller rate limit and role
+checks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -10,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dealflow_common.auth import InvalidToken, Principal, Role, TokenVerifier
 from dealflow_common.http.problems import Problem
+from dealflow_common.http.ratelimit import RateLimiter
 
 _bearer = HTTPBearer(auto_error=False, description="JWT with sub, roles, teams; audience dealflow")
 
@@ -26,7 +29,7 @@ async def current_principal(
         )
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
-        return await verifier.verify(credentials.credentials)
+        principal = await verifier.verify(credentials.credentials)
     except InvalidToken as error:
         raise Problem(
             401,
@@ -35,6 +38,19 @@ async def current_principal(
             f"invalid bearer token: {error}",
             headers={**_CHALLENGE, "WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        wait = limiter.retry_after(principal.user_id)
+        if wait > 0:
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"more than {limiter.per_second:g} requests a second on average "
+                f"(bursts of {limiter.burst}); retry after Retry-After seconds",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+    return principal
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
@@ -19,14 +19,17 @@ from dealflow_common.contracts.opportunity import (
     OpportunityState,
     Stage,
 )
+from dealflow_common.http.fields import WHOLE_NUMBER, Text
 
-Probability = Annotated[int, Field(ge=0, le=100, strict=True, description="Percent, 0-100")]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-TeamId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
-Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Probability = Annotated[
+    int, WHOLE_NUMBER, Field(ge=0, le=100, strict=True, description="Percent, 0-100")
+]
+Title = Annotated[str, Text(200)]
+UserId = Annotated[str, Text(200)]
+TeamId = Annotated[str, Text(100)]
+Reason = Annotated[str, Text(500)]
+LongText = Annotated[str, Text(5000)]
+Reference = Annotated[str, Text(200)]
 
 
 class _Request(BaseModel):
