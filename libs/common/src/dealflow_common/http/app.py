@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dealflow_common.context import flow
-from dealflow_common.http.fields import forbid_nul_in_strings
+from dealflow_common.http.fields import NUL_RULE
 from dealflow_common.http.limits import RequestLimits
 from dealflow_common.http.problems import PLATFORM_PROBLEMS, install_problem_handlers
 from dealflow_common.http.ratelimit import RateLimiter
@@ -134,7 +134,12 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": platform.settings.service_name}
 
-    @app.get("/readyz", tags=["operations"], summary="The database and the broker answer")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The database and the broker answer",
+        responses={503: {"description": "Not ready: `checks` names what does not answer"}},
+    )
     async def readyz() -> JSONResponse:
         checks = await platform.readiness()
         ready = all(checks.values())
@@ -169,15 +174,21 @@ def create_app(
             document = get_openapi(
                 title=app.title,
                 version=app.version,
-                description=app.description,
+                description=f"{app.description}\n\n{PLATFORM_RULES}",
                 routes=app.routes,
             )
-            forbid_nul_in_strings(document)
             app.openapi_schema = document_platform_answers(document)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+PLATFORM_RULES = (
+    "Every service: " + NUL_RULE + " Request line and headers are limited in size (431), "
+    "request bodies too (413), and each caller's request rate (429 with Retry-After); "
+    "see docs/security.md for the limits and their settings."
+)
 
 
 def document_platform_answers(document: dict[str, Any]) -> dict[str, Any]:

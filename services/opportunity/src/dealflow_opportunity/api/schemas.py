@@ -19,11 +19,12 @@ from dealflow_common.contracts.opportunity import (
     OpportunityState,
     Stage,
 )
-from dealflow_common.http.fields import WHOLE_NUMBER, Text
+from dealflow_common.http.fields import ISO_DATE, WHOLE_NUMBER, Text
 
 Probability = Annotated[
     int, WHOLE_NUMBER, Field(ge=0, le=100, strict=True, description="Percent, 0-100")
 ]
+Day = Annotated[date, ISO_DATE]
 Title = Annotated[str, Text(200)]
 UserId = Annotated[str, Text(200)]
 TeamId = Annotated[str, Text(100)]
@@ -46,7 +47,7 @@ class OpenOpportunityRequest(_Request):
         default=None, description="Where to reach the customer when there is no contact"
     )
     probability: Probability | None = Field(default=None, description="Default: 10 (lead)")
-    expected_close_date: date | None = None
+    expected_close_date: Day | None = None
     next_action: NextAction | None = None
     lead_origin: LeadOrigin | None = None
     external_reference: Reference | None = None
@@ -70,7 +71,7 @@ class UpdateOpportunityRequest(_Request):
     description: LongText | None = None
     contact: Contact | None = None
     contact_address: Address | None = None
-    expected_close_date: date | None = None
+    expected_close_date: Day | None = None
     next_action: NextAction | None = None
     lead_origin: LeadOrigin | None = None
     external_reference: Reference | None = None
