@@ -191,13 +191,33 @@ PLATFORM_RULES = (
 )
 
 
+def _absent_not_null(parameter: dict[str, Any]) -> None:
+    """An optional header or query parameter is left out, it is never `null`: FastAPI
+    writes `str | None` as `anyOf: [string, null]`, which clients (schemathesis among
+    them) send as the text "null"."""
+    schema = parameter.get("schema", {})
+    options = schema.get("anyOf")
+    if parameter.get("in") in {"header", "query"} and isinstance(options, list):
+        kept = [option for option in options if option != {"type": "null"}]
+        if len(kept) == 1 and len(kept) < len(options):
+            del schema["anyOf"]
+            schema.update(kept[0])
+
+
 def document_platform_answers(document: dict[str, Any]) -> dict[str, Any]:
     """Adds to each operation the answers the platform gives before its route runs."""
     for item in document.get("paths", {}).values():
         for method, operation in item.items():
             if method not in {"get", "put", "post", "patch", "delete"}:
                 continue
+            for parameter in operation.get("parameters", []):
+                _absent_not_null(parameter)
             answers = operation.setdefault("responses", {})
+            if any(
+                p.get("in") == "header" and p.get("name", "").lower() == "if-match"
+                for p in operation.get("parameters", [])
+            ):
+                answers.setdefault("412", PLATFORM_PROBLEMS[412])
             statuses = [422, 431]  # NUL in the query string; headers too large
             if "requestBody" in operation:
                 statuses.append(413)

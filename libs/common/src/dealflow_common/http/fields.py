@@ -103,4 +103,5 @@ ISO_DATE = BeforeValidator(_iso_day)
 """Put on a `date`: `Annotated[date, ISO_DATE]` accepts `2026-12-31` and nothing else."""
 
 WHOLE_NUMBER = BeforeValidator(_whole_number)
-"""Put before a strict `int`: `Annotated[int, WHOLE_NUMBER, Field(strict=True, ...)]`."""
+"""With a strict `int`: `Annotated[int, Field(strict=True, ge=...), WHOLE_NUMBER]`. After
+the Field: before it, pydantic writes `ge`/`le` into the JSON Schema, not `minimum`."""

@@ -420,7 +420,7 @@ def _problem_doc(status: int) -> dict[str, Any]:
 _PROBLEM_DOCS = {
     status: _problem_doc(status) for status in (401, 403, 404, 409, 412, 413, 422, 429, 431, 503)
 }
-PLATFORM_PROBLEMS = {status: _PROBLEM_DOCS[status] for status in (413, 422, 429, 431)}
+PLATFORM_PROBLEMS = {status: _PROBLEM_DOCS[status] for status in (412, 413, 422, 429, 431)}
 """What the platform answers before a route runs (limits, rate limit): every operation
 documents these; see `dealflow_common.http.app.document_platform_answers`."""
 READS = problem_responses(401, 404, 422, 503)

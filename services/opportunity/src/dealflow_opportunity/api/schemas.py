@@ -21,8 +21,10 @@ from dealflow_common.contracts.opportunity import (
 )
 from dealflow_common.http.fields import ISO_DATE, WHOLE_NUMBER, Text
 
+# WHOLE_NUMBER after the Field: before it, pydantic writes `ge`/`le` into the JSON
+# Schema instead of `minimum`/`maximum`.
 Probability = Annotated[
-    int, WHOLE_NUMBER, Field(ge=0, le=100, strict=True, description="Percent, 0-100")
+    int, Field(ge=0, le=100, strict=True, description="Percent, 0-100"), WHOLE_NUMBER
 ]
 Day = Annotated[date, ISO_DATE]
 Title = Annotated[str, Text(200)]

@@ -101,9 +101,11 @@ class LineRequest(_Request):
             raise ValueError("a line quotes a product or a bundle, not both")
         if not self.product_id and not self.bundle_id:
             if self.description is None:
-                raise PydanticCustomError("missing", "a free-text line needs a description")
+                # Not "missing": that would be answered as a plain "required", which reads
+                # as a field the schema requires; this one only free-text lines need.
+                raise PydanticCustomError("free_text_line", "a free-text line needs a description")
             if self.unit_price is None:
-                raise PydanticCustomError("missing", "a free-text line needs a unit_price")
+                raise PydanticCustomError("free_text_line", "a free-text line needs a unit_price")
         return self
 
 
@@ -237,7 +239,7 @@ class ProductResponse(BaseModel):
 
 class BundleItemBody(_Request):
     product_id: UUID
-    quantity: Annotated[int, WHOLE_NUMBER, Field(ge=1, le=10_000, strict=True)] = 1
+    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True), WHOLE_NUMBER] = 1
 
 
 class BundleRequest(_Request):
