@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from dealflow_common.http.fields import BLANK_PATTERN
+
 DEAL: dict[str, Any] = {
     "title": "Fleet renewal",
     "customer": {"kind": "organization", "id": "acme", "name": "ACME Corp"},
@@ -124,3 +126,36 @@ async def test_page_size_is_capped(api: Any) -> None:
     )
     assert response.status_code == 422
     assert fields(response) == ["limit"]
+
+
+async def test_a_date_is_only_ever_yyyy_mm_dd(api: Any) -> None:
+    headers = api.headers("alice", ("rep",), ("emea",))
+    for query in ("expected_close_to=0", "expected_close_from=1700000000"):
+        response = await api.http.get(f"/opportunities?{query}", headers=headers)
+        assert response.status_code == 422, query
+        assert fields(response) == [query.split("=")[0]]
+    response = await api.call("POST", "/opportunities", {**DEAL, "expected_close_date": 0})
+    assert response.status_code == 422
+    assert fields(response) == ["expected_close_date"]
+
+
+async def test_the_openapi_states_what_the_api_enforces(api: Any) -> None:
+    document = (await api.http.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    opened = schemas["OpenOpportunityRequest"]["properties"]
+    assert opened["title"]["not"] == {"pattern": BLANK_PATTERN}
+    assert opened["title"]["maxLength"] == 200
+    probability = opened["probability"]["anyOf"][0]
+    assert (probability["type"], probability["minimum"], probability["maximum"]) == (
+        "integer",
+        0,
+        100,
+    )
+    assert "NUL" in document["info"]["description"]
+    stage = document["paths"]["/opportunities/{opportunity_id}/stage"]["post"]
+    if_match = next(p for p in stage["parameters"] if p["name"] == "if-match")
+    assert if_match["schema"]["type"] == "string"  # absent or an ETag, never null
+    assert "anyOf" not in if_match["schema"]
+    assert {"412", "413", "422", "429", "431"} <= set(stage["responses"])
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
