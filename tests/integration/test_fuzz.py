@@ -18,12 +18,10 @@ services' logs). The figures are printed: operations, cases, failures.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -80,6 +78,10 @@ async def fuzz(url: str, token: str, report: Path) -> tuple[int, str]:
         # The OpenAPI states once, in its description, that no string may hold NUL.
         "--generation-allow-x00",
         "false",
+        # Hypothesis's too_slow is a timing check: on a busy machine it fails a run
+        # that has found nothing wrong (no timed assertions here).
+        "--suppress-health-check",
+        "too_slow",
         "--workers",
         "1",
         "--output-truncate",
@@ -120,6 +122,18 @@ def summary(output: str) -> str:
     return " | ".join(keep)
 
 
+def operations(output: str) -> tuple[str | None, str | None]:
+    """(operations selected, operations tested) from the CLI's summary."""
+    selected = tested = None
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith("Selected:"):
+            selected = text.split("/")[-1].strip()
+        elif text.startswith("Tested:"):
+            tested = text.split(":", 1)[1].strip()
+    return selected, tested
+
+
 @pytest.mark.timeout(900)
 async def test_the_openapi_of_every_service_holds_under_fuzzing(
     stack: Stack, token: Callable[..., str], tmp_path: Path
@@ -138,15 +152,7 @@ async def test_the_openapi_of_every_service_holds_under_fuzzing(
         print(f"{service}: {summary(output)}")
         if code != 0:
             failed[service] = output[-15000:]
-        for line in output.splitlines():
-            if line.strip().startswith("Tested:") and "Selected" in output:
-                selected = next(x for x in output.splitlines() if x.strip().startswith("Selected:"))
-                total = selected.split("/")[-1].strip()
-                tested = line.split(":")[1].strip()
-                assert tested == total, f"{service}: only {tested} of {total} operations tested"
+        selected, tested = operations(output)
+        assert selected is not None, f"{service}: no summary\n{output[-5000:]}"
+        assert tested == selected, f"{service}: only {tested} of {selected} operations tested"
     assert not failed, "\n\n".join(f"=== {s}\n{o}" for s, o in failed.items())
-
-
-def figures(report: Path) -> dict[str, Any]:
-    data = json.loads(report.read_text()) if report.exists() else {}
-    return data if isinstance(data, dict) else {}
