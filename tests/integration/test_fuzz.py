@@ -11,7 +11,7 @@ request without a valid token is refused.
 
 Bounded: `EXAMPLES_PER_OPERATION` random cases per operation, the coverage phase's
 positive deterministic cases, no stateful phase (about 1,400 cases over the 90
-operations, under a minute here besides starting the stack); the five services at once, each by
+operations, about a minute here besides starting the stack); the five services at once, each by
 its own schemathesis process (a subprocess, so this event loop keeps pumping the
 services' logs). The figures are printed: operations, cases, failures.
 """
