@@ -28,6 +28,9 @@ from dealflow_common.testing import TopicReader, new_schema_name
 
 pytestmark = pytest.mark.integration
 
+# OTLP's span kinds (opentelemetry/proto/trace/v1/trace.proto).
+SERVER, PRODUCER, CONSUMER = 2, 4, 5
+
 DEAL = {
     "title": "Traced deal",
     "customer": {"kind": "organization", "id": "acme", "name": "ACME Corp"},
@@ -293,3 +296,9 @@ async def test_an_accepted_quote_is_one_trace_across_every_hop(traced, token, co
     applied = await eventually(foreign_apply)
     assert applied.parent_id == ""
     assert applied.trace_id != order_apply.trace_id
+
+    # No trace is made of statements alone (the relay's polls, the schedulers' ticks):
+    # every root span is a request, a record applied or a publish.
+    roots = {(s.service, s.name, s.kind) for s in collector.snapshot() if not s.parent_id}
+    assert roots
+    assert all(kind in (SERVER, PRODUCER, CONSUMER) for _, _, kind in roots), roots

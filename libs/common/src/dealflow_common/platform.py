@@ -216,6 +216,8 @@ def build_platform(
             audience=settings.jwt_audience,
             allow_hs256=settings.jwt_allow_hs256,
             issuer=settings.jwt_issuer,
+            max_token_bytes=settings.jwt_max_token_bytes,
+            jwks_cache_seconds=settings.jwt_jwks_cache_seconds,
         ),
         scheduler=AsyncIOScheduler(timezone=UTC),
         clock=clock,

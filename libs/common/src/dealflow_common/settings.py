@@ -118,6 +118,41 @@ class ServiceSettings(BaseSettings):
     )
     jwt_audience: str = "dealflow"
     jwt_issuer: str | None = None
+    jwt_max_token_bytes: int = Field(
+        default=8_192,
+        ge=512,
+        description="A longer bearer token is refused (401) before it is parsed; identity "
+        "providers' tokens are 1-2 KB.",
+    )
+    jwt_jwks_cache_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="How long the identity provider's key set is kept before it is fetched "
+        "again (a token naming an unknown key fetches it at once).",
+    )
+
+    http_max_header_bytes: int = Field(
+        default=16_384,
+        ge=1_024,
+        description="Request line and headers together; more is answered 431.",
+    )
+    http_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        description="A request body longer than this is answered 413, from its "
+        "Content-Length or while it streams in, without reading it whole.",
+    )
+    rate_limit_per_second: float = Field(
+        default=1_000,
+        ge=0,
+        description="Requests per second each caller (token `sub`) may make to one process "
+        "of a service, on average; 0 turns the limit off. Past it: 429 with Retry-After.",
+    )
+    rate_limit_burst: int = Field(
+        default=2_000,
+        ge=1,
+        description="Requests a caller may make at once above the average rate.",
+    )
 
     outbox_poll_interval_ms: int = Field(
         default=500,

@@ -30,6 +30,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -75,11 +76,40 @@ def configure_tracing(service_name: str, environ: Mapping[str, str] = os.environ
     resource = Resource.create({SERVICE_NAME: f"dealflow-{service_name}"})
     if environ.get("OTEL_SERVICE_NAME"):
         resource = resource.merge(Resource({SERVICE_NAME: environ["OTEL_SERVICE_NAME"]}))
-    provider = TracerProvider(resource=resource)
+    # Unless OTEL_TRACES_SAMPLER says otherwise: every trace that starts at a request,
+    # a record or a publish, and no trace of statements alone (the relay's and the
+    # schedulers' polling would otherwise be a trace every few hundred milliseconds).
+    sampler = None if environ.get("OTEL_TRACES_SAMPLER") else ParentBased(root=NoOrphanWork())
+    provider = TracerProvider(resource=resource, sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     enable_tracing(provider)
     log.info("tracing on: spans are exported over OTLP")
     return True
+
+
+class NoOrphanWork(Sampler):
+    """Root spans only for work that begins somewhere: a request, a record, a publish.
+
+    A statement or an internal step with no parent (a poll of the outbox, a scheduler
+    tick that finds nothing) is not worth a trace of its own; under a parent it is kept
+    by `ParentBased`, as the parent's decision."""
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if kind in (None, SpanKind.CLIENT, SpanKind.INTERNAL):
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+
+    def get_description(self) -> str:
+        return "NoOrphanWork"
 
 
 def shutdown_tracing() -> None:

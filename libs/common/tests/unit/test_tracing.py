@@ -176,3 +176,17 @@ def test_log_lines_carry_the_trace_and_span_ids(spans: Any) -> None:
 def test_tracing_is_off_unless_an_endpoint_is_configured(environ: dict[str, str]) -> None:
     assert telemetry.configure_tracing("test", environ) is False
     assert not telemetry.tracing_enabled()
+
+
+def test_statements_alone_start_no_trace_but_are_kept_under_a_request() -> None:
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+
+    sampler = ParentBased(root=telemetry.NoOrphanWork())
+    for kind in (SpanKind.CLIENT, SpanKind.INTERNAL):
+        assert sampler.should_sample(None, 1, "SELECT", kind).decision == Decision.DROP
+    for kind in (SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER):
+        assert sampler.should_sample(None, 1, "work", kind).decision != Decision.DROP
+    with in_memory_tracing(), trace.get_tracer("test").start_as_current_span("request") as request:
+        parent = trace.set_span_in_context(request)
+        kept = sampler.should_sample(parent, 1, "SELECT", SpanKind.CLIENT)
+    assert kept.decision != Decision.DROP

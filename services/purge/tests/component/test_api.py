@@ -164,3 +164,11 @@ async def test_a_dry_run_lists_what_would_go_and_changes_nothing(agent) -> None:
     status = (await agent.call("GET", "/purge/status", **OPERATOR)).json()
     assert status["backlog"] >= 2
     assert status["last_run"]["id"] == run["id"]
+
+
+async def test_the_policy_schema_states_the_ranges_the_domain_enforces(agent) -> None:
+    document = (await agent.http.get("/openapi.json")).json()
+    policy = document["components"]["schemas"]["PolicyBody"]["properties"]
+    assert (policy["retention_days_won"]["minimum"], policy["batch_size"]["minimum"]) == (0, 1)
+    run = document["paths"]["/purge/runs"]["post"]["responses"]
+    assert {"200", "202"} <= set(run)  # 200: a run is going, answered with itself

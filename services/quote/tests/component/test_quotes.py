@@ -578,3 +578,20 @@ async def test_a_catalog_change_against_an_old_version_is_refused(service) -> No
         "PATCH", path, {"name": "Late"}, headers={"If-Match": '"1"'}, **ADMIN
     )
     assert_problem(stale, 412)
+
+
+async def test_a_free_text_line_without_its_description_is_named_as_such(service) -> None:
+    """Not a bare "required": the schema cannot require a description of every line,
+    only of free-text ones, and a client must be told which rule it broke."""
+    deal = await service.deal()
+    response = await service.call(
+        "POST", "/quotes", {"opportunity_id": deal, "lines": [{"quantity": "2"}]}
+    )
+    assert_problem(response, 422, "lines[0]")
+    assert response.json()["errors"][0]["message"] == "a free-text line needs a description"
+
+
+async def test_a_bundle_item_quantity_may_be_a_whole_float_as_json_schema_allows(service) -> None:
+    document = (await service.http.get("/openapi.json")).json()
+    quantity = document["components"]["schemas"]["BundleItemBody"]["properties"]["quantity"]
+    assert (quantity["minimum"], quantity["maximum"]) == (1, 10_000)

@@ -3,6 +3,11 @@
 `/healthz` (the process answers), `/readyz` (200 only while the database and the broker
 answer), `/metrics` (Prometheus text) and `/asyncapi.json` need no token; every router
 a service adds is expected to require one.
+
+Every request passes `RequestLimits` (header and body size, NUL) before any route, and
+every authenticated one the per-caller rate limit; the OpenAPI document states these
+answers (413, 422, 429, 431) on each operation they apply to, so a service inherits
+both the protection and its documentation.
 """
 
 from __future__ import annotations
@@ -14,14 +19,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dealflow_common.context import flow
-from dealflow_common.http.problems import install_problem_handlers
+from dealflow_common.http.fields import NUL_RULE
+from dealflow_common.http.limits import RequestLimits
+from dealflow_common.http.problems import PLATFORM_PROBLEMS, install_problem_handlers
+from dealflow_common.http.ratelimit import RateLimiter
 from dealflow_common.platform import Platform
 from dealflow_common.telemetry import tracing_enabled
 
@@ -103,17 +112,35 @@ def create_app(
         finally:
             await platform.stop()
 
+    settings = platform.settings
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     app.state.token_verifier = platform.token_verifier
     app.state.platform = platform
+    app.state.rate_limiter = (
+        RateLimiter(per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+        if settings.rate_limit_per_second > 0
+        else None
+    )
     install_problem_handlers(app)
+    # Added first, so it runs inside FlowMiddleware: its refusals carry correlation ids
+    # and are counted like any other answer.
+    app.add_middleware(
+        RequestLimits,
+        max_header_bytes=settings.http_max_header_bytes,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
     app.add_middleware(FlowMiddleware, registry=platform.registry)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": platform.settings.service_name}
 
-    @app.get("/readyz", tags=["operations"], summary="The database and the broker answer")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The database and the broker answer",
+        responses={503: {"description": "Not ready: `checks` names what does not answer"}},
+    )
     async def readyz() -> JSONResponse:
         checks = await platform.readiness()
         ready = all(checks.values())
@@ -122,7 +149,13 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(platform.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -136,6 +169,19 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=f"{app.description}\n\n{PLATFORM_RULES}",
+                routes=app.routes,
+            )
+            app.openapi_schema = document_platform_answers(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if tracing_enabled():
         # Imported here: with tracing off the instrumentation is not even loaded.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -145,3 +191,47 @@ def create_app(
             app, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
         )
     return app
+
+
+PLATFORM_RULES = (
+    "Every service: " + NUL_RULE + " Request line and headers are limited in size (431), "
+    "request bodies too (413), and each caller's request rate (429 with Retry-After); "
+    "see docs/security.md for the limits and their settings."
+)
+
+
+def _absent_not_null(parameter: dict[str, Any]) -> None:
+    """An optional header or query parameter is left out, it is never `null`: FastAPI
+    writes `str | None` as `anyOf: [string, null]`, which clients (schemathesis among
+    them) send as the text "null"."""
+    schema = parameter.get("schema", {})
+    options = schema.get("anyOf")
+    if parameter.get("in") in {"header", "query"} and isinstance(options, list):
+        kept = [option for option in options if option != {"type": "null"}]
+        if len(kept) == 1 and len(kept) < len(options):
+            del schema["anyOf"]
+            schema.update(kept[0])
+
+
+def document_platform_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """Adds to each operation the answers the platform gives before its route runs."""
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in {"get", "put", "post", "patch", "delete"}:
+                continue
+            for parameter in operation.get("parameters", []):
+                _absent_not_null(parameter)
+            answers = operation.setdefault("responses", {})
+            if any(
+                p.get("in") == "header" and p.get("name", "").lower() == "if-match"
+                for p in operation.get("parameters", [])
+            ):
+                answers.setdefault("412", PLATFORM_PROBLEMS[412])
+            statuses = [422, 431]  # NUL in the query string; headers too large
+            if "requestBody" in operation:
+                statuses.append(413)
+            if operation.get("security"):
+                statuses.append(429)
+            for status in statuses:
+                answers.setdefault(str(status), PLATFORM_PROBLEMS[status])
+    return document

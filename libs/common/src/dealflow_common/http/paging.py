@@ -13,7 +13,11 @@ from dealflow_common.http.problems import Problem, field_errors
 
 IfMatch = Annotated[
     str | None,
-    Header(description="An ETag from an earlier response; the change is refused (412) if stale"),
+    Header(
+        description='An ETag from an earlier response (`"3"`), or `*`; the change is '
+        "refused (412) if stale, and a value that is no ETag is invalid (422)",
+        pattern=r'^(\*|(W/)?"[0-9]{1,18}")$',
+    ),
 ]
 
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')

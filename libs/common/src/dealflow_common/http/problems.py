@@ -308,14 +308,32 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (not UTF-8): invalid input,
+            # answered as every other invalid body is.
+            message = f"not a JSON document: {exc.detail}"
+            return problem_response(
+                Problem(
+                    422,
+                    "validation",
+                    "Invalid request",
+                    f"body: {message}",
+                    errors=field_errors("body", message),
+                ),
+                request,
+            )
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only.
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
         return problem_response(
             Problem(
                 exc.status_code,
                 "http",
                 titles.get(exc.status_code, "HTTP error"),
                 str(exc.detail),
-                headers=dict(exc.headers or {}),
+                headers=headers,
             ),
             request,
         )
@@ -323,6 +341,33 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         return _internal_error(request)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app's OpenAPI document gives the request's path (a path is
+    served by several routes, one per method, and FastAPI nests included routers, so
+    the document is the one place that lists them all)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, item in request.app.openapi().get("paths", {}).items():
+            parts = re.split(r"\{[^}]+\}", template)
+            pattern = re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "$")
+            methods = [m.upper() for m in _METHOD_ORDER if m in item]
+            table.append((pattern, methods))
+        # A literal path (/opportunities/stage-machine) before a template that matches it.
+        table.sort(key=lambda entry: entry[0].pattern.count("[^/]+"))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    for pattern, methods in table:
+        if pattern.match(path):
+            return methods
+    return []
+
+
+_METHOD_ORDER = ("get", "head", "post", "put", "patch", "delete")
 
 
 def _internal_error(request: Request) -> Response:
@@ -347,7 +392,10 @@ def _problem_doc(status: int) -> dict[str, Any]:
         409: "A transition the state machine forbids (`allowed` lists the allowed ones), "
         "or a clash with a concurrent request",
         412: "`If-Match` names an older version",
+        413: "The request body is larger than the service accepts",
         422: "Invalid input; `errors` names each field",
+        429: "Too many requests from this caller; retry after `Retry-After` seconds",
+        431: "The request line and headers (a bearer token among them) are too large",
         503: "The database is busy or slow; retry after `Retry-After` seconds",
     }
     schema = {
@@ -371,7 +419,12 @@ def _problem_doc(status: int) -> dict[str, Any]:
     return {"description": meaning[status], "content": {MEDIA_TYPE: {"schema": schema}}}
 
 
-_PROBLEM_DOCS = {status: _problem_doc(status) for status in (401, 403, 404, 409, 412, 422, 503)}
+_PROBLEM_DOCS = {
+    status: _problem_doc(status) for status in (401, 403, 404, 409, 412, 413, 422, 429, 431, 503)
+}
+PLATFORM_PROBLEMS = {status: _PROBLEM_DOCS[status] for status in (412, 413, 422, 429, 431)}
+"""What the platform answers before a route runs (limits, rate limit): every operation
+documents these; see `dealflow_common.http.app.document_platform_answers`."""
 READS = problem_responses(401, 404, 422, 503)
 """What a read endpoint may answer besides 200."""
 CHANGES = problem_responses(401, 403, 404, 409, 412, 422, 503)

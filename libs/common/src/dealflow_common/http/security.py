@@ -1,7 +1,9 @@
-"""FastAPI dependencies for bearer authentication and role checks."""
+"""FastAPI dependencies for bearer authentication, the per-caller rate limit and role
+checks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -13,6 +15,7 @@ from dealflow_common.audit import RefusalKind
 from dealflow_common.auth import InvalidToken, Principal, Role, TokenVerifier
 from dealflow_common.http.audit import record_refusal
 from dealflow_common.http.problems import Problem
+from dealflow_common.http.ratelimit import RateLimiter
 
 _bearer = HTTPBearer(auto_error=False, description="JWT with sub, roles, teams; audience dealflow")
 
@@ -47,6 +50,18 @@ async def current_principal(
         ) from None
     # Who the caller is, for the audit of a refusal later in this request.
     request.state.principal = principal
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        wait = limiter.retry_after(principal.user_id)
+        if wait > 0:
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"more than {limiter.per_second:g} requests a second on average "
+                f"(bursts of {limiter.burst}); retry after Retry-After seconds",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
     return principal
 
 

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Response
 
 from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
+from dealflow_common.http.fields import ISO_DATE
 from dealflow_common.http.paging import (
     IfMatch,
     decode_cursor,
@@ -99,8 +100,8 @@ def opportunity_routes(
                 description="Text in title, description or customer name",
             ),
         ] = None,
-        expected_close_from: date | None = None,
-        expected_close_to: date | None = None,
+        expected_close_from: Annotated[date | None, ISO_DATE] = None,
+        expected_close_to: Annotated[date | None, ISO_DATE] = None,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> OpportunityPage:

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
@@ -20,14 +20,20 @@ from dealflow_common.contracts.opportunity import (
     ShareGrant,
     Stage,
 )
+from dealflow_common.http.fields import ISO_DATE, WHOLE_NUMBER, Text
 
-Probability = Annotated[int, Field(ge=0, le=100, strict=True, description="Percent, 0-100")]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-TeamId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
-Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# WHOLE_NUMBER after the Field: before it, pydantic writes `ge`/`le` into the JSON
+# Schema instead of `minimum`/`maximum`.
+Probability = Annotated[
+    int, Field(ge=0, le=100, strict=True, description="Percent, 0-100"), WHOLE_NUMBER
+]
+Day = Annotated[date, ISO_DATE]
+Title = Annotated[str, Text(200)]
+UserId = Annotated[str, Text(200)]
+TeamId = Annotated[str, Text(100)]
+Reason = Annotated[str, Text(500)]
+LongText = Annotated[str, Text(5000)]
+Reference = Annotated[str, Text(200)]
 
 
 class _Request(BaseModel):
@@ -44,7 +50,7 @@ class OpenOpportunityRequest(_Request):
         default=None, description="Where to reach the customer when there is no contact"
     )
     probability: Probability | None = Field(default=None, description="Default: 10 (lead)")
-    expected_close_date: date | None = None
+    expected_close_date: Day | None = None
     next_action: NextAction | None = None
     lead_origin: LeadOrigin | None = None
     external_reference: Reference | None = None
@@ -68,7 +74,7 @@ class UpdateOpportunityRequest(_Request):
     description: LongText | None = None
     contact: Contact | None = None
     contact_address: Address | None = None
-    expected_close_date: date | None = None
+    expected_close_date: Day | None = None
     next_action: NextAction | None = None
     lead_origin: LeadOrigin | None = None
     external_reference: Reference | None = None

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import Principal, Role
 from dealflow_common.db import READ_ONLY
+from dealflow_common.http.fields import WHOLE_NUMBER
 from dealflow_common.http.problems import problem_responses
 from dealflow_common.http.security import requires
 from dealflow_purge.adapters.store import PurgeStore, RunItem
@@ -25,7 +26,7 @@ from dealflow_purge.application.agent import (
     cutoffs,
 )
 from dealflow_purge.application.metrics import PurgeMetrics
-from dealflow_purge.domain.policy import CronSchedule, PurgePolicy
+from dealflow_purge.domain.policy import MAX_RETENTION_DAYS, CronSchedule, PurgePolicy
 from dealflow_purge.domain.progress import DealPurge
 from dealflow_purge.domain.runs import PurgeRun
 
@@ -42,9 +43,31 @@ class RunRequest(_Request):
 
 
 class PolicyBody(_Request):
-    retention_days_won: int = Field(description="Days a won deal is kept after it closed")
-    retention_days_lost: int = Field(description="Days a lost deal is kept after it closed")
-    batch_size: int = Field(description="Deals per batch")
+    retention_days_won: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_RETENTION_DAYS,
+            strict=True,
+            description="Days a won deal is kept after it closed",
+        ),
+        WHOLE_NUMBER,
+    ]
+    retention_days_lost: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_RETENTION_DAYS,
+            strict=True,
+            description="Days a lost deal is kept after it closed",
+        ),
+        WHOLE_NUMBER,
+    ]
+    batch_size: Annotated[
+        int,
+        Field(ge=1, strict=True, description="Deals per batch (at most the service's maximum)"),
+        WHOLE_NUMBER,
+    ]
     schedule: str = Field(description="Five-field crontab expression, UTC")
     journal: bool = Field(
         default=False,
@@ -270,7 +293,10 @@ def purge_routes(
     @router.post(
         "/runs",
         status_code=202,
-        responses=changes,
+        responses={
+            **changes,
+            200: {"description": "A run is going: that run", "model": RunResponse},
+        },
         summary="Run now (dry_run lists what would go); a run going answers 200 with itself",
     )
     async def start_run(body: RunRequest, caller: Operator, response: Response) -> RunResponse:

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from dealflow_common.contracts.money import CurrencyCode, Money
 from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
+from dealflow_common.http.fields import WHOLE_NUMBER, Text
 from dealflow_quote.domain.lifecycle import QuoteAction
 
 _DECIMAL = re.compile(r"^-?\d{1,12}(\.\d{1,6})?$")
@@ -65,10 +66,11 @@ Percent = Annotated[
     _decimal_json,
     WithJsonSchema({"type": "string", "examples": ["15"]}),
 ]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Sku = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,64}$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+LineText = Annotated[str, Text(2000)]
+Reason = Annotated[str, Text(500)]
+# No stripping: the pattern is what the schema states, on the value as sent.
+Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+Name = Annotated[str, Text(200)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -89,7 +91,7 @@ class LineRequest(_Request):
     quantity: Quantity
     product_id: UUID | None = None
     bundle_id: UUID | None = None
-    description: Text | None = None
+    description: LineText | None = None
     unit_price: Money | None = None
     discount_percent: Percent = Decimal(0)
 
@@ -99,9 +101,11 @@ class LineRequest(_Request):
             raise ValueError("a line quotes a product or a bundle, not both")
         if not self.product_id and not self.bundle_id:
             if self.description is None:
-                raise PydanticCustomError("missing", "a free-text line needs a description")
+                # Not "missing": that would be answered as a plain "required", which reads
+                # as a field the schema requires; this one only free-text lines need.
+                raise PydanticCustomError("free_text_line", "a free-text line needs a description")
             if self.unit_price is None:
-                raise PydanticCustomError("missing", "a free-text line needs a unit_price")
+                raise PydanticCustomError("free_text_line", "a free-text line needs a unit_price")
         return self
 
 
@@ -206,7 +210,7 @@ class BuyNowQuoteResponse(BaseModel):
 class ProductRequest(_Request):
     sku: Sku
     name: Name
-    description: Text | None = None
+    description: LineText | None = None
     list_price: Money
     billing: Literal["one_off", "subscription"] = "one_off"
     billing_period: BillingPeriod | None = None
@@ -215,7 +219,7 @@ class ProductRequest(_Request):
 class ProductChanges(_Request):
     sku: Sku = None  # type: ignore[assignment]
     name: Name = None  # type: ignore[assignment]
-    description: Text | None = None
+    description: LineText | None = None
     list_price: Money = None  # type: ignore[assignment]
     billing: Literal["one_off", "subscription"] = None  # type: ignore[assignment]
     billing_period: BillingPeriod | None = None
@@ -235,13 +239,13 @@ class ProductResponse(BaseModel):
 
 class BundleItemBody(_Request):
     product_id: UUID
-    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)] = 1
+    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True), WHOLE_NUMBER] = 1
 
 
 class BundleRequest(_Request):
     sku: Sku
     name: Name
-    description: Text | None = None
+    description: LineText | None = None
     price: Money
     billing_period: BillingPeriod
     items: Annotated[list[BundleItemBody], Field(min_length=1, max_length=50)]
@@ -250,7 +254,7 @@ class BundleRequest(_Request):
 class BundleChanges(_Request):
     sku: Sku = None  # type: ignore[assignment]
     name: Name = None  # type: ignore[assignment]
-    description: Text | None = None
+    description: LineText | None = None
     price: Money = None  # type: ignore[assignment]
     items: Annotated[list[BundleItemBody], Field(min_length=1, max_length=50)] = None  # type: ignore[assignment]
 

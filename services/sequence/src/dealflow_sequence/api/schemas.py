@@ -8,7 +8,7 @@ whether it comes from a request or from a stored version.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -22,41 +22,51 @@ class _Body(BaseModel):
 
 class TriggerBody(_Body):
     event: str = Field(
+        max_length=100,
         description="opportunity.stage_changed (with `stage`) or opportunity.created",
         examples=["opportunity.stage_changed"],
     )
-    stage: str | None = Field(default=None, description="The stage entered (an open stage)")
+    stage: str | None = Field(
+        default=None, max_length=50, description="The stage entered (an open stage)"
+    )
     lead_origin: str | None = Field(
-        default=None, description="opportunity.created only: the deal's lead origin"
+        default=None, max_length=50, description="opportunity.created only: the deal's lead origin"
     )
 
 
 class StepBody(_Body):
     after: str = Field(
+        max_length=50,
         description="ISO 8601 duration after the previous step (the first: after "
         "enrollment): P2D, PT4H, P1W; no years or months",
         examples=["P2D"],
     )
-    action: str = Field(description="task, email or next_action", examples=["task"])
-    title: str | None = Field(default=None, description="task: its title")
-    assignee: str | None = Field(default=None, description="task: default the deal's owner")
+    action: str = Field(max_length=50, description="task, email or next_action", examples=["task"])
+    title: str | None = Field(default=None, max_length=500, description="task: its title")
+    assignee: str | None = Field(
+        default=None, max_length=200, description="task: default the deal's owner"
+    )
     due: str | None = Field(
         default=None,
+        max_length=50,
         description="task: due this long after the step runs (default P1D); next_action: "
         "the next action date this long after the step runs (default P0D)",
     )
-    kind: str | None = Field(default=None, description="task: task (default) or appointment")
-    subject: str | None = Field(default=None, description="email: Jinja2 template")
-    body: str | None = Field(default=None, description="email: Jinja2 template")
-    note: str | None = Field(default=None, description="next_action: the note")
+    kind: str | None = Field(
+        default=None, max_length=50, description="task: task (default) or appointment"
+    )
+    subject: str | None = Field(default=None, max_length=1000, description="email: Jinja2 template")
+    body: str | None = Field(default=None, max_length=20_000, description="email: Jinja2 template")
+    note: str | None = Field(default=None, max_length=1000, description="next_action: the note")
 
 
 class SequenceRequest(_Body):
     name: str = Field(min_length=1, max_length=200)
     trigger: TriggerBody
     steps: list[StepBody] = Field(min_length=1, max_length=50)
-    exit_conditions: list[str] | None = Field(
+    exit_conditions: list[Annotated[str, Field(max_length=50)]] | None = Field(
         default=None,
+        max_length=10,
         description="deal_closed, trigger_stage_left (default: both)",
     )
 
@@ -120,7 +130,7 @@ class TaskRequest(_Body):
     opportunity_id: UUID
     title: str = Field(min_length=1, max_length=500)
     due_at: AwareDatetime
-    assignee: str | None = Field(default=None, description="Default: the caller")
+    assignee: str | None = Field(default=None, max_length=200, description="Default: the caller")
     kind: TaskKind = TaskKind.TASK
 
 

@@ -1,0 +1,1 @@
+"""Schemathesis configuration and hooks for tests/integration/test_fuzz.py."""
