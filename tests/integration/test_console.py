@@ -11,17 +11,30 @@ installs it), because a skipped browser test would pass without having run.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
+
+from dealflow_common.auth import mint_token
+from dealflow_common.runtime.broker import free_port
+from dealflow_common.runtime.embedded import service_urls
+from dealflow_common.testing import new_schema_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -394,3 +407,109 @@ async def test_the_console_forwards_only_to_its_services(stack: Any) -> None:
     assert unknown.status_code == 404
     assert unknown.headers["content-type"].startswith("application/problem+json")
     assert without_token.status_code == 401, "the token is the services' to check"
+
+
+def fake_identity_provider(secret: str, seen: dict[str, Any]) -> FastAPI:
+    """An OpenID Connect provider reduced to the authorization-code flow with PKCE: it
+    signs everyone in as Ivy (rep, team-1), and gives a token only to the verifier whose
+    S256 challenge came with the code."""
+    app = FastAPI()
+    codes: dict[str, dict[str, str]] = {}
+    cors = {"Access-Control-Allow-Origin": "*"}
+
+    @app.get("/.well-known/openid-configuration")
+    async def discovery(request: Request) -> JSONResponse:
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse(
+            {
+                "issuer": base,
+                "authorization_endpoint": f"{base}/authorize",
+                "token_endpoint": f"{base}/token",
+            },
+            headers=cors,
+        )
+
+    @app.get("/authorize")
+    async def authorize(request: Request) -> RedirectResponse:
+        asked = dict(request.query_params)
+        seen["authorize"] = asked
+        code = uuid.uuid4().hex
+        codes[code] = asked
+        return RedirectResponse(f"{asked['redirect_uri']}?code={code}&state={asked['state']}")
+
+    @app.post("/token")
+    async def token(request: Request) -> JSONResponse:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        asked = codes.pop(form.get("code", ""), None)
+        verifier = form.get("code_verifier", "")
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
+        if (
+            asked is None
+            or challenge != asked["code_challenge"]
+            or form.get("redirect_uri") != asked["redirect_uri"]
+            or form.get("client_id") != asked["client_id"]
+        ):
+            return JSONResponse({"error": "invalid_grant"}, status_code=400, headers=cors)
+        seen["token"] = form
+        access = mint_token(
+            secret, sub="ivy", roles=["rep"], teams=["team-1"], now=int(time.time())
+        )
+        return JSONResponse({"access_token": access, "token_type": "Bearer"}, headers=cors)
+
+    return app
+
+
+async def test_with_an_identity_provider_people_sign_in_with_pkce(
+    stack: Any, browser: BrowserContext, jwt_secret: str, schemas: list[str]
+) -> None:
+    seen: dict[str, Any] = {}
+    port = free_port()
+    provider = uvicorn.Server(
+        uvicorn.Config(
+            fake_identity_provider(jwt_secret, seen),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+    )
+    serving = asyncio.create_task(provider.serve())
+    schema = new_schema_name("console")
+    schemas.append(schema)
+    console_process = stack.service_process("console", schema=schema)
+    console_process.env.update(service_urls(stack.services.values()))
+    console_process.env.update(
+        {
+            "DEALFLOW_CONSOLE_DEV_SIGN_IN": "false",
+            "DEALFLOW_CONSOLE_OIDC_ISSUER": f"http://127.0.0.1:{port}",
+            "DEALFLOW_CONSOLE_OIDC_CLIENT_ID": "dealflow-console",
+        }
+    )
+    page = await browser.new_page()
+    try:
+        await console_process.start()
+        await console_process.wait_ready(timeout=90)
+        ivy = Console(page, console_process.url)
+        await page.goto(ivy.url)
+        await expect(page.get_by_role("heading", name="Development users")).to_have_count(0)
+        await page.get_by_role("button", name="Sign in with your company account").click()
+        await expect(page.get_by_text("Signed in as ivy (rep)")).to_be_visible()
+        await expect(page.get_by_role("heading", name="Pipeline", exact=True)).to_be_visible()
+        asked = seen["authorize"]
+        assert asked["code_challenge_method"] == "S256"
+        assert asked["client_id"] == "dealflow-console"
+        assert asked["redirect_uri"] == f"{ivy.url}/"
+        assert seen["token"]["grant_type"] == "authorization_code"
+        # The code left the address bar; the verifier left the tab's storage.
+        assert "code=" not in page.url
+        assert await page.evaluate("sessionStorage.getItem('dealflow.pkce')") is None
+        await ivy.check("oidc-signed-in")
+    finally:
+        await page.close()
+        await console_process.stop()
+        provider.should_exit = True
+        await serving

@@ -40,14 +40,25 @@ log = logging.getLogger(__name__)
 # The app is plain ES modules: the browser may cache them, but must ask again (a cheap
 # 304) so that a new release is picked up on the next load.
 _REVALIDATE = {"Cache-Control": "no-cache"}
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self' https:; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
+
+
+def security_headers(settings: ConsoleSettings) -> dict[str, str]:
+    """The app's page may run only its own scripts and talk only to its own origin and,
+    for the sign-in, to the identity provider's (discovery and token endpoints)."""
+    connect = "'self'"
+    if settings.console_oidc_issuer:
+        issuer = httpx.URL(settings.console_oidc_issuer)
+        port = f":{issuer.port}" if issuer.port else ""
+        connect += f" {issuer.scheme}://{issuer.host}{port}"
+    return {
+        "Content-Security-Policy": (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'self'"
+        ),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 def build_app(
@@ -81,6 +92,7 @@ def build_app(
         version=VERSION,
         lifespan=lifespan,
     )
+    page_headers = security_headers(settings)
     install_problem_handlers(app)
     app.add_middleware(FlowMiddleware, registry=registry)
 
@@ -107,7 +119,7 @@ def build_app(
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={**_REVALIDATE, **_SECURITY_HEADERS})
+        return FileResponse(STATIC / "index.html", headers={**_REVALIDATE, **page_headers})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
