@@ -10,9 +10,7 @@ from dealflow_common.contracts.opportunity import Share, ShareGrant, Stage
 from dealflow_reporting.domain.deal import LOST, DealFacts, ReportedDeal
 
 SOURCE = "/dealflow/opportunity"
-CREATED = DealFacts(
-    stage=Stage.LEAD, owners=["ann"], team_id="emea", probability=10, shares=[]
-)
+CREATED = DealFacts(stage=Stage.LEAD, owners=["ann"], team_id="emea", probability=10, shares=[])
 TO_DAN = Share(kind="user", id="dan", grant=ShareGrant.EDIT)
 SHARED = DealFacts(shares=[TO_DAN])
 MOVED = DealFacts(stage=Stage.PROPOSAL, probability=60, owners=["ann"])

@@ -1,7 +1,7 @@
 """The reporting service's tables (its own schema; no other service reads them).
 
-`deals`, `deal_owners`, `deal_shares` and `stage_changes` are the read model: built only from events,
-dropped and rebuilt by `dealflow-reporting rebuild`. `exchange_rates` and the forecast
+`deals`, `deal_owners`, `deal_shares` and `stage_changes` are the read model: built only
+from events, dropped and rebuilt by `dealflow-reporting rebuild`. `exchange_rates` and the forecast
 snapshots are not derived from events and survive a rebuild.
 """
 

@@ -37,9 +37,7 @@ def upgrade() -> None:
         sa.Column("grant", sa.String(length=4), nullable=False),
         sa.PrimaryKeyConstraint("opportunity_id", "kind", "holder_id"),
     )
-    op.create_index(
-        "ix_deal_shares_holder", "deal_shares", ["kind", "holder_id", "opportunity_id"]
-    )
+    op.create_index("ix_deal_shares_holder", "deal_shares", ["kind", "holder_id", "opportunity_id"])
 
 
 def downgrade() -> None:
