@@ -169,8 +169,8 @@ async def seed(db: asyncpg.Connection, count: int, today: date) -> dict[str, flo
     deals, owners = deal_rows(count, today, random.Random(11))
     generated = time.perf_counter()
     await db.execute(
-        "TRUNCATE reporting.deal_owner_sums, reporting.deal_sums, reporting.deal_owners, "
-        "reporting.deals"
+        "TRUNCATE reporting.deal_owner_sums, reporting.deal_sums, reporting.deal_shares, "
+        "reporting.deal_owners, reporting.deals"
     )
     await db.copy_records_to_table(
         "deals", schema_name="reporting", records=deals, columns=DEAL_COLUMNS

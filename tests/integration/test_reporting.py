@@ -180,8 +180,28 @@ async def test_a_rebuild_from_offset_zero_gives_the_same_figures(
             return figures if len(figures[-1]) == 4 and figures[0]["total"]["deals"] == 2 else None
 
         live = await eventually(settled, what="the live figures")
-        await asyncio.sleep(1.0)  # any late event of these deals (order, next action) lands
-        live = await reports_of(reporting, customer)
+        # One open deal shared with a user outside the team: his figures are that deal
+        # alone, and must come back the same from the replay.
+        sharee = f"sharee-{uuid.uuid4().hex[:6]}"
+        opened = next(d["id"] for d in live[-1] if d["stage"] == "lead")
+        async with as_user("opportunity", "alice", roles=("rep", "manager")) as opportunity:
+            await ok(
+                await opportunity.post(
+                    f"/opportunities/{opened}/shares",
+                    json={"kind": "user", "id": sharee, "grant": "read"},
+                )
+            )
+        async with as_user("reporting", sharee, roles=("rep",), teams=()) as as_sharee:
+
+            async def shared() -> Any:
+                figures = await reports_of(as_sharee, customer)
+                return figures if figures[0]["total"]["deals"] == 1 else None
+
+            await eventually(shared, what="the shared deal in the sharee's figures")
+            await asyncio.sleep(1.0)  # any late event of these deals (order, next action)
+            live = await reports_of(reporting, customer)
+            live_of_sharee = await reports_of(as_sharee, customer)
+            assert [d["id"] for d in live_of_sharee[-1]] == [opened]
 
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -196,6 +216,8 @@ async def test_a_rebuild_from_offset_zero_gives_the_same_figures(
         assert process.returncode == 0, err.decode()[-3000:]
         assert b"rebuilt the read model from" in out
         replayed = int(out.split(b"from ")[1].split(b" ")[0])
-        assert replayed >= 13  # at least this test's own 13 events were read again
+        assert replayed >= 14  # at least this test's own 14 events were read again
 
         assert await reports_of(reporting, customer) == live, err.decode()[-5000:]
+        async with as_user("reporting", sharee, roles=("rep",), teams=()) as as_sharee:
+            assert await reports_of(as_sharee, customer) == live_of_sharee

@@ -22,14 +22,18 @@ from dealflow_common.contracts.opportunity import (
     OpportunityAssigned,
     OpportunityCreated,
     OpportunityLost,
+    OpportunityShared,
     OpportunityStageChanged,
     OpportunityState,
+    OpportunityUnshared,
     OpportunityWon,
+    Share,
     Stage,
 )
 from dealflow_common.testing import ComponentDatabases, ServiceUnderTest, service_under_test
 from dealflow_reporting.adapters.tables import (
     deal_owners,
+    deal_shares,
     deals,
     exchange_rates,
     forecast_snapshot_lines,
@@ -66,6 +70,7 @@ class Reporting(ServiceUnderTest):
         expected_close_date: date | None = date(2026, 8, 15),
         created_by: str | None = None,
         created_at: datetime = CREATED_AT,
+        shares: tuple[Share, ...] = (),
     ) -> uuid.UUID:
         """A new deal in lead, as its `opportunity.created` makes it known."""
         opportunity_id = uuid.uuid4()
@@ -94,6 +99,7 @@ class Reporting(ServiceUnderTest):
             updated_at=created_at,
             closed_at=None,
             version=1,
+            shares=list(shares),
         )
         await self.consume(OpportunityCreated(opportunity_id=opportunity_id, opportunity=state))
         return opportunity_id
@@ -173,6 +179,32 @@ class Reporting(ServiceUnderTest):
             )
         )
 
+    async def share(self, opportunity_id: uuid.UUID, share: Share, *after: Share) -> None:
+        """`opportunity.shared`: `share` added; `after` is every share after it."""
+        await self.consume(
+            OpportunityShared(
+                opportunity_id=opportunity_id,
+                share=share,
+                shares=list(after),
+                shared_by="ann",
+                shared_at=CREATED_AT,
+                version=4,
+            )
+        )
+
+    async def unshare(self, opportunity_id: uuid.UUID, share: Share, *after: Share) -> None:
+        """`opportunity.unshared`: `share` revoked; `after` is every share left."""
+        await self.consume(
+            OpportunityUnshared(
+                opportunity_id=opportunity_id,
+                share=share,
+                shares=list(after),
+                unshared_by="ann",
+                unshared_at=CREATED_AT,
+                version=5,
+            )
+        )
+
     async def get(self, path: str, **who: Any) -> dict[str, Any]:
         response = await self.call("GET", path, **(who or ADMIN))
         assert response.status_code == 200, response.text
@@ -193,6 +225,7 @@ class Reporting(ServiceUnderTest):
         return await self.row_counts(
             deals,
             deal_owners,
+            deal_shares,
             stage_changes,
             exchange_rates,
             forecast_snapshots,

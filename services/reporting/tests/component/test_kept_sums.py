@@ -9,7 +9,13 @@ from datetime import UTC, date, datetime
 
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.opportunity import LeadOrigin, OpportunityPurged, Stage
+from dealflow_common.contracts.opportunity import (
+    LeadOrigin,
+    OpportunityPurged,
+    Share,
+    ShareGrant,
+    Stage,
+)
 from dealflow_reporting.adapters.reports import ReportReader
 from dealflow_reporting.domain.filters import DealFilter, GroupBy
 
@@ -21,6 +27,16 @@ PRINCIPALS = [
     Principal("max", frozenset({Role.MANAGER}), frozenset({"emea", "apac"})),
     Principal("ann", frozenset({Role.REP}), frozenset()),
     Principal("bob", frozenset({Role.REP}), frozenset({"apac"})),
+    Principal("dan", frozenset({Role.REP}), frozenset()),
+]
+# Shares to a user and to a team: some deals are shared with whom sees them anyway.
+SHARES = [
+    (Share(kind="user", id="dan", grant=ShareGrant.READ),),
+    (
+        Share(kind="team", id="apac", grant=ShareGrant.EDIT),
+        Share(kind="user", id="ann", grant=ShareGrant.READ),
+    ),
+    (),
 ]
 FILTERS = [
     DealFilter(),
@@ -72,6 +88,7 @@ async def test_the_kept_sums_equal_the_sums_of_the_deals(service: Reporting) -> 
                 lead_origin=[LeadOrigin.WEB, LeadOrigin.REFERRAL, None][number % 3],
                 expected_close_date=None if number == 5 else date(2026, 1 + number, 3),
                 created_by="carl" if number % 5 == 0 else None,
+                shares=SHARES[number % 3 if number % 2 else 2],
             )
         )
     await service.move(made[0], Stage.QUALIFICATION, Stage.PROPOSAL)

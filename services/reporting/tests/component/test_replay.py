@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.contracts.opportunity import Share, ShareGrant, Stage
 from dealflow_reporting.adapters.reports import clear_read_model
 from dealflow_reporting.application.projection import CONSUMER_GROUP
 
@@ -29,8 +29,14 @@ REPORTS = [
 ]
 
 
+DAN = {"user": "dan", "roles": ("rep",), "teams": ()}
+"""Sees only the deals shared with him: his figures come from the shares alone."""
+
+
 async def figures(service: Reporting) -> list[Any]:
-    return [await service.get(path) for path in REPORTS]
+    return [await service.get(path) for path in REPORTS] + [
+        await service.get(path, **DAN) for path in (REPORTS[0], REPORTS[1], REPORTS[-1])
+    ]
 
 
 async def test_replaying_the_events_in_reverse_after_clearing_gives_the_same_figures(
@@ -58,6 +64,12 @@ async def test_replaying_the_events_in_reverse_after_clearing_gives_the_same_fig
             expected_close_date=date(2026, 7 + number, 1),
         )
         await service.move(deal, Stage.QUALIFICATION, Stage.PROPOSAL)
+        if number in (1, 2):
+            # Shared with dan; the second deal's share is revoked again.
+            to_dan = Share(kind="user", id="dan", grant=ShareGrant.READ)
+            await service.share(deal, to_dan, to_dan)
+            if number == 2:
+                await service.unshare(deal, to_dan)
         if number == 4:
             await service.win(deal, july, Money.of("450.00", "EUR"), Stage.PROPOSAL)
         if number == 5:
@@ -73,3 +85,4 @@ async def test_replaying_the_events_in_reverse_after_clearing_gives_the_same_fig
 
     assert await figures(service) == live
     assert live[0]["total"]["deals"] == 4
+    assert live[len(REPORTS)]["total"]["deals"] == 1  # dan's pipeline: the deal shared

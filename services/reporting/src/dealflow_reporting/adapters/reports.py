@@ -34,13 +34,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.auth import Principal
-from dealflow_common.contracts.opportunity import Stage
+from dealflow_common.contracts.opportunity import Share, Stage
 from dealflow_common.db import READ_ONLY
+from dealflow_common.deal_access import shares_from_document
 from dealflow_common.messaging.tables import inbox
-from dealflow_reporting.adapters.access import own_deals_outside_teams, visible_deals
+from dealflow_reporting.adapters.access import (
+    PERSONAL_PARTS,
+    own_deals_outside_teams,
+    visible_deals,
+)
 from dealflow_reporting.adapters.tables import (
     deal_owner_sums,
     deal_owners,
+    deal_shares,
     deal_sums,
     deals,
     exchange_rates,
@@ -61,17 +67,17 @@ from dealflow_reporting.domain.periods import Granularity, Period
 from dealflow_reporting.domain.rates import ExchangeRate
 
 _OPEN = [stage.value for stage in OPEN_STAGES]
-_PERSONAL_PARTS = ("owned", "created")
 
 
 def _visibility_parts(principal: Principal | None) -> list[str | None]:
     """The disjoint parts a caller's view of the deals is read in: all at once for those
     who see everything; else their teams' deals, the deals they own outside their teams,
-    and those they created without owning, each an indexed lookup, where the rule as
+    those they created without owning, and those shared with them or one of their teams
+    that are in none of the other parts, each an indexed lookup, where the rule as
     one condition (an OR with an EXISTS) makes the database read every deal."""
     if principal is None or principal.sees_everything:
         return [None]
-    return [*(["teams"] if principal.teams else []), *_PERSONAL_PARTS]
+    return [*(["teams"] if principal.teams else []), *PERSONAL_PARTS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,7 @@ class DealRow:
     owners: list[str]
     team_id: str | None
     created_by: str
+    shares: list[Share]
     created_at: datetime | None
     closed_at: datetime | None
     outcome: str | None
@@ -114,7 +121,7 @@ class Snapshot:
 def _conditions(
     principal: Principal | None, where: DealFilter, *, personal: str | None = None
 ) -> list[ColumnElement[bool]]:
-    """`personal` ("owned", "created"): only that part of the deals the principal sees
+    """`personal` ("owned", "created", "shared"): only that part of the deals the principal sees
     outside their teams (what the kept sums, keyed by team, cannot answer)."""
     conditions: list[ColumnElement[bool]] = [
         deals.c.created_at.is_not(None),
@@ -235,7 +242,7 @@ class ReportReader:
             return merged
         found: dict[Stage, list[CurrencySum]] = defaultdict(list)
         if self._personal(principal):
-            for part in _PERSONAL_PARTS:
+            for part in PERSONAL_PARTS:
                 for stage, parts in (await self._pipeline_of_deals(principal, where, part)).items():
                     found[stage].extend(parts)
         sums = deal_owner_sums if where.owner is not None else deal_sums
@@ -393,7 +400,7 @@ class ReportReader:
         found: list[MonthSum] = []
         if self._personal(principal):
             of_deals = self._expected_of_deals if kind == "open" else self._won_of_deals
-            for part in _PERSONAL_PARTS:
+            for part in PERSONAL_PARTS:
                 found += await of_deals(principal, where, group_by, first, last, personal=part)
         # One owner's deals, or a break-down by owner: the sums per owner, where a deal
         # counts once for each owner (as the deals joined to their owners do).
@@ -628,6 +635,7 @@ class ReportReader:
                 owners=list(r["owners"]),
                 team_id=r["team_id"],
                 created_by=r["created_by"],
+                shares=shares_from_document(r["shares"]),
                 created_at=r["created_at"],
                 closed_at=r["closed_at"],
                 outcome=r["outcome"],
@@ -784,9 +792,12 @@ async def clear_read_model(connection: AsyncConnection, consumer_group: str) -> 
         # TRUNCATE waits for the live consumer's open transaction and blocks it until
         # this one commits, so no row of a half-applied event survives the clearing.
         await connection.execute(
-            text("TRUNCATE deal_owner_sums, deal_sums, stage_changes, deal_owners, deals")
+            text(
+                "TRUNCATE deal_owner_sums, deal_sums, stage_changes, deal_shares, deal_owners,"
+                " deals"
+            )
         )
     else:
-        for table in (deal_owner_sums, deal_sums, stage_changes, deal_owners, deals):
+        for table in (deal_owner_sums, deal_sums, stage_changes, deal_shares, deal_owners, deals):
             await connection.execute(delete(table))
     await connection.execute(delete(inbox).where(inbox.c.consumer_group == consumer_group))

@@ -15,10 +15,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
+from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_reporting.adapters.tables import (
     deal_owner_sums,
     deal_owners,
+    deal_shares,
     deal_sums,
     deals,
     stage_changes,
@@ -38,7 +40,9 @@ class DealStore:
         row = (await self._connection.execute(query)).mappings().first()
         return None if row is None else _deal(row)
 
-    async def save(self, deal: ReportedDeal, *, new: bool, owners_changed: bool) -> None:
+    async def save(
+        self, deal: ReportedDeal, *, new: bool, owners_changed: bool, shares_changed: bool = False
+    ) -> None:
         values = _row(deal)
         if new:
             await self._connection.execute(insert(deals).values(values))
@@ -54,6 +58,21 @@ class DealStore:
                 await self._connection.execute(
                     insert(deal_owners),
                     [{"opportunity_id": deal.id, "owner": o} for o in sorted(set(deal.owners))],
+                )
+        if shares_changed:
+            await self._connection.execute(
+                delete(deal_shares).where(deal_shares.c.opportunity_id == deal.id)
+            )
+            # One row per holder (the last grant named wins: a list of shares names
+            # each holder once; a duplicate must not fail the event).
+            holders = {(share.kind, share.id): share.grant.value for share in deal.shares}
+            if holders:
+                await self._connection.execute(
+                    insert(deal_shares),
+                    [
+                        {"opportunity_id": deal.id, "kind": kind, "holder_id": holder, "grant": g}
+                        for (kind, holder), g in sorted(holders.items())
+                    ],
                 )
 
     async def adjust_sums(
@@ -143,6 +162,7 @@ def _row(deal: ReportedDeal) -> dict[str, Any]:
         "team_id": deal.team_id,
         "created_by": deal.created_by,
         "owners": list(deal.owners),
+        "shares": shares_to_document(deal.shares) if deal.shares else None,
         "created_at": deal.created_at,
         "closed_at": deal.closed_at,
         "closed_on": closed_on,
@@ -172,6 +192,7 @@ def _deal(row: Any) -> ReportedDeal:
         owners=list(row["owners"]),
         team_id=row["team_id"],
         created_by=row["created_by"],
+        shares=shares_from_document(row["shares"]),
         created_at=row["created_at"],
         closed_at=row["closed_at"],
         outcome=row["outcome"],

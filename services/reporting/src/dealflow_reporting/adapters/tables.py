@@ -1,7 +1,7 @@
 """The reporting service's tables (its own schema; no other service reads them).
 
-`deals`, `deal_owners` and `stage_changes` are the read model: built only from events,
-dropped and rebuilt by `dealflow-reporting rebuild`. `exchange_rates` and the forecast
+`deals`, `deal_owners`, `deal_shares` and `stage_changes` are the read model: built only
+from events, dropped and rebuilt by `dealflow-reporting rebuild`. `exchange_rates` and the forecast
 snapshots are not derived from events and survive a rebuild.
 """
 
@@ -43,6 +43,9 @@ deals = Table(
     Column("team_id", String(100)),
     Column("created_by", String(200), nullable=False),
     Column("owners", JsonDocument, nullable=False),
+    # Whom the deal is shared with (deal_access.shares_to_document); NULL: no one. The
+    # customer's history passes them to can_view_deal; the SQL rule reads deal_shares.
+    Column("shares", JsonDocument),
     Column("created_at", UtcDateTime),
     Column("closed_at", UtcDateTime),
     Column("closed_on", Date),
@@ -71,6 +74,18 @@ deal_owners = Table(
     Column("opportunity_id", Uuid, primary_key=True),
     Column("owner", String(200), primary_key=True),
     Index("ix_deal_owners_owner", "owner", "opportunity_id"),
+)
+
+deal_shares = Table(
+    "deal_shares",
+    metadata,
+    Column("opportunity_id", Uuid, primary_key=True),
+    # "user" or "team", and the user's `sub` or the team id.
+    Column("kind", String(4), primary_key=True),
+    Column("holder_id", String(200), primary_key=True),
+    Column("grant", String(4), nullable=False),
+    # The deals shared with a caller or one of their teams: one indexed lookup per part.
+    Index("ix_deal_shares_holder", "kind", "holder_id", "opportunity_id"),
 )
 
 stage_changes = Table(

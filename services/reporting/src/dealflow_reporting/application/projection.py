@@ -17,7 +17,9 @@ from dealflow_common.contracts.opportunity import (
     OpportunityCreated,
     OpportunityLost,
     OpportunityPurged,
+    OpportunityShared,
     OpportunityStageChanged,
+    OpportunityUnshared,
     OpportunityUpdated,
     OpportunityWon,
     Stage,
@@ -54,7 +56,9 @@ async def _learn(
     taken = deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
     for stage in stages_seen:
         deal.reached(stage)
-    await uow.deals.save(deal, new=new, owners_changed="owners" in taken)
+    await uow.deals.save(
+        deal, new=new, owners_changed="owners" in taken, shares_changed="shares" in taken
+    )
     await uow.deals.adjust_sums(before, contributions(deal))
     await uow.deals.adjust_sums(owners_before, owner_contributions(deal), per_owner=True)
 
@@ -100,6 +104,12 @@ async def assigned(uow: ReportingUnitOfWork, event: IncomingEvent[Any]) -> None:
         event,
         DealFacts(owners=list(payload.owners), team_id=payload.team_id),
     )
+
+
+async def shares_changed(uow: ReportingUnitOfWork, event: IncomingEvent[Any]) -> None:
+    payload: OpportunityShared | OpportunityUnshared = event.payload
+    # Both carry every share after the change: the newest list wins, whatever the order.
+    await _learn(uow, payload.opportunity_id, event, DealFacts(shares=list(payload.shares)))
 
 
 async def won(uow: ReportingUnitOfWork, event: IncomingEvent[Any]) -> None:
@@ -152,6 +162,8 @@ HANDLERS: dict[str, EventHandler] = {
     OpportunityUpdated.event_type: opportunity_updated,
     OpportunityStageChanged.event_type: stage_changed,
     OpportunityAssigned.event_type: assigned,
+    OpportunityShared.event_type: shares_changed,
+    OpportunityUnshared.event_type: shares_changed,
     OpportunityWon.event_type: won,
     OpportunityLost.event_type: lost,
     OpportunityPurged.event_type: purged,

@@ -151,7 +151,11 @@ class Reports:
             row
             for row in await self._reader.deals_of_customer(customer_id)
             if can_view_deal(
-                principal, owners=row.owners, team_id=row.team_id, created_by=row.created_by
+                principal,
+                owners=row.owners,
+                team_id=row.team_id,
+                created_by=row.created_by,
+                shares=row.shares,
             )
         ]
 

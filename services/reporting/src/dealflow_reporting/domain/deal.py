@@ -21,6 +21,7 @@ from uuid import UUID
 from dealflow_common.contracts.opportunity import (
     LeadOrigin,
     OpportunityState,
+    Share,
     Stage,
 )
 from dealflow_common.messaging.projection import AppliedSequences
@@ -43,6 +44,7 @@ class DealFacts(TypedDict, total=False):
     owners: list[str]
     team_id: str | None
     created_by: str
+    shares: list[Share]
     created_at: datetime
     closed_at: datetime | None
     outcome: str | None
@@ -66,6 +68,7 @@ def state_facts(state: OpportunityState) -> DealFacts:
         owners=list(state.owners),
         team_id=state.team_id,
         created_by=state.created_by,
+        shares=list(state.shares),
         created_at=state.created_at,
         closed_at=state.closed_at,
         lost_reason=state.lost_reason,
@@ -94,6 +97,8 @@ class ReportedDeal:
     owners: list[str] = field(default_factory=list)
     team_id: str | None = None
     created_by: str = ""
+    shares: list[Share] = field(default_factory=list)
+    """Whom the deal is shared with: they see it too (`deal_access.can_view_deal`)."""
     created_at: datetime | None = None
     closed_at: datetime | None = None
     outcome: str | None = None
