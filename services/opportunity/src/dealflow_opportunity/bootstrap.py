@@ -24,7 +24,11 @@ from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
-from dealflow_opportunity.api.routes import opportunity_routes, stage_machine_routes
+from dealflow_opportunity.api.routes import (
+    custom_field_routes,
+    opportunity_routes,
+    stage_machine_routes,
+)
 from dealflow_opportunity.application import follow_ups, purge, saga
 from dealflow_opportunity.application.metrics import DealMetrics
 from dealflow_opportunity.application.queries import OpportunityReader
@@ -88,13 +92,15 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         handlers=follow_ups.HANDLERS,
         unit_of_work=unit_of_work,
     )
+    reader = OpportunityReader(platform.engine)
     return create_app(
         platform,
         title="Dealflow opportunity service",
         description=DESCRIPTION,
         version=VERSION,
         routers=[
-            opportunity_routes(unit_of_work, OpportunityReader(platform.engine)),
+            opportunity_routes(unit_of_work, reader),
+            custom_field_routes(unit_of_work, reader),
             stage_machine_routes(),
         ],
         asyncapi=asyncapi(),

@@ -97,6 +97,11 @@ class NextAction(_Part):
     note: str | None = Field(default=None, max_length=1000)
 
 
+CustomFieldValue = str | Money
+"""A custom field's value: text, a decimal string (number), an ISO date, a choice, or
+money; numbers are exact decimal strings like money amounts, never floats."""
+
+
 class OpportunityState(_Part):
     id: UUID
     title: str
@@ -123,6 +128,11 @@ class OpportunityState(_Part):
     version: int
     shares: list[Share] = Field(
         default_factory=list, description="Who else may read or edit the deal (the Sharing tab)"
+    )
+    custom_fields: dict[str, CustomFieldValue] = Field(
+        default_factory=dict,
+        description="Values of the fields an admin defined for deals (`GET /custom-fields`), "
+        "by key; a field without a value is absent",
     )
 
 

@@ -23,6 +23,7 @@ from dealflow_common.contracts.opportunity import (
     Address,
     Contact,
     Customer,
+    CustomFieldValue,
     LeadOrigin,
     NextAction,
     NoteReason,
@@ -228,6 +229,8 @@ class OpportunityFilter:
     text: str | None = None
     close_from: date | None = None
     close_to: date | None = None
+    custom_fields: Sequence[tuple[str, str]] = ()
+    """(key, value) pairs, the value spelled as kept (`domain.custom_fields.filter_value`)."""
 
 
 class OpportunityQueries:
@@ -306,6 +309,8 @@ class OpportunityQueries:
             conditions.append(o.c.expected_close_date >= where.close_from)
         if where.close_to:
             conditions.append(o.c.expected_close_date <= where.close_to)
+        for key, value in where.custom_fields:
+            conditions.append(o.c.custom_fields[key].as_string() == value)
         if after is not None:
             conditions.append(tuple_(o.c.created_at, o.c.id) < tuple_(*after))
         query = (
@@ -418,6 +423,14 @@ def _to_row(o: Opportunity) -> dict[str, Any]:
         "stage_entered_at": o.stage_entered_at,
         "closed_at": o.closed_at,
         "version": o.version,
+        "custom_fields": (
+            {
+                key: value.model_dump(mode="json") if isinstance(value, Money) else value
+                for key, value in o.custom_fields.items()
+            }
+            if o.custom_fields
+            else None
+        ),
     }
 
 
@@ -458,4 +471,13 @@ def _to_opportunity(row: Row[Any], owners: list[str], shares: list[Share]) -> Op
         ),
         steps_applied=AppliedSequences.from_document(row.next_action_applied),
         shares=shares,
+        custom_fields=_custom_fields(row.custom_fields),
     )
+
+
+def _custom_fields(document: dict[str, Any] | None) -> dict[str, CustomFieldValue]:
+    # Money is the one value kept as an object; every other type is a string.
+    return {
+        key: Money.model_validate(value) if isinstance(value, dict) else value
+        for key, value in (document or {}).items()
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     Float,
@@ -55,6 +56,9 @@ opportunities = Table(
     Column("stage_entered_at", UtcDateTime, nullable=False),
     Column("closed_at", UtcDateTime),
     Column("version", Integer, nullable=False),
+    # Values of the admin-defined fields by key (domain.custom_fields), normalised so
+    # that a list filter compares them as kept.
+    Column("custom_fields", JsonDocument),
     Index("ix_opportunities_listing", "created_at", "id"),
     Index("ix_opportunities_stage", "stage"),
     Index("ix_opportunities_team", "team_id"),
@@ -190,4 +194,21 @@ deal_tasks = Table(
     Column("done_at", UtcDateTime),
     Column("applied", JsonDocument, nullable=False),
     Index("ix_deal_tasks_open", "opportunity_id", "done_at", "due_at"),
+)
+
+# The fields an admin defines for deals; retired, never deleted (deals keep their values).
+custom_field_definitions = Table(
+    "custom_field_definitions",
+    metadata,
+    Column("key", String(50), primary_key=True),
+    Column("label", String(200), nullable=False),
+    Column("type", String(10), nullable=False),
+    Column("required", Boolean, nullable=False),
+    Column("choices", JsonDocument, nullable=False),
+    Column("tab", String(100)),
+    Column("position", Integer, nullable=False),
+    Column("retired", Boolean, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
 from dealflow_common.http.paging import (
@@ -28,6 +28,9 @@ from dealflow_common.http.security import Caller
 from dealflow_opportunity.adapters.repository import OpportunityFilter
 from dealflow_opportunity.api.schemas import (
     AssignmentResponse,
+    CustomFieldChangeRequest,
+    CustomFieldRequest,
+    CustomFieldResponse,
     LoseRequest,
     NoteRequest,
     NoteResponse,
@@ -42,10 +45,12 @@ from dealflow_opportunity.api.schemas import (
     TeamRequest,
     UpdateOpportunityRequest,
 )
+from dealflow_opportunity.application import custom_fields as custom_field_use_cases
 from dealflow_opportunity.application import use_cases
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
-from dealflow_opportunity.domain import stages
+from dealflow_opportunity.domain import custom_fields, stages
+from dealflow_opportunity.domain.custom_fields import CustomFieldDefinition, FieldType
 from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges
 
 _READ, _WRITE = READS, CHANGES
@@ -84,8 +89,16 @@ def opportunity_routes(
         response.headers["Location"] = f"/opportunities/{opportunity.id}"
         return _with_etag(response, opportunity)
 
-    @router.get("", responses=_READ, summary="List opportunities, newest first")
+    @router.get(
+        "",
+        responses=_READ,
+        summary="List opportunities, newest first",
+        description="Besides the parameters below, `cf.<key>=<value>` keeps the deals whose "
+        "custom field `<key>` has that value (text, number, date and choice fields; "
+        "repeat for several fields).",
+    )
     async def list_opportunities(
+        request: Request,
         caller: Caller,
         stage: Annotated[list[Stage] | None, Query(description="Repeat for several")] = None,
         owner: Annotated[str | None, Query(max_length=200)] = None,
@@ -125,6 +138,7 @@ def opportunity_routes(
             text=q,
             close_from=expected_close_from,
             close_to=expected_close_to,
+            custom_fields=await _custom_field_filters(request, reader),
         )
         page = await reader.page(caller, where, after, limit + 1)
         items = page[:limit]
@@ -149,10 +163,19 @@ def opportunity_routes(
         if_match: IfMatch = None,
     ) -> OpportunityResponse:
         changes = OpportunityChanges(
-            **{name: getattr(body, name) for name in body.model_fields_set}
+            **{
+                name: getattr(body, name)
+                for name in body.model_fields_set
+                if name != "custom_fields"
+            }
         )
         opportunity = await use_cases.update_opportunity(
-            unit_of_work(), opportunity_id, caller, expected_version(if_match), changes
+            unit_of_work(),
+            opportunity_id,
+            caller,
+            expected_version(if_match),
+            changes,
+            body.custom_fields if "custom_fields" in body.model_fields_set else None,
         )
         return _with_etag(response, opportunity)
 
@@ -359,6 +382,108 @@ def opportunity_routes(
             )
             for a in await reader.assignments(opportunity_id, caller)
         ]
+
+    return router
+
+
+async def _custom_field_filters(
+    request: Request, reader: OpportunityReader
+) -> list[tuple[str, str]]:
+    """The `cf.<key>=<value>` parameters of a list, each value spelled as values are kept."""
+    given = [
+        (name, value) for name, value in request.query_params.multi_items() if name[:3] == "cf."
+    ]
+    if not given:
+        return []
+    definitions = await reader.custom_fields()
+    filters = []
+    for name, value in given:
+        definition = definitions.get(name[3:])
+        if definition is None:
+            raise Problem(
+                422,
+                "validation",
+                "Invalid request",
+                f"{name}: no such custom field is defined",
+                errors=field_errors(name, "no such custom field is defined"),
+            )
+        filters.append((definition.key, custom_fields.filter_value(definition, value)))
+    return filters
+
+
+def _definition_response(definition: CustomFieldDefinition) -> CustomFieldResponse:
+    return CustomFieldResponse(
+        key=definition.key,
+        label=definition.label,
+        type=definition.type.value,
+        required=definition.required,
+        choices=list(definition.choices),
+        tab=definition.tab,
+        position=definition.position,
+        retired=definition.retired,
+        created_by=definition.created_by,
+        created_at=definition.created_at,
+        updated_at=definition.updated_at,
+    )
+
+
+def custom_field_routes(
+    unit_of_work: Callable[[], OpportunityUnitOfWork], reader: OpportunityReader
+) -> APIRouter:
+    router = APIRouter(prefix="/custom-fields", tags=["custom fields"])
+
+    @router.get(
+        "",
+        responses=problem_responses(401),
+        summary="The custom fields of deals, in the order a deal shows them",
+    )
+    async def list_custom_fields(
+        caller: Caller,
+        include_retired: bool = False,
+    ) -> list[CustomFieldResponse]:
+        return [
+            _definition_response(d)
+            for d in (await reader.custom_fields()).values()
+            if include_retired or not d.retired
+        ]
+
+    @router.post(
+        "",
+        status_code=201,
+        responses=problem_responses(401, 403, 409, 422),
+        summary="Define a custom field (admins)",
+    )
+    async def define_custom_field(
+        body: CustomFieldRequest, caller: Caller, response: Response
+    ) -> CustomFieldResponse:
+        definition = await custom_field_use_cases.define_field(
+            unit_of_work(),
+            caller,
+            key=body.key,
+            label=body.label,
+            type=FieldType(body.type),
+            required=body.required,
+            choices=body.choices,
+            tab=body.tab,
+        )
+        response.headers["Location"] = f"/custom-fields/{definition.key}"
+        return _definition_response(definition)
+
+    @router.patch(
+        "/{key}",
+        responses=problem_responses(401, 403, 404, 422),
+        summary="Change or retire a custom field (admins); its key and type stay",
+    )
+    async def change_custom_field(
+        key: Annotated[str, Path(max_length=50)], body: CustomFieldChangeRequest, caller: Caller
+    ) -> CustomFieldResponse:
+        definition = await custom_field_use_cases.change_field(
+            unit_of_work(),
+            caller,
+            key,
+            {name: getattr(body, name) for name in body.model_fields_set},
+        )
+        return _definition_response(definition)
 
     return router
 

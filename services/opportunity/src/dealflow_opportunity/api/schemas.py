@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -55,6 +55,13 @@ class OpenOpportunityRequest(_Request):
         "that team's queue until a rep claims it.",
     )
     team_id: TeamId | None = None
+    custom_fields: dict[str, Any] | None = Field(
+        default=None,
+        max_length=200,
+        description="Values of the custom fields by key (`GET /custom-fields`); every "
+        "required field needs one. Numbers as JSON numbers or decimal strings, dates as "
+        "YYYY-MM-DD, money as {amount, currency}, a choice as one of its choices.",
+    )
 
 
 class UpdateOpportunityRequest(_Request):
@@ -72,6 +79,12 @@ class UpdateOpportunityRequest(_Request):
     next_action: NextAction | None = None
     lead_origin: LeadOrigin | None = None
     external_reference: Reference | None = None
+    custom_fields: dict[str, Any] = Field(
+        default=None,  # type: ignore[arg-type]
+        max_length=200,
+        description="Sets the keys given and keeps the others; `null` for a key clears it "
+        "(not a required one)",
+    )
 
     @model_validator(mode="after")
     def _changes_something(self) -> Self:
@@ -168,3 +181,54 @@ class StageMachineResponse(BaseModel):
     default_probability: dict[Stage, int]
     transitions: list[dict[str, str]]
     mermaid: str
+
+
+CustomFieldKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=50, pattern=r"^[a-z][a-z0-9_]{0,49}$")
+]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+TabLabel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Choice = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class CustomFieldRequest(_Request):
+    key: CustomFieldKey = Field(description="Lower-case letters, digits and _; never changes")
+    label: Label
+    type: Literal["text", "number", "money", "date", "choice"] = Field(
+        description="Never changes once defined"
+    )
+    required: bool = False
+    choices: list[Choice] = Field(
+        default_factory=list, max_length=100, description="The choices of a choice field"
+    )
+    tab: TabLabel | None = Field(default=None, description="The tab that groups it on the deal")
+
+
+class CustomFieldChangeRequest(_Request):
+    """Only the fields sent change; `retired: true` retires the field (deals keep values)."""
+
+    label: Label = None  # type: ignore[assignment]
+    required: bool = None  # type: ignore[assignment]
+    choices: list[Choice] = Field(default=None, max_length=100)  # type: ignore[arg-type]
+    tab: TabLabel | None = None
+    retired: bool = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        return self
+
+
+class CustomFieldResponse(BaseModel):
+    key: str
+    label: str
+    type: Literal["text", "number", "money", "date", "choice"]
+    required: bool
+    choices: list[str]
+    tab: str | None
+    position: int
+    retired: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime

@@ -25,6 +25,7 @@ from dealflow_common.contracts.opportunity import (
     Address,
     Contact,
     Customer,
+    CustomFieldValue,
     LeadOrigin,
     NextAction,
     NoteReason,
@@ -86,6 +87,8 @@ class OpportunityChanges:
     next_action: NextAction | _Unset | None = UNSET
     lead_origin: LeadOrigin | _Unset | None = UNSET
     external_reference: str | _Unset | None = UNSET
+    custom_fields: dict[str, CustomFieldValue] | _Unset = UNSET
+    """All of the deal's values after the change (`domain.custom_fields` merges them)."""
 
     def given(self) -> dict[str, Any]:
         return {
@@ -161,6 +164,8 @@ class Opportunity:
     shares: list[Share] = field(default_factory=list)
     """The Sharing tab: users and teams who may read or edit the deal besides its owners
     and team, oldest first."""
+    custom_fields: dict[str, CustomFieldValue] = field(default_factory=dict)
+    """Values of the admin-defined fields, checked by `domain.custom_fields`."""
 
     events: list[EventPayload] = field(default_factory=list, repr=False)
     new_history: list[SalesHistoryEntry] = field(default_factory=list, repr=False)
@@ -194,6 +199,7 @@ class Opportunity:
         external_reference: str | None = None,
         owners: list[str] | None = None,
         team_id: str | None = None,
+        custom_fields: dict[str, CustomFieldValue] | None = None,
     ) -> Opportunity:
         """A new deal in `lead`, owned by its creator unless `owners` says otherwise;
         `owners=[]` with a team puts it in the team's queue until a rep claims it."""
@@ -231,6 +237,7 @@ class Opportunity:
             closed_at=None,
             version=1,
             next_action_source=NextActionSource.HAND if next_action else None,
+            custom_fields=dict(custom_fields or {}),
         )
         opportunity.owners_changed = True
         opportunity.version_bumped = True  # version 1 is the creation itself
@@ -280,6 +287,7 @@ class Opportunity:
             closed_at=self.closed_at,
             version=self.version,
             shares=list(self.shares),
+            custom_fields=dict(self.custom_fields),
         )
 
     def check_version(self, expected: int | None) -> None:
