@@ -34,6 +34,7 @@ from dealflow_common.contracts.opportunity import (
 from dealflow_common.db import is_postgres
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
+from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -96,6 +97,8 @@ class OpportunityRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._loaded_versions: dict[UUID, int] = {}
+        self._loaded_text: dict[UUID, str] = {}
+        self._search = search.SearchIndex(connection)
 
     async def get(self, opportunity_id: UUID) -> Opportunity:
         """Load for a change: the row stays locked until the transaction ends."""
@@ -109,11 +112,13 @@ class OpportunityRepository:
             row, owners.get(opportunity_id, []), shares.get(opportunity_id, [])
         )
         self._loaded_versions[opportunity.id] = opportunity.version
+        self._loaded_text[opportunity.id] = search.deal_text(opportunity)
         return opportunity
 
     async def add(self, opportunity: Opportunity) -> None:
         await self._connection.execute(_INSERT, _to_row(opportunity))
         await self._write_entries(opportunity)
+        await self._search.add(opportunity)
 
     async def save(self, opportunity: Opportunity) -> None:
         loaded = self._loaded_versions[opportunity.id]
@@ -135,7 +140,16 @@ class OpportunityRepository:
         await _VERSIONED.save(self._connection, opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
         opportunity.bookkeeping_changed = False
+        # The search document is rewritten only when what it is made of changed: most
+        # changes (a stage move, an owner) leave it as it is and cost no statement.
+        text = search.deal_text(opportunity)
+        searchable_changed = bool(opportunity.new_notes) or text != self._loaded_text.get(
+            opportunity.id
+        )
         await self._write_entries(opportunity)
+        if searchable_changed:
+            await self._search.refresh(opportunity)
+            self._loaded_text[opportunity.id] = text
 
     async def _write_entries(self, opportunity: Opportunity) -> None:
         connection = self._connection
@@ -297,14 +311,8 @@ class OpportunityQueries:
         if where.customer_id:
             conditions.append(o.c.customer_id == where.customer_id)
         if where.text:
-            pattern = "%" + _escape_like(where.text) + "%"
-            conditions.append(
-                or_(
-                    o.c.title.ilike(pattern, escape="\\"),
-                    o.c.description.ilike(pattern, escape="\\"),
-                    o.c.customer_name.ilike(pattern, escape="\\"),
-                )
-            )
+            terms = search.terms_of(where.text)
+            conditions.append(o.c.id.in_(search.matching(terms, is_postgres(self._connection))))
         if where.close_from:
             conditions.append(o.c.expected_close_date >= where.close_from)
         if where.close_to:
@@ -364,10 +372,6 @@ class OpportunityQueries:
             )
             for r in rows
         ]
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def _owners_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, list[str]]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from dealflow_common.db import BigId, ExactDecimal, JsonDocument, UtcDateTime
 
@@ -211,4 +212,19 @@ custom_field_definitions = Table(
     Column("created_by", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Each deal's search document: title, description, customer name and notes, rewritten in
+# the transaction that changes them (adapters.search). PostgreSQL searches its tsvector
+# through the GIN index; SQLite searches the FTS5 table `opportunity_search_fts`, kept
+# in step by triggers (migration 0006; not mapped here, SQLAlchemy has no virtual tables).
+opportunity_search = Table(
+    "opportunity_search",
+    metadata,
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("document", Text, nullable=False),
+    Column("search_vector", TSVECTOR().with_variant(Text(), "sqlite")),
+    Index("ix_opportunity_search_vector", "search_vector", postgresql_using="gin"),
 )

@@ -25,6 +25,7 @@ from dealflow_common.http.problems import (
     problem_responses,
 )
 from dealflow_common.http.security import Caller
+from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.repository import OpportunityFilter
 from dealflow_opportunity.api.schemas import (
     AssignmentResponse,
@@ -109,7 +110,8 @@ def opportunity_routes(
             Query(
                 min_length=1,
                 max_length=200,
-                description="Text in title, description or customer name",
+                description="Full-text search over title, description, customer name and "
+                "notes: every word must begin a word of the deal (no stemming)",
             ),
         ] = None,
         expected_close_from: date | None = None,
@@ -130,6 +132,8 @@ def opportunity_routes(
                     "cursor: not a cursor this API returned",
                     errors=field_errors("cursor", "not a cursor this API returned"),
                 ) from None
+        if q is not None:
+            _check_search(q)
         where = OpportunityFilter(
             stages=stage or (),
             owner=owner,
@@ -384,6 +388,20 @@ def opportunity_routes(
         ]
 
     return router
+
+
+def _check_search(query: str) -> None:
+    # A NUL byte is refused by PostgreSQL text anyway; a query of punctuation only
+    # would match every deal, which is a list, not a search.
+    reason = None
+    if "\x00" in query:
+        reason = "must not contain a NUL character"
+    elif not search.terms_of(query):
+        reason = "give at least one word to search for"
+    if reason:
+        raise Problem(
+            422, "validation", "Invalid request", f"q: {reason}", errors=field_errors("q", reason)
+        )
 
 
 async def _custom_field_filters(
