@@ -25,6 +25,7 @@ from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_opportunity.api.routes import (
+    bulk_routes,
     custom_field_routes,
     opportunity_routes,
     stage_machine_routes,
@@ -47,6 +48,9 @@ DESCRIPTION = (
 class OpportunitySettings(ServiceSettings):
     service_name: ClassVar[str] = "opportunity"
     port: int = Field(default=8001, ge=1, le=65535)
+    # The most deals one bulk request changes: each is its own transaction, so a large
+    # one holds the request open for long; above it the caller splits the work.
+    bulk_max_size: int = Field(default=200, ge=1, le=10_000)
 
 
 def asyncapi() -> dict[str, Any]:
@@ -99,6 +103,7 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         description=DESCRIPTION,
         version=VERSION,
         routers=[
+            bulk_routes(unit_of_work, reader, settings.bulk_max_size),
             opportunity_routes(unit_of_work, reader),
             custom_field_routes(unit_of_work, reader),
             stage_machine_routes(),

@@ -45,8 +45,11 @@ async def test_finds_deals_by_title_description_customer_and_notes(api) -> None:
     assert await found(api, in_description.upper()) == {by_description["id"]}
     assert await found(api, f"{in_customer} logistics") == {by_customer["id"]}
     assert await found(api, in_note) == {by_note["id"]}
-    # A word's beginning finds it; every word of the query must be there.
+    # The last word may be a beginning, as typed; the others are whole words, and
+    # every word of the query must be there.
     assert await found(api, in_title[:5]) == {by_title["id"]}
+    assert await found(api, f"{in_customer} logi") == {by_customer["id"]}
+    assert await found(api, f"{in_customer[:5]} logistics") == set()
     assert await found(api, f"{in_title} {in_note}") == set()
 
 

@@ -5,7 +5,7 @@ that changes what it is made of, so a search never sees a deal as it no longer i
 PostgreSQL indexes it as a `tsvector` (GIN); SQLite, the embedded run, through an FTS5
 table that triggers keep in step with it (migration 0006). Both use no stemming and no
 stop words (`simple`, `unicode61`), so the two back ends find the same deals: every word
-of the query must begin a word of the document.
+of the query must be a word of the document, the last one may be its beginning.
 """
 
 from __future__ import annotations
@@ -93,14 +93,16 @@ class SearchIndex:
 
 
 def matching(terms: list[str], postgres: bool) -> Any:
-    """A select of the ids of the deals whose document holds every term (as a prefix)."""
+    """A select of the ids of the deals whose document holds every term; the last may
+    be the beginning of a word (the query is read as typed: `fleet ren` finds "Fleet
+    renewal"), the others are whole words, so that `deal 3` does not find "deal 30"."""
     if postgres:
         # Terms are letters and digits only, so quoting them cannot break the tsquery syntax.
-        tsquery = " & ".join(f"'{term}':*" for term in terms)
+        tsquery = " & ".join([*(f"'{t}'" for t in terms[:-1]), f"'{terms[-1]}':*"])
         return select(opportunity_search.c.opportunity_id).where(
             opportunity_search.c.search_vector.op("@@")(func.to_tsquery(_SIMPLE, tsquery))
         )
-    fts_query = " ".join(f'"{term}"*' for term in terms)
+    fts_query = " ".join([*(f'"{t}"' for t in terms[:-1]), f'"{terms[-1]}"*'])
     rowids = (
         text(
             "SELECT rowid FROM opportunity_search_fts "

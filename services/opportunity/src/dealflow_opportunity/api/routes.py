@@ -9,7 +9,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from dealflow_common.auth import Principal
 from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
+from dealflow_common.errors import RuleViolated
+from dealflow_common.http.audit import record_domain_refusal
 from dealflow_common.http.paging import (
     IfMatch,
     decode_cursor,
@@ -22,13 +25,20 @@ from dealflow_common.http.problems import (
     READS,
     Problem,
     field_errors,
+    from_domain_error,
     problem_responses,
+    problem_type,
 )
 from dealflow_common.http.security import Caller
 from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.repository import OpportunityFilter
 from dealflow_opportunity.api.schemas import (
     AssignmentResponse,
+    BulkAssignRequest,
+    BulkResponse,
+    BulkResult,
+    BulkSelection,
+    BulkStageRequest,
     CustomFieldChangeRequest,
     CustomFieldRequest,
     CustomFieldResponse,
@@ -46,8 +56,8 @@ from dealflow_opportunity.api.schemas import (
     TeamRequest,
     UpdateOpportunityRequest,
 )
+from dealflow_opportunity.application import bulk, use_cases
 from dealflow_opportunity.application import custom_fields as custom_field_use_cases
-from dealflow_opportunity.application import use_cases
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 from dealflow_opportunity.domain import custom_fields, stages
@@ -111,7 +121,8 @@ def opportunity_routes(
                 min_length=1,
                 max_length=200,
                 description="Full-text search over title, description, customer name and "
-                "notes: every word must begin a word of the deal (no stemming)",
+                "notes: every word must be a word of the deal, the last may be the "
+                "beginning of one (no stemming)",
             ),
         ] = None,
         expected_close_from: date | None = None,
@@ -142,7 +153,14 @@ def opportunity_routes(
             text=q,
             close_from=expected_close_from,
             close_to=expected_close_to,
-            custom_fields=await _custom_field_filters(request, reader),
+            custom_fields=await _custom_field_filters(
+                [
+                    (name[3:], value)
+                    for name, value in request.query_params.multi_items()
+                    if name.startswith("cf.")
+                ],
+                reader,
+            ),
         )
         page = await reader.page(caller, where, after, limit + 1)
         items = page[:limit]
@@ -390,7 +408,7 @@ def opportunity_routes(
     return router
 
 
-def _check_search(query: str) -> None:
+def _check_search(query: str, field: str = "q") -> None:
     # A NUL byte is refused by PostgreSQL text anyway; a query of punctuation only
     # would match every deal, which is a list, not a search.
     reason = None
@@ -400,32 +418,38 @@ def _check_search(query: str) -> None:
         reason = "give at least one word to search for"
     if reason:
         raise Problem(
-            422, "validation", "Invalid request", f"q: {reason}", errors=field_errors("q", reason)
+            422,
+            "validation",
+            "Invalid request",
+            f"{field}: {reason}",
+            errors=field_errors(field, reason),
         )
 
 
 async def _custom_field_filters(
-    request: Request, reader: OpportunityReader
+    given: list[tuple[str, str]], reader: OpportunityReader, field: str = "cf."
 ) -> list[tuple[str, str]]:
-    """The `cf.<key>=<value>` parameters of a list, each value spelled as values are kept."""
-    given = [
-        (name, value) for name, value in request.query_params.multi_items() if name[:3] == "cf."
-    ]
+    """(key, value) filters on custom fields, each value spelled as values are kept;
+    `field` names the parameter in an error (`cf.<key>`, `filter.custom_fields.<key>`)."""
     if not given:
         return []
     definitions = await reader.custom_fields()
     filters = []
-    for name, value in given:
-        definition = definitions.get(name[3:])
+    for key, value in given:
+        definition = definitions.get(key)
         if definition is None:
+            reason = "no such custom field is defined"
             raise Problem(
                 422,
                 "validation",
                 "Invalid request",
-                f"{name}: no such custom field is defined",
-                errors=field_errors(name, "no such custom field is defined"),
+                f"{field}{key}: {reason}",
+                errors=field_errors(f"{field}{key}", reason),
             )
-        filters.append((definition.key, custom_fields.filter_value(definition, value)))
+        try:
+            filters.append((definition.key, custom_fields.filter_value(definition, value)))
+        except RuleViolated as error:
+            raise RuleViolated(f"{field}{key}", error.detail) from None
     return filters
 
 
@@ -502,6 +526,112 @@ def custom_field_routes(
             {name: getattr(body, name) for name in body.model_fields_set},
         )
         return _definition_response(definition)
+
+    return router
+
+
+def bulk_routes(
+    unit_of_work: Callable[[], OpportunityUnitOfWork], reader: OpportunityReader, maximum: int
+) -> APIRouter:
+    """Included before `opportunity_routes`, whose `/{opportunity_id}/stage` would
+    otherwise take `/bulk/stage` for a deal with the id "bulk"."""
+    router = APIRouter(prefix="/opportunities/bulk", tags=["opportunities"])
+
+    async def selected(caller: Principal, body: BulkSelection) -> list[UUID]:
+        where = None
+        if body.filter is not None:
+            f = body.filter
+            if f.q is not None:
+                _check_search(f.q, "filter.q")
+            where = OpportunityFilter(
+                stages=f.stage,
+                owner=f.owner,
+                team_id=f.team,
+                customer_id=f.customer,
+                text=f.q,
+                close_from=f.expected_close_from,
+                close_to=f.expected_close_to,
+                custom_fields=await _custom_field_filters(
+                    list(f.custom_fields.items()), reader, "filter.custom_fields."
+                ),
+            )
+        return await bulk.deals_to_change(reader, caller, body.ids, where, maximum)
+
+    def answer(request: Request, outcomes: list[bulk.BulkOutcome]) -> BulkResponse:
+        results = []
+        for outcome in outcomes:
+            problem = None
+            if outcome.refusal is not None:
+                record_domain_refusal(request, outcome.refusal)
+                refused = from_domain_error(outcome.refusal)
+                problem = {
+                    "type": problem_type(refused.slug),
+                    "title": refused.title,
+                    "status": refused.status,
+                    "detail": refused.detail,
+                    **refused.extensions,
+                }
+            results.append(
+                BulkResult(
+                    id=outcome.opportunity_id,
+                    outcome=outcome.outcome,
+                    version=outcome.opportunity.version if outcome.opportunity else None,
+                    problem=problem,
+                )
+            )
+        return BulkResponse(
+            results=results,
+            changed=sum(r.outcome == "changed" for r in results),
+            refused=sum(r.outcome == "refused" for r in results),
+            not_found=sum(r.outcome == "not_found" for r in results),
+        )
+
+    @router.post(
+        "/stage",
+        responses=problem_responses(401, 422),
+        summary="Move many deals to a stage, each under the state machine and its access",
+    )
+    async def bulk_move_stage(
+        body: BulkStageRequest, caller: Caller, request: Request
+    ) -> BulkResponse:
+        ids = await selected(caller, body)
+        outcomes = await bulk.change_each(
+            ids,
+            lambda opportunity_id: use_cases.move_stage(
+                unit_of_work(),
+                opportunity_id,
+                caller,
+                None,
+                body.stage,
+                body.probability,
+                body.lost_reason,
+                body.note,
+            ),
+        )
+        return answer(request, outcomes)
+
+    @router.post(
+        "/assign",
+        responses=problem_responses(401, 422),
+        summary="Add an owner to many deals, or hand them to a team, each under its access",
+    )
+    async def bulk_assign(
+        body: BulkAssignRequest, caller: Caller, request: Request
+    ) -> BulkResponse:
+        ids = await selected(caller, body)
+        user_id, team_id = body.user_id, body.team_id
+
+        async def assign(opportunity_id: UUID) -> Opportunity:
+            if user_id is not None:
+                return await use_cases.assign_owner(
+                    unit_of_work(), opportunity_id, caller, None, user_id
+                )
+            assert team_id is not None
+            return await use_cases.assign_team(
+                unit_of_work(), opportunity_id, caller, None, team_id
+            )
+
+        return answer(request, await bulk.change_each(ids, assign))
 
     return router
 

@@ -232,3 +232,67 @@ class CustomFieldResponse(BaseModel):
     created_by: str
     created_at: datetime
     updated_at: datetime
+
+
+class BulkFilter(_Request):
+    """The filters of `GET /opportunities`, matched among the deals the caller may see."""
+
+    stage: list[Stage] = Field(default_factory=list, max_length=10)
+    owner: UserId | None = None
+    team: TeamId | None = None
+    customer: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    q: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    expected_close_from: date | None = None
+    expected_close_to: date | None = None
+    custom_fields: dict[str, Annotated[str, StringConstraints(max_length=1000)]] = Field(
+        default_factory=dict, max_length=50, description="As `cf.<key>=<value>` in the list"
+    )
+
+
+class BulkSelection(_Request):
+    ids: list[UUID] | None = Field(
+        default=None, min_length=1, description="The deals to change; or give a `filter`"
+    )
+    filter: BulkFilter | None = Field(default=None, description="Or the deals it matches")
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> Self:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either ids or a filter")
+        return self
+
+
+class BulkStageRequest(BulkSelection):
+    stage: Stage
+    probability: Probability | None = None
+    lost_reason: Reason | None = Field(default=None, description="Required for closed_lost")
+    note: LongText | None = None
+
+
+class BulkAssignRequest(BulkSelection):
+    """Add `user_id` as an owner of each deal, or hand each deal to `team_id`'s queue."""
+
+    user_id: UserId | None = None
+    team_id: TeamId | None = None
+
+    @model_validator(mode="after")
+    def _one_assignee(self) -> Self:
+        if (self.user_id is None) == (self.team_id is None):
+            raise ValueError("give either user_id or team_id")
+        return self
+
+
+class BulkResult(BaseModel):
+    id: UUID
+    outcome: Literal["changed", "refused", "not_found"]
+    version: int | None = Field(default=None, description="The deal's version after the change")
+    problem: dict[str, Any] | None = Field(
+        default=None, description="Why it was refused: the problem document a single request gets"
+    )
+
+
+class BulkResponse(BaseModel):
+    results: list[BulkResult] = Field(description="One per deal, in the order they were changed")
+    changed: int
+    refused: int
+    not_found: int
