@@ -127,6 +127,18 @@ async def test_bulk_assignment_adds_an_owner_or_hands_deals_to_a_team(api) -> No
         "dave",
     ]
     assert [e for e, _ in await api.events_of(first["id"])][-1] == "opportunity.assigned"
+    # Assigned again: allowed, but nothing to change.
+    before = await api.written()
+    results = by_id(
+        await api.call(
+            "POST",
+            "/opportunities/bulk/assign",
+            {"ids": [first["id"]], "user_id": "dave"},
+            **MANAGER,
+        )
+    )
+    assert results[first["id"]]["outcome"] == "unchanged"
+    assert await api.written() == before
 
     results = by_id(
         await api.call(

@@ -582,6 +582,7 @@ def bulk_routes(
         return BulkResponse(
             results=results,
             changed=sum(r.outcome == "changed" for r in results),
+            unchanged=sum(r.outcome == "unchanged" for r in results),
             refused=sum(r.outcome == "refused" for r in results),
             not_found=sum(r.outcome == "not_found" for r in results),
         )

@@ -284,7 +284,9 @@ class BulkAssignRequest(BulkSelection):
 
 class BulkResult(BaseModel):
     id: UUID
-    outcome: Literal["changed", "refused", "not_found"]
+    outcome: Literal["changed", "unchanged", "refused", "not_found"] = Field(
+        description="`unchanged`: allowed, but the deal already was so (no new version)"
+    )
     version: int | None = Field(default=None, description="The deal's version after the change")
     problem: dict[str, Any] | None = Field(
         default=None, description="Why it was refused: the problem document a single request gets"
@@ -294,5 +296,6 @@ class BulkResult(BaseModel):
 class BulkResponse(BaseModel):
     results: list[BulkResult] = Field(description="One per deal, in the order they were changed")
     changed: int
+    unchanged: int
     refused: int
     not_found: int

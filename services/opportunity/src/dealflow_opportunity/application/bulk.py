@@ -33,9 +33,10 @@ class BulkOutcome:
     refusal: DomainError | None = None
 
     @property
-    def outcome(self) -> Literal["changed", "refused", "not_found"]:
+    def outcome(self) -> Literal["changed", "unchanged", "refused", "not_found"]:
         if self.opportunity is not None:
-            return "changed"
+            # Accepted but already so (an owner assigned again): no new version, no event.
+            return "changed" if self.opportunity.version_bumped else "unchanged"
         # A deal the caller may not see is answered as an unknown one, as everywhere.
         return "not_found" if isinstance(self.refusal, NotFound) else "refused"
 
