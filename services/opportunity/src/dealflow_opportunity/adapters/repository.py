@@ -21,9 +21,12 @@ from dealflow_common.auth import Principal
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
     Address,
+    Competitor,
     Contact,
     Customer,
     CustomFieldValue,
+    DealContact,
+    DecisionIssue,
     LeadOrigin,
     NextAction,
     NoteReason,
@@ -435,7 +438,14 @@ def _to_row(o: Opportunity) -> dict[str, Any]:
             if o.custom_fields
             else None
         ),
+        "competitors": _documents(o.competitors),
+        "decision_issues": _documents(o.decision_issues),
+        "contacts": _documents(o.contacts),
     }
+
+
+def _documents(records: Sequence[Competitor | DecisionIssue | DealContact]) -> Any:
+    return [r.model_dump(mode="json") for r in records] if records else None
 
 
 def _to_opportunity(row: Row[Any], owners: list[str], shares: list[Share]) -> Opportunity:
@@ -476,6 +486,9 @@ def _to_opportunity(row: Row[Any], owners: list[str], shares: list[Share]) -> Op
         steps_applied=AppliedSequences.from_document(row.next_action_applied),
         shares=shares,
         custom_fields=_custom_fields(row.custom_fields),
+        competitors=[Competitor.model_validate(r) for r in row.competitors or ()],
+        decision_issues=[DecisionIssue.model_validate(r) for r in row.decision_issues or ()],
+        contacts=[DealContact.model_validate(r) for r in row.contacts or ()],
     )
 
 

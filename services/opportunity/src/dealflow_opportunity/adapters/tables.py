@@ -60,6 +60,11 @@ opportunities = Table(
     # Values of the admin-defined fields by key (domain.custom_fields), normalised so
     # that a list filter compares them as kept.
     Column("custom_fields", JsonDocument),
+    # The deal's competitors, decision issues and contacts with roles: small lists read
+    # and written with the deal, never queried on their own.
+    Column("competitors", JsonDocument),
+    Column("decision_issues", JsonDocument),
+    Column("contacts", JsonDocument),
     Index("ix_opportunities_listing", "created_at", "id"),
     Index("ix_opportunities_stage", "stage"),
     Index("ix_opportunities_team", "team_id"),

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from dealflow_common.auth import Principal
-from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
+from dealflow_common.contracts.opportunity import (
+    Competitor,
+    DealContact,
+    DecisionIssue,
+    NoteReason,
+    Share,
+    Stage,
+)
 from dealflow_common.errors import RuleViolated
 from dealflow_common.http.audit import record_domain_refusal
 from dealflow_common.http.paging import (
@@ -39,9 +48,15 @@ from dealflow_opportunity.api.schemas import (
     BulkResult,
     BulkSelection,
     BulkStageRequest,
+    CompetitorChange,
+    CompetitorRequest,
     CustomFieldChangeRequest,
     CustomFieldRequest,
     CustomFieldResponse,
+    DealContactChange,
+    DealContactRequest,
+    DecisionIssueChange,
+    DecisionIssueRequest,
     LoseRequest,
     NoteRequest,
     NoteResponse,
@@ -62,7 +77,7 @@ from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 from dealflow_opportunity.domain import custom_fields, stages
 from dealflow_opportunity.domain.custom_fields import CustomFieldDefinition, FieldType
-from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges
+from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges, RecordKind
 
 _READ, _WRITE = READS, CHANGES
 
@@ -405,7 +420,128 @@ def opportunity_routes(
             for a in await reader.assignments(opportunity_id, caller)
         ]
 
+    for kind, path, record_type, create_body, change_body in _RECORDS:
+        _record_routes(
+            router, unit_of_work, reader, kind, path, record_type, create_body, change_body
+        )
+
     return router
+
+
+_RECORDS: list[tuple[RecordKind, str, type[Any], type[BaseModel], type[BaseModel]]] = [
+    ("competitors", "competitors", Competitor, CompetitorRequest, CompetitorChange),
+    (
+        "decision_issues",
+        "decision-issues",
+        DecisionIssue,
+        DecisionIssueRequest,
+        DecisionIssueChange,
+    ),
+    ("contacts", "contacts", DealContact, DealContactRequest, DealContactChange),
+]
+
+
+def _record_routes(
+    router: APIRouter,
+    unit_of_work: Callable[[], OpportunityUnitOfWork],
+    reader: OpportunityReader,
+    kind: RecordKind,
+    path: str,
+    record_type: type[Any],
+    create_body: type[BaseModel],
+    change_body: type[BaseModel],
+) -> None:
+    """List, add, change and remove one kind of the deal's records (competitors,
+    decision issues, contacts); every change is a new version of the deal."""
+    what = path.replace("-", " ")
+
+    async def list_records(opportunity_id: UUID, caller: Caller) -> list[Any]:
+        return list(getattr(await reader.get(opportunity_id, caller), kind))
+
+    async def add(
+        opportunity_id: UUID,
+        body: create_body,  # type: ignore[valid-type]
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        record = record_type(id=uuid.uuid4(), **body.model_dump())  # type: ignore[attr-defined]
+        opportunity = await use_cases.add_record(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), kind, record
+        )
+        response.headers["Location"] = f"/opportunities/{opportunity_id}/{path}/{record.id}"
+        return _with_etag(response, opportunity)
+
+    async def change(
+        opportunity_id: UUID,
+        record_id: UUID,
+        body: change_body,  # type: ignore[valid-type]
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        given = {n: getattr(body, n) for n in body.model_fields_set}  # type: ignore[attr-defined]
+        opportunity = await use_cases.change_record(
+            unit_of_work(),
+            opportunity_id,
+            caller,
+            expected_version(if_match),
+            kind,
+            record_id,
+            given,
+        )
+        return _with_etag(response, opportunity)
+
+    async def remove(
+        opportunity_id: UUID,
+        record_id: UUID,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.remove_record(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), kind, record_id
+        )
+        return _with_etag(response, opportunity)
+
+    # The module postpones annotations; these name the request bodies of this kind.
+    add.__annotations__["body"] = create_body
+    change.__annotations__["body"] = change_body
+
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}",
+        list_records,
+        methods=["GET"],
+        response_model=list[record_type],  # type: ignore[valid-type]
+        responses=_READ,
+        summary=f"The deal's {what}",
+        name=f"list_{kind}",
+    )
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}",
+        add,
+        methods=["POST"],
+        status_code=201,
+        responses=_WRITE,
+        summary=f"Add one of the deal's {what}",
+        name=f"add_{kind}",
+    )
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}/{{record_id}}",
+        change,
+        methods=["PATCH"],
+        responses=_WRITE,
+        summary=f"Change one of the deal's {what}",
+        name=f"change_{kind}",
+    )
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}/{{record_id}}",
+        remove,
+        methods=["DELETE"],
+        responses=_WRITE,
+        summary=f"Remove one of the deal's {what}",
+        name=f"remove_{kind}",
+    )
 
 
 def _check_search(query: str, field: str = "q") -> None:

@@ -299,3 +299,64 @@ class BulkResponse(BaseModel):
     unchanged: int
     refused: int
     not_found: int
+
+
+RecordName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+RecordText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+CompetitorStatus = Literal["active", "lost_to", "won_against"]
+IssueStatus = Literal["open", "resolved"]
+ContactRole = Literal["decision_maker", "influencer", "champion", "user", "other"]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+
+
+class _RecordChange(_Request):
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        return self
+
+
+class CompetitorRequest(_Request):
+    name: RecordName
+    strengths: RecordText | None = None
+    weaknesses: RecordText | None = None
+    status: CompetitorStatus = "active"
+
+
+class CompetitorChange(_RecordChange):
+    """Only the fields sent change; `null` clears strengths or weaknesses."""
+
+    name: RecordName = None  # type: ignore[assignment]
+    strengths: RecordText | None = None
+    weaknesses: RecordText | None = None
+    status: CompetitorStatus = None  # type: ignore[assignment]
+
+
+class DecisionIssueRequest(_Request):
+    description: RecordText
+    owner: UserId | None = Field(default=None, description="Who follows it up")
+    status: IssueStatus = "open"
+    resolution: RecordText | None = Field(default=None, description="Required when resolved")
+
+
+class DecisionIssueChange(_RecordChange):
+    description: RecordText = None  # type: ignore[assignment]
+    owner: UserId | None = None
+    status: IssueStatus = None  # type: ignore[assignment]
+    resolution: RecordText | None = None
+
+
+class DealContactRequest(_Request):
+    name: RecordName
+    role: ContactRole
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class DealContactChange(_RecordChange):
+    name: RecordName = None  # type: ignore[assignment]
+    role: ContactRole = None  # type: ignore[assignment]
+    email: Email | None = None
+    phone: Phone | None = None

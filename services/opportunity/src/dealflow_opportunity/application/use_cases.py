@@ -21,7 +21,13 @@ from dealflow_common.errors import NotPermitted
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 from dealflow_opportunity.domain import access, custom_fields
 from dealflow_opportunity.domain.errors import OpportunityNotFound
-from dealflow_opportunity.domain.model import Note, Opportunity, OpportunityChanges
+from dealflow_opportunity.domain.model import (
+    DealRecord,
+    Note,
+    Opportunity,
+    OpportunityChanges,
+    RecordKind,
+)
 
 Authorize = Callable[[Opportunity, Principal], None]
 
@@ -259,4 +265,57 @@ async def unshare_opportunity(
         principal,
         expected_version,
         lambda o, now: o.unshare(kind, holder, principal.user_id, now),
+    )
+
+
+async def add_record(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    kind: RecordKind,
+    record: DealRecord,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.add_record(kind, record, principal.user_id, now),
+    )
+
+
+async def change_record(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    kind: RecordKind,
+    record_id: UUID,
+    changes: Mapping[str, object],
+) -> Opportunity:
+    """Set the given members of one record; the result is checked as a new one is."""
+
+    def apply(o: Opportunity, now: datetime) -> None:
+        current = o.record(kind, record_id)
+        changed = type(current).model_validate({**current.model_dump(), **changes})
+        o.replace_record(kind, changed, principal.user_id, now)
+
+    return await _change(uow, opportunity_id, principal, expected_version, apply)
+
+
+async def remove_record(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    kind: RecordKind,
+    record_id: UUID,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.remove_record(kind, record_id, principal.user_id, now),
     )
