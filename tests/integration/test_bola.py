@@ -111,6 +111,21 @@ PROBES: dict[str, Probe] = {
     "opp DELETE share": Probe(
         "opportunity", "DELETE", "/opportunities/{D}/shares/user/{reader}", None, STALE
     ),
+    # The deal's records (competitors, decision issues, contacts): one rule for the three.
+    "opp GET competitors": Probe("opportunity", "GET", "/opportunities/{D}/competitors"),
+    "opp POST competitor": Probe(
+        "opportunity", "POST", "/opportunities/{D}/competitors", {"name": "Probe"}, STALE
+    ),
+    "opp PATCH issue": Probe(
+        "opportunity",
+        "PATCH",
+        f"/opportunities/{{D}}/decision-issues/{uuid.uuid4()}",
+        {"owner": "probe"},
+        STALE,
+    ),
+    "opp DELETE contact": Probe(
+        "opportunity", "DELETE", f"/opportunities/{{D}}/contacts/{uuid.uuid4()}", None, STALE
+    ),
     # Custom field definitions are not a deal's: everyone reads them, admins write them
     # (a choice field without choices, refused after the access check: nothing written).
     "opp GET custom fields": Probe("opportunity", "GET", "/custom-fields"),
@@ -251,6 +266,10 @@ EXPECTED: dict[str, str] = {
     "opp POST note":         "201 201 201 404 403 201 201 404 201 403",
     "opp POST share":        "412 412 412 404 403 412 412 404 412 403",
     "opp DELETE share":      "412 412 412 404 403 412 412 404 412 403",
+    "opp GET competitors":   "200 200 200 404 200 200 200 404 200 200",
+    "opp POST competitor":   "412 412 412 404 403 412 412 404 412 403",
+    "opp PATCH issue":       "412 412 412 404 403 412 412 404 412 403",
+    "opp DELETE contact":    "412 412 412 404 403 412 412 404 412 403",
     "opp GET custom fields": "200 200 200 200 200 200 200 200 200 200",
     "opp POST custom field": "403 403 403 403 403 403 403 403 422 403",
     "opp PATCH custom field": "403 403 403 403 403 403 403 403 404 403",
