@@ -62,6 +62,9 @@ class Probe:
     headers: dict[str, str] = field(default_factory=dict)
     listed: str | None = None
     """For a listing: the record whose presence the cell states (`in` / `out`)."""
+    per_deal: str | None = None
+    """For bulk work: the record whose own result the cell states, as the status it
+    stands for (changed or unchanged 200, not found 404, refused its problem's status)."""
 
 
 FREE_LINE = {
@@ -107,6 +110,50 @@ PROBES: dict[str, Probe] = {
     ),
     "opp DELETE share": Probe(
         "opportunity", "DELETE", "/opportunities/{D}/shares/user/{reader}", None, STALE
+    ),
+    # The deal's records (competitors, decision issues, contacts): one rule for the three.
+    "opp GET competitors": Probe("opportunity", "GET", "/opportunities/{D}/competitors"),
+    "opp POST competitor": Probe(
+        "opportunity", "POST", "/opportunities/{D}/competitors", {"name": "Probe"}, STALE
+    ),
+    "opp PATCH issue": Probe(
+        "opportunity",
+        "PATCH",
+        f"/opportunities/{{D}}/decision-issues/{uuid.uuid4()}",
+        {"owner": "probe"},
+        STALE,
+    ),
+    "opp DELETE contact": Probe(
+        "opportunity", "DELETE", f"/opportunities/{{D}}/contacts/{uuid.uuid4()}", None, STALE
+    ),
+    # Custom field definitions are not a deal's: everyone reads them, admins write them
+    # (a choice field without choices, refused after the access check: nothing written).
+    "opp GET custom fields": Probe("opportunity", "GET", "/custom-fields"),
+    "opp POST custom field": Probe(
+        "opportunity",
+        "POST",
+        "/custom-fields",
+        {"key": f"bola_{RUN}", "label": "Probe", "type": "choice"},
+    ),
+    "opp PATCH custom field": Probe(
+        "opportunity", "PATCH", f"/custom-fields/bola_none_{RUN}", {"label": "Probe"}
+    ),
+    # Bulk work answers 200 with one result per deal: the cell is the status D's own
+    # result stands for. A move lead -> negotiation is refused by the state machine
+    # (409) once every access check passed; assigning D's owner again changes nothing.
+    "opp bulk stage": Probe(
+        "opportunity",
+        "POST",
+        "/opportunities/bulk/stage",
+        {"ids": ["{D}"], "stage": "negotiation"},
+        per_deal="D",
+    ),
+    "opp bulk assign": Probe(
+        "opportunity",
+        "POST",
+        "/opportunities/bulk/assign",
+        {"ids": ["{D}"], "user_id": "{owner}"},
+        per_deal="D",
     ),
     # --- quote ---------------------------------------------------------------------
     "quote GET": Probe("quote", "GET", "/quotes/{Q}"),
@@ -219,6 +266,15 @@ EXPECTED: dict[str, str] = {
     "opp POST note":         "201 201 201 404 403 201 201 404 201 403",
     "opp POST share":        "412 412 412 404 403 412 412 404 412 403",
     "opp DELETE share":      "412 412 412 404 403 412 412 404 412 403",
+    "opp GET competitors":   "200 200 200 404 200 200 200 404 200 200",
+    "opp POST competitor":   "412 412 412 404 403 412 412 404 412 403",
+    "opp PATCH issue":       "412 412 412 404 403 412 412 404 412 403",
+    "opp DELETE contact":    "412 412 412 404 403 412 412 404 412 403",
+    "opp GET custom fields": "200 200 200 200 200 200 200 200 200 200",
+    "opp POST custom field": "403 403 403 403 403 403 403 403 422 403",
+    "opp PATCH custom field": "403 403 403 403 403 403 403 403 404 403",
+    "opp bulk stage":        "409 409 409 404 403 409 409 404 409 403",
+    "opp bulk assign":       "200 200 403 404 403 403 200 404 200 403",
     # Quotes follow their deal. Quoting a deal one may not see is answered as quoting an
     # unknown one (422 naming opportunity_id); operators are refused before any lookup.
     "quote GET":             "200 200 200 404 200 200 200 404 200 200",
@@ -491,7 +547,16 @@ async def test_bola_cell(records: Records, endpoint: str, who: str, expected: st
         records.sequences.append(response.json()["id"])
     if status >= 400:
         assert response.headers["content-type"] == "application/problem+json", response.text
-    if expected in ("in", "out"):
+    if probe.per_deal is not None:
+        assert status == 200, f"{endpoint} as {who}: {status} {response.text[:300]}"
+        (result,) = [
+            r for r in response.json()["results"] if r["id"] == records.ids[probe.per_deal]
+        ]
+        stands_for = {"changed": 200, "unchanged": 200, "not_found": 404}.get(
+            result["outcome"], (result.get("problem") or {}).get("status")
+        )
+        assert stands_for == int(expected), f"{endpoint} as {who}: {result}"
+    elif expected in ("in", "out"):
         assert status == 200, f"{endpoint} as {who}: {status} {response.text[:300]}"
         holds = _listing_holds(response.json(), records.ids[probe.listed or ""])
         shown = "shows" if holds else "lacks"

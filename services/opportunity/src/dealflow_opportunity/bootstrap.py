@@ -24,7 +24,12 @@ from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
-from dealflow_opportunity.api.routes import opportunity_routes, stage_machine_routes
+from dealflow_opportunity.api.routes import (
+    bulk_routes,
+    custom_field_routes,
+    opportunity_routes,
+    stage_machine_routes,
+)
 from dealflow_opportunity.application import follow_ups, purge, saga
 from dealflow_opportunity.application.metrics import DealMetrics
 from dealflow_opportunity.application.queries import OpportunityReader
@@ -43,6 +48,9 @@ DESCRIPTION = (
 class OpportunitySettings(ServiceSettings):
     service_name: ClassVar[str] = "opportunity"
     port: int = Field(default=8001, ge=1, le=65535)
+    # The most deals one bulk request changes: each is its own transaction, so a large
+    # one holds the request open for long; above it the caller splits the work.
+    bulk_max_size: int = Field(default=200, ge=1, le=10_000)
 
 
 def asyncapi() -> dict[str, Any]:
@@ -88,13 +96,16 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         handlers=follow_ups.HANDLERS,
         unit_of_work=unit_of_work,
     )
+    reader = OpportunityReader(platform.engine)
     return create_app(
         platform,
         title="Dealflow opportunity service",
         description=DESCRIPTION,
         version=VERSION,
         routers=[
-            opportunity_routes(unit_of_work, OpportunityReader(platform.engine)),
+            bulk_routes(unit_of_work, reader, settings.bulk_max_size),
+            opportunity_routes(unit_of_work, reader),
+            custom_field_routes(unit_of_work, reader),
             stage_machine_routes(),
         ],
         asyncapi=asyncapi(),

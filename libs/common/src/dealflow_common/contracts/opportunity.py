@@ -97,6 +97,42 @@ class NextAction(_Part):
     note: str | None = Field(default=None, max_length=1000)
 
 
+class Competitor(_Part):
+    """Another vendor the customer weighs against us on this deal."""
+
+    id: UUID
+    name: str = Field(min_length=1, max_length=200)
+    strengths: str | None = Field(default=None, max_length=2000)
+    weaknesses: str | None = Field(default=None, max_length=2000)
+    status: Literal["active", "lost_to", "won_against"] = "active"
+
+
+class DecisionIssue(_Part):
+    """Something the customer must settle before deciding, who follows it, and how it
+    was resolved."""
+
+    id: UUID
+    description: str = Field(min_length=1, max_length=2000)
+    owner: str | None = Field(default=None, max_length=200)
+    status: Literal["open", "resolved"] = "open"
+    resolution: str | None = Field(default=None, max_length=2000)
+
+
+class DealContact(_Part):
+    """A person at the customer with a part in the decision."""
+
+    id: UUID
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["decision_maker", "influencer", "champion", "user", "other"]
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=50)
+
+
+CustomFieldValue = str | Money
+"""A custom field's value: text, a decimal string (number), an ISO date, a choice, or
+money; numbers are exact decimal strings like money amounts, never floats."""
+
+
 class OpportunityState(_Part):
     id: UUID
     title: str
@@ -123,6 +159,16 @@ class OpportunityState(_Part):
     version: int
     shares: list[Share] = Field(
         default_factory=list, description="Who else may read or edit the deal (the Sharing tab)"
+    )
+    custom_fields: dict[str, CustomFieldValue] = Field(
+        default_factory=dict,
+        description="Values of the fields an admin defined for deals (`GET /custom-fields`), "
+        "by key; a field without a value is absent",
+    )
+    competitors: list[Competitor] = Field(default_factory=list)
+    decision_issues: list[DecisionIssue] = Field(default_factory=list)
+    contacts: list[DealContact] = Field(
+        default_factory=list, description="People at the customer, with their roles"
     )
 
 

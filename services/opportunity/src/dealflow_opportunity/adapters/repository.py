@@ -21,8 +21,12 @@ from dealflow_common.auth import Principal
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
     Address,
+    Competitor,
     Contact,
     Customer,
+    CustomFieldValue,
+    DealContact,
+    DecisionIssue,
     LeadOrigin,
     NextAction,
     NoteReason,
@@ -33,6 +37,7 @@ from dealflow_common.contracts.opportunity import (
 from dealflow_common.db import is_postgres
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
+from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -95,6 +100,8 @@ class OpportunityRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._loaded_versions: dict[UUID, int] = {}
+        self._loaded_text: dict[UUID, str] = {}
+        self._search = search.SearchIndex(connection)
 
     async def get(self, opportunity_id: UUID) -> Opportunity:
         """Load for a change: the row stays locked until the transaction ends."""
@@ -108,11 +115,13 @@ class OpportunityRepository:
             row, owners.get(opportunity_id, []), shares.get(opportunity_id, [])
         )
         self._loaded_versions[opportunity.id] = opportunity.version
+        self._loaded_text[opportunity.id] = search.deal_text(opportunity)
         return opportunity
 
     async def add(self, opportunity: Opportunity) -> None:
         await self._connection.execute(_INSERT, _to_row(opportunity))
         await self._write_entries(opportunity)
+        await self._search.add(opportunity)
 
     async def save(self, opportunity: Opportunity) -> None:
         loaded = self._loaded_versions[opportunity.id]
@@ -134,7 +143,16 @@ class OpportunityRepository:
         await _VERSIONED.save(self._connection, opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
         opportunity.bookkeeping_changed = False
+        # The search document is rewritten only when what it is made of changed: most
+        # changes (a stage move, an owner) leave it as it is and cost no statement.
+        text = search.deal_text(opportunity)
+        searchable_changed = bool(opportunity.new_notes) or text != self._loaded_text.get(
+            opportunity.id
+        )
         await self._write_entries(opportunity)
+        if searchable_changed:
+            await self._search.refresh(opportunity)
+            self._loaded_text[opportunity.id] = text
 
     async def _write_entries(self, opportunity: Opportunity) -> None:
         connection = self._connection
@@ -228,6 +246,8 @@ class OpportunityFilter:
     text: str | None = None
     close_from: date | None = None
     close_to: date | None = None
+    custom_fields: Sequence[tuple[str, str]] = ()
+    """(key, value) pairs, the value spelled as kept (`domain.custom_fields.filter_value`)."""
 
 
 class OpportunityQueries:
@@ -294,18 +314,14 @@ class OpportunityQueries:
         if where.customer_id:
             conditions.append(o.c.customer_id == where.customer_id)
         if where.text:
-            pattern = "%" + _escape_like(where.text) + "%"
-            conditions.append(
-                or_(
-                    o.c.title.ilike(pattern, escape="\\"),
-                    o.c.description.ilike(pattern, escape="\\"),
-                    o.c.customer_name.ilike(pattern, escape="\\"),
-                )
-            )
+            terms = search.terms_of(where.text)
+            conditions.append(o.c.id.in_(search.matching(terms, is_postgres(self._connection))))
         if where.close_from:
             conditions.append(o.c.expected_close_date >= where.close_from)
         if where.close_to:
             conditions.append(o.c.expected_close_date <= where.close_to)
+        for key, value in where.custom_fields:
+            conditions.append(o.c.custom_fields[key].as_string() == value)
         if after is not None:
             conditions.append(tuple_(o.c.created_at, o.c.id) < tuple_(*after))
         query = (
@@ -361,10 +377,6 @@ class OpportunityQueries:
         ]
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 async def _owners_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, list[str]]:
     if not ids:
         return {}
@@ -418,7 +430,22 @@ def _to_row(o: Opportunity) -> dict[str, Any]:
         "stage_entered_at": o.stage_entered_at,
         "closed_at": o.closed_at,
         "version": o.version,
+        "custom_fields": (
+            {
+                key: value.model_dump(mode="json") if isinstance(value, Money) else value
+                for key, value in o.custom_fields.items()
+            }
+            if o.custom_fields
+            else None
+        ),
+        "competitors": _documents(o.competitors),
+        "decision_issues": _documents(o.decision_issues),
+        "contacts": _documents(o.contacts),
     }
+
+
+def _documents(records: Sequence[Competitor | DecisionIssue | DealContact]) -> Any:
+    return [r.model_dump(mode="json") for r in records] if records else None
 
 
 def _to_opportunity(row: Row[Any], owners: list[str], shares: list[Share]) -> Opportunity:
@@ -458,4 +485,16 @@ def _to_opportunity(row: Row[Any], owners: list[str], shares: list[Share]) -> Op
         ),
         steps_applied=AppliedSequences.from_document(row.next_action_applied),
         shares=shares,
+        custom_fields=_custom_fields(row.custom_fields),
+        competitors=[Competitor.model_validate(r) for r in row.competitors or ()],
+        decision_issues=[DecisionIssue.model_validate(r) for r in row.decision_issues or ()],
+        contacts=[DealContact.model_validate(r) for r in row.contacts or ()],
     )
+
+
+def _custom_fields(document: dict[str, Any] | None) -> dict[str, CustomFieldValue]:
+    # Money is the one value kept as an object; every other type is a string.
+    return {
+        key: Money.model_validate(value) if isinstance(value, dict) else value
+        for key, value in (document or {}).items()
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Text,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from dealflow_common.db import BigId, ExactDecimal, JsonDocument, UtcDateTime
 
@@ -55,6 +57,14 @@ opportunities = Table(
     Column("stage_entered_at", UtcDateTime, nullable=False),
     Column("closed_at", UtcDateTime),
     Column("version", Integer, nullable=False),
+    # Values of the admin-defined fields by key (domain.custom_fields), normalised so
+    # that a list filter compares them as kept.
+    Column("custom_fields", JsonDocument),
+    # The deal's competitors, decision issues and contacts with roles: small lists read
+    # and written with the deal, never queried on their own.
+    Column("competitors", JsonDocument),
+    Column("decision_issues", JsonDocument),
+    Column("contacts", JsonDocument),
     Index("ix_opportunities_listing", "created_at", "id"),
     Index("ix_opportunities_stage", "stage"),
     Index("ix_opportunities_team", "team_id"),
@@ -190,4 +200,36 @@ deal_tasks = Table(
     Column("done_at", UtcDateTime),
     Column("applied", JsonDocument, nullable=False),
     Index("ix_deal_tasks_open", "opportunity_id", "done_at", "due_at"),
+)
+
+# The fields an admin defines for deals; retired, never deleted (deals keep their values).
+custom_field_definitions = Table(
+    "custom_field_definitions",
+    metadata,
+    Column("key", String(50), primary_key=True),
+    Column("label", String(200), nullable=False),
+    Column("type", String(10), nullable=False),
+    Column("required", Boolean, nullable=False),
+    Column("choices", JsonDocument, nullable=False),
+    Column("tab", String(100)),
+    Column("position", Integer, nullable=False),
+    Column("retired", Boolean, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Each deal's search document: title, description, customer name and notes, rewritten in
+# the transaction that changes them (adapters.search). PostgreSQL searches its tsvector
+# through the GIN index; SQLite searches the FTS5 table `opportunity_search_fts`, kept
+# in step by triggers (migration 0006; not mapped here, SQLAlchemy has no virtual tables).
+opportunity_search = Table(
+    "opportunity_search",
+    metadata,
+    Column(
+        "opportunity_id", Uuid, ForeignKey("opportunities.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("document", Text, nullable=False),
+    Column("search_vector", TSVECTOR().with_variant(Text(), "sqlite")),
+    Index("ix_opportunity_search_vector", "search_vector", postgresql_using="gin"),
 )

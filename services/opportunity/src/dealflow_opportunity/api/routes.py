@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel
 
-from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
+from dealflow_common.auth import Principal
+from dealflow_common.contracts.opportunity import (
+    Competitor,
+    DealContact,
+    DecisionIssue,
+    NoteReason,
+    Share,
+    Stage,
+)
+from dealflow_common.errors import RuleViolated
+from dealflow_common.http.audit import record_domain_refusal
 from dealflow_common.http.fields import ISO_DATE
 from dealflow_common.http.paging import (
     IfMatch,
@@ -23,12 +35,29 @@ from dealflow_common.http.problems import (
     READS,
     Problem,
     field_errors,
+    from_domain_error,
     problem_responses,
+    problem_type,
 )
 from dealflow_common.http.security import Caller
+from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.repository import OpportunityFilter
 from dealflow_opportunity.api.schemas import (
     AssignmentResponse,
+    BulkAssignRequest,
+    BulkResponse,
+    BulkResult,
+    BulkSelection,
+    BulkStageRequest,
+    CompetitorChange,
+    CompetitorRequest,
+    CustomFieldChangeRequest,
+    CustomFieldRequest,
+    CustomFieldResponse,
+    DealContactChange,
+    DealContactRequest,
+    DecisionIssueChange,
+    DecisionIssueRequest,
     LoseRequest,
     NoteRequest,
     NoteResponse,
@@ -43,11 +72,13 @@ from dealflow_opportunity.api.schemas import (
     TeamRequest,
     UpdateOpportunityRequest,
 )
-from dealflow_opportunity.application import use_cases
+from dealflow_opportunity.application import bulk, use_cases
+from dealflow_opportunity.application import custom_fields as custom_field_use_cases
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
-from dealflow_opportunity.domain import stages
-from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges
+from dealflow_opportunity.domain import custom_fields, stages
+from dealflow_opportunity.domain.custom_fields import CustomFieldDefinition, FieldType
+from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges, RecordKind
 
 _READ, _WRITE = READS, CHANGES
 
@@ -85,8 +116,16 @@ def opportunity_routes(
         response.headers["Location"] = f"/opportunities/{opportunity.id}"
         return _with_etag(response, opportunity)
 
-    @router.get("", responses=_READ, summary="List opportunities, newest first")
+    @router.get(
+        "",
+        responses=_READ,
+        summary="List opportunities, newest first",
+        description="Besides the parameters below, `cf.<key>=<value>` keeps the deals whose "
+        "custom field `<key>` has that value (text, number, date and choice fields; "
+        "repeat for several fields).",
+    )
     async def list_opportunities(
+        request: Request,
         caller: Caller,
         stage: Annotated[list[Stage] | None, Query(description="Repeat for several")] = None,
         owner: Annotated[str | None, Query(max_length=200)] = None,
@@ -97,7 +136,9 @@ def opportunity_routes(
             Query(
                 min_length=1,
                 max_length=200,
-                description="Text in title, description or customer name",
+                description="Full-text search over title, description, customer name and "
+                "notes: every word must be a word of the deal, the last may be the "
+                "beginning of one (no stemming)",
             ),
         ] = None,
         expected_close_from: Annotated[date | None, ISO_DATE] = None,
@@ -118,6 +159,8 @@ def opportunity_routes(
                     "cursor: not a cursor this API returned",
                     errors=field_errors("cursor", "not a cursor this API returned"),
                 ) from None
+        if q is not None:
+            _check_search(q)
         where = OpportunityFilter(
             stages=stage or (),
             owner=owner,
@@ -126,6 +169,14 @@ def opportunity_routes(
             text=q,
             close_from=expected_close_from,
             close_to=expected_close_to,
+            custom_fields=await _custom_field_filters(
+                [
+                    (name[3:], value)
+                    for name, value in request.query_params.multi_items()
+                    if name.startswith("cf.")
+                ],
+                reader,
+            ),
         )
         page = await reader.page(caller, where, after, limit + 1)
         items = page[:limit]
@@ -150,10 +201,19 @@ def opportunity_routes(
         if_match: IfMatch = None,
     ) -> OpportunityResponse:
         changes = OpportunityChanges(
-            **{name: getattr(body, name) for name in body.model_fields_set}
+            **{
+                name: getattr(body, name)
+                for name in body.model_fields_set
+                if name != "custom_fields"
+            }
         )
         opportunity = await use_cases.update_opportunity(
-            unit_of_work(), opportunity_id, caller, expected_version(if_match), changes
+            unit_of_work(),
+            opportunity_id,
+            caller,
+            expected_version(if_match),
+            changes,
+            body.custom_fields if "custom_fields" in body.model_fields_set else None,
         )
         return _with_etag(response, opportunity)
 
@@ -360,6 +420,356 @@ def opportunity_routes(
             )
             for a in await reader.assignments(opportunity_id, caller)
         ]
+
+    for kind, path, record_type, create_body, change_body in _RECORDS:
+        _record_routes(
+            router, unit_of_work, reader, kind, path, record_type, create_body, change_body
+        )
+
+    return router
+
+
+_RECORDS: list[tuple[RecordKind, str, type[Any], type[BaseModel], type[BaseModel]]] = [
+    ("competitors", "competitors", Competitor, CompetitorRequest, CompetitorChange),
+    (
+        "decision_issues",
+        "decision-issues",
+        DecisionIssue,
+        DecisionIssueRequest,
+        DecisionIssueChange,
+    ),
+    ("contacts", "contacts", DealContact, DealContactRequest, DealContactChange),
+]
+
+
+def _record_routes(
+    router: APIRouter,
+    unit_of_work: Callable[[], OpportunityUnitOfWork],
+    reader: OpportunityReader,
+    kind: RecordKind,
+    path: str,
+    record_type: type[Any],
+    create_body: type[BaseModel],
+    change_body: type[BaseModel],
+) -> None:
+    """List, add, change and remove one kind of the deal's records (competitors,
+    decision issues, contacts); every change is a new version of the deal."""
+    what = path.replace("-", " ")
+
+    async def list_records(opportunity_id: UUID, caller: Caller) -> list[Any]:
+        return list(getattr(await reader.get(opportunity_id, caller), kind))
+
+    async def add(
+        opportunity_id: UUID,
+        body: create_body,  # type: ignore[valid-type]
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        record = record_type(id=uuid.uuid4(), **body.model_dump())  # type: ignore[attr-defined]
+        opportunity = await use_cases.add_record(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), kind, record
+        )
+        response.headers["Location"] = f"/opportunities/{opportunity_id}/{path}/{record.id}"
+        return _with_etag(response, opportunity)
+
+    async def change(
+        opportunity_id: UUID,
+        record_id: UUID,
+        body: change_body,  # type: ignore[valid-type]
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        given = {n: getattr(body, n) for n in body.model_fields_set}  # type: ignore[attr-defined]
+        opportunity = await use_cases.change_record(
+            unit_of_work(),
+            opportunity_id,
+            caller,
+            expected_version(if_match),
+            kind,
+            record_id,
+            given,
+        )
+        return _with_etag(response, opportunity)
+
+    async def remove(
+        opportunity_id: UUID,
+        record_id: UUID,
+        caller: Caller,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> OpportunityResponse:
+        opportunity = await use_cases.remove_record(
+            unit_of_work(), opportunity_id, caller, expected_version(if_match), kind, record_id
+        )
+        return _with_etag(response, opportunity)
+
+    # The module postpones annotations; these name the request bodies of this kind.
+    add.__annotations__["body"] = create_body
+    change.__annotations__["body"] = change_body
+
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}",
+        list_records,
+        methods=["GET"],
+        response_model=list[record_type],  # type: ignore[valid-type]
+        responses=_READ,
+        summary=f"The deal's {what}",
+        name=f"list_{kind}",
+    )
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}",
+        add,
+        methods=["POST"],
+        status_code=201,
+        responses=_WRITE,
+        summary=f"Add one of the deal's {what}",
+        name=f"add_{kind}",
+    )
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}/{{record_id}}",
+        change,
+        methods=["PATCH"],
+        responses=_WRITE,
+        summary=f"Change one of the deal's {what}",
+        name=f"change_{kind}",
+    )
+    router.add_api_route(
+        f"/{{opportunity_id}}/{path}/{{record_id}}",
+        remove,
+        methods=["DELETE"],
+        responses=_WRITE,
+        summary=f"Remove one of the deal's {what}",
+        name=f"remove_{kind}",
+    )
+
+
+def _check_search(query: str, field: str = "q") -> None:
+    # A NUL byte is refused by PostgreSQL text anyway; a query of punctuation only
+    # would match every deal, which is a list, not a search.
+    reason = None
+    if "\x00" in query:
+        reason = "must not contain a NUL character"
+    elif not search.terms_of(query):
+        reason = "give at least one word to search for"
+    if reason:
+        raise Problem(
+            422,
+            "validation",
+            "Invalid request",
+            f"{field}: {reason}",
+            errors=field_errors(field, reason),
+        )
+
+
+async def _custom_field_filters(
+    given: list[tuple[str, str]], reader: OpportunityReader, field: str = "cf."
+) -> list[tuple[str, str]]:
+    """(key, value) filters on custom fields, each value spelled as values are kept;
+    `field` names the parameter in an error (`cf.<key>`, `filter.custom_fields.<key>`)."""
+    if not given:
+        return []
+    definitions = await reader.custom_fields()
+    filters = []
+    for key, value in given:
+        definition = definitions.get(key)
+        if definition is None:
+            reason = "no such custom field is defined"
+            raise Problem(
+                422,
+                "validation",
+                "Invalid request",
+                f"{field}{key}: {reason}",
+                errors=field_errors(f"{field}{key}", reason),
+            )
+        try:
+            filters.append((definition.key, custom_fields.filter_value(definition, value)))
+        except RuleViolated as error:
+            raise RuleViolated(f"{field}{key}", error.detail) from None
+    return filters
+
+
+def _definition_response(definition: CustomFieldDefinition) -> CustomFieldResponse:
+    return CustomFieldResponse(
+        key=definition.key,
+        label=definition.label,
+        type=definition.type.value,
+        required=definition.required,
+        choices=list(definition.choices),
+        tab=definition.tab,
+        position=definition.position,
+        retired=definition.retired,
+        created_by=definition.created_by,
+        created_at=definition.created_at,
+        updated_at=definition.updated_at,
+    )
+
+
+def custom_field_routes(
+    unit_of_work: Callable[[], OpportunityUnitOfWork], reader: OpportunityReader
+) -> APIRouter:
+    router = APIRouter(prefix="/custom-fields", tags=["custom fields"])
+
+    @router.get(
+        "",
+        responses=problem_responses(401),
+        summary="The custom fields of deals, in the order a deal shows them",
+    )
+    async def list_custom_fields(
+        caller: Caller,
+        include_retired: bool = False,
+    ) -> list[CustomFieldResponse]:
+        return [
+            _definition_response(d)
+            for d in (await reader.custom_fields()).values()
+            if include_retired or not d.retired
+        ]
+
+    @router.post(
+        "",
+        status_code=201,
+        responses=problem_responses(401, 403, 409, 422),
+        summary="Define a custom field (admins)",
+    )
+    async def define_custom_field(
+        body: CustomFieldRequest, caller: Caller, response: Response
+    ) -> CustomFieldResponse:
+        definition = await custom_field_use_cases.define_field(
+            unit_of_work(),
+            caller,
+            key=body.key,
+            label=body.label,
+            type=FieldType(body.type),
+            required=body.required,
+            choices=body.choices,
+            tab=body.tab,
+        )
+        response.headers["Location"] = f"/custom-fields/{definition.key}"
+        return _definition_response(definition)
+
+    @router.patch(
+        "/{key}",
+        responses=problem_responses(401, 403, 404, 422),
+        summary="Change or retire a custom field (admins); its key and type stay",
+    )
+    async def change_custom_field(
+        key: Annotated[str, Path(max_length=50)], body: CustomFieldChangeRequest, caller: Caller
+    ) -> CustomFieldResponse:
+        definition = await custom_field_use_cases.change_field(
+            unit_of_work(),
+            caller,
+            key,
+            {name: getattr(body, name) for name in body.model_fields_set},
+        )
+        return _definition_response(definition)
+
+    return router
+
+
+def bulk_routes(
+    unit_of_work: Callable[[], OpportunityUnitOfWork], reader: OpportunityReader, maximum: int
+) -> APIRouter:
+    """Included before `opportunity_routes`, whose `/{opportunity_id}/stage` would
+    otherwise take `/bulk/stage` for a deal with the id "bulk"."""
+    router = APIRouter(prefix="/opportunities/bulk", tags=["opportunities"])
+
+    async def selected(caller: Principal, body: BulkSelection) -> list[UUID]:
+        where = None
+        if body.filter is not None:
+            f = body.filter
+            if f.q is not None:
+                _check_search(f.q, "filter.q")
+            where = OpportunityFilter(
+                stages=f.stage,
+                owner=f.owner,
+                team_id=f.team,
+                customer_id=f.customer,
+                text=f.q,
+                close_from=f.expected_close_from,
+                close_to=f.expected_close_to,
+                custom_fields=await _custom_field_filters(
+                    list(f.custom_fields.items()), reader, "filter.custom_fields."
+                ),
+            )
+        return await bulk.deals_to_change(reader, caller, body.ids, where, maximum)
+
+    def answer(request: Request, outcomes: list[bulk.BulkOutcome]) -> BulkResponse:
+        results = []
+        for outcome in outcomes:
+            problem = None
+            if outcome.refusal is not None:
+                record_domain_refusal(request, outcome.refusal)
+                refused = from_domain_error(outcome.refusal)
+                problem = {
+                    "type": problem_type(refused.slug),
+                    "title": refused.title,
+                    "status": refused.status,
+                    "detail": refused.detail,
+                    **refused.extensions,
+                }
+            results.append(
+                BulkResult(
+                    id=outcome.opportunity_id,
+                    outcome=outcome.outcome,
+                    version=outcome.opportunity.version if outcome.opportunity else None,
+                    problem=problem,
+                )
+            )
+        return BulkResponse(
+            results=results,
+            changed=sum(r.outcome == "changed" for r in results),
+            unchanged=sum(r.outcome == "unchanged" for r in results),
+            refused=sum(r.outcome == "refused" for r in results),
+            not_found=sum(r.outcome == "not_found" for r in results),
+        )
+
+    @router.post(
+        "/stage",
+        responses=problem_responses(401, 422),
+        summary="Move many deals to a stage, each under the state machine and its access",
+    )
+    async def bulk_move_stage(
+        body: BulkStageRequest, caller: Caller, request: Request
+    ) -> BulkResponse:
+        ids = await selected(caller, body)
+        outcomes = await bulk.change_each(
+            ids,
+            lambda opportunity_id: use_cases.move_stage(
+                unit_of_work(),
+                opportunity_id,
+                caller,
+                None,
+                body.stage,
+                body.probability,
+                body.lost_reason,
+                body.note,
+            ),
+        )
+        return answer(request, outcomes)
+
+    @router.post(
+        "/assign",
+        responses=problem_responses(401, 422),
+        summary="Add an owner to many deals, or hand them to a team, each under its access",
+    )
+    async def bulk_assign(
+        body: BulkAssignRequest, caller: Caller, request: Request
+    ) -> BulkResponse:
+        ids = await selected(caller, body)
+        user_id, team_id = body.user_id, body.team_id
+
+        async def assign(opportunity_id: UUID) -> Opportunity:
+            if user_id is not None:
+                return await use_cases.assign_owner(
+                    unit_of_work(), opportunity_id, caller, None, user_id
+                )
+            assert team_id is not None
+            return await use_cases.assign_team(
+                unit_of_work(), opportunity_id, caller, None, team_id
+            )
+
+        return answer(request, await bulk.change_each(ids, assign))
 
     return router
 

@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import Principal
 from dealflow_common.db import READ_ONLY
+from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
 from dealflow_opportunity.adapters.repository import OpportunityFilter, OpportunityQueries
 from dealflow_opportunity.domain import access
+from dealflow_opportunity.domain.custom_fields import CustomFieldDefinition
 from dealflow_opportunity.domain.errors import OpportunityNotFound
 from dealflow_opportunity.domain.model import (
     AssignmentEntry,
@@ -70,3 +72,9 @@ class OpportunityReader:
         async with self._queries() as queries:
             await self._visible(queries, opportunity_id, viewer)
             return await queries.assignments(opportunity_id)
+
+    async def custom_fields(self) -> dict[str, CustomFieldDefinition]:
+        """Every definition, retired ones included; anyone who reads deals reads them."""
+        async with self._engine.connect() as connection:
+            connection = await connection.execution_options(**READ_ONLY)
+            return await CustomFieldDefinitions(connection).all()

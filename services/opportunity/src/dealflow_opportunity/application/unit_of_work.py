@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.uow import UnitOfWork
+from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
 from dealflow_opportunity.adapters.follow_ups import DealTasks
 from dealflow_opportunity.adapters.repository import OpportunityRepository
 from dealflow_opportunity.application.metrics import DealMetrics
@@ -18,6 +19,7 @@ from dealflow_opportunity.application.metrics import DealMetrics
 class OpportunityUnitOfWork(UnitOfWork):
     opportunities: OpportunityRepository
     tasks: DealTasks
+    custom_fields: CustomFieldDefinitions
 
     def __init__(
         self,
@@ -39,4 +41,5 @@ class OpportunityUnitOfWork(UnitOfWork):
         await super().__aenter__()
         self.opportunities = OpportunityRepository(self.connection)
         self.tasks = DealTasks(self.connection)
+        self.custom_fields = CustomFieldDefinitions(self.connection)
         return self

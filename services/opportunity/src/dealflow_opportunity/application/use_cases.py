@@ -8,8 +8,9 @@ written, so bad input never leaves a partial write.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,9 +19,15 @@ from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
 from dealflow_common.errors import NotPermitted
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
-from dealflow_opportunity.domain import access
+from dealflow_opportunity.domain import access, custom_fields
 from dealflow_opportunity.domain.errors import OpportunityNotFound
-from dealflow_opportunity.domain.model import Note, Opportunity, OpportunityChanges
+from dealflow_opportunity.domain.model import (
+    DealRecord,
+    Note,
+    Opportunity,
+    OpportunityChanges,
+    RecordKind,
+)
 
 Authorize = Callable[[Opportunity, Principal], None]
 
@@ -49,6 +56,9 @@ async def open_opportunity(
     ):
         raise NotPermitted("only a manager or an admin opens a deal for other people")
     async with uow:
+        fields["custom_fields"] = custom_fields.values_for_new_deal(
+            await uow.custom_fields.all(), fields.get("custom_fields") or {}
+        )
         opportunity = Opportunity.open(by=principal.user_id, now=uow.clock(), **fields)
         await uow.opportunities.add(opportunity)
         uow.collect(opportunity)
@@ -86,8 +96,17 @@ async def update_opportunity(
     principal: Principal,
     expected_version: int | None,
     changes: OpportunityChanges,
+    custom_field_values: Mapping[str, object] | None = None,
 ) -> Opportunity:
+    """Apply `changes`; `custom_field_values` sets the keys it gives (None clears one)."""
+
     async def apply(o: Opportunity, now: datetime) -> None:
+        nonlocal changes
+        if custom_field_values:
+            merged = custom_fields.values_after_update(
+                await uow.custom_fields.all(), o.custom_fields, custom_field_values
+            )
+            changes = dataclasses.replace(changes, custom_fields=merged)
         # A next action cleared by hand gives way to the deal's earliest open task.
         clears = "next_action" in changes.given() and changes.next_action is None
         earliest = await uow.tasks.earliest_open(o.id) if clears else None
@@ -246,4 +265,57 @@ async def unshare_opportunity(
         principal,
         expected_version,
         lambda o, now: o.unshare(kind, holder, principal.user_id, now),
+    )
+
+
+async def add_record(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    kind: RecordKind,
+    record: DealRecord,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.add_record(kind, record, principal.user_id, now),
+    )
+
+
+async def change_record(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    kind: RecordKind,
+    record_id: UUID,
+    changes: Mapping[str, object],
+) -> Opportunity:
+    """Set the given members of one record; the result is checked as a new one is."""
+
+    def apply(o: Opportunity, now: datetime) -> None:
+        current = o.record(kind, record_id)
+        changed = type(current).model_validate({**current.model_dump(), **changes})
+        o.replace_record(kind, changed, principal.user_id, now)
+
+    return await _change(uow, opportunity_id, principal, expected_version, apply)
+
+
+async def remove_record(
+    uow: OpportunityUnitOfWork,
+    opportunity_id: UUID,
+    principal: Principal,
+    expected_version: int | None,
+    kind: RecordKind,
+    record_id: UUID,
+) -> Opportunity:
+    return await _change(
+        uow,
+        opportunity_id,
+        principal,
+        expected_version,
+        lambda o, now: o.remove_record(kind, record_id, principal.user_id, now),
     )

@@ -85,3 +85,16 @@ class SharingWithYourself(RuleViolated):
 class ShareNotFound(NotFound):
     def __init__(self, opportunity_id: UUID, kind: str, holder: str) -> None:
         super().__init__("share", f"of opportunity {opportunity_id} with {kind} {holder}")
+
+
+class RecordNotFound(NotFound):
+    def __init__(self, opportunity_id: UUID, kind: str, record_id: UUID) -> None:
+        entity = {"competitors": "competitor", "decision_issues": "decision issue"}.get(
+            kind, "contact"
+        )
+        super().__init__(entity, f"{record_id} of opportunity {opportunity_id}")
+
+
+class ResolutionRequired(RuleViolated):
+    def __init__(self) -> None:
+        super().__init__("resolution", "a resolved decision issue says how it was resolved")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 from uuid import UUID
 
 from dealflow_common.auth import Principal
@@ -23,8 +23,12 @@ from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
     Address,
+    Competitor,
     Contact,
     Customer,
+    CustomFieldValue,
+    DealContact,
+    DecisionIssue,
     LeadOrigin,
     NextAction,
     NoteReason,
@@ -55,6 +59,8 @@ from dealflow_opportunity.domain.errors import (
     NoOwnerNorTeam,
     NotAnOwner,
     OpportunityClosed,
+    RecordNotFound,
+    ResolutionRequired,
     ShareNotFound,
     SharingWithYourself,
     StageMoveNotAllowed,
@@ -86,6 +92,8 @@ class OpportunityChanges:
     next_action: NextAction | _Unset | None = UNSET
     lead_origin: LeadOrigin | _Unset | None = UNSET
     external_reference: str | _Unset | None = UNSET
+    custom_fields: dict[str, CustomFieldValue] | _Unset = UNSET
+    """All of the deal's values after the change (`domain.custom_fields` merges them)."""
 
     def given(self) -> dict[str, Any]:
         return {
@@ -161,6 +169,12 @@ class Opportunity:
     shares: list[Share] = field(default_factory=list)
     """The Sharing tab: users and teams who may read or edit the deal besides its owners
     and team, oldest first."""
+    custom_fields: dict[str, CustomFieldValue] = field(default_factory=dict)
+    """Values of the admin-defined fields, checked by `domain.custom_fields`."""
+    competitors: list[Competitor] = field(default_factory=list)
+    decision_issues: list[DecisionIssue] = field(default_factory=list)
+    contacts: list[DealContact] = field(default_factory=list)
+    """People at the customer with their part in the decision (beside `contact`)."""
 
     events: list[EventPayload] = field(default_factory=list, repr=False)
     new_history: list[SalesHistoryEntry] = field(default_factory=list, repr=False)
@@ -194,6 +208,7 @@ class Opportunity:
         external_reference: str | None = None,
         owners: list[str] | None = None,
         team_id: str | None = None,
+        custom_fields: dict[str, CustomFieldValue] | None = None,
     ) -> Opportunity:
         """A new deal in `lead`, owned by its creator unless `owners` says otherwise;
         `owners=[]` with a team puts it in the team's queue until a rep claims it."""
@@ -231,6 +246,7 @@ class Opportunity:
             closed_at=None,
             version=1,
             next_action_source=NextActionSource.HAND if next_action else None,
+            custom_fields=dict(custom_fields or {}),
         )
         opportunity.owners_changed = True
         opportunity.version_bumped = True  # version 1 is the creation itself
@@ -280,6 +296,10 @@ class Opportunity:
             closed_at=self.closed_at,
             version=self.version,
             shares=list(self.shares),
+            custom_fields=dict(self.custom_fields),
+            competitors=list(self.competitors),
+            decision_issues=list(self.decision_issues),
+            contacts=list(self.contacts),
         )
 
     def check_version(self, expected: int | None) -> None:
@@ -536,6 +556,52 @@ class Opportunity:
 
     # --- internals ------------------------------------------------------------------
 
+    # --- the deal's records: competitors, decision issues, contacts ---------------------
+
+    def add_record(self, kind: RecordKind, record: DealRecord, by: str, now: datetime) -> None:
+        """Add a competitor, a decision issue or a contact; published as
+        `opportunity.updated` with `kind` as the changed field. Kept on closed deals
+        too: who a deal was lost to is learnt after it is lost."""
+        _check_record(record)
+        records: list[Any] = getattr(self, kind)
+        records.append(record)
+        self._records_changed(kind, by, now)
+
+    def replace_record(self, kind: RecordKind, record: DealRecord, by: str, now: datetime) -> None:
+        _check_record(record)
+        records: list[Any] = getattr(self, kind)
+        position = self._position_of(kind, record.id)
+        if records[position] == record:
+            return
+        records[position] = record
+        self._records_changed(kind, by, now)
+
+    def remove_record(self, kind: RecordKind, record_id: UUID, by: str, now: datetime) -> None:
+        records: list[Any] = getattr(self, kind)
+        del records[self._position_of(kind, record_id)]
+        self._records_changed(kind, by, now)
+
+    def record(self, kind: RecordKind, record_id: UUID) -> DealRecord:
+        record: DealRecord = getattr(self, kind)[self._position_of(kind, record_id)]
+        return record
+
+    def _position_of(self, kind: RecordKind, record_id: UUID) -> int:
+        for position, record in enumerate(getattr(self, kind)):
+            if record.id == record_id:
+                return position
+        raise RecordNotFound(self.id, kind, record_id)
+
+    def _records_changed(self, kind: RecordKind, by: str, now: datetime) -> None:
+        self._touch(now)
+        self.events.append(
+            OpportunityUpdated(
+                opportunity_id=self.id,
+                opportunity=self.state(),
+                changed_fields=[kind],
+                updated_by=by,
+            )
+        )
+
     def _require(self, trigger: Trigger, target: Stage, attempted: str) -> None:
         if not stages.allows(self.stage, trigger, target):
             raise StageMoveNotAllowed(self.stage, attempted, self.allowed_moves())
@@ -647,6 +713,16 @@ class Opportunity:
             self.version += 1
             self.version_bumped = True
         self.updated_at = now
+
+
+RecordKind: TypeAlias = Literal["competitors", "decision_issues", "contacts"]
+DealRecord: TypeAlias = Competitor | DecisionIssue | DealContact
+
+
+def _check_record(record: DealRecord) -> None:
+    resolved = isinstance(record, DecisionIssue) and record.status == "resolved"
+    if resolved and not (getattr(record, "resolution", None) or "").strip():
+        raise ResolutionRequired()
 
 
 def _check_contact(customer: Customer, contact: Contact | None) -> None:
