@@ -181,9 +181,15 @@ async function quotes(deal, body, msg, reload) {
   await render();
 }
 
+/** A custom field's value as text: money as "amount currency", the rest as it is. */
+function fieldValue(v) {
+  if (v !== null && typeof v === "object" && "amount" in v) return `${v.amount} ${v.currency}`;
+  return String(v);
+}
+
 async function custom(deal, body) {
   fill(body, h("h2", {}, "Custom fields"),
-    h("dl", { class: "facts" }, Object.entries(deal.custom_fields || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
+    h("dl", { class: "facts" }, Object.entries(deal.custom_fields || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, fieldValue(v))])));
 }
 
 async function sharing(deal, body, msg, reload) {
