@@ -613,7 +613,7 @@ def custom_field_routes(
 
     @router.get(
         "",
-        responses=problem_responses(401),
+        responses=problem_responses(401, 422, 503),
         summary="The custom fields of deals, in the order a deal shows them",
     )
     async def list_custom_fields(
