@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from sqlalchemy import Column, MetaData, String, Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dealflow_common.messaging.projection import AppliedSequences, ForeignSource
+from dealflow_common.messaging.projection import AppliedSequences, ForeignSource, ProjectionRows
 
 SOURCE = "/dealflow/opportunity"
 
@@ -81,3 +83,26 @@ def test_the_row_form_reads_back_and_a_row_without_it_is_empty() -> None:
         source=SOURCE, sequence=1, carried=["stage"]
     )
     assert verdict.fields == {"stage"}
+
+
+async def test_projection_rows_add_once_then_lock_read_and_save(engine: AsyncEngine) -> None:
+    """The storage every service's projection shares: `lock_or_add` adds a row only when
+    absent (a second call keeps what was saved), `save` writes all but the key."""
+    metadata = MetaData()
+    table = Table(
+        "known_things",
+        metadata,
+        Column("thing_id", String(10), primary_key=True),
+        Column("name", String(20), nullable=False),
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    rows = ProjectionRows(table, key="thing_id")
+    async with engine.begin() as connection:
+        added = await rows.lock_or_add(connection, {"thing_id": "a", "name": "unseen"})
+        assert added.name == "unseen"
+        await rows.save(connection, {"thing_id": "a", "name": "learnt"})
+        again = await rows.lock_or_add(connection, {"thing_id": "a", "name": "unseen"})
+        assert again.name == "learnt"
+        assert await rows.get(connection, "b") is None
+        assert (await rows.get(connection, "a", share=True)).name == "learnt"  # type: ignore[union-attr]

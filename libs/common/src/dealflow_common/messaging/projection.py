@@ -24,6 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Row, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 class ForeignSource(ValueError):
     """An event from another source than the one whose sequences the projection holds."""
@@ -76,3 +80,45 @@ class AppliedSequences:
             source=document.get("source"),
             by_field={str(name): int(seq) for name, seq in document.get("fields", {}).items()},
         )
+
+
+class ProjectionRows:
+    """The rows of one projection table, keyed by one column: the storage every
+    service's projection shares. The service maps rows to its own object and back.
+
+    `lock_or_add` is how an event is applied: the row is added when absent (a concurrent
+    insert of the same row waits for the other and then does nothing), then read and
+    locked until commit, so two events' read-merge-write never interleave. SQLite has
+    no row locks; its writers are serialised by the database.
+    """
+
+    def __init__(self, table: Table, key: str = "id") -> None:
+        self._key = key
+        column = table.c[key]
+        self._select = select(table).where(column == bindparam("b_key"))
+        self._update = update(table).where(column == bindparam("b_key"))
+        self._insert_if_absent = {
+            name: dialect.insert(table).on_conflict_do_nothing(index_elements=[column])
+            for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+        }
+
+    async def get(
+        self, connection: AsyncConnection, key: object, *, lock: bool = False, share: bool = False
+    ) -> Row[Any] | None:
+        """The row, unlocked; `lock` holds it for update, `share` for share (PostgreSQL)."""
+        query = self._select
+        if (lock or share) and connection.dialect.name == "postgresql":
+            query = query.with_for_update(read=share and not lock)
+        return (await connection.execute(query, {"b_key": key})).first()
+
+    async def lock_or_add(self, connection: AsyncConnection, unseen: Mapping[str, Any]) -> Row[Any]:
+        """The row of `unseen`'s key, locked; `unseen` is added first when there is none."""
+        await connection.execute(self._insert_if_absent[connection.dialect.name], dict(unseen))
+        row = await self.get(connection, unseen[self._key], lock=True)
+        assert row is not None  # inserted above, or inserted by another and committed
+        return row
+
+    async def save(self, connection: AsyncConnection, values: Mapping[str, Any]) -> None:
+        """Write every column of `values` but the key, to the row of its key."""
+        changed = {name: value for name, value in values.items() if name != self._key}
+        await connection.execute(self._update, {**changed, "b_key": values[self._key]})

@@ -26,7 +26,7 @@ from dealflow_common.contracts.order import OrderStatus
 from dealflow_common.contracts.quote import BillingPeriod, QuoteLineData
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
-from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_order.adapters.tables import (
     invoice_counters,
@@ -43,9 +43,7 @@ from dealflow_order.domain.model import EntryKind, LedgerEntry, Order, OrderNotF
 _SELECT_ORDER = select(orders).where(orders.c.id == bindparam("b_id"))
 _SELECT_ORDER_FOR_UPDATE = _SELECT_ORDER.with_for_update()
 _VERSIONED_ORDER = VersionedTable(orders, "order")
-_SELECT_KNOWN = select(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
-_SELECT_KNOWN_FOR_UPDATE = _SELECT_KNOWN.with_for_update()
-_UPDATE_KNOWN = update(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
+_KNOWN = ProjectionRows(known_opportunities)
 _SELECT_COUNTER = select(invoice_counters.c.last_number).where(
     invoice_counters.c.year == bindparam("b_year")
 )
@@ -183,19 +181,13 @@ class KnownDeals:
     async def lock_or_add(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
         """The deal's row, locked until commit; `unseen` is added first when there is
         none (a concurrent insert of the same row waits, then does nothing)."""
-        await self._connection.execute(
-            _known_insert_if_absent(self._connection.dialect.name), _known_row(unseen, now)
-        )
-        query = _SELECT_KNOWN_FOR_UPDATE if is_postgres(self._connection) else _SELECT_KNOWN
-        return _to_known((await self._connection.execute(query, {"b_id": unseen.id})).one())
+        return _to_known(await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now)))
 
     async def save(self, deal: KnownDeal, now: datetime) -> None:
-        values = _known_row(deal, now)
-        del values["id"]
-        await self._connection.execute(_UPDATE_KNOWN, {**values, "b_id": deal.id})
+        await _KNOWN.save(self._connection, _known_row(deal, now))
 
     async def get(self, opportunity_id: UUID) -> KnownDeal:
-        row = (await self._connection.execute(_SELECT_KNOWN, {"b_id": opportunity_id})).first()
+        row = await _KNOWN.get(self._connection, opportunity_id)
         return KnownDeal.unseen(opportunity_id) if row is None else _to_known(row)
 
 
@@ -494,14 +486,6 @@ def _known_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
         "applied_sequences": deal.sequences.to_document(),
         "updated_at": now,
     }
-
-
-@functools.cache
-def _known_insert_if_absent(dialect: str) -> Any:
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(known_opportunities).on_conflict_do_nothing(
-        index_elements=[known_opportunities.c.id]
-    )
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.deal_access import shares_from_document, shares_to_document
-from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_purge.adapters.tables import (
     deal_purges,
     holds,
@@ -34,6 +34,7 @@ from dealflow_purge.domain.runs import ItemOutcome, PurgeRun, RunStatus
 
 AGENT = 1
 _SELECT_DEAL = select(known_deals).where(known_deals.c.opportunity_id == bindparam("b_id"))
+_KNOWN = ProjectionRows(known_deals, key="opportunity_id")
 
 
 @dataclass(frozen=True)
@@ -180,25 +181,10 @@ class PurgeStore:
     async def lock_or_add_deal(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
         """The deal's row, locked until commit (an event's read-merge-write never
         interleaves with another's); `unseen` is added first when there is none."""
-        dialect = postgresql if self._connection.dialect.name == "postgresql" else sqlite
-        await self._connection.execute(
-            dialect.insert(known_deals)
-            .values(**_deal_row(unseen, now))
-            .on_conflict_do_nothing(index_elements=["opportunity_id"])
-        )
-        query = _SELECT_DEAL.with_for_update() if dialect is postgresql else _SELECT_DEAL
-        return _to_deal(
-            (await self._connection.execute(query, {"b_id": unseen.opportunity_id})).one()
-        )
+        return _to_deal(await _KNOWN.lock_or_add(self._connection, _deal_row(unseen, now)))
 
     async def save_deal(self, deal: KnownDeal, now: datetime) -> None:
-        values = _deal_row(deal, now)
-        del values["opportunity_id"]
-        await self._connection.execute(
-            update(known_deals)
-            .where(known_deals.c.opportunity_id == deal.opportunity_id)
-            .values(**values)
-        )
+        await _KNOWN.save(self._connection, _deal_row(deal, now))
 
     def _past_retention(self, cutoffs: dict[Stage, datetime]) -> Any:
         return or_(

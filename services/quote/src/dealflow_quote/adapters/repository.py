@@ -7,14 +7,12 @@ Writes lock rows (`FOR UPDATE` on PostgreSQL; SQLite writers are serialised by
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, delete, insert, select, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,7 +21,7 @@ from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
-from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_quote.adapters.tables import (
     bundle_items,
@@ -62,10 +60,7 @@ _OPEN_QUOTES_OF = (
     .order_by(quotes.c.created_at, quotes.c.id)
 )
 _FOR_UPDATE = {q: q.with_for_update() for q in (_SELECT_QUOTE, _OPEN_QUOTES_OF)}
-_SELECT_KNOWN = select(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
-_SELECT_KNOWN_FOR_SHARE = _SELECT_KNOWN.with_for_update(read=True)
-_SELECT_KNOWN_FOR_UPDATE = _SELECT_KNOWN.with_for_update()
-_UPDATE_KNOWN = update(known_opportunities).where(known_opportunities.c.id == bindparam("b_id"))
+_KNOWN = ProjectionRows(known_opportunities)
 
 
 class QuoteRepository:
@@ -489,12 +484,7 @@ class KnownOpportunities:
     ) -> KnownOpportunity | None:
         """`for_share`: hold the row until commit, so that an `opportunity.won` or `.lost`
         applied meanwhile waits for this transaction and then sees what it created."""
-        query = (
-            _SELECT_KNOWN_FOR_SHARE
-            if for_share and is_postgres(self._connection)
-            else (_SELECT_KNOWN)
-        )
-        row = (await self._connection.execute(query, {"b_id": opportunity_id})).first()
+        row = await _KNOWN.get(self._connection, opportunity_id, share=for_share)
         return None if row is None else _to_known(row)
 
     async def lock_or_add(self, unseen: KnownOpportunity, now: datetime) -> KnownOpportunity:
@@ -502,16 +492,10 @@ class KnownOpportunities:
         interleaves with another's); `unseen` is added first when there is none. When
         another transaction adds the row at the same moment, the insert waits for it
         and does nothing, and its committed row is the one locked."""
-        await self._connection.execute(
-            _known_insert_if_absent(self._connection.dialect.name), _known_row(unseen, now)
-        )
-        query = _SELECT_KNOWN_FOR_UPDATE if is_postgres(self._connection) else _SELECT_KNOWN
-        return _to_known((await self._connection.execute(query, {"b_id": unseen.id})).one())
+        return _to_known(await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now)))
 
     async def save(self, deal: KnownOpportunity, now: datetime) -> None:
-        values = _known_row(deal, now)
-        del values["id"]
-        await self._connection.execute(_UPDATE_KNOWN, {**values, "b_id": deal.id})
+        await _KNOWN.save(self._connection, _known_row(deal, now))
 
 
 def _to_known(row: Row[Any]) -> KnownOpportunity:
@@ -539,11 +523,3 @@ def _known_row(deal: KnownOpportunity, now: datetime) -> dict[str, Any]:
         "applied_sequences": deal.sequences.to_document(),
         "updated_at": now,
     }
-
-
-@functools.cache
-def _known_insert_if_absent(dialect: str) -> Any:
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(known_opportunities).on_conflict_do_nothing(
-        index_elements=[known_opportunities.c.id]
-    )

@@ -8,7 +8,6 @@ at once take different enrollments and none waits for another.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -16,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,7 +23,7 @@ from dealflow_common.contracts.sequence import StepAction, TaskKind
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.errors import StaleVersion
-from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_sequence.adapters.tables import (
     enrollment_steps,
@@ -45,6 +43,7 @@ from dealflow_sequence.domain.tasks import Task, TaskFilter, TaskNote, TaskState
 _VERSIONED_SEQUENCE = VersionedTable(sequences, "sequence")
 _VERSIONED_ENROLLMENT = VersionedTable(enrollments, "enrollment")
 _VERSIONED_TASK = VersionedTable(tasks, "task")
+_KNOWN = ProjectionRows(known_deals)
 _OPEN = [s.value for s in OPEN_STAGES]
 # Built once and executed with a list of rows (one statement for a batch).
 _INSERT_TASK = insert(tasks)
@@ -550,10 +549,7 @@ class KnownDeals:
         self._connection = connection
 
     async def get(self, opportunity_id: UUID, *, lock: bool = False) -> KnownDeal | None:
-        query = select(known_deals).where(known_deals.c.id == opportunity_id)
-        if lock and is_postgres(self._connection):
-            query = query.with_for_update()
-        row = (await self._connection.execute(query)).first()
+        row = await _KNOWN.get(self._connection, opportunity_id, lock=lock)
         return None if row is None else _to_deal(row)
 
     async def get_many(self, opportunity_ids: Sequence[UUID]) -> dict[UUID, KnownDeal]:
@@ -568,20 +564,11 @@ class KnownDeals:
     async def lock_or_add(self, unseen: KnownDeal) -> KnownDeal:
         """The deal's row, locked until commit; `unseen` is added first when there is none
         (a concurrent insert waits for the other and does nothing)."""
-        await self._connection.execute(
-            _insert_if_absent(self._connection.dialect.name),
-            _deal_row(unseen, unseen.last_activity_at),
-        )
-        found = await self.get(unseen.id, lock=True)
-        assert found is not None
-        return found
+        row = await _KNOWN.lock_or_add(self._connection, _deal_row(unseen, unseen.last_activity_at))
+        return _to_deal(row)
 
     async def save(self, deal: KnownDeal, now: datetime) -> None:
-        values = _deal_row(deal, now)
-        del values["id"]
-        await self._connection.execute(
-            update(known_deals).where(known_deals.c.id == deal.id).values(**values)
-        )
+        await _KNOWN.save(self._connection, _deal_row(deal, now))
 
     async def stale_candidates(
         self, now: datetime, quiet: timedelta, limit: int
@@ -695,9 +682,3 @@ def _deal_row(deal: KnownDeal, now: datetime) -> dict[str, Any]:
         "applied_sequences": deal.sequences.to_document(),
         "updated_at": now,
     }
-
-
-@functools.cache
-def _insert_if_absent(dialect: str) -> Any:
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(known_deals).on_conflict_do_nothing(index_elements=[known_deals.c.id])
