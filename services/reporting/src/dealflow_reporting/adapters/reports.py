@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -299,14 +299,9 @@ class ReportReader:
         last: date | None,
     ) -> list[MonthSum]:
         """Open deals by the month of their expected close date (inclusive bounds)."""
-        if self._use_sums and _answerable_from_sums(where):
-            return await self._months_of_sums(principal, where, group_by, "open", first, last)
-        found: list[MonthSum] = []
-        for part in _visibility_parts(principal):
-            found += await self._expected_of_deals(
-                principal, where, group_by, first, last, personal=part
-            )
-        return found
+        return await self._by_month_of(
+            "open", self._expected_of_deals, principal, where, group_by, first, last
+        )
 
     async def _expected_of_deals(
         self,
@@ -346,13 +341,27 @@ class ReportReader:
     ) -> list[MonthSum]:
         """Won deals' value (the accepted quote's total when won through one) by the
         month of the close."""
+        return await self._by_month_of(
+            "won", self._won_of_deals, principal, where, group_by, first, last
+        )
+
+    async def _by_month_of(
+        self,
+        kind: str,
+        of_deals: Callable[..., Awaitable[list[MonthSum]]],
+        principal: Principal | None,
+        where: DealFilter,
+        group_by: GroupBy,
+        first: date | None,
+        last: date | None,
+    ) -> list[MonthSum]:
+        """From the kept sums when the filter allows, else from the deals, one disjoint
+        part of the caller's view at a time."""
         if self._use_sums and _answerable_from_sums(where):
-            return await self._months_of_sums(principal, where, group_by, "won", first, last)
+            return await self._months_of_sums(principal, where, group_by, kind, first, last)
         found: list[MonthSum] = []
         for part in _visibility_parts(principal):
-            found += await self._won_of_deals(
-                principal, where, group_by, first, last, personal=part
-            )
+            found += await of_deals(principal, where, group_by, first, last, personal=part)
         return found
 
     async def _won_of_deals(

@@ -7,6 +7,8 @@ snapshots are not derived from events and survive a rebuild.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -100,6 +102,25 @@ stage_changes = Table(
     Column("days_in_previous_stage", Float, nullable=False),
 )
 
+
+def _sum_columns(*more_keys: Column[Any]) -> list[Column[Any]]:
+    """The columns of a table of kept sums: its keys (`more_keys` after the stage) and
+    the three sums. Fresh columns each call: a Column belongs to one table."""
+    return [
+        Column("kind", String(4), primary_key=True),
+        Column("stage", String(20), primary_key=True),
+        *more_keys,
+        Column("team_key", String(100), primary_key=True),
+        Column("lead_origin_key", String(30), primary_key=True),
+        Column("currency", String(3), primary_key=True),
+        Column("year", Integer, primary_key=True),
+        Column("month", Integer, primary_key=True),
+        Column("deals", Integer, nullable=False),
+        Column("amount_minor", BigInteger, nullable=False),
+        Column("weighted_centi_minor", BigInteger, nullable=False),
+    ]
+
+
 deal_sums = Table(
     "deal_sums",
     metadata,
@@ -108,16 +129,7 @@ deal_sums = Table(
     # close (year and month 0 when none), "won" deals by month of the close. Keys that
     # a deal lacks are "" (no team, no lead origin). Kept by the consumer in the same
     # transaction as the deal's row, so they always equal the sums over `deals`.
-    Column("kind", String(4), primary_key=True),
-    Column("stage", String(20), primary_key=True),
-    Column("team_key", String(100), primary_key=True),
-    Column("lead_origin_key", String(30), primary_key=True),
-    Column("currency", String(3), primary_key=True),
-    Column("year", Integer, primary_key=True),
-    Column("month", Integer, primary_key=True),
-    Column("deals", Integer, nullable=False),
-    Column("amount_minor", BigInteger, nullable=False),
-    Column("weighted_centi_minor", BigInteger, nullable=False),
+    *_sum_columns(),
 )
 
 deal_owner_sums = Table(
@@ -125,17 +137,7 @@ deal_owner_sums = Table(
     metadata,
     # The same sums per owner (a deal counts once for each of its owners; "" is a deal
     # waiting in a team's queue), for reports by owner or of one owner.
-    Column("kind", String(4), primary_key=True),
-    Column("stage", String(20), primary_key=True),
-    Column("owner_key", String(200), primary_key=True),
-    Column("team_key", String(100), primary_key=True),
-    Column("lead_origin_key", String(30), primary_key=True),
-    Column("currency", String(3), primary_key=True),
-    Column("year", Integer, primary_key=True),
-    Column("month", Integer, primary_key=True),
-    Column("deals", Integer, nullable=False),
-    Column("amount_minor", BigInteger, nullable=False),
-    Column("weighted_centi_minor", BigInteger, nullable=False),
+    *_sum_columns(Column("owner_key", String(200), primary_key=True)),
 )
 
 exchange_rates = Table(
