@@ -29,6 +29,7 @@ Handlers never see a record twice in one service: duplicates are skipped here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import traceback
@@ -48,7 +49,7 @@ from dealflow_common.contracts.base import EventPayload, is_known_event_type, pa
 from dealflow_common.contracts.envelope import CloudEvent
 from dealflow_common.contracts.topics import dead_letter_topic
 from dealflow_common.messaging.tables import inbox
-from dealflow_common.telemetry import consume_span, record_trace_headers
+from dealflow_common.telemetry import consume_span, record_trace_headers, tracing_enabled
 from dealflow_common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -262,23 +263,27 @@ class EventConsumer(Generic[U]):
                     outcomes.append((envelope.type, "duplicate"))
                     continue
                 fresh.discard(envelope.id)  # the same event twice in one batch: once
-                with (
-                    flow(envelope.correlationid, str(envelope.id)),
-                    consume_span(
-                        self.group_id,
-                        item.record.topic,
-                        item.record.partition,
-                        item.record.offset,
-                        str(envelope.id),
-                        envelope.type,
-                        record_trace_headers(item.headers, _envelope_trace(envelope)),
-                    ),
-                ):
+                with flow(envelope.correlationid, str(envelope.id)), self._span(item):
                     await item.handler(uow, item.event)
                 outcomes.append((envelope.type, "applied"))
             await uow.commit()
         for event_type, outcome in outcomes:
             self._metrics.events.labels(self.group_id, event_type, outcome).inc()
+
+    def _span(self, item: _Decoded) -> contextlib.AbstractContextManager[None]:
+        """The trace span of applying one record; nothing is built with tracing off."""
+        if not tracing_enabled():
+            return contextlib.nullcontext()
+        envelope = item.event.envelope
+        return consume_span(
+            self.group_id,
+            item.record.topic,
+            item.record.partition,
+            item.record.offset,
+            str(envelope.id),
+            envelope.type,
+            record_trace_headers(item.headers, _envelope_trace(envelope)),
+        )
 
     async def _remember(self, uow: UnitOfWork, envelopes: Sequence[CloudEvent]) -> set[UUID]:
         """Insert the batch's event ids into the inbox, in one statement; returns the
