@@ -41,7 +41,7 @@ function table(caption, headers, rows) {
 
 const actionPath = (a) => a.replace(/_/g, "-");
 
-export async function dealPage(id, tab = "general") {
+export async function dealPage(id, tab = "general", said = "") {
   const has = await offered();
   const tabs = tabsFor(has);
   if (!tabs.some(([t]) => t === tab)) tab = "general";
@@ -62,7 +62,9 @@ export async function dealPage(id, tab = "general") {
       h("a", { id: `tab-${t}`, href: `#/deal/${id}/${t}`, "aria-current": t === tab ? "page" : null }, label))),
     body,
   );
-  const reload = () => dealPage(id, tab);
+  // A change says what it did, then draws the page again: the new page keeps that word.
+  if (said) msg.ok(said);
+  const reload = () => dealPage(id, tab, msg.said);
   const render = { general, quotes, custom, sharing, tasks, history, sequences, orders, activity }[tab];
   return render(deal, body, msg, reload);
 }

@@ -54,6 +54,8 @@ export function messages() {
     nodes: [bad, good],
     error(e) { good.textContent = ""; bad.textContent = e && e.describe ? e.describe() : String(e && e.message || e); },
     ok(text) { bad.textContent = ""; good.textContent = text; },
+    /** The success text shown now, so a page drawn again after a change can keep it. */
+    get said() { return good.textContent; },
     clear() { bad.textContent = ""; good.textContent = ""; },
   };
 }
