@@ -42,6 +42,19 @@ READ_ONLY = {"dealflow_read_only": True}
 """Execution options for a connection that only reads (plain `BEGIN` on SQLite)."""
 
 
+async def read_only(connection: AsyncConnection) -> AsyncConnection:
+    """Make a connection one that only reads.
+
+    On PostgreSQL its statements run in autocommit: at READ COMMITTED a transaction gives
+    a series of reads nothing (each statement takes its own snapshot anyway), and its
+    BEGIN and ROLLBACK were two of every read's three round trips. On SQLite a plain
+    `BEGIN` keeps one snapshot for the whole read and never waits for the writer.
+    """
+    if is_postgres(connection):
+        return await connection.execution_options(**READ_ONLY, isolation_level="AUTOCOMMIT")
+    return await connection.execution_options(**READ_ONLY)
+
+
 def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
     return engine.dialect.name == "postgresql"
 

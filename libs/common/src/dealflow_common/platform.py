@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.audit import RefusalAudit
 from dealflow_common.auth import TokenVerifier
-from dealflow_common.db import READ_ONLY, count_statements, create_engine
+from dealflow_common.db import count_statements, create_engine, read_only
 from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, EventHandler
 from dealflow_common.messaging.kafka import (
     ConsumerLoop,
@@ -156,7 +156,7 @@ class Platform:
         try:
             async with asyncio.timeout(2.0), self.engine.connect() as connection:
                 # Read-only: on SQLite a plain BEGIN, not the writer lock.
-                await connection.execution_options(**READ_ONLY)
+                await read_only(connection)
                 await connection.execute(text("SELECT 1"))
                 await connection.rollback()
             return True

@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from dealflow_common.db import READ_ONLY
+from dealflow_common.db import read_only
 from dealflow_common.messaging.tables import inbox, outbox
 from dealflow_common.migrations import migrate
 from dealflow_common.platform import Platform, build_platform
@@ -273,7 +273,7 @@ class ServiceUnderTest:
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         """A connection that only reads: on SQLite it does not wait for the writer."""
         async with self.engine.connect() as connection:
-            yield await connection.execution_options(**READ_ONLY)
+            yield await read_only(connection)
 
     def headers(
         self,

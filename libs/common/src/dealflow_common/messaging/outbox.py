@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dealflow_common.context import FlowContext
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.envelope import CONTENT_TYPE
-from dealflow_common.db import READ_ONLY, is_postgres
+from dealflow_common.db import is_postgres, read_only
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
 from dealflow_common.telemetry import end_publish_span, start_publish_span, tracing_enabled
 
@@ -315,7 +315,7 @@ class OutboxRelay:
         if self._leadership is not None and not await self._leadership.held():
             return 0
         async with self._engine.connect() as connection:
-            connection = await connection.execution_options(**READ_ONLY)
+            connection = await read_only(connection)
             rows = (await connection.execute(_select_unsent(self._batch_size))).all()
             await connection.rollback()
         if not rows:
@@ -332,10 +332,15 @@ class OutboxRelay:
                 sent_ids.append(row.id)
                 self._metrics.published.labels(row.topic).inc()
         if sent_ids:
-            async with self._engine.begin() as connection:
+            async with self._engine.connect() as connection:
+                if self._leadership is not None:
+                    # One statement is a transaction of its own: on PostgreSQL it runs in
+                    # autocommit, without the BEGIN and COMMIT round trips.
+                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
                 await connection.execute(
                     update(outbox).where(outbox.c.id.in_(sent_ids)).values(sent_at=self._clock())
                 )
+                await connection.commit()
         if held_back:
             raise RelayIncomplete(len(rows) - len(sent_ids))
         return len(sent_ids)

@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import Principal
-from dealflow_common.db import READ_ONLY
+from dealflow_common.db import read_only
 from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
 from dealflow_opportunity.adapters.repository import OpportunityFilter, OpportunityQueries
 from dealflow_opportunity.domain import access
@@ -31,7 +31,7 @@ class OpportunityReader:
     @asynccontextmanager
     async def _queries(self) -> AsyncIterator[OpportunityQueries]:
         async with self._engine.connect() as connection:
-            yield OpportunityQueries(await connection.execution_options(**READ_ONLY))
+            yield OpportunityQueries(await read_only(connection))
 
     @staticmethod
     async def _visible(
@@ -76,5 +76,5 @@ class OpportunityReader:
     async def custom_fields(self) -> dict[str, CustomFieldDefinition]:
         """Every definition, retired ones included; anyone who reads deals reads them."""
         async with self._engine.connect() as connection:
-            connection = await connection.execution_options(**READ_ONLY)
+            connection = await read_only(connection)
             return await CustomFieldDefinitions(connection).all()

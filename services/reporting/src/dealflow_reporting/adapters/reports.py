@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.opportunity import Share, Stage
-from dealflow_common.db import READ_ONLY
+from dealflow_common.db import read_only
 from dealflow_common.deal_access import shares_from_document
 from dealflow_common.messaging.tables import inbox
 from dealflow_reporting.adapters.access import (
@@ -205,7 +205,7 @@ class ReportReader:
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         async with self._engine.connect() as connection:
-            yield await connection.execution_options(**READ_ONLY)
+            yield await read_only(connection)
 
     # --- pipeline and forecast ----------------------------------------------------------
 

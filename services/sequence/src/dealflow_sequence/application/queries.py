@@ -15,7 +15,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.auth import Principal
-from dealflow_common.db import READ_ONLY
+from dealflow_common.db import read_only
 from dealflow_sequence.adapters.repository import (
     DefinitionCache,
     EnrollmentQueries,
@@ -48,7 +48,7 @@ class SequenceReader:
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         async with self._engine.connect() as connection:
-            yield await connection.execution_options(**READ_ONLY)
+            yield await read_only(connection)
 
     async def sequences(self, include_retired: bool) -> list[SequenceDefinition]:
         async with self._read() as connection:
