@@ -112,7 +112,14 @@ class ProjectionRows:
         return (await connection.execute(query, {"b_key": key})).first()
 
     async def lock_or_add(self, connection: AsyncConnection, unseen: Mapping[str, Any]) -> Row[Any]:
-        """The row of `unseen`'s key, locked; `unseen` is added first when there is none."""
+        """The row of `unseen`'s key, locked; `unseen` is added first when there is none.
+
+        The row is looked for first: every event but a deal's first finds it, so adding
+        costs its statement only once per row.
+        """
+        row = await self.get(connection, unseen[self._key], lock=True)
+        if row is not None:
+            return row
         await connection.execute(self._insert_if_absent[connection.dialect.name], dict(unseen))
         row = await self.get(connection, unseen[self._key], lock=True)
         assert row is not None  # inserted above, or inserted by another and committed
