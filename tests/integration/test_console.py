@@ -1,8 +1,9 @@
 """The web console in a real browser (Debian's Chromium, driven by Playwright) against
 every service running as a real process.
 
-A rep works a deal from lead to a paid order, a rep of another team cannot see it, an
-operator dry-runs and runs the purge that removes it. On each page axe-core finds no
+A rep works a deal from lead to a paid order, a rep of another team cannot see it, a rep
+fills a deal's custom fields and moves deals in bulk, an operator dry-runs and runs the
+purge that removes the first deal. On each page axe-core finds no
 serious or critical violation, and screenshots land in test-results/console/.
 
 Chromium is required, not optional: a machine without it fails these tests (`.ci/run`
@@ -348,6 +349,151 @@ async def test_a_rep_of_another_team_sees_the_deal_only_while_it_is_shared(
     await expect(ben.page.get_by_role("alert")).to_contain_text("does not exist")
 
 
+async def test_a_rep_fills_custom_fields_and_moves_deals_in_bulk(
+    console: Callable[[], Any], stack: Any, token: Callable[..., str]
+) -> None:
+    """Custom fields are the session's (every test's deals): the ones defined here are
+    retired at the end, so the required one refuses no other test's new deal."""
+    run = uuid.uuid4().hex[:8]
+    # A word the search keeps whole: letters only.
+    word = "".join(chr(ord("a") + int(c, 16)) for c in run)
+    tier, budget, signed, champion = (f"{k}_{run}" for k in ("tier", "budget", "signed", "champ"))
+    async with stack.client("opportunity", token("ana", roles=("rep",), teams=("team-1",))) as c:
+        deals = []
+        for n in ("one", "two"):
+            made = await c.post(
+                "/opportunities",
+                json={
+                    "title": f"Bulk {word} {n}",
+                    "customer": {"kind": "organization", "id": f"c-{run}", "name": "Bulk Corp"},
+                    "value": {"amount": "900.00", "currency": "USD"},
+                    "team_id": "team-1",
+                },
+            )
+            assert made.status_code == 201, made.text
+            deals.append(made.json())
+        # One deal a stage ahead: a bulk move to proposal suits it and is refused the other.
+        moved = await c.post(
+            f"/opportunities/{deals[1]['id']}/stage", json={"stage": "qualification"}
+        )
+        assert moved.status_code == 200, moved.text
+    deal_id = deals[0]["id"]
+    admin = stack.client("opportunity", token("root", roles=("admin",)))
+    async with admin:
+        for body in (
+            # Required after the deals were opened: they lack it until someone fills it.
+            {
+                "key": tier,
+                "label": f"Tier {run}",
+                "type": "choice",
+                "choices": ["gold", "silver"],
+                "required": True,
+                "tab": "Account",
+            },
+            {"key": budget, "label": f"Budget {run}", "type": "money"},
+            {"key": signed, "label": f"Signed {run}", "type": "date"},
+        ):
+            defined = await admin.post("/custom-fields", json=body)
+            assert defined.status_code == 201, defined.text
+    try:
+        # An admin adds one more on the tab itself.
+        root = await console()
+        await root.sign_in("Root")
+        await root.open_tab(deal_id, "custom")
+        define = root.page.get_by_role("form", name="Define a custom field")
+        await define.get_by_label("Key").fill(champion)
+        await define.get_by_label("Label", exact=True).fill(f"Champion {run}")
+        await define.get_by_label("Tab label").fill("Account")
+        await define.get_by_role("button", name="Define field").click()
+        await expect(root.page.get_by_role("status")).to_contain_text("defined for every deal")
+        values = root.page.get_by_role("form", name="Custom fields")
+        await expect(values.get_by_label(f"Champion {run}")).to_be_visible()
+        await root.check("deal-custom-admin")
+
+        ana = await console()
+        page = ana.page
+        await ana.sign_in("Ana")
+        await ana.open_tab(deal_id, "custom")
+        form = page.get_by_role("form", name="Custom fields")
+        account = form.get_by_role("group", name="Account")
+        await expect(account.get_by_label(f"Tier {run} (required)")).to_have_value("")
+        await expect(form.get_by_label(f"Budget {run}: currency")).to_have_value("USD")
+        await account.get_by_label(f"Tier {run} (required)").select_option("gold")
+        await account.get_by_label(f"Champion {run}").fill("Dana Lee")
+        await form.get_by_label(f"Budget {run}: amount").fill("1200.5")
+        await form.get_by_label(f"Budget {run}: currency").fill("EUR")
+        await form.get_by_label(f"Signed {run}").fill("2027-01-31")
+        await form.get_by_role("button", name="Save custom fields").click()
+        await expect(page.get_by_role("status")).to_contain_text(f"Saved: Tier {run}")
+        await ana.check("deal-custom")
+
+        # Saved: the page read again shows the values as the service keeps them.
+        await page.reload()
+        await expect(form.get_by_label(f"Tier {run} (required)")).to_have_value("gold")
+        await expect(form.get_by_label(f"Champion {run}")).to_have_value("Dana Lee")
+        await expect(form.get_by_label(f"Budget {run}: amount")).to_have_value("1200.50")
+        await expect(form.get_by_label(f"Budget {run}: currency")).to_have_value("EUR")
+        await expect(form.get_by_label(f"Signed {run}")).to_have_value("2027-01-31")
+
+        # A bad value is refused as the API words it, beside the field it names.
+        amount = form.get_by_label(f"Budget {run}: amount")
+        await amount.fill("12.345")
+        await form.get_by_role("button", name="Save custom fields").click()
+        await expect(page.get_by_role("alert")).to_contain_text(f"custom_fields.{budget}")
+        await expect(page.locator(f"#cf-{budget}-error")).to_contain_text("expected money")
+        await expect(amount).to_have_attribute("aria-invalid", "true")
+        await ana.check("deal-custom-refused")
+        async with stack.client("opportunity", await ana.token()) as c:
+            kept = (await c.get(f"/opportunities/{deal_id}")).json()["custom_fields"]
+        assert kept == {
+            tier: "gold",
+            champion: "Dana Lee",
+            budget: {"amount": "1200.50", "currency": "EUR"},
+            signed: "2027-01-31",
+        }
+
+        # Bulk work on the board: one call to the bulk API, an outcome per deal.
+        await page.goto(f"{ana.url}/#/board")
+        await page.get_by_label("Text").fill(word)
+        await page.get_by_role("button", name="Apply filters").click()
+        await expect(page.get_by_text("2 deals.")).to_be_visible()
+        for deal in deals:
+            await page.get_by_label(f"Select {deal['title']}").check()
+        await page.get_by_label("Stage for the selected deals").select_option("proposal")
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        async with page.expect_response("**/api/opportunity/opportunities/bulk/stage") as bulk:
+            await page.get_by_role("button", name="Move selected").click()
+        assert (await bulk.value).status == 200
+        outcome = page.get_by_role("list", name="Outcome per deal of the last bulk change")
+        await expect(outcome).to_contain_text(f"{deals[1]['title']}: changed")
+        await expect(outcome).to_contain_text(
+            f"{deals[0]['title']}: refused: Transition not allowed"
+        )
+        await expect(outcome).to_contain_text("cannot move to proposal")
+        await expect(page.get_by_role("alert")).to_contain_text(
+            "Move to Proposal: 1 changed, 0 unchanged, 1 refused, 0 not found."
+        )
+        await expect(ana.card(deals[1]["title"], "proposal")).to_be_visible()
+        await expect(ana.card(deals[0]["title"], "lead")).to_be_visible()
+        await ana.check("board-bulk")
+
+        await page.get_by_label("Owner to add to the selected deals").fill("mia")
+        await page.get_by_role("button", name="Assign selected").click()
+        await expect(page.get_by_role("status")).to_contain_text(
+            "Assign to mia: 2 changed, 0 unchanged, 0 refused, 0 not found."
+        )
+        await expect(ana.card(deals[0]["title"])).to_contain_text("owners: ana, mia")
+        assert [url.split("/api/")[1] for url in posts] == [
+            "opportunity/opportunities/bulk/stage",
+            "opportunity/opportunities/bulk/assign",
+        ], "one call per bulk change, not one per deal"
+    finally:
+        async with stack.client("opportunity", token("root", roles=("admin",))) as admin:
+            for key in (tier, budget, signed, champion):
+                await admin.patch(f"/custom-fields/{key}", json={"retired": True})
+
+
 async def test_an_operator_dry_runs_and_runs_the_purge(
     console: Callable[[], Any], stack: Any, token: Callable[..., str], shared: dict[str, str]
 ) -> None:
@@ -388,9 +534,17 @@ async def test_an_operator_dry_runs_and_runs_the_purge(
             re.compile("Run succeeded"), timeout=120_000
         )
         await expect(items.locator("tr", has_text=deal_id)).to_contain_text("purged")
-        # The progress bar is not checked: a run of one deal can finish between two of
-        # the page's polls, and the refresh after it clears the bar (a race that failed
-        # once on a quiet machine). A run long enough to watch needs many deals.
+        # However quickly the run ended, the dashboard shows it as the latest run: a full
+        # bar, its counts beside it.
+        await expect(page.get_by_role("heading", name="Latest run: run succeeded")).to_be_visible()
+        bar = page.get_by_role("progressbar", name=re.compile("^Progress: finished"))
+        examined = await bar.get_attribute("aria-valuemax")
+        assert examined is not None
+        assert int(examined) >= 1
+        await expect(bar).to_have_attribute("aria-valuenow", examined)
+        await expect(bar).to_have_attribute(
+            "aria-valuetext", f"finished, deals examined: {examined}"
+        )
         await olga.check("purge-run")
     finally:
         async with stack.client("purge", token("root", roles=("admin",))) as admin:

@@ -1,7 +1,7 @@
 // The pipeline board: a column per stage with count, total and weighted total; drag a
 // card to another stage (or use its "Move to" menu: the keyboard way); filters; bulk
-// stage change and assignment (one call per deal: the API has no bulk endpoint); the
-// forecast by quarter when the reporting service is there.
+// stage change and assignment (one call to the bulk API, which answers for each deal);
+// the forecast by quarter when the reporting service is there.
 
 import { get, post, Problem, session, config } from "./api.js";
 import { h, fill, field, money, mount, messages, STAGES, STAGE_NAMES, announce } from "./ui.js";
@@ -208,23 +208,35 @@ export async function boardPage() {
   const bulkStage = h("select", { "aria-label": "Stage for the selected deals" },
     STAGES.filter((x) => x !== "closed_lost").map((x) => h("option", { value: x }, STAGE_NAMES[x])));
   const bulkOwner = h("input", { "aria-label": "Owner to add to the selected deals", placeholder: "user id" });
-  async function eachSelected(what, action) {
+  const bulkOutcome = h("ul", { class: "outcome", "aria-label": "Outcome per deal of the last bulk change" });
+  /** One call to the bulk API for all the selected deals; it answers for each deal
+   * (changed, unchanged, refused with its problem, not found), shown one line a deal. */
+  async function bulkChange(what, path, change) {
     const chosen = deals.filter((d) => selected.has(d.id));
     if (!chosen.length) { msg.error("Select deals first."); return; }
-    const refused = [];
-    for (const d of chosen) {
-      try { await action(d); } catch (e) { refused.push(`${d.title}: ${e.describe ? e.describe() : e.message}`); }
-    }
-    if (refused.length) msg.error(`${what}: ${chosen.length - refused.length} done, ${refused.length} refused. ${refused.join(" | ")}`);
-    else msg.ok(`${what}: ${chosen.length} done.`);
+    let answer;
+    try {
+      answer = await post("opportunity", `/opportunities/bulk/${path}`, { ids: chosen.map((d) => d.id), ...change });
+    } catch (e) { fill(bulkOutcome); msg.error(e); return; }
+    const title = (id) => chosen.find((d) => d.id === id)?.title || id;
+    const words = {
+      changed: () => "changed", unchanged: () => "unchanged: it already was so",
+      not_found: () => "not found: gone, or no longer yours to see",
+      refused: (r) => `refused: ${r.problem ? new Problem(r.problem.status, r.problem).describe() : "no reason given"}`,
+    };
+    fill(bulkOutcome, answer.results.map((r) => h("li", { dataset: { outcome: r.outcome } }, `${title(r.id)}: ${words[r.outcome](r)}`)));
+    const summary = `${what}: ${answer.changed} changed, ${answer.unchanged} unchanged, ${answer.refused} refused, ${answer.not_found} not found.`;
+    if (answer.refused || answer.not_found) msg.error(summary); else msg.ok(summary);
+    announce(summary);
     await refresh();
   }
   const bulk = h("section", { class: "bulk", "aria-labelledby": "bulk-h" },
     h("h2", { id: "bulk-h" }, "Selected deals"),
     h("div", { class: "row" }, bulkStage,
-      h("button", { type: "button", onclick: () => eachSelected(`Move to ${STAGE_NAMES[bulkStage.value]}`, (d) => post("opportunity", `/opportunities/${d.id}/stage`, { stage: bulkStage.value })) }, "Move selected"),
+      h("button", { type: "button", onclick: () => bulkChange(`Move to ${STAGE_NAMES[bulkStage.value]}`, "stage", { stage: bulkStage.value }) }, "Move selected"),
       bulkOwner,
-      h("button", { type: "button", onclick: () => bulkOwner.value.trim() && eachSelected(`Assign to ${bulkOwner.value.trim()}`, (d) => post("opportunity", `/opportunities/${d.id}/owners`, { user_id: bulkOwner.value.trim() })) }, "Assign selected")));
+      h("button", { type: "button", onclick: () => bulkOwner.value.trim() && bulkChange(`Assign to ${bulkOwner.value.trim()}`, "assign", { user_id: bulkOwner.value.trim() }) }, "Assign selected")),
+    bulkOutcome);
 
   mount(
     h("h1", {}, "Pipeline"),

@@ -2,7 +2,7 @@
 // owns it. Activity polls those services (every few seconds while the tab is open) and
 // lists what changed, newest first.
 
-import { get, post, patch, put, del, call, Problem, config } from "./api.js";
+import { get, post, patch, put, del, call, hasRole, Problem, config } from "./api.js";
 import { h, fill, field, money, when, mount, messages, STAGE_NAMES, announce, uuid } from "./ui.js";
 
 const POLL_MS = 3000;
@@ -189,9 +189,121 @@ function fieldValue(v) {
   return String(v);
 }
 
-async function custom(deal, body) {
+const FIELD_TYPES = ["text", "number", "money", "date", "choice"];
+
+/** The input(s) of one custom field, of its type's kind, with a place beside it for the
+ * API's refusal; `changed()` is the value to send, or undefined when it did not change
+ * (only changed values are saved, so a required field a deal has lacked since before it
+ * became required does not stop saving the others). An emptied field sends null. */
+function customInput(def, current, currency) {
+  const id = `cf-${def.key}`;
+  const error = h("span", { id: `${id}-error`, class: "field-error" });
+  // Marked, not enforced by the browser: whether a value may be left out is the API's word.
+  const attrs = { id, "aria-required": def.required ? "true" : null, "aria-describedby": error.id };
+  const label = `${def.label}${def.required ? " (required)" : ""}`;
+  let inputs, read;
+  if (def.type === "money") {
+    const amount = h("input", { ...attrs, inputmode: "decimal", value: current?.amount ?? "" });
+    const cur = h("input", { id: `${id}-currency`, "aria-describedby": error.id, size: 4, value: current?.currency ?? currency });
+    inputs = [amount, cur];
+    read = () => (amount.value.trim() ? { amount: amount.value.trim(), currency: cur.value.trim().toUpperCase() } : null);
+  } else if (def.type === "choice") {
+    // A value whose choice was since withdrawn stays shown, so saving does not drop it.
+    const choices = current && !def.choices.includes(current) ? [...def.choices, current] : def.choices;
+    inputs = [h("select", attrs, h("option", { value: "" }, "—"),
+      choices.map((c) => h("option", { value: c, selected: c === current }, c)))];
+    read = () => inputs[0].value || null;
+  } else {
+    const kind = { number: { type: "number", step: "any" }, date: { type: "date" } }[def.type] || {};
+    inputs = [h("input", { ...attrs, ...kind, value: current ?? "" })];
+    read = () => inputs[0].value.trim() || null;
+  }
+  const labelled = inputs.length === 2
+    ? [field(`${label}: amount`, inputs[0]), field(`${def.label}: currency`, inputs[1])]
+    : [field(label, inputs[0])];
+  return {
+    def,
+    node: h("div", { class: "custom-field" }, labelled, error),
+    changed() {
+      const value = read();
+      return JSON.stringify(value) === JSON.stringify(current ?? null) ? undefined : value;
+    },
+    refuse(text) {
+      error.textContent = text;
+      for (const i of inputs) i.setAttribute("aria-invalid", "true");
+    },
+    clear() {
+      error.textContent = "";
+      for (const i of inputs) i.removeAttribute("aria-invalid");
+    },
+  };
+}
+
+async function custom(deal, body, msg, reload) {
+  const defs = await get("opportunity", "/custom-fields?include_retired=true");
+  const values = deal.custom_fields || {};
+  const active = defs.filter((d) => !d.retired);
+  const open = !["closed_won", "closed_lost"].includes(deal.stage);
+  const fields = active.map((d) => customInput(d, values[d.key], deal.value.currency));
+  // Grouped by the tab label each definition gives, in the definitions' order.
+  const groups = new Map();
+  for (const f of fields) {
+    if (!groups.has(f.def.tab || "")) groups.set(f.def.tab || "", []);
+    groups.get(f.def.tab || "").push(f.node);
+  }
+  async function save(e) {
+    e.preventDefault();
+    for (const f of fields) f.clear();
+    const changes = {};
+    for (const f of fields) {
+      const value = f.changed();
+      if (value !== undefined) changes[f.def.key] = value;
+    }
+    if (!Object.keys(changes).length) { msg.ok("Nothing to save: no value was changed."); return; }
+    try {
+      await patch("opportunity", `/opportunities/${deal.id}`, { custom_fields: changes }, { "If-Match": `"${deal.version}"` });
+      msg.ok(`Saved: ${fields.filter((f) => f.def.key in changes).map((f) => f.def.label).join(", ")}.`);
+      await reload();
+    } catch (err) {
+      msg.error(err);
+      // The API names the field at fault (custom_fields.<key>): its words go beside it.
+      for (const { field: name, message } of err.body?.errors || []) {
+        const key = /^custom_fields\.([a-z0-9_]+)/.exec(name || "")?.[1];
+        fields.find((f) => f.def.key === key)?.refuse(message);
+      }
+    }
+  }
+  const kept = Object.entries(values).filter(([k]) => !open || !active.some((d) => d.key === k));
+  const labelOf = (k) => defs.find((d) => d.key === k)?.label || k;
   fill(body, h("h2", {}, "Custom fields"),
-    h("dl", { class: "facts" }, Object.entries(deal.custom_fields || {}).map(([k, v]) => [h("dt", {}, k), h("dd", {}, fieldValue(v))])));
+    active.length ? null : h("p", {}, "No custom fields are defined."),
+    open ? null : h("p", {}, Object.keys(values).length ? "The deal is closed: its values no longer change." : "The deal is closed and has no values."),
+    open && active.length ? h("form", { class: "custom", "aria-label": "Custom fields", onsubmit: save },
+      [...groups].map(([tab, nodes]) => (tab ? h("fieldset", {}, h("legend", {}, tab), nodes) : nodes)),
+      h("button", { type: "submit", class: "primary" }, "Save custom fields")) : null,
+    kept.length ? [open ? h("h3", {}, "Retired fields (values kept)") : null,
+      h("dl", { class: "facts" }, kept.map(([k, v]) => [h("dt", {}, labelOf(k)), h("dd", {}, fieldValue(v))]))] : null,
+    hasRole("admin") ? defineField(msg, reload) : null);
+}
+
+/** Admins define a field for every deal here (the API keeps its key and type for good). */
+function defineField(msg, reload) {
+  const key = h("input", { required: true, placeholder: "lower_case_key" });
+  const label = h("input", { required: true });
+  const type = h("select", {}, FIELD_TYPES.map((t) => h("option", { value: t }, t)));
+  const required = h("input", { type: "checkbox" });
+  const choices = h("input", { placeholder: "gold, silver" });
+  const tab = h("input", {});
+  return [h("h3", {}, "Define a custom field (every deal)"), h("form", { class: "inline", "aria-label": "Define a custom field", onsubmit: async (e) => {
+    e.preventDefault();
+    const definition = { key: key.value.trim(), label: label.value.trim(), type: type.value, required: required.checked };
+    if (type.value === "choice") definition.choices = choices.value.split(",").map((c) => c.trim()).filter(Boolean);
+    if (tab.value.trim()) definition.tab = tab.value.trim();
+    try { await post("opportunity", "/custom-fields", definition); msg.ok(`Field ${definition.label} defined for every deal.`); await reload(); } catch (err) { msg.error(err); }
+  } },
+    field("Key", key), field("Label", label), field("Type", type),
+    field("Required", required), field("Choices (choice fields, comma-separated)", choices), field("Tab label", tab),
+    h("button", { type: "submit" }, "Define field"))];
 }
 
 async function sharing(deal, body, msg, reload) {

@@ -1,6 +1,7 @@
 // The purge dashboard for operators: status and backlog, the running run's progress
-// (polled every second while it runs), pause and resume, a dry run and its list, runs and
-// their items, the policy and the holds. Everything through the purge service's API.
+// (polled every second while it runs; the latest run's once it has finished), pause and
+// resume, a dry run and its list, runs and their items, the policy and the holds.
+// Everything through the purge service's API.
 
 import { get, post, put, del } from "./api.js";
 import { h, fill, field, when, mount, messages, announce } from "./ui.js";
@@ -34,13 +35,21 @@ export async function purgePage() {
           : h("tr", {}, h("td", { colspan: 5 }, "Nothing.")))));
   }
 
+  /** A run's progress bar: while it runs, the deals it has dealt with of those it
+   * planned; once finished, a full bar with its counts. The dashboard keeps showing the
+   * latest run, so a run that ends between two polls is still seen to have ended. */
   function progress(run) {
-    const total = Math.max(run.planned || 0, run.examined, 1);
-    const done = run.dry_run ? run.examined : run.purged + run.skipped + run.failed;
+    const kind = run.dry_run ? "Dry run" : "Run";
+    const finished = run.status !== "running";
+    const dealt = run.dry_run ? run.examined : run.purged + run.skipped + run.failed;
+    const total = finished ? Math.max(run.examined, 1) : Math.max(run.planned || 0, run.examined, 1);
+    const now = finished ? total : Math.min(dealt, total);
+    const words = finished ? `finished, deals examined: ${run.examined}` : `${dealt} of ${run.planned ?? "?"} deals`;
     return [
-      h("h2", { id: "running-h" }, `${run.dry_run ? "Dry run" : "Run"} ${run.status}`),
-      h("label", {}, `Progress: ${done} of ${run.planned ?? "?"} deals`,
-        h("progress", { max: total, value: Math.min(done, total) }, `${done}/${total}`)),
+      h("h2", { id: "running-h" }, finished ? `Latest run: ${kind.toLowerCase()} ${run.status}` : `${kind} running`),
+      h("p", { id: "run-progress-label" }, `Progress: ${words}`),
+      h("progress", { max: total, value: now, "aria-labelledby": "run-progress-label",
+        "aria-valuemin": 0, "aria-valuemax": total, "aria-valuenow": now, "aria-valuetext": words }, `${now}/${total}`),
       h("p", {}, `examined ${run.examined}, purged ${run.purged}, would purge ${run.would_purge}, skipped ${run.skipped}, failed ${run.failed}, in progress ${run.in_progress}`,
         run.error ? ` · error: ${run.error}` : ""),
     ];
@@ -94,7 +103,9 @@ export async function purgePage() {
         h("button", { type: "button", class: "primary", onclick: () => start(false) }, "Run now")),
     );
     if (status.running_run && followed !== status.running_run.id) follow(status.running_run);
-    if (!status.running_run && !followed) fill(runningEl, h("h2", { id: "running-h" }, "Running run"), h("p", {}, "No run is going."));
+    if (!status.running_run && !followed) {
+      fill(runningEl, status.last_run ? progress(status.last_run) : [h("h2", { id: "running-h" }, "Latest run"), h("p", {}, "No run has finished yet.")]);
+    }
     fill(runsEl, h("h2", { id: "runs-h" }, "Recent runs"),
       h("table", {}, h("caption", { class: "visually-hidden" }, "Recent runs"),
         h("thead", {}, h("tr", {}, ["Started", "Kind", "Status", "Examined", "Purged", "Skipped", "Failed", "Duration", ""].map((x) => h("th", { scope: "col" }, x)))),
