@@ -91,28 +91,34 @@ class DealStore:
                 delta[2] += sign * part.weighted_centi_minor
         insert_ = postgresql.insert if self._postgres else sqlite.insert
         # In key order: two transactions moving the same sums lock them in one order.
-        for key, (count, amount, weighted) in sorted(
-            change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0], keys))
-        ):
-            if count == 0 and amount == 0 and weighted == 0:
-                continue
-            statement = insert_(table).values(
+        rows = [
+            {
                 **dict(zip(keys, vars_of(key, keys), strict=True)),
-                deals=count,
-                amount_minor=amount,
-                weighted_centi_minor=weighted,
+                "deals": count,
+                "amount_minor": amount,
+                "weighted_centi_minor": weighted,
+            }
+            for key, (count, amount, weighted) in sorted(
+                change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0], keys))
             )
-            await self._connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=list(keys),
-                    set_={
-                        "deals": table.c.deals + statement.excluded.deals,
-                        "amount_minor": table.c.amount_minor + statement.excluded.amount_minor,
-                        "weighted_centi_minor": table.c.weighted_centi_minor
-                        + statement.excluded.weighted_centi_minor,
-                    },
-                )
+            if count or amount or weighted
+        ]
+        if not rows:
+            return
+        # One statement for every key the event moves (a stage change moves two): the
+        # keys are distinct, as one multi-row upsert requires.
+        statement = insert_(table).values(rows)
+        await self._connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={
+                    "deals": table.c.deals + statement.excluded.deals,
+                    "amount_minor": table.c.amount_minor + statement.excluded.amount_minor,
+                    "weighted_centi_minor": table.c.weighted_centi_minor
+                    + statement.excluded.weighted_centi_minor,
+                },
             )
+        )
 
     async def add_stage_change(
         self,

@@ -53,11 +53,17 @@ async def _learn(
     before, owners_before = contributions(deal), owner_contributions(deal)
     if deal is None:
         deal = ReportedDeal(opportunity_id)
-    taken = deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
+    # Most events carry the owners and some the shares, nearly always unchanged: their
+    # rows are rewritten only when the list itself changed (four statements an event).
+    owners, shares = set(deal.owners), list(deal.shares)
+    deal.learn(facts, source=event.envelope.source, sequence=event.envelope.sequence)
     for stage in stages_seen:
         deal.reached(stage)
     await uow.deals.save(
-        deal, new=new, owners_changed="owners" in taken, shares_changed="shares" in taken
+        deal,
+        new=new,
+        owners_changed=set(deal.owners) != owners,
+        shares_changed=list(deal.shares) != shares,
     )
     await uow.deals.adjust_sums(before, contributions(deal))
     await uow.deals.adjust_sums(owners_before, owner_contributions(deal), per_owner=True)
