@@ -63,9 +63,11 @@ async def _learn(
     return deal, taken
 
 
-async def _apply_exits(uow: SequenceUnitOfWork, deal: KnownDeal) -> None:
+async def _apply_exits(uow: SequenceUnitOfWork, deal: KnownDeal) -> list[Enrollment]:
+    """Cancel the enrollments the deal's new stage ends; returns those still live."""
     now = uow.clock()
-    for enrollment in await uow.enrollments.live_of(deal.id):
+    live = await uow.enrollments.live_of(deal.id)
+    for enrollment in live:
         definition = await uow.sequences.version(
             enrollment.sequence_id, enrollment.sequence_version
         )
@@ -82,15 +84,24 @@ async def _apply_exits(uow: SequenceUnitOfWork, deal: KnownDeal) -> None:
             enrollment.cancel(reason, SYSTEM, now, by_hand=False)
             await uow.enrollments.save(enrollment)
             uow.collect(enrollment)
+    return [enrollment for enrollment in live if enrollment.is_live]
 
 
 async def _enroll_triggered(
-    uow: SequenceUnitOfWork, deal: KnownDeal, event_type: str, event: IncomingEvent[Any]
+    uow: SequenceUnitOfWork,
+    deal: KnownDeal,
+    event_type: str,
+    event: IncomingEvent[Any],
+    live_now: list[Enrollment] | None = None,
 ) -> None:
+    """Enroll the deal in the sequences `event_type` starts; `live_now`, when the caller
+    has just read the deal's live enrollments, saves reading them again."""
     if not deal.is_open:
         return
     now = uow.clock()
-    live = {e.sequence_id for e in await uow.enrollments.live_of(deal.id)}
+    if live_now is None:
+        live_now = await uow.enrollments.live_of(deal.id)
+    live = {e.sequence_id for e in live_now}
     for definition in await uow.sequences.triggered_by(event_type):
         if definition.id in live or not definition.trigger.matches(
             event_type, deal.stage, deal.lead_origin
@@ -152,8 +163,8 @@ async def stage_changed(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> N
         DealFacts(stage=payload.to_stage, owners=list(payload.owners)),
     )
     if "stage" in taken:
-        await _apply_exits(uow, deal)
-        await _enroll_triggered(uow, deal, STAGE_CHANGED, event)
+        still_live = await _apply_exits(uow, deal)
+        await _enroll_triggered(uow, deal, STAGE_CHANGED, event, still_live)
 
 
 async def assigned(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
