@@ -13,7 +13,8 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, tuple_
+from sqlalchemy import JSON, and_, bindparam, delete, func, insert, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -58,7 +59,6 @@ from dealflow_opportunity.domain.next_action import NextActionSource
 # Statements are built once and executed with parameters: building them per call (with
 # values inlined) cost more CPU than the database spent running them.
 _SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
-_SELECT_FOR_UPDATE = _SELECT.with_for_update()
 _INSERT = insert(opportunities)
 _VERSIONED = VersionedTable(opportunities, "opportunity")
 # Where the next action came from is bookkeeping, not a change of the deal: written
@@ -94,6 +94,37 @@ _OWNERS_OF = (
     .where(opportunity_owners.c.opportunity_id.in_(bindparam("b_ids", expanding=True)))
     .order_by(opportunity_owners.c.opportunity_id, opportunity_owners.c.position)
 )
+# On PostgreSQL one deal is read in one statement, its owners and shares aggregated
+# beside its row: a change loads its deal on every request, and the two extra reads
+# were two of its round trips. SQLite reads them apart (`_owners_of`, `_shares_of`).
+_WHOLE = select(
+    opportunities,
+    select(
+        func.array_agg(
+            aggregate_order_by(opportunity_owners.c.user_id, opportunity_owners.c.position)
+        )
+    )
+    .where(opportunity_owners.c.opportunity_id == opportunities.c.id)
+    .scalar_subquery()
+    .label("whole_owners"),
+    select(
+        func.json_agg(
+            aggregate_order_by(
+                func.json_build_array(
+                    opportunity_shares.c.holder_kind,
+                    opportunity_shares.c.holder_id,
+                    opportunity_shares.c.grant,
+                ),
+                opportunity_shares.c.position,
+            ),
+            type_=JSON,
+        )
+    )
+    .where(opportunity_shares.c.opportunity_id == opportunities.c.id)
+    .scalar_subquery()
+    .label("whole_shares"),
+).where(opportunities.c.id == bindparam("b_id"))
+_WHOLE_FOR_UPDATE = _WHOLE.with_for_update(of=opportunities)
 
 
 class OpportunityRepository:
@@ -105,15 +136,9 @@ class OpportunityRepository:
 
     async def get(self, opportunity_id: UUID) -> Opportunity:
         """Load for a change: the row stays locked until the transaction ends."""
-        query = _SELECT_FOR_UPDATE if is_postgres(self._connection) else _SELECT
-        row = (await self._connection.execute(query, {"b_id": opportunity_id})).first()
-        if row is None:
+        opportunity = await _load(self._connection, opportunity_id, for_update=True)
+        if opportunity is None:
             raise OpportunityNotFound(opportunity_id)
-        owners = await _owners_of(self._connection, [opportunity_id])
-        shares = await _shares_of(self._connection, [opportunity_id])
-        opportunity = _to_opportunity(
-            row, owners.get(opportunity_id, []), shares.get(opportunity_id, [])
-        )
         self._loaded_versions[opportunity.id] = opportunity.version
         self._loaded_text[opportunity.id] = search.deal_text(opportunity)
         return opportunity
@@ -257,12 +282,7 @@ class OpportunityQueries:
         self._connection = connection
 
     async def find(self, opportunity_id: UUID) -> Opportunity | None:
-        row = (await self._connection.execute(_SELECT, {"b_id": opportunity_id})).first()
-        if row is None:
-            return None
-        owners = await _owners_of(self._connection, [opportunity_id])
-        shares = await _shares_of(self._connection, [opportunity_id])
-        return _to_opportunity(row, owners.get(opportunity_id, []), shares.get(opportunity_id, []))
+        return await _load(self._connection, opportunity_id, for_update=False)
 
     async def page(
         self,
@@ -375,6 +395,28 @@ class OpportunityQueries:
             )
             for r in rows
         ]
+
+
+async def _load(
+    connection: AsyncConnection, opportunity_id: UUID, *, for_update: bool
+) -> Opportunity | None:
+    """One deal with its owners and shares; `for_update` locks its row (PostgreSQL)."""
+    if is_postgres(connection):
+        query = _WHOLE_FOR_UPDATE if for_update else _WHOLE
+        row = (await connection.execute(query, {"b_id": opportunity_id})).first()
+        if row is None:
+            return None
+        shares = [
+            Share(kind=kind, id=holder, grant=ShareGrant(grant))
+            for kind, holder, grant in row.whole_shares or ()
+        ]
+        return _to_opportunity(row, list(row.whole_owners or ()), shares)
+    row = (await connection.execute(_SELECT, {"b_id": opportunity_id})).first()
+    if row is None:
+        return None
+    owners = await _owners_of(connection, [opportunity_id])
+    shares_of = await _shares_of(connection, [opportunity_id])
+    return _to_opportunity(row, owners.get(opportunity_id, []), shares_of.get(opportunity_id, []))
 
 
 async def _owners_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, list[str]]:
