@@ -14,10 +14,19 @@ PostgreSQL database, then, for each run:
    measured right after, as the baseline our commit rate is compared with;
 3. half load: deals started at half the measured throughput (open loop), for latency.
 
-Every figure is reported per run and as the median over the runs.
+Every figure is reported per run and as the median over the runs. After the last run,
+once the outboxes and consumer groups have drained, the invariants of `bench.invariants`
+are checked; a violation makes the command exit non-zero after printing the report.
+
+`--replicas N` runs N processes of every service that has a schema (all of a service's
+replicas share its schema and its consumer groups), spreads the HTTP calls over them in
+turn, and creates the topics with at least N partitions. CPU per deal is summed over a
+service's replicas; the `replicas` section repeats the figures to set beside the same
+command run without `--replicas`.
 
     make bench                                  # defaults below
     make bench BENCH_ARGS="--deals 2000 --concurrency 64 --runs 5"
+    make bench BENCH_ARGS="--replicas 2"        # two processes of each service
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform as host_platform
@@ -34,6 +44,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,18 +56,39 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
+from bench.invariants import (
+    CompletedDeal,
+    Observed,
+    OffsetsReader,
+    from_database,
+    from_metrics,
+    outbox_schemas,
+    summary,
+    unsent,
+    violations,
+)
 from bench.measure import CpuSampler, compare_with_previous, scrape_counters
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, ORDER_EVENTS, QUOTE_EVENTS
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
 from dealflow_common.runtime.embedded import embedded_service_env, secret_names
-from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+from dealflow_common.runtime.processes import (
+    ServiceProcess,
+    installed_services,
+    owns_database,
+    service_module,
+)
+from dealflow_common.settings import ServiceSettings
 
 HTTP_CALLS_PER_DEAL = 10
 BENCH_DATABASE = "dealflow_bench"
 # Backends report their commit counts to pg_stat_database when a transaction ends (at
 # most once a second) or after 10 s idle: wait this long before reading the counter.
 STATS_SETTLE_SECONDS = 11.0
+# The longest wait after the last run for the relays to publish and the consumer groups
+# to catch up before the invariants are judged.
+DRAIN_SECONDS = 60.0
+DEFAULT_PARTITIONS = int(ServiceSettings.model_fields["kafka_topic_partitions"].default)
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -147,14 +179,45 @@ class DealResult:
     create_to_order_ms: float
 
 
+def replica_name(service: str, number: int, count: int) -> str:
+    """`quote#2`; a service run once keeps its own name, so one replica reports as before."""
+    return service if count == 1 else f"{service}#{number}"
+
+
+class RoundRobin:
+    """Each service's replicas in turn, call by call, as a load balancer would send them:
+    the calls of one deal land on different replicas."""
+
+    def __init__(self, urls: Mapping[str, Sequence[str]]) -> None:
+        self._urls = {service: list(found) for service, found in urls.items()}
+        self._turns = {service: itertools.count() for service in urls}
+
+    def next(self, service: str) -> str:
+        urls = self._urls[service]
+        return urls[next(self._turns[service]) % len(urls)]
+
+
+def by_service(figures: Mapping[str, float], service_of: Mapping[str, str]) -> dict[str, float]:
+    """Figures of replicas summed under their service; other names (the broker,
+    PostgreSQL's backends) as they are."""
+    summed: dict[str, float] = {}
+    for name, value in figures.items():
+        owner = service_of.get(name, name)
+        summed[owner] = summed.get(owner, 0.0) + value
+    return summed
+
+
 @dataclass
 class Driver:
     session: aiohttp.ClientSession
-    urls: dict[str, str]
+    replicas: RoundRobin
     watcher: WonWatcher
     failures: list[str] = field(default_factory=list)
+    completed: list[CompletedDeal] = field(default_factory=list)
+    """Every deal seen through to its order, warm-up included: the invariants' scope."""
 
-    async def _call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+    async def _call(self, method: str, service: str, path: str, body: Any = None) -> dict[str, Any]:
+        url = f"{self.replicas.next(service)}{path}"
         async with self.session.request(method, url, json=body) as response:
             payload = await response.json(loads=orjson.loads)
             if response.status >= 300:
@@ -162,13 +225,13 @@ class Driver:
             return dict(payload)
 
     async def deal(self) -> DealResult | None:
-        opportunity, quote = self.urls["opportunity"], self.urls["quote"]
         started = time.perf_counter()
         try:
             deal = (
                 await self._call(
                     "POST",
-                    f"{opportunity}/opportunities",
+                    "opportunity",
+                    "/opportunities",
                     {
                         "title": "Bench deal",
                         "customer": {"kind": "organization", "id": "bench", "name": "Bench Corp"},
@@ -176,8 +239,8 @@ class Driver:
                     },
                 )
             )["id"]
-            stage = f"{opportunity}/opportunities/{deal}/stage"
-            await self._call("POST", stage, {"stage": "qualification"})
+            stage = f"/opportunities/{deal}/stage"
+            await self._call("POST", "opportunity", stage, {"stage": "qualification"})
             line = {
                 "description": "Seat",
                 "quantity": "1",
@@ -185,30 +248,31 @@ class Driver:
             }
             quote_a = (
                 await self._call(
-                    "POST", f"{quote}/quotes", {"opportunity_id": deal, "lines": [line]}
+                    "POST", "quote", "/quotes", {"opportunity_id": deal, "lines": [line]}
                 )
             )["id"]
-            await self._call("POST", stage, {"stage": "proposal"})
-            await self._call("POST", f"{quote}/quotes/{quote_a}/present")
+            await self._call("POST", "opportunity", stage, {"stage": "proposal"})
+            await self._call("POST", "quote", f"/quotes/{quote_a}/present")
             quote_b = (
                 await self._call(
-                    "POST", f"{quote}/quotes", {"opportunity_id": deal, "lines": [line]}
+                    "POST", "quote", "/quotes", {"opportunity_id": deal, "lines": [line]}
                 )
             )["id"]
-            await self._call("POST", f"{quote}/quotes/{quote_b}/present")
+            await self._call("POST", "quote", f"/quotes/{quote_b}/present")
             await self._call(
-                "POST", f"{quote}/quotes/{quote_b}/abandon", {"reason": "customer chose A"}
+                "POST", "quote", f"/quotes/{quote_b}/abandon", {"reason": "customer chose A"}
             )
-            await self._call("POST", stage, {"stage": "negotiation"})
+            await self._call("POST", "opportunity", stage, {"stage": "negotiation"})
             won = self.watcher.expect(deal, quote_a)
             accepted_at = time.perf_counter()
-            await self._call("POST", f"{quote}/quotes/{quote_a}/accept")
+            await self._call("POST", "quote", f"/quotes/{quote_a}/accept")
             seen = await asyncio.wait_for(won, timeout=60)
         except Exception as error:  # a failed deal is counted and reported, not hidden
             self.failures.append(repr(error)[:300])
             return None
         assert seen.won_at is not None
         assert seen.order_at is not None
+        self.completed.append(CompletedDeal(deal, quote_a, (quote_b,)))
         return DealResult(
             create_to_won_ms=(seen.won_at - started) * 1000,
             accept_to_won_ms=(seen.won_at - accepted_at) * 1000,
@@ -306,15 +370,52 @@ def failure_reasons(failures: list[str], shown: int = 5) -> list[str]:
 DB_COUNTERS = ("dealflow_db_statements_total", "dealflow_db_commits_total")
 
 
-async def database_counters(
-    session: aiohttp.ClientSession, processes: dict[str, ServiceProcess]
-) -> dict[str, dict[str, float]]:
-    """Each service's own count of the statements and commits it sent (its /metrics)."""
-    counters = {}
-    for name, process in processes.items():
+async def expositions(
+    session: aiohttp.ClientSession, processes: Mapping[str, ServiceProcess]
+) -> dict[str, str]:
+    """Each process's /metrics text, by replica."""
+    texts = {}
+    for replica, process in processes.items():
         async with session.get(f"{process.url}/metrics") as response:
-            counters[name] = scrape_counters(await response.text(), DB_COUNTERS)
+            texts[replica] = await response.text()
+    return texts
+
+
+async def database_counters(
+    session: aiohttp.ClientSession, processes: Mapping[str, ServiceProcess]
+) -> dict[str, dict[str, float]]:
+    """Each service's own count of the statements and commits it sent (its /metrics),
+    summed over its replicas."""
+    counters: dict[str, dict[str, float]] = {}
+    for replica, text in (await expositions(session, processes)).items():
+        into = counters.setdefault(processes[replica].name, {})
+        for counter, value in scrape_counters(text, DB_COUNTERS).items():
+            into[counter] = into.get(counter, 0.0) + value
     return counters
+
+
+async def check_invariants(
+    db: asyncpg.Connection,
+    session: aiohttp.ClientSession,
+    processes: Mapping[str, ServiceProcess],
+    offsets: OffsetsReader,
+    deals: list[CompletedDeal],
+) -> dict[str, Any]:
+    """Waits (up to DRAIN_SECONDS) for the outboxes to empty and every consumer group to
+    reach the ends of its partitions, then judges what is there."""
+    seen = Observed()
+    schemas = await outbox_schemas(db)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while True:
+        seen.unsent = await unsent(db, schemas)
+        from_metrics((await expositions(session, processes)).values(), seen)
+        await offsets.read(seen.reported_lag, seen)
+        drained = not any([*seen.unsent.values(), *seen.lag.values(), *seen.reported_lag.values()])
+        if drained or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    await from_database(db, deals, seen)
+    return summary(deals, seen, violations(deals, seen))
 
 
 def per_deal(
@@ -356,29 +457,40 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     services = installed_services()
     secrets = {name: uuid.uuid4().hex * 2 for name in secret_names(services)}
     processes: dict[str, ServiceProcess] = {}
+    """By replica name; each process's `name` is its service."""
     for name, settings_class in services.items():
-        port = free_port()
-        env = embedded_service_env(
-            name=name,
-            port=port,
-            host="127.0.0.1",
-            bootstrap_servers=broker.bootstrap_servers,
-            database_url=bench_url,
-            secrets=secrets,
-            idempotence=False,
-        )
-        env["DEALFLOW_LOG_LEVEL"] = "WARNING"
-        log_file = log_dir / f"{name}.log"
-        log_file.write_text("")
+        # The console has no schema, no consumer group and no part in a deal: one is enough.
+        count = args.replicas if owns_database(settings_class) else 1
+        for number in range(1, count + 1):
+            replica = replica_name(name, number, count)
+            port = free_port()
+            env = embedded_service_env(
+                name=name,
+                port=port,
+                host="127.0.0.1",
+                bootstrap_servers=broker.bootstrap_servers,
+                database_url=bench_url,
+                secrets=secrets,
+                idempotence=False,
+            )
+            env["DEALFLOW_LOG_LEVEL"] = "WARNING"
+            # A group spreads a topic's partitions over its members: a member beyond the
+            # partition count would get none.
+            env["DEALFLOW_KAFKA_TOPIC_PARTITIONS"] = str(args.partitions)
+            log_file = log_dir / f"{replica}.log"
+            log_file.write_text("")
 
-        def write(_: str, line: str, log_file: Path = log_file) -> None:
-            with log_file.open("a") as f:
-                f.write(line + "\n")
+            def write(_: str, line: str, log_file: Path = log_file) -> None:
+                with log_file.open("a") as f:
+                    f.write(line + "\n")
 
-        processes[name] = ServiceProcess(
-            name, service_module(settings_class), env, port, on_output=write
-        )
+            processes[replica] = ServiceProcess(
+                name, service_module(settings_class), env, port, on_output=write
+            )
+    service_of = {replica: process.name for replica, process in processes.items()}
+    replicated = sorted(replica for replica, service in service_of.items() if replica != service)
     watcher = WonWatcher(broker.bootstrap_servers)
+    offsets = OffsetsReader(broker.bootstrap_servers, args.partitions)
     report: dict[str, Any] = {}
     try:
         for process in processes.values():
@@ -386,6 +498,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         for process in processes.values():
             await process.wait_ready(timeout=120)
         await watcher.start()
+        await offsets.start()
         token = mint_token(
             secrets["DEALFLOW_JWT_SECRET"],
             sub="bench",
@@ -399,7 +512,10 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=60),
         ) as session:
-            driver = Driver(session, {n: p.url for n, p in processes.items()}, watcher)
+            urls: dict[str, list[str]] = {}
+            for process in processes.values():
+                urls.setdefault(process.name, []).append(process.url)
+            driver = Driver(session, RoundRobin(urls), watcher)
             await saturation(driver, args.warmup, args.concurrency)
             driver.failures.clear()
             runs = []
@@ -419,7 +535,8 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 )
                 await sampler.start()
                 results, elapsed = await saturation(driver, args.deals, args.concurrency)
-                cpu = await sampler.stop()
+                by_replica = await sampler.stop()
+                cpu = by_service(by_replica, service_of)
                 counted = per_deal(
                     counted_before, await database_counters(session, processes), len(results)
                 )
@@ -430,6 +547,9 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                     name: round(seconds * 1000 / done, 2) for name, seconds in cpu.items()
                 }
                 cpu_ms_per_deal["total"] = round(sum(cpu.values()) * 1000 / done, 2)
+                replica_cpu = {
+                    name: round(by_replica.get(name, 0.0) * 1000 / done, 2) for name in replicated
+                }
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
                 after = await commits(admin)
                 await asyncio.sleep(STATS_SETTLE_SECONDS)
@@ -472,6 +592,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                             # From /proc over the saturation window; PostgreSQL's
                             # backends are grouped by the service they serve.
                             "cpu_ms_per_deal": cpu_ms_per_deal,
+                            **({"cpu_ms_per_deal_by_replica": replica_cpu} if replica_cpu else {}),
                             "machine_busy_ms_per_deal": round(
                                 sampler.machine_busy * 1000 / done, 2
                             ),
@@ -509,6 +630,15 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                     }
                 )
                 driver.failures.clear()
+            print("invariants: draining, then checking", file=sys.stderr, flush=True)
+            bench_db = await asyncpg.connect(dsn_of(BENCH_DATABASE))
+            try:
+                invariants = await check_invariants(
+                    bench_db, session, processes, offsets, driver.completed
+                )
+            finally:
+                await bench_db.close()
+        median = _medians(runs)
         report = {
             "benchmark": "deals",
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -524,15 +654,37 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 "runs": args.runs,
                 "warmup_deals": args.warmup,
                 "half_load_seconds": args.half_load_seconds,
+                "replicas": args.replicas,
+                "topic_partitions": args.partitions,
             },
-            "median": _medians(runs),
+            "median": median,
+            # This run's figures, to set beside the same command run with another count.
+            "replicas": {
+                "per_service": args.replicas,
+                "topic_partitions": args.partitions,
+                "deals_per_s": median["saturation.deals_per_s"],
+                "cpu_ms_per_deal": {
+                    name: median[f"saturation.cpu_ms_per_deal.{name}"]
+                    for name in [*sorted(set(service_of.values())), "total"]
+                },
+                **(
+                    {
+                        "cpu_ms_per_deal_by_replica": {
+                            name: median[f"saturation.cpu_ms_per_deal_by_replica.{name}"]
+                            for name in replicated
+                        }
+                    }
+                    if replicated
+                    else {}
+                ),
+            },
+            "invariants": invariants,
             "runs": runs,
             "peak_memory_mb": {
                 **{name: peak_rss_mb(p.process.pid) for name, p in processes.items() if p.process},
                 "broker": peak_rss_mb(broker.pid),
             },
         }
-        median = report["median"]
         report["target"] = {
             "deals_per_s": 100,
             "accept_to_won_p99_ms_at_half_load": 250,
@@ -542,6 +694,7 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             ),
         }
     finally:
+        await offsets.stop()
         await watcher.stop()
         await asyncio.gather(*(p.stop() for p in processes.values()), return_exceptions=True)
         broker.stop()
@@ -580,7 +733,24 @@ def cli() -> None:
         ),
         help="a PostgreSQL server; the benchmark creates and uses database dealflow_bench",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="processes of each service with a schema, sharing it and its consumer groups",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        help=f"partitions of every topic (default {DEFAULT_PARTITIONS}, or --replicas if more)",
+    )
     args = parser.parse_args()
+    if args.replicas < 1:
+        parser.error("--replicas: at least 1")
+    if args.partitions is None:
+        args.partitions = max(DEFAULT_PARTITIONS, args.replicas)
+    elif args.partitions < args.replicas:
+        parser.error("--partitions: at least --replicas, or a replica reads nothing")
     log_dir = Path("bench/results/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(main(args, log_dir))
@@ -606,6 +776,10 @@ def cli() -> None:
     )
     for line in compare_with_previous(results, written, "deals-*.json", figures):
         print(line, file=sys.stderr)
+    invariants = report["invariants"]
+    if not invariants["holds"]:
+        shown = "; ".join(invariants["first_violations"][:5])
+        raise SystemExit(f"invariants violated ({invariants['violations']}): {shown}")
 
 
 if __name__ == "__main__":
