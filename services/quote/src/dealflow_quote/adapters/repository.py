@@ -125,7 +125,7 @@ class QuoteRepository:
 
     async def add(self, quote: Quote) -> None:
         await self._connection.execute(_INSERT_QUOTE, _quote_row(quote))
-        await self._write_lines(quote)
+        await self._write_lines(quote, new=True)
         self._loaded[quote.id] = quote.version
 
     async def save(self, quote: Quote) -> None:
@@ -138,10 +138,11 @@ class QuoteRepository:
         self._loaded[quote.id] = quote.version
         await self._write_lines(quote)
 
-    async def _write_lines(self, quote: Quote) -> None:
+    async def _write_lines(self, quote: Quote, *, new: bool = False) -> None:
         if not quote.lines_changed:
             return
-        await self._connection.execute(_DELETE_LINES, {"b_id": quote.id})
+        if not new:  # a new quote has no lines to replace
+            await self._connection.execute(_DELETE_LINES, {"b_id": quote.id})
         if quote.lines:
             await self._connection.execute(
                 insert(quote_lines),
