@@ -81,11 +81,14 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             # drops the whole pool, and consumers retry; a request may see one 500.
             pool_recycle=1800,
             connect_args={
+                # Room for every statement a service runs: past the default 100 the
+                # least recently used is prepared again (a round trip) on its next use.
+                "prepared_statement_cache_size": 500,
                 "server_settings": {
                     "search_path": schema,
                     "application_name": f"dealflow-{settings.service_name}",
                     **postgres_timeouts(settings),
-                }
+                },
             },
         )
     if backend == "sqlite":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,18 @@ from dealflow_common.uow import UnitOfWork
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 A, B = uuid.uuid4(), uuid.uuid4()
+
+
+_RELAYS: list[OutboxRelay] = []
+
+
+@pytest.fixture
+async def engine(both_engines: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """Each dialect has its own statements here: every test runs on both. The relays a
+    test made give up their PostgreSQL lock at its end, as a stopped replica does."""
+    yield both_engines
+    while _RELAYS:
+        await _RELAYS.pop().release()
 
 
 def note(opportunity_id: uuid.UUID, text: str) -> OpportunityNoteAdded:
@@ -59,11 +72,11 @@ class FakeSender:
 
 
 def relay(engine: AsyncEngine, sender: FakeSender, writer: Outbox) -> OutboxRelay:
-    return OutboxRelay(
+    made = OutboxRelay(
         engine,
         writer,
         sender,
-        schema_name="test",
+        schema_name=f"test_{id(engine)}",  # one lock per test database
         clock=lambda: NOW,
         batch_size=100,
         poll_interval=0.01,
@@ -72,6 +85,8 @@ def relay(engine: AsyncEngine, sender: FakeSender, writer: Outbox) -> OutboxRela
         inbox_retention=timedelta(days=1),
         metrics=RelayMetrics(CollectorRegistry()),
     )
+    _RELAYS.append(made)
+    return made
 
 
 async def commit(engine: AsyncEngine, writer: Outbox, *events: OpportunityNoteAdded) -> None:
@@ -118,8 +133,10 @@ async def test_an_unacked_record_holds_back_the_later_records_of_its_opportunity
     writer = Outbox("/dealflow/test")
     await commit(engine, writer, note(A, "a1"), note(A, "a2"), note(B, "b1"), note(A, "a3"))
     failing = FakeSender(fail={"a2"})
+    first = relay(engine, failing, writer)
     with pytest.raises(RelayIncomplete):
-        await relay(engine, failing, writer).relay_once()
+        await first.relay_once()
+    await first.release()  # a replica that stops; the next one takes over
     healthy = FakeSender()
     assert await relay(engine, healthy, writer).relay_once() == 2
     # a3 was acked the first time but not marked sent, so it follows a2 again: a

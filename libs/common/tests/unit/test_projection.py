@@ -22,6 +22,12 @@ EVENTS: list[tuple[int, dict[str, object]]] = [
 ]
 
 
+@pytest.fixture
+def engine(both_engines: AsyncEngine) -> AsyncEngine:
+    """Each dialect has its own statements here: every test runs on both."""
+    return both_engines
+
+
 def project(events: list[tuple[int, dict[str, object]]]) -> dict[str, object]:
     row: dict[str, object] = {}
     applied = AppliedSequences()

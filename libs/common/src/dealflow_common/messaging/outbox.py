@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -303,8 +303,12 @@ class OutboxRelay:
                 elif sent < self._batch_size:
                     await self._outbox.wait_for_commit(self._poll_interval)
         finally:
-            if self._leadership is not None:
-                await asyncio.shield(self._leadership.release())
+            await asyncio.shield(self.release())
+
+    async def release(self) -> None:
+        """Stop being this schema's publisher, so another replica's relay takes over."""
+        if self._leadership is not None:
+            await self._leadership.release()
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; returns how many were marked sent.
@@ -338,7 +342,8 @@ class OutboxRelay:
                     # autocommit, without the BEGIN and COMMIT round trips.
                     connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
                 await connection.execute(
-                    update(outbox).where(outbox.c.id.in_(sent_ids)).values(sent_at=self._clock())
+                    _stamp_sent(connection.dialect.name),
+                    {"b_ids": sent_ids, "b_sent_at": self._clock()},
                 )
                 await connection.commit()
         if held_back:
@@ -455,6 +460,20 @@ def _select_unsent(limit: int) -> Any:
         .order_by(outbox.c.id)
         .limit(limit)
     )
+
+
+@functools.cache
+def _stamp_sent(dialect: str) -> Any:
+    """Stamp rows sent. On PostgreSQL the ids travel as one array, so the statement's
+    text is the same whatever their number and stays prepared (an `IN` list of each
+    length was a statement of its own, prepared again and again)."""
+    ids = bindparam("b_ids", type_=postgresql.ARRAY(BigInteger))
+    matching = (
+        outbox.c.id == any_(ids)
+        if dialect == "postgresql"
+        else outbox.c.id.in_(bindparam("b_ids", expanding=True))
+    )
+    return update(outbox).where(matching).values(sent_at=bindparam("b_sent_at"))
 
 
 def _creation_trace(envelope: str) -> dict[str, str] | None:
