@@ -102,10 +102,16 @@ async def test_sequence_counts_each_opportunitys_events_from_one(engine: AsyncEn
     async with engine.connect() as connection:
         rows = (
             await connection.execute(
-                select(outbox.c.subject, outbox.c.sequence).order_by(outbox.c.id)
+                select(
+                    outbox.c.subject, outbox.c.sequence, outbox.c.event_id, outbox.c.envelope
+                ).order_by(outbox.c.id)
             )
         ).all()
-    assert [(uuid.UUID(s), n) for s, n in rows] == [(A, 1), (B, 1), (A, 2), (A, 3)]
+    assert [(uuid.UUID(s), n) for s, n, _, _ in rows] == [(A, 1), (B, 1), (A, 2), (A, 3)]
+    # The envelope is whole JSON and carries the same number and id as its row.
+    envelopes = [CloudEvent.model_validate_json(envelope) for *_, envelope in rows]
+    assert [(e.sequence, e.id) for e in envelopes] == [(n, i) for _, n, i, _ in rows]
+    assert [e.data["text"] for e in envelopes] == ["a1", "b1", "a2", "a3"]
 
 
 async def test_work_that_does_not_commit_writes_no_event(engine: AsyncEngine) -> None:

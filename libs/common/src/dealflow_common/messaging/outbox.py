@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -70,12 +70,11 @@ class Outbox:
         events: Sequence[tuple[EventPayload, FlowContext]],
         now: datetime,
     ) -> None:
-        sequences = await _allocate_sequences(connection, [event for event, _ in events])
-        rows = []
+        rows: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
         for event, flow in events:
             event_id = uuid.uuid4()
-            sequence = sequences[event.subject]
-            sequences[event.subject] = sequence + 1
+            counts[event.subject] = counts.get(event.subject, 0) + 1
             envelope = {
                 "specversion": "1.0",
                 "id": str(event_id),
@@ -88,7 +87,6 @@ class Outbox:
                 "data": event.model_dump(mode="json"),
                 "correlationid": flow.correlation_id,
                 "causationid": flow.causation_id,
-                "sequence": sequence,
             }
             if flow.trace:
                 envelope.update(flow.trace)  # the CloudEvents distributed tracing extension
@@ -97,13 +95,36 @@ class Outbox:
                     "event_id": event_id,
                     "topic": event.topic,
                     "subject": event.subject,
-                    "sequence": sequence,
+                    # The event's place among this work's events of its subject; its
+                    # `sequence` is the subject's last one before the work, plus this.
+                    "nth": counts[event.subject],
                     "event_type": event.event_type,
                     "correlation_id": flow.correlation_id,
+                    # Without `sequence`: it is appended when allocated (`_numbered`).
                     "envelope": orjson.dumps(envelope).decode(),
                     "created_at": now,
                 }
             )
+        if is_postgres(connection):
+            # Allocate the sequences and insert the rows in one statement.
+            await connection.execute(
+                _APPEND_NUMBERED,
+                {
+                    "event_ids": [r["event_id"] for r in rows],
+                    "topics": [r["topic"] for r in rows],
+                    "subjects": [r["subject"] for r in rows],
+                    "nths": [r["nth"] for r in rows],
+                    "event_types": [r["event_type"] for r in rows],
+                    "correlation_ids": [r["correlation_id"] for r in rows],
+                    "envelopes": [r["envelope"] for r in rows],
+                    "created_at": now,
+                },
+            )
+            return
+        first = await _allocate_sequences(connection, counts)
+        for row in rows:
+            row["sequence"] = first[row["subject"]] + row.pop("nth") - 1
+            row["envelope"] = _numbered(row["envelope"], row["sequence"])
         await connection.execute(_INSERT_OUTBOX, rows)
 
     def notify_committed(self) -> None:
@@ -117,22 +138,60 @@ class Outbox:
 
 
 async def _allocate_sequences(
-    connection: AsyncConnection, events: Sequence[EventPayload]
+    connection: AsyncConnection, counts: dict[str, int]
 ) -> dict[str, int]:
-    """Reserve one sequence number per event; returns the first number per subject.
+    """Reserve `counts[subject]` sequence numbers per subject; returns the first of each.
 
     One upsert for all subjects, in subject order so that two transactions touching
     the same subjects take their row locks in the same order and cannot deadlock.
     """
-    counts: dict[str, int] = {}
-    for event in events:
-        counts[event.subject] = counts.get(event.subject, 0) + 1
     result = await connection.execute(
         _sequence_upsert(connection.dialect.name),
         [{"subject": s, "last_sequence": n} for s, n in sorted(counts.items())],
     )
     return {subject: last - counts[subject] + 1 for subject, last in result.all()}
 
+
+def _numbered(envelope: str, sequence: int) -> str:
+    """The envelope's JSON with its `sequence` as the last attribute (as `_APPEND_NUMBERED`
+    writes it on PostgreSQL)."""
+    return f'{envelope[:-1]},"sequence":{sequence}}}'
+
+
+# PostgreSQL: the sequence upsert (in subject order, as `_allocate_sequences`) and the
+# outbox insert as one statement, each row numbered from what the upsert returned and
+# inserted in the order the events were recorded (the relay publishes in id order).
+_APPEND_NUMBERED = text(
+    """
+WITH counts AS (
+    SELECT subject, count(*) AS n
+    FROM unnest(CAST(:subjects AS text[])) AS subject
+    GROUP BY subject
+), allocated AS (
+    INSERT INTO event_sequence (subject, last_sequence)
+    SELECT subject, n FROM counts ORDER BY subject
+    ON CONFLICT (subject) DO UPDATE
+        SET last_sequence = event_sequence.last_sequence + EXCLUDED.last_sequence
+    RETURNING subject, last_sequence
+)
+INSERT INTO outbox
+    (event_id, topic, subject, sequence, event_type, correlation_id, envelope, created_at)
+SELECT e.event_id, e.topic, e.subject, a.last_sequence - c.n + e.nth,
+       e.event_type, e.correlation_id,
+       left(e.envelope, -1) || ',"sequence":'
+           || CAST(a.last_sequence - c.n + e.nth AS text) || '}',
+       CAST(:created_at AS timestamptz)
+FROM unnest(
+        CAST(:event_ids AS uuid[]), CAST(:topics AS text[]), CAST(:subjects AS text[]),
+        CAST(:nths AS bigint[]), CAST(:event_types AS text[]),
+        CAST(:correlation_ids AS text[]), CAST(:envelopes AS text[])
+    ) WITH ORDINALITY
+    AS e(event_id, topic, subject, nth, event_type, correlation_id, envelope, position)
+JOIN counts AS c ON c.subject = e.subject
+JOIN allocated AS a ON a.subject = e.subject
+ORDER BY e.position
+"""
+)
 
 _INSERT_OUTBOX = outbox.insert()
 
