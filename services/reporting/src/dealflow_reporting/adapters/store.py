@@ -34,6 +34,8 @@ class DealStore:
         self._connection = connection
         self._postgres = connection.dialect.name == "postgresql"
         self._dialect = connection.dialect.name
+        # Sums moved by this transaction's events, per table (per owner or not).
+        self._sum_changes: dict[bool, dict[SumKey, list[int]]] = {False: {}, True: {}}
 
     async def get_for_update(self, opportunity_id: UUID) -> ReportedDeal | None:
         query = _SELECT_FOR_UPDATE if self._postgres else _SELECT
@@ -77,32 +79,39 @@ class DealStore:
         self, before: list[Contribution], after: list[Contribution], *, per_owner: bool = False
     ) -> None:
         """Move the kept sums (`deal_sums`, or `deal_owner_sums` when `per_owner`) by
-        what the deal adds now less what it added before."""
-        keys = _OWNER_SUM_KEYS if per_owner else _SUM_KEYS
-        change: dict[SumKey, list[int]] = {}
+        what the deal adds now less what it added before. The change is held until
+        `write_sums`, which the unit of work calls before it commits."""
+        change = self._sum_changes[per_owner]
         for sign, found in ((-1, before), (1, after)):
             for part in found:
                 delta = change.setdefault(part.key, [0, 0, 0])
                 delta[0] += sign
                 delta[1] += sign * part.amount_minor
                 delta[2] += sign * part.weighted_centi_minor
-        # In key order: two transactions moving the same sums lock them in one order.
-        rows = [
-            {
-                **dict(zip(keys, vars_of(key, keys), strict=True)),
-                "deals": count,
-                "amount_minor": amount,
-                "weighted_centi_minor": weighted,
-            }
-            for key, (count, amount, weighted) in sorted(
-                change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0], keys))
-            )
-            if count or amount or weighted
-        ]
-        if rows:
-            # Rows sent together travel as one multi-row upsert (the keys are distinct,
-            # as that requires): a stage change moves two keys per table.
-            await self._connection.execute(_sums_upsert(self._dialect, per_owner), rows)
+
+    async def write_sums(self) -> None:
+        """Write the sums the transaction's events moved: one upsert per table for the
+        whole batch of events, in key order, so that two consumers (replicas of this
+        service on different partitions) lock the sums they share in one order and
+        cannot deadlock, as they did when each event wrote its own."""
+        for per_owner, change in self._sum_changes.items():
+            keys = _OWNER_SUM_KEYS if per_owner else _SUM_KEYS
+            rows = [
+                {
+                    **dict(zip(keys, vars_of(key, keys), strict=True)),
+                    "deals": count,
+                    "amount_minor": amount,
+                    "weighted_centi_minor": weighted,
+                }
+                for key, (count, amount, weighted) in sorted(
+                    change.items(), key=lambda item: tuple(str(v) for v in vars_of(item[0], keys))
+                )
+                if count or amount or weighted
+            ]
+            change.clear()
+            if rows:
+                # The keys are distinct, as a multi-row upsert requires.
+                await self._connection.execute(_sums_upsert(self._dialect, per_owner), rows)
 
     async def add_stage_change(
         self,

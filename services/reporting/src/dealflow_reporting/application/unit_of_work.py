@@ -15,3 +15,7 @@ class ReportingUnitOfWork(UnitOfWork):
         await super().__aenter__()
         self.deals = DealStore(self.connection)
         return self
+
+    async def commit(self) -> None:
+        await self.deals.write_sums()
+        await super().commit()
