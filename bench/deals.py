@@ -71,14 +71,17 @@ from bench.measure import CpuSampler, compare_with_previous, scrape_counters
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, ORDER_EVENTS, QUOTE_EVENTS
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
-from dealflow_common.runtime.embedded import embedded_service_env, secret_names
+from dealflow_common.runtime.embedded import (
+    EMBEDDED_PARTITIONS,
+    embedded_service_env,
+    secret_names,
+)
 from dealflow_common.runtime.processes import (
     ServiceProcess,
     installed_services,
     owns_database,
     service_module,
 )
-from dealflow_common.settings import ServiceSettings
 
 HTTP_CALLS_PER_DEAL = 10
 BENCH_DATABASE = "dealflow_bench"
@@ -88,7 +91,7 @@ STATS_SETTLE_SECONDS = 11.0
 # The longest wait after the last run for the relays to publish and the consumer groups
 # to catch up before the invariants are judged.
 DRAIN_SECONDS = 60.0
-DEFAULT_PARTITIONS = int(ServiceSettings.model_fields["kafka_topic_partitions"].default)
+DEFAULT_PARTITIONS = EMBEDDED_PARTITIONS
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:

@@ -32,11 +32,13 @@ from dealflow_common.auth import mint_token
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
 from dealflow_common.runtime.embedded import embedded_service_env, secret_names
 from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+from dealflow_common.settings import ServiceSettings
 
 DATABASE = "dealflow_chaos"
 HOST = "127.0.0.1"
 SERVICES = ("opportunity", "quote", "order")
 CHECKER_APPLICATION = "chaos-checker"
+CHAOS_PARTITIONS = int(ServiceSettings.model_fields["kafka_topic_partitions"].default)
 """The application_name of the harness's own connections: the database fault
 terminates `dealflow-%` backends, never these."""
 
@@ -173,6 +175,9 @@ class Stack:
         )
         env["DEALFLOW_LOG_FORMAT"] = "text"
         env["DEALFLOW_LOG_LEVEL"] = os.environ.get("CHAOS_SERVICE_LOG_LEVEL", "INFO")
+        # The deployments' partition count, not the embedded runtime's one: the replicas
+        # fault adds a replica to each service, and a rebalance must hand it partitions.
+        env["DEALFLOW_KAFKA_TOPIC_PARTITIONS"] = str(CHAOS_PARTITIONS)
         log_file = self.log_dir / (f"{name}.log" if number == 1 else f"{name}-replica{number}.log")
         log_file.touch()
 
