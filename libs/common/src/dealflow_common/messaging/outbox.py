@@ -396,7 +396,7 @@ class OutboxRelay:
                 self._metrics.published.labels(row.topic).inc()
         if sent_ids:
             async with self._engine.connect() as connection:
-                if self._leadership is not None:
+                if is_postgres(connection):
                     # One statement is a transaction of its own: on PostgreSQL it runs in
                     # autocommit, without the BEGIN and COMMIT round trips.
                     connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
