@@ -67,20 +67,18 @@ from bench.invariants import (
     unsent,
     violations,
 )
-from bench.measure import CpuSampler, compare_with_previous, scrape_counters
+from bench.measure import CpuSampler, bench_service, compare_with_previous, scrape_counters
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, ORDER_EVENTS, QUOTE_EVENTS
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
 from dealflow_common.runtime.embedded import (
     EMBEDDED_PARTITIONS,
-    embedded_service_env,
     secret_names,
 )
 from dealflow_common.runtime.processes import (
     ServiceProcess,
     installed_services,
     owns_database,
-    service_module,
 )
 
 HTTP_CALLS_PER_DEAL = 10
@@ -466,29 +464,16 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         count = args.replicas if owns_database(settings_class) else 1
         for number in range(1, count + 1):
             replica = replica_name(name, number, count)
-            port = free_port()
-            env = embedded_service_env(
-                name=name,
-                port=port,
-                host="127.0.0.1",
+            processes[replica] = bench_service(
+                name,
+                settings_class,
                 bootstrap_servers=broker.bootstrap_servers,
                 database_url=bench_url,
                 secrets=secrets,
-                idempotence=False,
-            )
-            env["DEALFLOW_LOG_LEVEL"] = "WARNING"
-            # A group spreads a topic's partitions over its members: a member beyond the
-            # partition count would get none.
-            env["DEALFLOW_KAFKA_TOPIC_PARTITIONS"] = str(args.partitions)
-            log_file = log_dir / f"{replica}.log"
-            log_file.write_text("")
-
-            def write(_: str, line: str, log_file: Path = log_file) -> None:
-                with log_file.open("a") as f:
-                    f.write(line + "\n")
-
-            processes[replica] = ServiceProcess(
-                name, service_module(settings_class), env, port, on_output=write
+                log_file=log_dir / f"{replica}.log",
+                # A group spreads a topic's partitions over its members: a member beyond
+                # the partition count would get none.
+                env={"DEALFLOW_KAFKA_TOPIC_PARTITIONS": str(args.partitions)},
             )
     service_of = {replica: process.name for replica, process in processes.items()}
     replicated = sorted(replica for replica, service in service_of.items() if replica != service)

@@ -16,6 +16,10 @@ from typing import Any
 
 import asyncpg
 
+from dealflow_common.runtime.broker import free_port
+from dealflow_common.runtime.embedded import embedded_service_env
+from dealflow_common.runtime.processes import ServiceProcess, service_module
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -187,3 +191,36 @@ def medians(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
         flat.append(values)
     keys = dict.fromkeys(k for values in flat for k in values)
     return {k: round(statistics.median(v[k] for v in flat if k in v), 3) for k in keys}
+
+
+def bench_service(
+    name: str,
+    settings_class: type[Any],
+    *,
+    bootstrap_servers: str,
+    database_url: str,
+    secrets: dict[str, str],
+    log_file: Path,
+    env: dict[str, str] | None = None,
+) -> ServiceProcess:
+    """One service of a benchmark's stack: the embedded runtime's environment, quiet
+    logs (warnings and up) written to `log_file`, and `env` on top."""
+    port = free_port()
+    environment = embedded_service_env(
+        name=name,
+        port=port,
+        host="127.0.0.1",
+        bootstrap_servers=bootstrap_servers,
+        database_url=database_url,
+        secrets=secrets,
+        idempotence=False,
+    )
+    environment["DEALFLOW_LOG_LEVEL"] = "WARNING"
+    environment.update(env or {})
+    log_file.write_text("")
+
+    def write(_: str, line: str) -> None:
+        with log_file.open("a") as f:
+            f.write(line + "\n")
+
+    return ServiceProcess(name, service_module(settings_class), environment, port, on_output=write)

@@ -42,11 +42,11 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from bench.deals import peak_rss_mb
-from bench.measure import CpuSampler, medians
+from bench.measure import CpuSampler, bench_service, medians
 from dealflow_common.auth import mint_token
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
-from dealflow_common.runtime.embedded import embedded_service_env, secret_names
-from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+from dealflow_common.runtime.embedded import secret_names
+from dealflow_common.runtime.processes import installed_services
 
 BENCH_DATABASE = "dealflow_bench_reporting"
 APPLICATION_NAME = "bench-reporting"
@@ -288,26 +288,13 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     broker = EmbeddedBroker("127.0.0.1", free_port(), log_dir / "reporting-broker.log")
     services = installed_services()
     secrets = {name: uuid.uuid4().hex * 2 for name in secret_names(services)}
-    port = free_port()
-    env = embedded_service_env(
-        name="reporting",
-        port=port,
-        host="127.0.0.1",
+    service = bench_service(
+        "reporting",
+        services["reporting"],
         bootstrap_servers=broker.bootstrap_servers,
         database_url=bench_url,
         secrets=secrets,
-        idempotence=False,
-    )
-    env["DEALFLOW_LOG_LEVEL"] = "WARNING"
-    log_file = log_dir / "reporting-service.log"
-    log_file.write_text("")
-
-    def write(_: str, line: str) -> None:
-        with log_file.open("a") as f:
-            f.write(line + "\n")
-
-    service = ServiceProcess(
-        "reporting", service_module(services["reporting"]), env, port, on_output=write
+        log_file=log_dir / "reporting-service.log",
     )
     broker.start()
     db = await asyncpg.connect(
