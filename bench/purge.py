@@ -43,6 +43,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -54,16 +55,17 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from bench.deals import peak_rss_mb
-from bench.measure import CpuSampler, medians
+from bench.measure import CpuSampler, bench_service, medians
 from dealflow_common.auth import mint_token
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
-from dealflow_common.runtime.embedded import embedded_service_env, secret_names
-from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+from dealflow_common.runtime.embedded import secret_names
+from dealflow_common.runtime.processes import ServiceProcess, installed_services, owns_database
 
 BENCH_DATABASE = "dealflow_bench_purge"
 # Each service keeps its tables in a schema of its name; every installed one is cloned
 # (a service that joins later, such as sequence, is taken along).
-SCHEMAS = tuple(sorted(installed_services()))
+# The console has no schema: it keeps no outbox to wait for.
+SCHEMAS = tuple(sorted(n for n, c in installed_services().items() if owns_database(c)))
 # Event history, not state: a clone has no past events to publish or to skip again.
 NOT_CLONED = frozenset({"outbox", "inbox", "alembic_version"})
 # Ids a deal refers to without owning them: a clone keeps the catalog's.
@@ -211,13 +213,13 @@ class Template:
     quotes: set[uuid.UUID] = field(default_factory=set)
 
 
-async def tables_of(db: asyncpg.Connection) -> list[Table]:
+async def tables_of(db: asyncpg.Connection, schemas: Sequence[str] = SCHEMAS) -> list[Table]:
     """Every table of the services' schemas, parents before the tables that refer to them."""
     columns = await db.fetch(
         "SELECT table_schema, table_name, column_name, data_type, column_default, is_identity "
         "FROM information_schema.columns WHERE table_schema = ANY($1) "
         "ORDER BY table_schema, table_name, ordinal_position",
-        list(SCHEMAS),
+        list(schemas),
     )
     found: dict[tuple[str, str], Table] = {}
     for c in columns:
@@ -226,6 +228,10 @@ async def tables_of(db: asyncpg.Connection) -> list[Table]:
             continue
         table = found.setdefault(key, Table(key[0], key[1], [], [], set()))
         if (c["column_default"] or "").startswith("nextval(") or c["is_identity"] == "YES":
+            continue
+        if c["data_type"] == "tsvector":
+            # A search vector is derived from its row's text, and COPY's binary format
+            # has no encoder for it: clones are left out of full-text search (nullable).
             continue
         table.columns.append(c["column_name"])
         if c["data_type"] == "uuid":
@@ -236,7 +242,7 @@ async def tables_of(db: asyncpg.Connection) -> list[Table]:
         "JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace "
         "JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace "
         "WHERE k.contype = 'f' AND cn.nspname = ANY($1)",
-        list(SCHEMAS),
+        list(schemas),
     ):
         child = (fk["schema"], fk["child"])
         if child in found:
@@ -412,26 +418,13 @@ def stack(
     secrets = {name: uuid.uuid4().hex * 2 for name in secret_names(services)}
     processes: dict[str, ServiceProcess] = {}
     for name, settings_class in services.items():
-        port = free_port()
-        env = embedded_service_env(
-            name=name,
-            port=port,
-            host="127.0.0.1",
+        processes[name] = bench_service(
+            name,
+            settings_class,
             bootstrap_servers=broker.bootstrap_servers,
             database_url=bench_url,
             secrets=secrets,
-            idempotence=False,
-        )
-        env["DEALFLOW_LOG_LEVEL"] = "WARNING"
-        log_file = log_dir / f"purge-{name}.log"
-        log_file.write_text("")
-
-        def write(_: str, line: str, log_file: Path = log_file) -> None:
-            with log_file.open("a") as f:
-                f.write(line + "\n")
-
-        processes[name] = ServiceProcess(
-            name, service_module(settings_class), env, port, on_output=write
+            log_file=log_dir / f"purge-{name}.log",
         )
     return broker, processes, secrets
 

@@ -65,17 +65,17 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
 from bench.deals import peak_rss_mb
-from bench.measure import CpuSampler, medians
+from bench.measure import CpuSampler, bench_service, medians
+from bench.purge import Table, tables_of
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.topics import SEQUENCE_EVENTS
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
-from dealflow_common.runtime.embedded import embedded_service_env, secret_names
-from dealflow_common.runtime.processes import ServiceProcess, installed_services, service_module
+from dealflow_common.runtime.embedded import secret_names
+from dealflow_common.runtime.processes import ServiceProcess, installed_services, owns_database
 
 BENCH_DATABASE = "dealflow_bench_sequences"
 APPLICATION_NAME = "bench-sequences"
 # Event history, not state: a clone has no past events to publish or to skip again.
-NOT_CLONED = frozenset({"outbox", "inbox", "alembic_version"})
 # Ids a clone refers to without owning them: every clone runs the template's sequence.
 SHARED_ID_COLUMNS = frozenset({"sequence_id"})
 # The template's own step falls due long after the bench (its clones' due times are set).
@@ -190,56 +190,6 @@ async def wait_settled(db: asyncpg.Connection, deal: uuid.UUID, schemas: list[st
 
 
 # 2. Seeding: clones of the template's rows in every service's tables.
-
-
-@dataclass
-class Table:
-    schema: str
-    name: str
-    columns: list[str]
-    """The columns a clone writes (not the ones the database numbers itself)."""
-    uuid_columns: list[str]
-    parents: set[tuple[str, str]]
-
-
-async def tables_of(db: asyncpg.Connection, schemas: list[str]) -> list[Table]:
-    """Every table of the services' schemas, parents before the tables that refer to them."""
-    columns = await db.fetch(
-        "SELECT table_schema, table_name, column_name, data_type, column_default, is_identity "
-        "FROM information_schema.columns WHERE table_schema = ANY($1) "
-        "ORDER BY table_schema, table_name, ordinal_position",
-        schemas,
-    )
-    found: dict[tuple[str, str], Table] = {}
-    for c in columns:
-        key = (c["table_schema"], c["table_name"])
-        if key[1] in NOT_CLONED:
-            continue
-        table = found.setdefault(key, Table(key[0], key[1], [], [], set()))
-        if (c["column_default"] or "").startswith("nextval(") or c["is_identity"] == "YES":
-            continue
-        table.columns.append(c["column_name"])
-        if c["data_type"] == "uuid":
-            table.uuid_columns.append(c["column_name"])
-    for fk in await db.fetch(
-        "SELECT cn.nspname AS schema, c.relname AS child, pn.nspname AS parent_schema, "
-        "p.relname AS parent FROM pg_constraint k "
-        "JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace "
-        "JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace "
-        "WHERE k.contype = 'f' AND cn.nspname = ANY($1)",
-        schemas,
-    ):
-        child = (fk["schema"], fk["child"])
-        if child in found:
-            found[child].parents.add((fk["parent_schema"], fk["parent"]))
-    ordered: list[Table] = []
-    placed: set[tuple[str, str]] = set()
-    while len(ordered) < len(found):
-        for key, table in sorted(found.items()):
-            if key not in placed and table.parents <= placed | {key}:
-                ordered.append(table)
-                placed.add(key)
-    return ordered
 
 
 @dataclass
@@ -577,28 +527,14 @@ def stack(
     secrets = {name: uuid.uuid4().hex * 2 for name in secret_names(services)}
     processes: dict[str, ServiceProcess] = {}
     for name, settings_class in services.items():
-        port = free_port()
-        env = embedded_service_env(
-            name=name,
-            port=port,
-            host="127.0.0.1",
+        processes[name] = bench_service(
+            name,
+            settings_class,
             bootstrap_servers=broker.bootstrap_servers,
             database_url=bench_url,
             secrets=secrets,
-            idempotence=False,
-        )
-        env["DEALFLOW_LOG_LEVEL"] = "WARNING"
-        if name == "sequence":
-            env.update(sequence_env)
-        log_file = log_dir / f"sequences-{name}.log"
-        log_file.write_text("")
-
-        def write(_: str, line: str, log_file: Path = log_file) -> None:
-            with log_file.open("a") as f:
-                f.write(line + "\n")
-
-        processes[name] = ServiceProcess(
-            name, service_module(settings_class), env, port, on_output=write
+            log_file=log_dir / f"sequences-{name}.log",
+            env=sequence_env if name == "sequence" else None,
         )
     return broker, processes, secrets
 
@@ -639,7 +575,8 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     bench_url = str(server.set(drivername="postgresql+asyncpg", database=BENCH_DATABASE))
     sequence_env, scheduler = sequence_settings(args)
     broker, processes, secrets = stack(bench_url, log_dir, sequence_env)
-    schemas = sorted(processes)
+    # The console has no schema: it keeps no outbox to wait for.
+    schemas = sorted(n for n, c in installed_services().items() if owns_database(c))
     broker.start()
     db = await asyncpg.connect(
         dsn_of(BENCH_DATABASE), server_settings={"application_name": APPLICATION_NAME}
