@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import orjson
 from fastapi import Header
 
-from dealflow_common.http.problems import Problem, field_errors
+from dealflow_common.http.problems import Problem, invalid_field
 
 IfMatch = Annotated[
     str | None,
@@ -20,6 +22,7 @@ IfMatch = Annotated[
     ),
 ]
 
+_NOT_A_CURSOR = "not a cursor this API returned"
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 
 
@@ -35,13 +38,21 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
             raise ValueError
         return position
     except ValueError:
-        raise Problem(
-            422,
-            "validation",
-            "Invalid request",
-            "cursor: not a cursor this API returned",
-            errors=field_errors("cursor", "not a cursor this API returned"),
-        ) from None
+        raise invalid_field("cursor", _NOT_A_CURSOR) from None
+
+
+def encode_time_and_id(moment: datetime, id_: UUID) -> str:
+    """The cursor of a list ordered by a moment, then an id (for ties)."""
+    return encode_cursor({"t": moment.isoformat(), "i": str(id_)})
+
+
+def decode_time_and_id(cursor: str) -> tuple[datetime, UUID]:
+    """`encode_time_and_id`'s position back; 422 naming `cursor` for anything else."""
+    position = decode_cursor(cursor)
+    try:
+        return datetime.fromisoformat(position["t"]), UUID(position["i"])
+    except (KeyError, ValueError, TypeError):
+        raise invalid_field("cursor", _NOT_A_CURSOR) from None
 
 
 def etag(version: int) -> str:

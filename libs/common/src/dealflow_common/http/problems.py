@@ -100,6 +100,17 @@ def field_errors(field: str, message: str) -> list[dict[str, str]]:
     return [{"field": field, "message": message}]
 
 
+def invalid_field(field: str, message: str) -> Problem:
+    """A 422 naming one field of the request, as every invalid request is answered."""
+    return Problem(
+        422,
+        "validation",
+        "Invalid request",
+        f"{field}: {message}",
+        errors=field_errors(field, message),
+    )
+
+
 def from_domain_error(error: DomainError) -> Problem:
     if isinstance(error, NotFound):
         return Problem(404, "not-found", f"{error.entity.capitalize()} not found", error.detail)
@@ -122,13 +133,7 @@ def from_domain_error(error: DomainError) -> Problem:
             current_version=error.actual,
         )
     if isinstance(error, RuleViolated):
-        return Problem(
-            422,
-            "validation",
-            "Invalid request",
-            f"{error.field}: {error.detail}",
-            errors=field_errors(error.field, error.detail),
-        )
+        return invalid_field(error.field, error.detail)
     if isinstance(error, NotPermitted):
         return Problem(403, "forbidden", "Forbidden", error.detail)
     if isinstance(error, Conflict):
@@ -312,16 +317,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             # FastAPI's answer to a body it cannot decode (not UTF-8): invalid input,
             # answered as every other invalid body is.
             message = f"not a JSON document: {exc.detail}"
-            return problem_response(
-                Problem(
-                    422,
-                    "validation",
-                    "Invalid request",
-                    f"body: {message}",
-                    errors=field_errors("body", message),
-                ),
-                request,
-            )
+            return problem_response(invalid_field("body", message), request)
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
         headers = dict(exc.headers or {})
         if exc.status_code == 405:

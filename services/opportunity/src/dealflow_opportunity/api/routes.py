@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -25,17 +25,16 @@ from dealflow_common.http.audit import record_domain_refusal
 from dealflow_common.http.fields import ISO_DATE
 from dealflow_common.http.paging import (
     IfMatch,
-    decode_cursor,
-    encode_cursor,
+    decode_time_and_id,
+    encode_time_and_id,
     etag,
     expected_version,
 )
 from dealflow_common.http.problems import (
     CHANGES,
     READS,
-    Problem,
-    field_errors,
     from_domain_error,
+    invalid_field,
     problem_responses,
     problem_type,
 )
@@ -146,19 +145,7 @@ def opportunity_routes(
         cursor: Annotated[str | None, Query(max_length=500)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> OpportunityPage:
-        after = None
-        if cursor:
-            position = decode_cursor(cursor)
-            try:
-                after = (datetime.fromisoformat(position["t"]), UUID(position["i"]))
-            except (KeyError, ValueError, TypeError):
-                raise Problem(
-                    422,
-                    "validation",
-                    "Invalid request",
-                    "cursor: not a cursor this API returned",
-                    errors=field_errors("cursor", "not a cursor this API returned"),
-                ) from None
+        after = decode_time_and_id(cursor) if cursor else None
         if q is not None:
             _check_search(q)
         where = OpportunityFilter(
@@ -183,7 +170,7 @@ def opportunity_routes(
         next_cursor = None
         if len(page) > limit:
             last = items[-1]
-            next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": str(last.id)})
+            next_cursor = encode_time_and_id(last.created_at, last.id)
         return OpportunityPage(items=[to_response(o) for o in items], next_cursor=next_cursor)
 
     @router.get("/{opportunity_id}", responses=_READ, summary="One opportunity")
@@ -554,13 +541,7 @@ def _check_search(query: str, field: str = "q") -> None:
     elif not search.terms_of(query):
         reason = "give at least one word to search for"
     if reason:
-        raise Problem(
-            422,
-            "validation",
-            "Invalid request",
-            f"{field}: {reason}",
-            errors=field_errors(field, reason),
-        )
+        raise invalid_field(field, reason)
 
 
 async def _custom_field_filters(
@@ -575,14 +556,7 @@ async def _custom_field_filters(
     for key, value in given:
         definition = definitions.get(key)
         if definition is None:
-            reason = "no such custom field is defined"
-            raise Problem(
-                422,
-                "validation",
-                "Invalid request",
-                f"{field}{key}: {reason}",
-                errors=field_errors(f"{field}{key}", reason),
-            )
+            raise invalid_field(f"{field}{key}", "no such custom field is defined")
         try:
             filters.append((definition.key, custom_fields.filter_value(definition, value)))
         except RuleViolated as error:

@@ -16,8 +16,8 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from dealflow_common.contracts.order import OrderStatus
-from dealflow_common.http.paging import decode_cursor, encode_cursor
-from dealflow_common.http.problems import CHANGES, READS, Problem, field_errors
+from dealflow_common.http.paging import decode_time_and_id, encode_time_and_id
+from dealflow_common.http.problems import CHANGES, READS, invalid_field
 from dealflow_common.http.security import Caller
 from dealflow_order.adapters.invoice_pdf import invoice_pdf
 from dealflow_order.adapters.repository import OrderFilter
@@ -72,19 +72,7 @@ def _booked(booked: Booked, response: Response) -> LedgerEntryResponse:
 
 
 def _after(cursor: str | None) -> tuple[datetime, UUID] | None:
-    if not cursor:
-        return None
-    position = decode_cursor(cursor)
-    try:
-        return datetime.fromisoformat(position["t"]), UUID(position["i"])
-    except (KeyError, ValueError, TypeError):
-        raise Problem(
-            422,
-            "validation",
-            "Invalid request",
-            "cursor: not a cursor this API returned",
-            errors=field_errors("cursor", "not a cursor this API returned"),
-        ) from None
+    return decode_time_and_id(cursor) if cursor else None
 
 
 def order_routes(reader: OrderReader, use_cases: OrderUseCases) -> APIRouter:
@@ -103,13 +91,7 @@ def order_routes(reader: OrderReader, use_cases: OrderUseCases) -> APIRouter:
     ) -> OrderPage:
         for name, moment in (("created_from", created_from), ("created_to", created_to)):
             if moment is not None and moment.tzinfo is None:
-                raise Problem(
-                    422,
-                    "validation",
-                    "Invalid request",
-                    f"{name}: must carry a time zone (RFC 3339)",
-                    errors=field_errors(name, "must carry a time zone (RFC 3339)"),
-                )
+                raise invalid_field(name, "must carry a time zone (RFC 3339)")
         where = OrderFilter(
             opportunity_id=opportunity_id,
             customer_id=customer,
@@ -122,7 +104,7 @@ def order_routes(reader: OrderReader, use_cases: OrderUseCases) -> APIRouter:
         next_cursor = None
         if len(page) > limit:
             last = items[-1]
-            next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": str(last.id)})
+            next_cursor = encode_time_and_id(last.created_at, last.id)
         return OrderPage(items=[order_response(o) for o in items], next_cursor=next_cursor)
 
     @router.get(

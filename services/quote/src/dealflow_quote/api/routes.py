@@ -13,16 +13,14 @@ from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.http.paging import (
     IfMatch,
-    decode_cursor,
-    encode_cursor,
+    decode_time_and_id,
+    encode_time_and_id,
     etag,
     expected_version,
 )
 from dealflow_common.http.problems import (
     CHANGES,
     READS,
-    Problem,
-    field_errors,
     problem_responses,
 )
 from dealflow_common.http.security import Caller, requires
@@ -342,7 +340,7 @@ def saga_routes(
         cursor: Annotated[str | None, Query(max_length=500)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> StuckAcceptancePage:
-        after = _position(cursor) if cursor else None
+        after = decode_time_and_id(cursor) if cursor else None
         now = clock()
         since = now - timedelta(seconds=waiting_longer_than_seconds)
         page = [_stuck(q, now) for q in await reader.awaiting_answer(since, after, limit + 1)]
@@ -350,26 +348,10 @@ def saga_routes(
         next_cursor = None
         if len(page) > limit:
             last = items[-1]
-            next_cursor = encode_cursor(
-                {"t": last.waiting_since.isoformat(), "i": str(last.quote_id)}
-            )
+            next_cursor = encode_time_and_id(last.waiting_since, last.quote_id)
         return StuckAcceptancePage(items=items, next_cursor=next_cursor)
 
     return router
-
-
-def _position(cursor: str) -> tuple[datetime, UUID]:
-    position = decode_cursor(cursor)
-    try:
-        return datetime.fromisoformat(position["t"]), UUID(position["i"])
-    except (KeyError, ValueError, TypeError):
-        raise Problem(
-            422,
-            "validation",
-            "Invalid request",
-            "cursor: not a cursor this API returned",
-            errors=field_errors("cursor", "not a cursor this API returned"),
-        ) from None
 
 
 def _stuck(quote: Quote, now: datetime) -> StuckAcceptanceResponse:
