@@ -17,8 +17,10 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ServiceSettings(BaseSettings):
-    """What every service needs: where it listens, its database, the broker, auth."""
+class ProcessSettings(BaseSettings):
+    """What every Dealflow process reads the same way: the `DEALFLOW_` prefix, empty
+    meaning unset, and where it listens. The services extend it as `ServiceSettings`;
+    the console, which has no database and no broker, extends it directly."""
 
     # env_ignore_empty: an empty variable (`DEALFLOW_JWT_ISSUER=` in a manifest) means
     # "not set", not "the empty string", which would make every token fail issuer checks.
@@ -31,10 +33,14 @@ class ServiceSettings(BaseSettings):
     )
 
     service_name: ClassVar[str] = "service"
-    """Set by each service's settings class; never read from the environment."""
+    """Set by each process's settings class; never read from the environment."""
 
     host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+
+
+class ServiceSettings(ProcessSettings):
+    """What every service needs beyond that: its database, the broker, auth."""
 
     database_url: str = Field(
         validation_alias=AliasChoices("DATABASE_URL"),

@@ -2,9 +2,9 @@
 
 The console has no database and no broker: it serves the browser app and forwards the
 app's calls to the services. So it does not extend `ServiceSettings` (whose database
-and broker settings would be required but never used); it keeps the same conventions
-(`DEALFLOW_` prefix, empty means unset) so that `make run`, the tests and the manifests
-treat it like any service.
+and broker settings would be required but never used) but `ProcessSettings`, the same
+conventions (`DEALFLOW_` prefix, empty means unset, host and port), so that
+`make run`, the tests and the manifests treat it like any service.
 """
 
 from __future__ import annotations
@@ -12,25 +12,15 @@ from __future__ import annotations
 from typing import ClassVar, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dealflow_common.settings import ProcessSettings
 
 # The services the browser may reach through /api/<name>/..., with their setting.
 UPSTREAMS = ("opportunity", "quote", "order", "sequence", "purge", "reporting")
 
 
-class ConsoleSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DEALFLOW_",
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        env_ignore_empty=True,
-    )
-
+class ConsoleSettings(ProcessSettings):
     service_name: ClassVar[str] = "console"
-
-    host: str = Field(default="127.0.0.1", description="Interface the console binds to.")
-    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
 
     opportunity_url: str = Field(
         default="http://127.0.0.1:8001", description="Base URL of the opportunity service"
