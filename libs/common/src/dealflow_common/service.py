@@ -19,15 +19,16 @@ from pydantic import ValidationError
 
 from dealflow_common.logs import configure_logging
 from dealflow_common.migrations import run_migrations
-from dealflow_common.settings import ServiceSettings
+from dealflow_common.settings import ProcessSettings, ServiceSettings
 from dealflow_common.telemetry import configure_tracing, shutdown_tracing
 
 S = TypeVar("S", bound=ServiceSettings)
+P = TypeVar("P", bound=ProcessSettings)
 
 log = logging.getLogger(__name__)
 
 
-def load_settings(settings_class: type[S]) -> S:
+def load_settings(settings_class: type[P]) -> P:
     """Read settings from the environment, or exit with what is missing."""
     try:
         return settings_class()
@@ -58,15 +59,21 @@ def run_service(
         if args.command == "migrate":
             return
 
+    serve(settings, build_app)
+
+
+def serve(
+    settings: P, build_app: Callable[[P], FastAPI], *, graceful_shutdown_seconds: int = 10
+) -> None:
+    """Serve a process's HTTP app until stopped, traced when tracing is configured."""
     configure_tracing(settings.service_name)
-    app = build_app(settings)
     try:
-        _serve(app, settings)
+        _serve(build_app(settings), settings, graceful_shutdown_seconds)
     finally:
         shutdown_tracing()
 
 
-def _serve(app: FastAPI, settings: ServiceSettings) -> None:
+def _serve(app: FastAPI, settings: ProcessSettings, graceful_shutdown_seconds: int) -> None:
     uvicorn.run(
         app,
         host=settings.host,
@@ -79,5 +86,5 @@ def _serve(app: FastAPI, settings: ServiceSettings) -> None:
         # dies of that exception for good (aio-libs/aiokafka#907; seen under
         # `make chaos`, connections reset by a proxy).
         loop="asyncio",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=graceful_shutdown_seconds,
     )

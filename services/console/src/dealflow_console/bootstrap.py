@@ -14,19 +14,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from prometheus_client.exposition import generate_latest
-from starlette.responses import Response
+from prometheus_client import CollectorRegistry
 
-from dealflow_common.http.app import FlowMiddleware
+from dealflow_common.http.app import FlowMiddleware, add_metrics_route
 from dealflow_common.http.problems import install_problem_handlers
 from dealflow_common.logs import configure_logging
-from dealflow_common.service import load_settings
-from dealflow_common.telemetry import configure_tracing, shutdown_tracing
+from dealflow_common.service import load_settings, serve
 from dealflow_console.gateway import gateway_routes
 from dealflow_console.settings import ConsoleSettings
 from dealflow_console.signin import signin_routes
@@ -108,15 +104,7 @@ def build_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get(
-        "/metrics",
-        tags=["operations"],
-        summary="Prometheus metrics (text exposition format)",
-        response_class=PlainTextResponse,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
-    )
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    add_metrics_route(app, registry)
 
     app.include_router(signin_routes(settings))
     app.include_router(
@@ -141,21 +129,10 @@ def build_app(
 
 
 def main() -> None:
-    settings = load_settings(ConsoleSettings)  # type: ignore[type-var]
+    settings = load_settings(ConsoleSettings)
     configure_logging("console", settings.log_level, settings.log_format)
     # `serve` and `migrate` as every service has them; the console has nothing to migrate.
     if len(sys.argv) > 1 and sys.argv[1] == "migrate":
         log.info("the console has no database: nothing to migrate")
         return
-    configure_tracing("console")
-    uvicorn.run(
-        build_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        loop="asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    shutdown_tracing()
+    serve(settings, build_app, graceful_shutdown_seconds=5)

@@ -149,15 +149,7 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get(
-        "/metrics",
-        tags=["operations"],
-        summary="Prometheus metrics (text exposition format)",
-        response_class=PlainTextResponse,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
-    )
-    async def metrics() -> Response:
-        return Response(generate_latest(platform.registry), media_type=CONTENT_TYPE_LATEST)
+    add_metrics_route(app, platform.registry)
 
     @app.get(
         "/asyncapi.json",
@@ -235,3 +227,17 @@ def document_platform_answers(document: dict[str, Any]) -> dict[str, Any]:
             for status in statuses:
                 answers.setdefault(str(status), PLATFORM_PROBLEMS[status])
     return document
+
+
+def add_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
+    """`GET /metrics`: the registry in Prometheus' text exposition format."""
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
