@@ -75,7 +75,7 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             url,
             echo=settings.database_echo,
             pool_size=settings.database_pool_size,
-            max_overflow=settings.database_pool_size,
+            max_overflow=0,
             # No pre-ping: it costs a round trip on every checkout. After a database
             # restart the first statement on a stale connection fails, SQLAlchemy then
             # drops the whole pool, and consumers retry; a request may see one 500.

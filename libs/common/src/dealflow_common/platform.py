@@ -77,8 +77,13 @@ class Platform:
         topics: Iterable[str],
         handlers: Mapping[str, EventHandler],
         unit_of_work: Callable[[], U],
+        background: bool = False,
     ) -> EventConsumer[U]:
-        """Apply `handlers` to events of `topics`, once each, in consumer group `group_id`."""
+        """Apply `handlers` to events of `topics`, once each, in consumer group `group_id`.
+
+        `background`: no request and no saga step waits on this consumer, so it reads
+        less often and in larger batches (`ConsumerLoop`).
+        """
         if self._consumer_metrics is None or self._loop_metrics is None:
             self._consumer_metrics = ConsumerMetrics(self.registry)
             self._loop_metrics = ConsumerLoopMetrics(self.registry)
@@ -96,7 +101,13 @@ class Platform:
         )
         self.consumers.append(consumer)
         self.consumer_loops.append(
-            ConsumerLoop(consumer, self.settings, self._loop_metrics, self.kafka_connected.wait)
+            ConsumerLoop(
+                consumer,
+                self.settings,
+                self._loop_metrics,
+                self.kafka_connected.wait,
+                background=background,
+            )
         )
         return consumer
 

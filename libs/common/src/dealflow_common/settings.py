@@ -51,7 +51,14 @@ class ServiceSettings(ProcessSettings):
         description="PostgreSQL schema owned by this service (defaults to the service name). "
         "Ignored on SQLite, where each service has its own file.",
     )
-    database_pool_size: int = Field(default=10, ge=1)
+    database_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="Connections a process opens at most, each kept open once opened; a "
+        "request that finds none free waits for one. None is opened past it and closed "
+        "again: under load such a connection was made and dropped about once a deal, each "
+        "time a new server process and every statement prepared again.",
+    )
     database_echo: bool = False
     database_statement_timeout_ms: int = Field(
         default=15_000,
@@ -91,7 +98,32 @@ class ServiceSettings(ProcessSettings):
     )
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
-    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1)
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        description="How long the broker may hold a consumer's fetch for data, for the "
+        "consumers a request or the accept saga waits on.",
+    )
+    kafka_background_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        description="The same for background consumers, which no request waits on "
+        "(the purge agent and its commands, follow-up sequences, reporting): a broker "
+        "that holds a fetch its whole wait (Tansu) is polled that much less often.",
+    )
+    kafka_background_linger_ms: int = Field(
+        default=100,
+        ge=0,
+        description="After a batch, a background consumer waits this long before it "
+        "reads again, so that the next batch is larger: one transaction, one inbox insert "
+        "and one offset commit then serve more events.",
+    )
+    kafka_commit_interval_ms: int = Field(
+        default=200,
+        ge=0,
+        description="Offsets are committed at most this often per consumer, and whenever "
+        "it falls idle. A crash reads again what was applied since; the inbox skips it.",
+    )
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=3, ge=1)
     kafka_create_topics: bool = Field(

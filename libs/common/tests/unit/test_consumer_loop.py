@@ -33,12 +33,15 @@ class Rec:
 class FakeKafka:
     """aiokafka's consumer as the loop uses it: a log per partition and a position."""
 
-    def __init__(self, logs: dict[TopicPartition, int]) -> None:
+    def __init__(self, logs: dict[TopicPartition, int], per_poll: int | None = None) -> None:
         self.end = dict(logs)
         self.position_of = dict.fromkeys(logs, 0)
         self.committed: dict[TopicPartition, int] = {}
+        self.commits = 0
         self.paused_partitions: set[TopicPartition] = set()
         self.polls = 0
+        self.per_poll = per_poll
+        """At most this many records of a partition per poll (None: all there are)."""
 
     async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Rec]]:
         self.polls += 1
@@ -48,6 +51,8 @@ class FakeKafka:
         for tp, end in self.end.items():
             if tp in self.paused_partitions or self.position_of[tp] >= end:
                 continue
+            if self.per_poll is not None:
+                end = min(end, self.position_of[tp] + self.per_poll)
             batch[tp] = [Rec(tp.topic, tp.partition, o) for o in range(self.position_of[tp], end)]
             self.position_of[tp] = end
         if not batch:
@@ -73,6 +78,7 @@ class FakeKafka:
         return self.position_of[tp]
 
     async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits += 1
         for tp, meta in offsets.items():
             assert meta.offset >= self.committed.get(tp, 0), "a commit never goes back"
             self.committed[tp] = meta.offset
@@ -95,12 +101,20 @@ class ScriptedConsumer:
         return dict(answer)
 
 
-def loop_for(consumer: ScriptedConsumer, stall_pause_ms: int = 10) -> ConsumerLoop:
+def loop_for(
+    consumer: ScriptedConsumer,
+    stall_pause_ms: int = 10,
+    *,
+    commit_interval_ms: int = 0,
+    background: bool = False,
+) -> ConsumerLoop:
     settings = ServiceSettings(
         DATABASE_URL="sqlite+aiosqlite:///unused.db",
         KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
         DEALFLOW_JWT_SECRET="x" * 32,
         consumer_stall_pause_ms=stall_pause_ms,
+        kafka_commit_interval_ms=commit_interval_ms,
+        kafka_background_linger_ms=30,
     )
 
     async def connected() -> None:
@@ -111,6 +125,7 @@ def loop_for(consumer: ScriptedConsumer, stall_pause_ms: int = 10) -> ConsumerLo
         settings,
         ConsumerLoopMetrics(CollectorRegistry()),
         connected,
+        background=background,
     )
 
 
@@ -150,3 +165,50 @@ async def test_a_stalled_partition_is_reported_until_it_is_read_again() -> None:
     assert kafka.committed == {}
     assert P0 in kafka.paused_partitions
     assert loop.stalled_partitions == 1
+
+
+async def test_offsets_are_committed_once_per_interval_and_when_the_loop_falls_idle() -> None:
+    # Four batches inside one long interval: one commit, when no record is left to read,
+    # and it covers all four.
+    kafka = FakeKafka({P0: 4}, per_poll=1)
+    consumer = ScriptedConsumer([])
+    await drive(loop_for(consumer, commit_interval_ms=60_000), kafka)
+    assert len(consumer.seen) == 4
+    assert kafka.commits == 1
+    assert kafka.committed == {P0: 4}
+
+
+async def test_without_an_interval_every_batch_is_committed() -> None:
+    kafka = FakeKafka({P0: 3}, per_poll=1)
+    await drive(loop_for(ScriptedConsumer([]), commit_interval_ms=0), kafka)
+    assert kafka.commits == 3
+    assert kafka.committed == {P0: 3}
+
+
+async def test_a_commit_held_back_never_passes_a_record_not_done() -> None:
+    # Offset 2 cannot be finished: whatever the interval holds back, the commit that
+    # finally goes out stops before it.
+    kafka = FakeKafka({P0: 4}, per_poll=2)
+    consumer = ScriptedConsumer([{}, {PartitionKey(TOPIC, 0): 2}])
+    await drive(loop_for(consumer, stall_pause_ms=60_000, commit_interval_ms=60_000), kafka)
+    assert kafka.committed == {P0: 2}
+
+
+async def test_a_background_loop_waits_after_each_batch_and_a_live_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dealflow_common.messaging import kafka as kafka_module
+
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(kafka_module.asyncio, "sleep", recording_sleep)
+    await drive(loop_for(ScriptedConsumer([]), background=True), FakeKafka({P0: 3}, per_poll=1))
+    assert slept.count(0.03) == 3  # the linger, once after each of the three batches
+    slept.clear()
+    await drive(loop_for(ScriptedConsumer([])), FakeKafka({P0: 3}, per_poll=1))
+    assert 0.03 not in slept

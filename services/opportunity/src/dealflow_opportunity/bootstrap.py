@@ -88,6 +88,7 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         topics=[OPPORTUNITY_COMMANDS],
         handlers=purge.COMMAND_HANDLERS,
         unit_of_work=unit_of_work,
+        background=True,
     )
     # A group of its own: a burst of follow-up tasks never delays the accept saga.
     platform.add_consumer(
@@ -95,6 +96,7 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         topics=[SEQUENCE_EVENTS],
         handlers=follow_ups.HANDLERS,
         unit_of_work=unit_of_work,
+        background=True,
     )
     reader = OpportunityReader(platform.engine)
     return create_app(

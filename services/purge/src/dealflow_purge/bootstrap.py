@@ -137,6 +137,7 @@ def build_app(settings: PurgeSettings, platform: Platform | None = None) -> Fast
         topics=[OPPORTUNITY_EVENTS, QUOTE_EVENTS],
         handlers=projection.handlers(config, metrics),
         unit_of_work=unit_of_work,
+        background=True,
     )
     platform.scheduler.add_job(
         agent.tick,

@@ -134,6 +134,7 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         topics=[QUOTE_COMMANDS],
         handlers=purge.HANDLERS,
         unit_of_work=unit_of_work,
+        background=True,
     )
 
     async def expire_due() -> None:

@@ -89,6 +89,7 @@ def build_app(settings: ReportingSettings, platform: Platform | None = None) -> 
         topics=TOPICS,
         handlers=projection.HANDLERS,
         unit_of_work=unit_of_work,
+        background=True,
     )
     reports = Reports(
         platform.engine, ReportReader(platform.engine), platform.clock, settings.reporting_currency

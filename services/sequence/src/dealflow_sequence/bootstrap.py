@@ -80,6 +80,7 @@ def build_app(settings: SequenceSettings, platform: Platform | None = None) -> F
         topics=[OPPORTUNITY_EVENTS],
         handlers=handlers.HANDLERS,
         unit_of_work=unit_of_work,
+        background=True,
     )
 
     async def run_due() -> None:

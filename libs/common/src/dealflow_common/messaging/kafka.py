@@ -218,6 +218,14 @@ class ConsumerLoop:
     after a pause. If anything raises (a bug, a lost connection), every partition of the
     batch is sought back to its first record and read again; the inbox makes re-reading
     harmless.
+
+    What is done is committed at most every `kafka_commit_interval_ms`, and at once when
+    the loop falls idle: an offset commit is a broker round trip per batch otherwise,
+    and what a crash leaves uncommitted is only read again.
+
+    A `background` loop (one no request waits on) lets the broker hold its fetches
+    longer and waits `kafka_background_linger_ms` after each batch, trading a fraction of
+    a second of its latency for fewer, larger batches.
     """
 
     def __init__(
@@ -226,6 +234,8 @@ class ConsumerLoop:
         settings: ServiceSettings,
         metrics: ConsumerLoopMetrics,
         connected: Callable[[], Awaitable[object]],
+        *,
+        background: bool = False,
     ) -> None:
         self.consumer = consumer
         self._settings = settings
@@ -233,6 +243,15 @@ class ConsumerLoop:
         self._connected = connected
         self._stall_pause = settings.consumer_stall_pause_ms / 1000
         self._paused_until: dict[TopicPartition, float] = {}
+        self._fetch_max_wait_ms = (
+            settings.kafka_background_fetch_max_wait_ms
+            if background
+            else settings.kafka_fetch_max_wait_ms
+        )
+        self._linger = settings.kafka_background_linger_ms / 1000 if background else 0.0
+        self._commit_interval = settings.kafka_commit_interval_ms / 1000
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._committed_at = 0.0
         self._start_timeout = 30 + settings.kafka_session_timeout_ms / 1000
         self.running = False
 
@@ -253,7 +272,7 @@ class ConsumerLoop:
             auto_offset_reset="earliest",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             max_poll_records=settings.kafka_consumer_batch_size,
             # Not kafka_request_timeout_ms: a group join is held by the broker for up to
             # the rebalance time, so the consumer keeps aiokafka's longer default.
@@ -286,16 +305,23 @@ class ConsumerLoop:
                 self._paused_until.clear()
                 self._metrics.stalled.labels(self.consumer.group_id).set(0)
                 with contextlib.suppress(Exception):
+                    # What is applied and not yet committed: a failure here only means
+                    # it is read again.
+                    await asyncio.wait_for(asyncio.shield(self._flush(kafka)), 5)
+                self._uncommitted.clear()
+                with contextlib.suppress(Exception):
                     await asyncio.wait_for(kafka.stop(), 10)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
     async def _consume(self, kafka: AIOKafkaConsumer) -> None:
         group = self.consumer.group_id
+        self._committed_at = time.monotonic()
         while True:
             self._resume_due(kafka)
             batches = await kafka.getmany(timeout_ms=1000)
             if not batches:
+                await self._flush(kafka)
                 await self._report_lag(kafka)
                 continue
             records = [record for partition in batches.values() for record in partition]
@@ -323,8 +349,12 @@ class ConsumerLoop:
                 if stop > read[0].offset:
                     offsets[partition] = OffsetAndMetadata(stop, "")
                 self._stall(kafka, partition, stop)
-            await self._commit(kafka, offsets)
+            self._uncommitted.update(offsets)
+            if time.monotonic() - self._committed_at >= self._commit_interval:
+                await self._flush(kafka)
             await self._report_lag(kafka)
+            if self._linger:
+                await asyncio.sleep(self._linger)
 
     def _stall(self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int) -> None:
         if partition not in kafka.assignment():
@@ -357,9 +387,14 @@ class ConsumerLoop:
                 del self._paused_until[partition]
         self._metrics.stalled.labels(self.consumer.group_id).set(len(self._paused_until))
 
-    async def _commit(
-        self, kafka: AIOKafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]
-    ) -> None:
+    async def _flush(self, kafka: AIOKafkaConsumer) -> None:
+        """Commit what is done and not committed yet."""
+        done, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
+        # A partition lost in a rebalance meanwhile is its new owner's to commit: it
+        # reads again from the committed offset, and its inbox skips what was applied.
+        assigned = kafka.assignment()
+        offsets = {partition: at for partition, at in done.items() if partition in assigned}
         if not offsets:
             return
         try:
