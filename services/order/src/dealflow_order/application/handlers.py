@@ -3,6 +3,11 @@
 - `quote.accepted` (the saga, DESIGN.md section 4) becomes exactly one order;
 - the opportunity events keep the deal's access keys and customer (`KnownDeal`), each
   field moving forward only, so the orders are seen by whoever may see their deal.
+  `opportunity.stage_changed` is not among them: it carries the owners, but a stage
+  move never changes them, and every change of owners has its own event
+  (`opportunity.assigned`, or `created`/`updated` with the whole deal). Skipped from its
+  header, unparsed, it costs this service nothing; applied, it cost two statements a
+  stage move for a value it already had.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from dealflow_common.contracts.opportunity import (
     OpportunityAssigned,
     OpportunityCreated,
     OpportunityShared,
-    OpportunityStageChanged,
     OpportunityUnshared,
     OpportunityUpdated,
 )
@@ -64,11 +68,6 @@ async def deal_state(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
     )
 
 
-async def stage_changed(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
-    payload: OpportunityStageChanged = event.payload
-    await _learn(uow, payload.opportunity_id, event, DealFacts(owners=list(payload.owners)))
-
-
 async def assigned(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityAssigned = event.payload
     await _learn(
@@ -88,7 +87,6 @@ HANDLERS: dict[str, EventHandler] = {
     "quote.accepted": create_order,
     "opportunity.created": deal_state,
     "opportunity.updated": deal_state,
-    "opportunity.stage_changed": stage_changed,
     "opportunity.assigned": assigned,
     "opportunity.shared": shares_changed,
     "opportunity.unshared": shares_changed,

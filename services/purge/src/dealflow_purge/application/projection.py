@@ -79,6 +79,8 @@ def _purged(payload: OpportunityPurged) -> DealFacts:
 
 def _learning(facts_of: FactsOf) -> EventHandler:
     async def apply(uow: PurgeUnitOfWork, event: IncomingEvent[Any]) -> None:
+        if not _worth_learning(event.payload):
+            return
         now = uow.clock()
         deal = await uow.store.lock_or_add_deal(KnownDeal.unseen(event.payload.opportunity_id), now)
         learned = deal.learn(
@@ -90,6 +92,18 @@ def _learning(facts_of: FactsOf) -> EventHandler:
             await uow.store.save_deal(learned, now)
 
     return apply
+
+
+def _worth_learning(payload: Any) -> bool:
+    """Whether an event can change what the agent decides on.
+
+    A move between two open stages cannot: the agent asks only whether a deal is closed
+    (and since when), and a closed deal is never reopened, so its open stage is of no
+    use; the owners it carries changed, if at all, with their own event
+    (`opportunity.assigned`). Skipping it saves two statements per stage move. Skipping
+    is a fact of the event alone, so any order of arrival still leaves the same copy.
+    """
+    return not isinstance(payload, OpportunityStageChanged) or payload.to_stage in CLOSED
 
 
 _learn_purged = _learning(_purged)
