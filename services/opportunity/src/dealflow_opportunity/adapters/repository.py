@@ -145,7 +145,7 @@ class OpportunityRepository:
 
     async def add(self, opportunity: Opportunity) -> None:
         await self._connection.execute(_INSERT, _to_row(opportunity))
-        await self._write_entries(opportunity)
+        await self._write_entries(opportunity, new=True)
         await self._search.add(opportunity)
 
     async def save(self, opportunity: Opportunity) -> None:
@@ -179,10 +179,12 @@ class OpportunityRepository:
             await self._search.refresh(opportunity)
             self._loaded_text[opportunity.id] = text
 
-    async def _write_entries(self, opportunity: Opportunity) -> None:
+    async def _write_entries(self, opportunity: Opportunity, *, new: bool = False) -> None:
+        """Write what the change added; `new`: the deal has no rows yet to replace."""
         connection = self._connection
         if opportunity.owners_changed:
-            await connection.execute(_DELETE_OWNERS, {"b_id": opportunity.id})
+            if not new:
+                await connection.execute(_DELETE_OWNERS, {"b_id": opportunity.id})
             if opportunity.owners:
                 await connection.execute(
                     _INSERT_OWNERS,
@@ -193,7 +195,8 @@ class OpportunityRepository:
                 )
             opportunity.owners_changed = False
         if opportunity.shares_changed:
-            await connection.execute(_DELETE_SHARES, {"b_id": opportunity.id})
+            if not new:
+                await connection.execute(_DELETE_SHARES, {"b_id": opportunity.id})
             if opportunity.shares:
                 await connection.execute(
                     _INSERT_SHARES,

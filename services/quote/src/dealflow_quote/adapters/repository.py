@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_
+from sqlalchemy import JSON, Text, bindparam, cast, delete, func, insert, select, tuple_
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,7 +61,41 @@ _OPEN_QUOTES_OF = (
     )
     .order_by(quotes.c.created_at, quotes.c.id)
 )
-_FOR_UPDATE = {q: q.with_for_update() for q in (_SELECT_QUOTE, _OPEN_QUOTES_OF)}
+# On PostgreSQL a quote is loaded for a change in one statement, its lines aggregated
+# beside its row (as text, so that amounts stay exact): every change of a quote loads
+# it, and the lines were a round trip of their own. SQLite reads them apart.
+_LINE_FIELDS = (
+    quote_lines.c.line_no,
+    cast(quote_lines.c.product_id, Text),
+    cast(quote_lines.c.bundle_id, Text),
+    quote_lines.c.sku,
+    quote_lines.c.description,
+    cast(quote_lines.c.quantity, Text),
+    cast(quote_lines.c.unit_price_amount, Text),
+    quote_lines.c.unit_price_currency,
+    cast(quote_lines.c.discount_percent, Text),
+    quote_lines.c.billing,
+    quote_lines.c.billing_period,
+)
+_WHOLE_LINES = (
+    select(
+        func.json_agg(
+            aggregate_order_by(func.json_build_array(*_LINE_FIELDS), quote_lines.c.line_no),
+            type_=JSON,
+        )
+    )
+    .where(quote_lines.c.quote_id == quotes.c.id)
+    .scalar_subquery()
+    .label("whole_lines")
+)
+_WHOLE_QUOTE_FOR_UPDATE = (
+    select(quotes, _WHOLE_LINES)
+    .where(quotes.c.id == bindparam("b_id"))
+    .with_for_update(of=quotes)
+)
+_WHOLE_OPEN_QUOTES_FOR_UPDATE = _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(
+    of=quotes
+)
 _KNOWN = ProjectionRows(known_opportunities)
 
 
@@ -68,25 +104,33 @@ class QuoteRepository:
         self._connection = connection
         self._loaded: dict[UUID, int] = {}
 
-    def _locking(self, query: Any) -> Any:
-        return _FOR_UPDATE[query] if is_postgres(self._connection) else query
-
     async def get(self, quote_id: UUID) -> Quote:
-        row = (
-            await self._connection.execute(self._locking(_SELECT_QUOTE), {"b_id": quote_id})
-        ).first()
-        if row is None:
+        if is_postgres(self._connection):
+            found = await self._whole(_WHOLE_QUOTE_FOR_UPDATE, {"b_id": quote_id})
+        else:
+            rows = (await self._connection.execute(_SELECT_QUOTE, {"b_id": quote_id})).all()
+            found = await self._with_lines(rows)
+        if not found:
             raise QuoteNotFound(quote_id)
-        (quote,) = await self._with_lines([row])
-        return quote
+        return found[0]
 
     async def open_quotes_of(self, opportunity_id: UUID) -> list[Quote]:
-        rows = (
-            await self._connection.execute(
-                self._locking(_OPEN_QUOTES_OF), {"b_opportunity": opportunity_id}
+        if is_postgres(self._connection):
+            return await self._whole(
+                _WHOLE_OPEN_QUOTES_FOR_UPDATE, {"b_opportunity": opportunity_id}
             )
+        rows = (
+            await self._connection.execute(_OPEN_QUOTES_OF, {"b_opportunity": opportunity_id})
         ).all()
         return await self._with_lines(rows)
+
+    async def _whole(self, query: Any, parameters: dict[str, Any]) -> list[Quote]:
+        """Quotes read with their lines in one statement (PostgreSQL), locked."""
+        rows = (await self._connection.execute(query, parameters)).all()
+        loaded = [to_quote(r, [_line_from_array(line) for line in r.whole_lines or ()]) for r in rows]
+        for quote in loaded:
+            self._loaded[quote.id] = quote.version
+        return loaded
 
     async def due_for_expiry(self, now: datetime, limit: int) -> list[Quote]:
         query = (
@@ -232,6 +276,35 @@ async def lines_of(
             )
         )
     return found
+
+
+def _line_from_array(line: Sequence[Any]) -> QuoteLine:
+    """A line as `_LINE_FIELDS` aggregates it: ids and amounts as text."""
+    (
+        line_no,
+        product_id,
+        bundle_id,
+        sku,
+        description,
+        quantity,
+        unit_price_amount,
+        unit_price_currency,
+        discount_percent,
+        billing,
+        billing_period,
+    ) = line
+    return QuoteLine(
+        line_no=line_no,
+        description=description,
+        quantity=plain(Decimal(quantity)),
+        unit_price=Money(amount=Decimal(unit_price_amount), currency=unit_price_currency),
+        discount_percent=plain(Decimal(discount_percent)),
+        product_id=UUID(product_id) if product_id else None,
+        bundle_id=UUID(bundle_id) if bundle_id else None,
+        sku=sku,
+        billing=billing,
+        billing_period=BillingPeriod(billing_period) if billing_period else None,
+    )
 
 
 def to_quote(row: Row[Any], lines: list[QuoteLine]) -> Quote:

@@ -51,18 +51,20 @@ class DealStore:
         else:
             await self._connection.execute(_UPDATE_DEAL, {**values, "b_id": deal.id})
         if owners_changed:
-            await self._connection.execute(
-                delete(deal_owners).where(deal_owners.c.opportunity_id == deal.id)
-            )
+            if not new:  # a new deal has no owner rows to replace
+                await self._connection.execute(
+                    delete(deal_owners).where(deal_owners.c.opportunity_id == deal.id)
+                )
             if deal.owners:
                 await self._connection.execute(
                     insert(deal_owners),
                     [{"opportunity_id": deal.id, "owner": o} for o in sorted(set(deal.owners))],
                 )
         if shares_changed:
-            await self._connection.execute(
-                delete(deal_shares).where(deal_shares.c.opportunity_id == deal.id)
-            )
+            if not new:
+                await self._connection.execute(
+                    delete(deal_shares).where(deal_shares.c.opportunity_id == deal.id)
+                )
             # One row per holder (the last grant named wins: a list of shares names
             # each holder once; a duplicate must not fail the event).
             holders = {(share.kind, share.id): share.grant.value for share in deal.shares}
