@@ -8,12 +8,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from dealflow_common.contracts.opportunity import (
     OpportunityAssigned,
     OpportunityLost,
+    OpportunityShared,
     OpportunityStageChanged,
+    Share,
+    ShareGrant,
     Stage,
 )
+from dealflow_quote.adapters.tables import known_opportunities
 
 FREE = {
     "description": "Widget",
@@ -49,6 +55,18 @@ def team_assigned(deal: str, team_id: str, owners: list[str]) -> Any:
     )
 
 
+def shared(deal: str, user: str) -> Any:
+    share = Share(kind="user", id=user, grant=ShareGrant.EDIT)
+    return OpportunityShared(
+        opportunity_id=uuid.UUID(deal),
+        share=share,
+        shares=[share],
+        shared_by="alice",
+        shared_at=datetime.now(UTC),
+        version=2,
+    )
+
+
 async def quote_answer(service, deal: str, user: str, teams: tuple[str, ...]) -> int:
     response = await service.call(
         "POST", "/quotes", {"opportunity_id": deal, "lines": [FREE]}, user=user, teams=teams
@@ -79,15 +97,35 @@ async def test_a_late_stage_change_does_not_reopen_a_lost_deal(service) -> None:
 
 async def test_a_late_team_move_is_kept_where_no_newer_event_said_otherwise(service) -> None:
     deal = await service.deal(owners=("alice",), team_id="emea", stage=Stage.PROPOSAL)
-    # 5: bob joins as the deal moves on; 4, arriving after it: the deal moves to apac.
-    await service.consume(
-        stage_changed(deal, Stage.PROPOSAL, Stage.NEGOTIATION, ["alice", "bob"]), sequence=5
-    )
+    # 5: bob is given the deal to work on; 4, arriving after it: the deal moves to apac.
+    await service.consume(shared(deal, "bob"), sequence=5)
     await service.consume(team_assigned(deal, "apac", ["alice"]), sequence=4)
 
     assert await quote_answer(service, deal, "zoe", ("apac",)) == 201  # the team of 4
     assert await quote_answer(service, deal, "eve", ("emea",)) == 422  # not the old team
-    assert await quote_answer(service, deal, "bob", ()) == 201  # the owners of 5
+    assert await quote_answer(service, deal, "bob", ()) == 201  # the share of 5
+
+
+async def test_a_move_between_open_stages_changes_nothing_the_service_keeps(service) -> None:
+    # Only whether a deal is open matters here; the owners a stage move carries changed,
+    # if at all, with their own event. Such a move is not even written.
+    deal = await service.deal(owners=("alice",), stage=Stage.PROPOSAL)
+    before = await known_row(service, deal)
+    await service.consume(
+        stage_changed(deal, Stage.PROPOSAL, Stage.NEGOTIATION, ["alice", "bob"]), sequence=2
+    )
+    assert await known_row(service, deal) == before
+    assert await quote_answer(service, deal, "alice", ()) == 201
+
+
+async def known_row(service, deal: str) -> dict[str, Any]:
+    async with service.engine.connect() as connection:
+        row = (
+            await connection.execute(
+                select(known_opportunities).where(known_opportunities.c.id == uuid.UUID(deal))
+            )
+        ).one()
+    return dict(row._mapping)
 
 
 async def test_an_event_that_overtakes_the_creation_is_kept(service) -> None:

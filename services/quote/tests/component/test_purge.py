@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from dealflow_common.contracts.opportunity import OpportunityStageChanged, Stage
+from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.purge import PurgePolicySnapshot
 from dealflow_common.contracts.quote import QuotePurgeRequested
 from dealflow_quote.adapters.tables import quote_archive
@@ -75,18 +75,11 @@ async def test_no_opportunity_event_takes_a_deal_out_of_purge(service) -> None:
     # undo it; nor must the creation of a deal first heard of through its purge.
     deal = await service.deal(stage=Stage.NEGOTIATION)
     await service.consume(purge_request(deal, uuid.uuid4()))
-    moved = OpportunityStageChanged(
-        opportunity_id=uuid.UUID(deal),
-        from_stage=Stage.NEGOTIATION,
-        to_stage=Stage.PROPOSAL,
-        probability=50,
-        changed_by="alice",
-        changed_at=datetime.now(UTC),
-        days_in_previous_stage=1.0,
-        owners=["alice", "bob"],
-        version=2,
+    # The whole deal again (as `opportunity.updated` carries it), numbered past every
+    # event applied: an open stage, and bob among the owners.
+    await service.deal(
+        opportunity_id=uuid.UUID(deal), owners=("alice", "bob"), stage=Stage.PROPOSAL, sequence=50
     )
-    await service.consume(moved, sequence=50)
     unseen = uuid.uuid4()
     await service.consume(purge_request(str(unseen), uuid.uuid4()))
     await service.deal(opportunity_id=unseen, stage=Stage.PROPOSAL, sequence=1)

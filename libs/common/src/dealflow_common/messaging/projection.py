@@ -98,7 +98,9 @@ class ProjectionRows:
         self._select = select(table).where(column == bindparam("b_key"))
         self._update = update(table).where(column == bindparam("b_key"))
         self._insert_if_absent = {
-            name: dialect.insert(table).on_conflict_do_nothing(index_elements=[column])
+            name: dialect.insert(table)
+            .on_conflict_do_nothing(index_elements=[column])
+            .returning(*table.c)
             for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
         }
 
@@ -115,13 +117,17 @@ class ProjectionRows:
         """The row of `unseen`'s key, locked; `unseen` is added first when there is none.
 
         The row is looked for first: every event but a deal's first finds it, so adding
-        costs its statement only once per row.
+        costs its statement only once per row. The row added is returned by its insert
+        (and is this transaction's until it commits); only when another transaction
+        added it meanwhile is it read again, locked.
         """
         row = await self.get(connection, unseen[self._key], lock=True)
         if row is not None:
             return row
-        await connection.execute(self._insert_if_absent[connection.dialect.name], dict(unseen))
-        row = await self.get(connection, unseen[self._key], lock=True)
+        added = await connection.execute(
+            self._insert_if_absent[connection.dialect.name], dict(unseen)
+        )
+        row = added.first() or await self.get(connection, unseen[self._key], lock=True)
         assert row is not None  # inserted above, or inserted by another and committed
         return row
 

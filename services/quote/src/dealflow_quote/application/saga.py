@@ -2,7 +2,8 @@
 
 Handlers of `dealflow.opportunity.events`, each applied once through the inbox:
 - every event keeps the projection of the opportunity (stage, owners, team, shares), each
-  field moving forward only: a late or re-sent event never sets a field back;
+  field moving forward only: a late or re-sent event never sets a field back (a move
+  between two open stages is skipped: see `stage_changed`);
 - `opportunity.won` marks the winning quote accepted and abandons the other open
   quotes; `opportunity.lost` abandons them all;
 - `opportunity.acceptance_refused` returns the quote to presented, and abandons it
@@ -32,7 +33,7 @@ from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.messaging.consumer import EventHandler, IncomingEvent
 from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
-from dealflow_quote.domain.access import DealFacts, KnownOpportunity
+from dealflow_quote.domain.access import OPEN_STAGES, DealFacts, KnownOpportunity
 from dealflow_quote.domain.model import Quote
 
 SYSTEM = "system:quote"
@@ -73,7 +74,14 @@ async def opportunity_state(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> 
 
 
 async def stage_changed(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None:
+    """Only a move into a closed stage is learnt. This service asks only whether a deal
+    is open (a closed deal is never reopened), and the owners a move carries changed, if
+    at all, with their own event (`opportunity.assigned`): a move between open stages
+    would cost two statements and change nothing it decides on. Skipping depends on the
+    event alone, so any order of arrival still leaves the same copy."""
     payload: OpportunityStageChanged = event.payload
+    if payload.to_stage in OPEN_STAGES:
+        return
     await _learn(
         uow,
         payload.opportunity_id,
