@@ -44,3 +44,18 @@ async def test_an_unknown_opportunity_is_waited_for_at_most_the_limit() -> None:
         return False
 
     await asyncio.wait_for(arrivals.wait_for(uuid.uuid4(), never, at_most=0.05), 1.0)
+
+
+async def test_rechecks_grow_further_apart() -> None:
+    # A quarter of a second apart for good, a wait of a second or more under load cost a
+    # statement every quarter: they double instead (0.01, 0.02, 0.04, ... here).
+    arrivals = OpportunityArrivals(recheck=0.01)
+    checks = 0
+
+    async def never() -> bool:
+        nonlocal checks
+        checks += 1
+        return False
+
+    await arrivals.wait_for(uuid.uuid4(), never, at_most=0.3)
+    assert checks <= 7  # at an even 0.01 it would be about 30

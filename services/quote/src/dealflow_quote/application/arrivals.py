@@ -4,7 +4,8 @@ A client typically creates an opportunity and quotes it a moment later, before t
 opportunity's events have reached this service. The request waits; the consumer of
 this replica announces each opportunity it commits, so the wait ends at once. Another
 replica's consumer may be the one that learns of it, so waiters also look again on
-their own every `recheck` seconds.
+their own: after `recheck` seconds, then twice as long each time. Under load the event
+can be a second or more away, and a look every quarter second cost a statement each.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ class OpportunityArrivals:
         arrived = self._waiting.setdefault(opportunity_id, asyncio.Event())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + at_most
+        recheck = self._recheck
         try:
             while (remaining := deadline - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), min(remaining, self._recheck))
+                    await asyncio.wait_for(arrived.wait(), min(remaining, recheck))
                 if await known():
                     return
                 arrived.clear()
+                recheck *= 2
         finally:
             if self._waiting.get(opportunity_id) is arrived:
                 del self._waiting[opportunity_id]

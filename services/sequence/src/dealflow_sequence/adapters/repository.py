@@ -67,10 +67,36 @@ class DefinitionCache:
         self._found[(definition.id, definition.version)] = definition
 
 
+_TRIGGERED_BY = (
+    select(sequences, sequence_versions.c.document)
+    .join(
+        sequence_versions,
+        and_(
+            sequence_versions.c.sequence_id == sequences.c.id,
+            sequence_versions.c.version == sequences.c.version,
+        ),
+    )
+    .where(sequences.c.trigger_event == bindparam("b_event"), sequences.c.retired_at.is_(None))
+    .order_by(sequences.c.created_at, sequences.c.id)
+)
+_LIVE_OF = (
+    select(enrollments)
+    .where(
+        enrollments.c.opportunity_id == bindparam("b_opportunity"),
+        enrollments.c.state.in_([s.value for s in LIVE]),
+    )
+    .order_by(enrollments.c.enrolled_at, enrollments.c.id)
+)
+_LIVE_OF_LOCKED = _LIVE_OF.with_for_update()
+
+
 class SequenceRepository:
     def __init__(self, connection: AsyncConnection, cache: DefinitionCache) -> None:
         self._connection = connection
         self._cache = cache
+        self._triggered: dict[str, list[SequenceDefinition]] = {}
+        """`triggered_by`'s answers in this unit of work: a batch of events asks the same
+        question once per event, and the answer cannot change within it."""
 
     async def add(self, definition: SequenceDefinition) -> None:
         await self._connection.execute(insert(sequences).values(**_head_row(definition)))
@@ -152,19 +178,11 @@ class SequenceRepository:
 
     async def triggered_by(self, event_type: str) -> list[SequenceDefinition]:
         """The current versions of the sequences not retired that start on `event_type`."""
-        query = (
-            select(sequences, sequence_versions.c.document)
-            .join(
-                sequence_versions,
-                and_(
-                    sequence_versions.c.sequence_id == sequences.c.id,
-                    sequence_versions.c.version == sequences.c.version,
-                ),
-            )
-            .where(sequences.c.trigger_event == event_type, sequences.c.retired_at.is_(None))
-            .order_by(sequences.c.created_at, sequences.c.id)
-        )
-        return [_to_definition(r, r.version) for r in await self._connection.execute(query)]
+        found = self._triggered.get(event_type)
+        if found is None:
+            rows = await self._connection.execute(_TRIGGERED_BY, {"b_event": event_type})
+            found = self._triggered[event_type] = [_to_definition(r, r.version) for r in rows]
+        return list(found)
 
 
 def _unretired(definition: SequenceDefinition) -> SequenceDefinition:
@@ -224,15 +242,9 @@ class EnrollmentRepository:
         return self._keep(rows)[0]
 
     async def live_of(self, opportunity_id: UUID) -> list[Enrollment]:
-        query = self._locking(
-            select(enrollments)
-            .where(
-                enrollments.c.opportunity_id == opportunity_id,
-                enrollments.c.state.in_([s.value for s in LIVE]),
-            )
-            .order_by(enrollments.c.enrolled_at, enrollments.c.id)
-        )
-        return self._keep((await self._connection.execute(query)).all())
+        query = _LIVE_OF_LOCKED if is_postgres(self._connection) else _LIVE_OF
+        rows = await self._connection.execute(query, {"b_opportunity": opportunity_id})
+        return self._keep(rows.all())
 
     async def due(self, now: datetime, limit: int) -> list[Enrollment]:
         """Active enrollments whose next step is due, earliest first, locked; rows another
