@@ -89,13 +89,9 @@ _WHOLE_LINES = (
     .label("whole_lines")
 )
 _WHOLE_QUOTE_FOR_UPDATE = (
-    select(quotes, _WHOLE_LINES)
-    .where(quotes.c.id == bindparam("b_id"))
-    .with_for_update(of=quotes)
+    select(quotes, _WHOLE_LINES).where(quotes.c.id == bindparam("b_id")).with_for_update(of=quotes)
 )
-_WHOLE_OPEN_QUOTES_FOR_UPDATE = _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(
-    of=quotes
-)
+_WHOLE_OPEN_QUOTES_FOR_UPDATE = _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(of=quotes)
 _KNOWN = ProjectionRows(known_opportunities)
 
 
@@ -127,7 +123,9 @@ class QuoteRepository:
     async def _whole(self, query: Any, parameters: dict[str, Any]) -> list[Quote]:
         """Quotes read with their lines in one statement (PostgreSQL), locked."""
         rows = (await self._connection.execute(query, parameters)).all()
-        loaded = [to_quote(r, [_line_from_array(line) for line in r.whole_lines or ()]) for r in rows]
+        loaded = [
+            to_quote(r, [_line_from_array(line) for line in r.whole_lines or ()]) for r in rows
+        ]
         for quote in loaded:
             self._loaded[quote.id] = quote.version
         return loaded
