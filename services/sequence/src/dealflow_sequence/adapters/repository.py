@@ -96,7 +96,8 @@ class SequenceRepository:
         self._cache = cache
         self._triggered: dict[str, list[SequenceDefinition]] = {}
         """`triggered_by`'s answers in this unit of work: a batch of events asks the same
-        question once per event, and the answer cannot change within it."""
+        question once per event. A sequence created meanwhile starts with the next batch,
+        as it would have had the batch run a moment earlier."""
 
     async def add(self, definition: SequenceDefinition) -> None:
         await self._connection.execute(insert(sequences).values(**_head_row(definition)))
