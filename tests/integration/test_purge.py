@@ -203,10 +203,13 @@ class Api:
         await eventually(at_rest)
 
     async def known_to_the_agent(self, deals: dict[str, list[str]]) -> None:
-        """Until the purge service's projection has each deal's stage and every quote."""
+        """Until the purge service's projection knows each deal, closed if it is closed
+        (the agent keeps no open stage but "open"), and every quote of it."""
+        closed_stages = {"closed_won", "closed_lost"}
 
         async def known() -> bool:
             for deal, quotes in deals.items():
+                actual = (await self.opportunity.get(f"/opportunities/{deal}")).json()["stage"]
                 stage = await self.rows(
                     "purge", "SELECT stage FROM {s}.known_deals WHERE opportunity_id = :d", d=deal
                 )
@@ -215,7 +218,9 @@ class Api:
                     "SELECT quote_id FROM {s}.known_quotes WHERE opportunity_id = :d",
                     d=deal,
                 )
-                if not stage or {str(q) for (q,) in seen} != set(quotes):
+                if not stage or (stage[0][0] in closed_stages) != (actual in closed_stages):
+                    return False
+                if {str(q) for (q,) in seen} != set(quotes):
                     return False
             return True
 
@@ -453,7 +458,13 @@ async def test_the_opportunity_service_refuses_a_deal_whose_quotes_are_left(stac
         )
 
     await eventually(counted_by_the_opportunity_service)
-    await api.purge.post("/purge/holds", json={"opportunity_id": deal, "reason": "this test"})
+    # A hold is placed on a deal the agent knows: its projection is a background
+    # consumer, and may learn of the deal a moment after the opportunity service.
+    await api.known_to_the_agent({deal: quotes})
+    placed = await api.purge.post(
+        "/purge/holds", json={"opportunity_id": deal, "reason": "this test"}
+    )
+    assert placed.status_code == 201, placed.text
     request = OpportunityPurgeRequested(
         opportunity_id=uuid.UUID(deal),
         run_id=uuid.uuid4(),
