@@ -9,7 +9,8 @@ sorts what it finds into:
   records; a poison record a group committed past without dead-lettering it;
 - stuck: a quote left in accept_pending; an open quote of a closed opportunity; an
   accepted (202) deal whose opportunity is still open; an accepted quote without its
-  order; a projection (quote's known_opportunities) that differs from its source; a
+  order; a projection (quote's known_opportunities) that differs from its source (its
+  stage only as open or closed, which is all that service keeps); a
   consumer group behind the end of a topic it consumes; a group not yet past a poison
   record;
 - violations: a state no amount of waiting fixes: a won deal with the wrong quote, two
@@ -371,8 +372,14 @@ class Checker:
         if projected is None:
             findings.stuck.append(f"quote's projection has no row for {opportunity_id}")
             return
-        source = (opportunity["stage"], owners, opportunity["team_id"])
-        copy = (projected["stage"], orjson.loads(projected["owners"]), projected["team_id"])
+        # The quote service keeps whether a deal is open, not which open stage it is in
+        # (it skips moves between open stages): the stages are compared as that.
+        source = (_openness(opportunity["stage"]), owners, opportunity["team_id"])
+        copy = (
+            _openness(projected["stage"]),
+            orjson.loads(projected["owners"]),
+            projected["team_id"],
+        )
         if source != copy:
             findings.stuck.append(
                 f"quote's projection of {opportunity_id} is {copy}, the opportunity {source}"
@@ -524,3 +531,11 @@ def _unchanged(before: dict[str, str], after: dict[str, str], findings: Findings
 def listed(items: list[str], limit: int = MAX_LISTED) -> list[str]:
     """The first `limit` items, and how many more there were."""
     return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+
+
+_OPEN_STAGES = frozenset({"lead", "qualification", "proposal", "negotiation"})
+
+
+def _openness(stage: str) -> str:
+    """An open stage as "open"; a closed (or purge) stage as itself."""
+    return "open" if stage in _OPEN_STAGES else stage
