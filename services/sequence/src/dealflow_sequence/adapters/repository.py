@@ -67,18 +67,17 @@ class DefinitionCache:
         self._found[(definition.id, definition.version)] = definition
 
 
-_TRIGGERED_BY = (
-    select(sequences, sequence_versions.c.document)
-    .join(
-        sequence_versions,
-        and_(
-            sequence_versions.c.sequence_id == sequences.c.id,
-            sequence_versions.c.version == sequences.c.version,
-        ),
-    )
-    .where(sequences.c.trigger_event == bindparam("b_event"), sequences.c.retired_at.is_(None))
-    .order_by(sequences.c.created_at, sequences.c.id)
+_CURRENT_VERSIONS = select(sequences, sequence_versions.c.document).join(
+    sequence_versions,
+    and_(
+        sequence_versions.c.sequence_id == sequences.c.id,
+        sequence_versions.c.version == sequences.c.version,
+    ),
 )
+"""Each sequence with the document of its current version."""
+_TRIGGERED_BY = _CURRENT_VERSIONS.where(
+    sequences.c.trigger_event == bindparam("b_event"), sequences.c.retired_at.is_(None)
+).order_by(sequences.c.created_at, sequences.c.id)
 _LIVE_OF = (
     select(enrollments)
     .where(
@@ -123,17 +122,7 @@ class SequenceRepository:
 
     async def get(self, sequence_id: UUID, *, lock: bool = False) -> SequenceDefinition:
         """The current version."""
-        query = (
-            select(sequences, sequence_versions.c.document)
-            .join(
-                sequence_versions,
-                and_(
-                    sequence_versions.c.sequence_id == sequences.c.id,
-                    sequence_versions.c.version == sequences.c.version,
-                ),
-            )
-            .where(sequences.c.id == sequence_id)
-        )
+        query = _CURRENT_VERSIONS.where(sequences.c.id == sequence_id)
         if lock and is_postgres(self._connection):
             query = query.with_for_update(of=sequences)
         row = (await self._connection.execute(query)).first()
@@ -162,17 +151,7 @@ class SequenceRepository:
         return definition
 
     async def listed(self, include_retired: bool) -> list[SequenceDefinition]:
-        query = (
-            select(sequences, sequence_versions.c.document)
-            .join(
-                sequence_versions,
-                and_(
-                    sequence_versions.c.sequence_id == sequences.c.id,
-                    sequence_versions.c.version == sequences.c.version,
-                ),
-            )
-            .order_by(sequences.c.created_at, sequences.c.id)
-        )
+        query = _CURRENT_VERSIONS.order_by(sequences.c.created_at, sequences.c.id)
         if not include_retired:
             query = query.where(sequences.c.retired_at.is_(None))
         return [_to_definition(r, r.version) for r in await self._connection.execute(query)]
