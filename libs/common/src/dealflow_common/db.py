@@ -31,6 +31,7 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
+from dealflow_common.direct import count_direct_statements
 from dealflow_common.settings import ServiceSettings
 
 # Autoincrementing 64-bit ids; SQLite only autoincrements an INTEGER PRIMARY KEY.
@@ -194,4 +195,5 @@ def count_statements(engine: AsyncEngine, registry: CollectorRegistry) -> None:
         commits.inc()
 
     event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    count_direct_statements(engine, statements.inc)
     event.listen(engine.sync_engine, "commit", on_commit)

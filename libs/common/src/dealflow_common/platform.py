@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dealflow_common.audit import RefusalAudit
 from dealflow_common.auth import TokenVerifier
 from dealflow_common.db import count_statements, create_engine, read_only
+from dealflow_common.direct import run_through_sqlalchemy
 from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, EventHandler
 from dealflow_common.messaging.kafka import (
     ConsumerLoop,
@@ -194,6 +195,8 @@ def build_platform(
         # instrumentation declares SQLAlchemy < 2.1; the engine events it listens to are
         # unchanged in 2.1, and tests/integration/test_tracing.py checks it still works.
         SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+        # Its spans come from SQLAlchemy's events, which direct statements do not fire.
+        run_through_sqlalchemy(engine)
     producer = KafkaProducer(settings)
     registry = CollectorRegistry()
     count_statements(engine, registry)

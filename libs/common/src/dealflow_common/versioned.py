@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import NotFound, StaleVersion
 
 
@@ -27,10 +28,14 @@ class VersionedTable:
         self.entity = entity
         # Built once and executed with parameters: statements built per call cost more
         # CPU than the database spends running them.
-        self._update = update(table).where(
-            table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version")
+        self._update = DirectStatement(
+            update(table).where(
+                table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version")
+            )
         )
-        self._current_version = select(table.c.version).where(table.c.id == bindparam("b_id"))
+        self._current_version = DirectStatement(
+            select(table.c.version).where(table.c.id == bindparam("b_id"))
+        )
 
     async def save(
         self,
@@ -44,12 +49,12 @@ class VersionedTable:
         Raises `StaleVersion` with the row's current version when another transaction
         saved it since, or `NotFound` when it is gone; nothing is written then.
         """
-        result = await connection.execute(
-            self._update, {**values, "b_id": row_id, "b_version": loaded_version}
+        changed = await self._update.rowcount(
+            connection, {**values, "b_id": row_id, "b_version": loaded_version}
         )
-        if result.rowcount == 1:
+        if changed == 1:
             return
-        current = await connection.scalar(self._current_version, {"b_id": row_id})
+        current = await self._current_version.first(connection, {"b_id": row_id})
         if current is None:
             raise NotFound(self.entity, row_id)
-        raise StaleVersion(self.entity, loaded_version, int(current))
+        raise StaleVersion(self.entity, loaded_version, int(current.version))

@@ -47,6 +47,7 @@ from dealflow_common.context import FlowContext
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.envelope import CONTENT_TYPE
 from dealflow_common.db import is_postgres, read_only
+from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
 from dealflow_common.telemetry import end_publish_span, start_publish_span, tracing_enabled
 
@@ -107,8 +108,8 @@ class Outbox:
             )
         if is_postgres(connection):
             # Allocate the sequences and insert the rows in one statement.
-            await connection.execute(
-                _APPEND_NUMBERED,
+            await _APPEND_NUMBERED.rowcount(
+                connection,
                 {
                     "event_ids": [r["event_id"] for r in rows],
                     "topics": [r["topic"] for r in rows],
@@ -161,8 +162,9 @@ def _numbered(envelope: str, sequence: int) -> str:
 # PostgreSQL: the sequence upsert (in subject order, as `_allocate_sequences`) and the
 # outbox insert as one statement, each row numbered from what the upsert returned and
 # inserted in the order the events were recorded (the relay publishes in id order).
-_APPEND_NUMBERED = text(
-    """
+_APPEND_NUMBERED = DirectStatement(
+    text(
+        """
 WITH counts AS (
     SELECT subject, count(*) AS n
     FROM unnest(CAST(:subjects AS text[])) AS subject
@@ -191,6 +193,7 @@ JOIN counts AS c ON c.subject = e.subject
 JOIN allocated AS a ON a.subject = e.subject
 ORDER BY e.position
 """
+    )
 )
 
 _INSERT_OUTBOX = outbox.insert()
@@ -379,7 +382,7 @@ class OutboxRelay:
             return 0
         async with self._engine.connect() as connection:
             connection = await read_only(connection)
-            rows = (await connection.execute(_select_unsent(self._batch_size))).all()
+            rows = await _select_unsent(self._batch_size).all(connection, {})
             await connection.rollback()
         if not rows:
             return 0
@@ -400,9 +403,8 @@ class OutboxRelay:
                     # One statement is a transaction of its own: on PostgreSQL it runs in
                     # autocommit, without the BEGIN and COMMIT round trips.
                     connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                await connection.execute(
-                    _stamp_sent(connection.dialect.name),
-                    {"b_ids": sent_ids, "b_sent_at": self._clock()},
+                await _stamp_sent(connection.dialect.name).rowcount(
+                    connection, {"b_ids": sent_ids, "b_sent_at": self._clock()}
                 )
                 await connection.commit()
         if held_back:
@@ -505,8 +507,8 @@ class OutboxRelay:
 
 
 @functools.cache
-def _select_unsent(limit: int) -> Any:
-    return (
+def _select_unsent(limit: int) -> DirectStatement:
+    return DirectStatement(
         select(
             outbox.c.id,
             outbox.c.event_id,
@@ -522,7 +524,7 @@ def _select_unsent(limit: int) -> Any:
 
 
 @functools.cache
-def _stamp_sent(dialect: str) -> Any:
+def _stamp_sent(dialect: str) -> DirectStatement:
     """Stamp rows sent. On PostgreSQL the ids travel as one array, so the statement's
     text is the same whatever their number and stays prepared (an `IN` list of each
     length was a statement of its own, prepared again and again)."""
@@ -532,7 +534,7 @@ def _stamp_sent(dialect: str) -> Any:
         if dialect == "postgresql"
         else outbox.c.id.in_(bindparam("b_ids", expanding=True))
     )
-    return update(outbox).where(matching).values(sent_at=bindparam("b_sent_at"))
+    return DirectStatement(update(outbox).where(matching).values(sent_at=bindparam("b_sent_at")))
 
 
 def _creation_trace(envelope: str) -> dict[str, str] | None:

@@ -28,6 +28,8 @@ from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dealflow_common.direct import DirectStatement
+
 
 class ForeignSource(ValueError):
     """An event from another source than the one whose sequences the projection holds."""
@@ -95,12 +97,17 @@ class ProjectionRows:
     def __init__(self, table: Table, key: str = "id") -> None:
         self._key = key
         column = table.c[key]
-        self._select = select(table).where(column == bindparam("b_key"))
-        self._update = update(table).where(column == bindparam("b_key"))
+        select_row = select(table).where(column == bindparam("b_key"))
+        self._select = DirectStatement(select_row)
+        self._select_for_update = DirectStatement(select_row.with_for_update())
+        self._select_for_share = DirectStatement(select_row.with_for_update(read=True))
+        self._update = DirectStatement(update(table).where(column == bindparam("b_key")))
         self._insert_if_absent = {
-            name: dialect.insert(table)
-            .on_conflict_do_nothing(index_elements=[column])
-            .returning(*table.c)
+            name: DirectStatement(
+                dialect.insert(table)
+                .on_conflict_do_nothing(index_elements=[column])
+                .returning(*table.c)
+            )
             for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
         }
 
@@ -110,8 +117,9 @@ class ProjectionRows:
         """The row, unlocked; `lock` holds it for update, `share` for share (PostgreSQL)."""
         query = self._select
         if (lock or share) and connection.dialect.name == "postgresql":
-            query = query.with_for_update(read=share and not lock)
-        return (await connection.execute(query, {"b_key": key})).first()
+            query = self._select_for_update if lock else self._select_for_share
+        row: Row[Any] | None = await query.first(connection, {"b_key": key})
+        return row
 
     async def lock_or_add(self, connection: AsyncConnection, unseen: Mapping[str, Any]) -> Row[Any]:
         """The row of `unseen`'s key, locked; `unseen` is added first when there is none.
@@ -124,14 +132,14 @@ class ProjectionRows:
         row = await self.get(connection, unseen[self._key], lock=True)
         if row is not None:
             return row
-        added = await connection.execute(
-            self._insert_if_absent[connection.dialect.name], dict(unseen)
+        insert = self._insert_if_absent[connection.dialect.name]
+        row = await insert.first(connection, unseen) or await self.get(
+            connection, unseen[self._key], lock=True
         )
-        row = added.first() or await self.get(connection, unseen[self._key], lock=True)
         assert row is not None  # inserted above, or inserted by another and committed
         return row
 
     async def save(self, connection: AsyncConnection, values: Mapping[str, Any]) -> None:
         """Write every column of `values` but the key, to the row of its key."""
         changed = {name: value for name, value in values.items() if name != self._key}
-        await connection.execute(self._update, {**changed, "b_key": values[self._key]})
+        await self._update.rowcount(connection, {**changed, "b_key": values[self._key]})

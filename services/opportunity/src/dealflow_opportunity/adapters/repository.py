@@ -36,6 +36,7 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.db import is_postgres
+from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
 from dealflow_opportunity.adapters import search
@@ -59,7 +60,7 @@ from dealflow_opportunity.domain.next_action import NextActionSource
 # Statements are built once and executed with parameters: building them per call (with
 # values inlined) cost more CPU than the database spent running them.
 _SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
-_INSERT = insert(opportunities)
+_INSERT = DirectStatement(insert(opportunities))
 _VERSIONED = VersionedTable(opportunities, "opportunity")
 # Where the next action came from is bookkeeping, not a change of the deal: written
 # without a new version (the row is locked by the one changing it).
@@ -71,7 +72,7 @@ _SAVE_BOOKKEEPING = (
 _DELETE_OWNERS = delete(opportunity_owners).where(
     opportunity_owners.c.opportunity_id == bindparam("b_id")
 )
-_INSERT_OWNERS = insert(opportunity_owners)
+_INSERT_OWNERS = DirectStatement(insert(opportunity_owners))
 _DELETE_SHARES = delete(opportunity_shares).where(
     opportunity_shares.c.opportunity_id == bindparam("b_id")
 )
@@ -86,7 +87,7 @@ _SHARES_OF = (
     .where(opportunity_shares.c.opportunity_id.in_(bindparam("b_ids", expanding=True)))
     .order_by(opportunity_shares.c.opportunity_id, opportunity_shares.c.position)
 )
-_INSERT_HISTORY = insert(sales_history)
+_INSERT_HISTORY = DirectStatement(insert(sales_history))
 _INSERT_NOTES = insert(notes)
 _INSERT_ASSIGNMENTS = insert(assignment_history)
 _OWNERS_OF = (
@@ -124,7 +125,8 @@ _WHOLE = select(
     .scalar_subquery()
     .label("whole_shares"),
 ).where(opportunities.c.id == bindparam("b_id"))
-_WHOLE_FOR_UPDATE = _WHOLE.with_for_update(of=opportunities)
+_WHOLE_FOR_UPDATE = DirectStatement(_WHOLE.with_for_update(of=opportunities))
+_WHOLE_UNLOCKED = DirectStatement(_WHOLE)
 
 
 class OpportunityRepository:
@@ -144,7 +146,7 @@ class OpportunityRepository:
         return opportunity
 
     async def add(self, opportunity: Opportunity) -> None:
-        await self._connection.execute(_INSERT, _to_row(opportunity))
+        await _INSERT.rowcount(self._connection, _to_row(opportunity))
         await self._write_entries(opportunity, new=True)
         await self._search.add(opportunity)
 
@@ -186,8 +188,8 @@ class OpportunityRepository:
             if not new:
                 await connection.execute(_DELETE_OWNERS, {"b_id": opportunity.id})
             if opportunity.owners:
-                await connection.execute(
-                    _INSERT_OWNERS,
+                await _INSERT_OWNERS.each(
+                    connection,
                     [
                         {"opportunity_id": opportunity.id, "user_id": user, "position": i}
                         for i, user in enumerate(opportunity.owners)
@@ -213,8 +215,8 @@ class OpportunityRepository:
                 )
             opportunity.shares_changed = False
         if opportunity.new_history:
-            await connection.execute(
-                _INSERT_HISTORY,
+            await _INSERT_HISTORY.each(
+                connection,
                 [
                     {
                         "opportunity_id": opportunity.id,
@@ -405,8 +407,8 @@ async def _load(
 ) -> Opportunity | None:
     """One deal with its owners and shares; `for_update` locks its row (PostgreSQL)."""
     if is_postgres(connection):
-        query = _WHOLE_FOR_UPDATE if for_update else _WHOLE
-        row = (await connection.execute(query, {"b_id": opportunity_id})).first()
+        query = _WHOLE_FOR_UPDATE if for_update else _WHOLE_UNLOCKED
+        row = await query.first(connection, {"b_id": opportunity_id})
         if row is None:
             return None
         shares = [

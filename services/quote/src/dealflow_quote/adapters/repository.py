@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Text, bindparam, cast, delete, func, insert, select, tuple_
+from sqlalchemy import JSON, Text, any_, bindparam, cast, delete, func, insert, select, tuple_
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +24,7 @@ from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
+from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_quote.adapters.tables import (
@@ -42,7 +44,7 @@ from dealflow_quote.domain.pricing import QuoteLine
 
 # Statements are built once and executed with parameters (see the opportunity service).
 _SELECT_QUOTE = select(quotes).where(quotes.c.id == bindparam("b_id"))
-_INSERT_QUOTE = insert(quotes)
+_INSERT_QUOTE = DirectStatement(insert(quotes))
 _VERSIONED_QUOTE = VersionedTable(quotes, "quote")
 _VERSIONED_PRODUCT = VersionedTable(products, "product")
 _VERSIONED_BUNDLE = VersionedTable(bundles, "bundle")
@@ -88,10 +90,19 @@ _WHOLE_LINES = (
     .scalar_subquery()
     .label("whole_lines")
 )
-_WHOLE_QUOTE_FOR_UPDATE = (
+_WHOLE_QUOTE_FOR_UPDATE = DirectStatement(
     select(quotes, _WHOLE_LINES).where(quotes.c.id == bindparam("b_id")).with_for_update(of=quotes)
 )
-_WHOLE_OPEN_QUOTES_FOR_UPDATE = _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(of=quotes)
+_WHOLE_OPEN_QUOTES_FOR_UPDATE = DirectStatement(
+    select(quotes, _WHOLE_LINES)
+    .where(
+        quotes.c.opportunity_id == bindparam("b_opportunity"),
+        # One array: a direct statement binds no list of its own length (`in_`).
+        quotes.c.status == any_(postgresql.array([s.value for s in lifecycle.OPEN])),
+    )
+    .order_by(quotes.c.created_at, quotes.c.id)
+    .with_for_update(of=quotes)
+)
 _KNOWN = ProjectionRows(known_opportunities)
 
 
@@ -120,9 +131,9 @@ class QuoteRepository:
         ).all()
         return await self._with_lines(rows)
 
-    async def _whole(self, query: Any, parameters: dict[str, Any]) -> list[Quote]:
+    async def _whole(self, query: DirectStatement, parameters: dict[str, Any]) -> list[Quote]:
         """Quotes read with their lines in one statement (PostgreSQL), locked."""
-        rows = (await self._connection.execute(query, parameters)).all()
+        rows = await query.all(self._connection, parameters)
         loaded = [
             to_quote(r, [_line_from_array(line) for line in r.whole_lines or ()]) for r in rows
         ]
@@ -166,7 +177,7 @@ class QuoteRepository:
         return loaded
 
     async def add(self, quote: Quote) -> None:
-        await self._connection.execute(_INSERT_QUOTE, _quote_row(quote))
+        await _INSERT_QUOTE.rowcount(self._connection, _quote_row(quote))
         await self._write_lines(quote, new=True)
         self._loaded[quote.id] = quote.version
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.deal_access import shares_from_document, shares_to_document
+from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_reporting.adapters.tables import (
     deal_owner_sums,
@@ -38,18 +39,18 @@ class DealStore:
         self._sum_changes: dict[bool, dict[SumKey, list[int]]] = {False: {}, True: {}}
 
     async def get_for_update(self, opportunity_id: UUID) -> ReportedDeal | None:
-        query = _SELECT_FOR_UPDATE if self._postgres else _SELECT
-        row = (await self._connection.execute(query, {"b_id": opportunity_id})).mappings().first()
-        return None if row is None else _deal(row)
+        query = _SELECT_FOR_UPDATE if self._postgres else _SELECT_UNLOCKED
+        row = await query.first(self._connection, {"b_id": opportunity_id})
+        return None if row is None else _deal(row._mapping)
 
     async def save(
         self, deal: ReportedDeal, *, new: bool, owners_changed: bool, shares_changed: bool = False
     ) -> None:
         values = _row(deal)
         if new:
-            await self._connection.execute(_INSERT_DEAL, values)
+            await _INSERT_DEAL.rowcount(self._connection, values)
         else:
-            await self._connection.execute(_UPDATE_DEAL, {**values, "b_id": deal.id})
+            await _UPDATE_DEAL.rowcount(self._connection, {**values, "b_id": deal.id})
         if owners_changed:
             if not new:  # a new deal has no owner rows to replace
                 await self._connection.execute(
@@ -143,9 +144,10 @@ _OWNER_SUM_KEYS = ("kind", "stage", "owner_key", *_SUM_KEYS[2:])
 # Statements are built once and executed with parameters: built per event (with the
 # values inlined) they were compiled again each time, a fifth of the service's CPU.
 _SELECT = select(deals).where(deals.c.opportunity_id == bindparam("b_id"))
-_SELECT_FOR_UPDATE = _SELECT.with_for_update()
-_INSERT_DEAL = insert(deals)
-_UPDATE_DEAL = update(deals).where(deals.c.opportunity_id == bindparam("b_id"))
+_SELECT_FOR_UPDATE = DirectStatement(_SELECT.with_for_update())
+_SELECT_UNLOCKED = DirectStatement(_SELECT)
+_INSERT_DEAL = DirectStatement(insert(deals))
+_UPDATE_DEAL = DirectStatement(update(deals).where(deals.c.opportunity_id == bindparam("b_id")))
 
 
 @functools.cache

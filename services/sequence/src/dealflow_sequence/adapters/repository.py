@@ -14,7 +14,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, any_, bindparam, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +23,7 @@ from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.contracts.sequence import StepAction, TaskKind
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
+from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import StaleVersion
 from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_common.versioned import VersionedTable
@@ -86,7 +88,17 @@ _LIVE_OF = (
     )
     .order_by(enrollments.c.enrolled_at, enrollments.c.id)
 )
-_LIVE_OF_LOCKED = _LIVE_OF.with_for_update()
+# On PostgreSQL the same read, run directly (every opportunity event asks it); the
+# states as one array, as a direct statement binds no list of its own length.
+_LIVE_OF_LOCKED = DirectStatement(
+    select(enrollments)
+    .where(
+        enrollments.c.opportunity_id == bindparam("b_opportunity"),
+        enrollments.c.state == any_(postgresql.array([s.value for s in LIVE])),
+    )
+    .order_by(enrollments.c.enrolled_at, enrollments.c.id)
+    .with_for_update()
+)
 
 
 class SequenceRepository:
@@ -222,8 +234,10 @@ class EnrollmentRepository:
         return self._keep(rows)[0]
 
     async def live_of(self, opportunity_id: UUID) -> list[Enrollment]:
-        query = _LIVE_OF_LOCKED if is_postgres(self._connection) else _LIVE_OF
-        rows = await self._connection.execute(query, {"b_opportunity": opportunity_id})
+        if is_postgres(self._connection):
+            locked = await _LIVE_OF_LOCKED.all(self._connection, {"b_opportunity": opportunity_id})
+            return self._keep(locked)
+        rows = await self._connection.execute(_LIVE_OF, {"b_opportunity": opportunity_id})
         return self._keep(rows.all())
 
     async def due(self, now: datetime, limit: int) -> list[Enrollment]:

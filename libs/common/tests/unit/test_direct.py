@@ -1,0 +1,160 @@
+"""Direct statements behave as `connection.execute` does: the same rows and types, the
+same transaction, the same errors; on SQLite they are `connection.execute`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    any_,
+    bindparam,
+    exc,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dealflow_common.db import ExactDecimal, JsonDocument, read_only
+from dealflow_common.direct import DirectStatement
+
+_metadata = MetaData()
+_deals = Table(
+    "direct_deals",
+    _metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("stage", String(20), nullable=False),
+    Column("owners", JsonDocument, nullable=False),
+    Column("amount", ExactDecimal, nullable=True),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    Column("version", BigInteger, nullable=False),
+)
+_SELECT = select(_deals).where(_deals.c.id == bindparam("b_id"))
+_DIRECT_SELECT = DirectStatement(_SELECT)
+_INSERT = DirectStatement(insert(_deals))
+_UPDATE = DirectStatement(update(_deals).where(_deals.c.id == bindparam("b_id")))
+
+
+@pytest.fixture
+async def deals(both_engines: AsyncEngine) -> AsyncEngine:
+    async with both_engines.begin() as connection:
+        await connection.run_sync(_metadata.create_all)
+    return both_engines
+
+
+def _deal(**changes: object) -> dict[str, object]:
+    return {
+        "id": uuid.uuid4(),
+        "stage": "lead",
+        "owners": ["ana", {"team": "north"}],
+        "amount": Decimal("1000.10"),
+        "closed_at": datetime(2026, 12, 1, 9, 30, tzinfo=UTC),
+        "version": 1,
+        **changes,
+    }
+
+
+async def test_rows_read_directly_equal_those_sqlalchemy_reads(deals: AsyncEngine) -> None:
+    deal = _deal()
+    async with deals.begin() as connection:
+        assert await _INSERT.rowcount(connection, deal) == 1
+    async with deals.connect() as connection:
+        direct = await _DIRECT_SELECT.first(connection, {"b_id": deal["id"]})
+        through = (await connection.execute(_SELECT, {"b_id": deal["id"]})).one()
+        await connection.rollback()
+    assert direct is not None
+    assert tuple(direct) == tuple(through)
+    assert direct._mapping == dict(through._mapping)
+    assert direct.owners == ["ana", {"team": "north"}]
+    assert direct.amount == Decimal("1000.10")
+    assert direct.id == deal["id"]
+
+
+async def test_an_update_names_the_rows_it_changed(deals: AsyncEngine) -> None:
+    deal = _deal()
+    async with deals.begin() as connection:
+        await _INSERT.rowcount(connection, deal)
+        changed = await _UPDATE.rowcount(connection, {"stage": "proposal", "b_id": deal["id"]})
+        missed = await _UPDATE.rowcount(connection, {"stage": "proposal", "b_id": uuid.uuid4()})
+    assert (changed, missed) == (1, 0)
+    async with deals.connect() as connection:
+        row = await _DIRECT_SELECT.first(connection, {"b_id": deal["id"]})
+        assert await _DIRECT_SELECT.first(connection, {"b_id": uuid.uuid4()}) is None
+        await connection.rollback()
+    assert row is not None
+    assert (row.stage, row.version) == ("proposal", 1)
+
+
+async def test_direct_writes_belong_to_the_transaction(deals: AsyncEngine) -> None:
+    """The first statement of a transaction may be a direct one: it begins the same
+    transaction SQLAlchemy then rolls back or commits."""
+    kept, dropped = _deal(), _deal()
+    async with deals.connect() as connection:
+        await connection.begin()
+        await _INSERT.rowcount(connection, dropped)
+        await connection.execute(insert(_deals), _deal())  # SQLAlchemy, same transaction
+        await connection.rollback()
+        await _INSERT.rowcount(connection, kept)  # autobegins, as `execute` does
+        await connection.commit()
+    async with deals.connect() as connection:
+        found = (await connection.execute(select(_deals.c.id))).scalars().all()
+        await connection.rollback()
+    assert found == [kept["id"]]
+
+
+async def test_a_read_only_connection_reads_directly(deals: AsyncEngine) -> None:
+    deal = _deal()
+    async with deals.begin() as connection:
+        await _INSERT.rowcount(connection, deal)
+    async with deals.connect() as connection:
+        connection = await read_only(connection)
+        row = await _DIRECT_SELECT.first(connection, {"b_id": deal["id"]})
+        await connection.rollback()
+    assert row is not None
+    assert row.stage == "lead"
+
+
+async def test_a_refusal_is_the_error_sqlalchemy_raises(deals: AsyncEngine) -> None:
+    deal = _deal()
+    async with deals.begin() as connection:
+        await _INSERT.rowcount(connection, deal)
+    async with deals.connect() as connection:
+        await connection.begin()
+        with pytest.raises(exc.IntegrityError) as raised:
+            await _INSERT.rowcount(connection, deal)
+        await connection.rollback()
+    code = getattr(raised.value.orig, "sqlstate", None) or getattr(
+        raised.value.orig, "sqlite_errorcode", None
+    )
+    assert code in ("23505", 1555)  # unique violation (PostgreSQL), primary key (SQLite)
+
+
+async def test_a_list_parameter_is_refused_where_statements_run_directly(
+    deals: AsyncEngine,
+) -> None:
+    """`in_` renders a placeholder per item, so its SQL changes with each run's list:
+    PostgreSQL refuses it (an array does the same); SQLite runs it through SQLAlchemy."""
+    listed = DirectStatement(select(_deals.c.id).where(_deals.c.stage.in_(["lead", "won"])))
+    as_array = DirectStatement(
+        select(_deals.c.id).where(_deals.c.stage == any_(postgresql.array(["lead", "won"])))
+    )
+    deal = _deal()
+    async with deals.begin() as connection:
+        await _INSERT.rowcount(connection, deal)
+        if deals.dialect.name == "postgresql":
+            with pytest.raises(exc.ArgumentError, match="list or callable"):
+                await listed.all(connection, {})
+            assert [row.id for row in await as_array.all(connection, {})] == [deal["id"]]
+        else:
+            assert [row.id for row in await listed.all(connection, {})] == [deal["id"]]
