@@ -41,6 +41,7 @@ from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
+from sqlalchemy import Uuid, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -48,6 +49,8 @@ from dealflow_common.context import flow
 from dealflow_common.contracts.base import EventPayload, is_known_event_type, payload_class
 from dealflow_common.contracts.envelope import CloudEvent
 from dealflow_common.contracts.topics import dead_letter_topic
+from dealflow_common.db import is_postgres
+from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.tables import inbox
 from dealflow_common.telemetry import consume_span, record_trace_headers, tracing_enabled
 from dealflow_common.uow import UnitOfWork
@@ -289,6 +292,19 @@ class EventConsumer(Generic[U]):
         """Insert the batch's event ids into the inbox, in one statement; returns the
         ids that were not there (the others were applied before)."""
         now = self._clock()
+        if is_postgres(uow.connection):
+            rows = await _REMEMBER_ON_POSTGRES.all(
+                uow.connection,
+                {
+                    "consumer_group": self.group_id,
+                    "event_ids": [envelope.id for envelope in envelopes],
+                    "event_types": [envelope.type for envelope in envelopes],
+                    "sources": [envelope.source for envelope in envelopes],
+                    "subjects": [envelope.subject for envelope in envelopes],
+                    "applied_at": now,
+                },
+            )
+            return {row.event_id for row in rows}
         remembered = await uow.connection.execute(
             _inbox_insert(uow.connection.dialect.name),
             [
@@ -438,6 +454,25 @@ def _read_headers(record: Record) -> tuple[dict[str, str], str | None]:
         except UnicodeDecodeError:
             return {}, f"header {name} is not UTF-8"
     return headers, None
+
+
+# PostgreSQL: the batch's ids travel as arrays, so the statement is one prepared
+# statement whatever the batch's size (the multi-row VALUES form is a new text per size).
+_REMEMBER_ON_POSTGRES = DirectStatement(
+    text(
+        """
+INSERT INTO inbox (consumer_group, event_id, event_type, source, subject, applied_at)
+SELECT CAST(:consumer_group AS varchar), e.event_id, e.event_type, e.source, e.subject,
+       CAST(:applied_at AS timestamptz)
+FROM unnest(
+        CAST(:event_ids AS uuid[]), CAST(:event_types AS text[]),
+        CAST(:sources AS text[]), CAST(:subjects AS text[])
+    ) AS e(event_id, event_type, source, subject)
+ON CONFLICT (consumer_group, event_id) DO NOTHING
+RETURNING event_id
+"""
+    ).columns(event_id=Uuid)
+)
 
 
 @functools.cache

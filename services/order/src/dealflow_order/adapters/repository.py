@@ -26,6 +26,7 @@ from dealflow_common.contracts.order import OrderStatus
 from dealflow_common.contracts.quote import BillingPeriod, QuoteLineData
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
+from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_order.adapters.tables import (
@@ -43,6 +44,8 @@ from dealflow_order.domain.model import EntryKind, LedgerEntry, Order, OrderNotF
 _SELECT_ORDER = select(orders).where(orders.c.id == bindparam("b_id"))
 _SELECT_ORDER_FOR_UPDATE = _SELECT_ORDER.with_for_update()
 _VERSIONED_ORDER = VersionedTable(orders, "order")
+_INSERT_ORDER = DirectStatement(insert(orders))
+_INSERT_ORDER_LINES = DirectStatement(insert(order_lines))
 _KNOWN = ProjectionRows(known_opportunities)
 _SELECT_COUNTER = select(invoice_counters.c.last_number).where(
     invoice_counters.c.year == bindparam("b_year")
@@ -68,9 +71,9 @@ class OrderRepository:
         return found is not None
 
     async def add(self, order: Order) -> None:
-        await self._connection.execute(insert(orders).values(**_order_row(order)))
-        await self._connection.execute(
-            insert(order_lines),
+        await _INSERT_ORDER.rowcount(self._connection, _order_row(order))
+        await _INSERT_ORDER_LINES.each(
+            self._connection,
             [
                 {
                     "order_id": order.id,

@@ -49,7 +49,7 @@ _VERSIONED_QUOTE = VersionedTable(quotes, "quote")
 _VERSIONED_PRODUCT = VersionedTable(products, "product")
 _VERSIONED_BUNDLE = VersionedTable(bundles, "bundle")
 _DELETE_LINES = delete(quote_lines).where(quote_lines.c.quote_id == bindparam("b_id"))
-_INSERT_LINES = insert(quote_lines)
+_INSERT_LINES = DirectStatement(insert(quote_lines))
 _LINES_OF = (
     select(quote_lines)
     .where(quote_lines.c.quote_id.in_(bindparam("b_ids", expanding=True)))
@@ -197,8 +197,8 @@ class QuoteRepository:
         if not new:  # a new quote has no lines to replace
             await self._connection.execute(_DELETE_LINES, {"b_id": quote.id})
         if quote.lines:
-            await self._connection.execute(
-                insert(quote_lines),
+            await _INSERT_LINES.each(
+                self._connection,
                 [
                     {
                         "quote_id": quote.id,

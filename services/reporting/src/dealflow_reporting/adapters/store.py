@@ -125,8 +125,8 @@ class DealStore:
         changed_at: datetime,
         days_in_previous_stage: float,
     ) -> None:
-        await self._connection.execute(
-            _stage_change_insert(self._dialect),
+        await _stage_change_insert(self._dialect).rowcount(
+            self._connection,
             {
                 "opportunity_id": opportunity_id,
                 "sequence": sequence,
@@ -167,9 +167,9 @@ def _sums_upsert(dialect: str, per_owner: bool) -> Any:
 
 
 @functools.cache
-def _stage_change_insert(dialect: str) -> Any:
+def _stage_change_insert(dialect: str) -> DirectStatement:
     insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(stage_changes).on_conflict_do_nothing()
+    return DirectStatement(insert_(stage_changes).on_conflict_do_nothing())
 
 
 def vars_of(key: SumKey, keys: tuple[str, ...]) -> tuple[object, ...]:
