@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -26,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dealflow_common.db import ExactDecimal, JsonDocument, read_only
+from dealflow_common.db import ExactDecimal, JsonDocument, count_statements, read_only
 from dealflow_common.direct import DirectStatement
 
 _metadata = MetaData()
@@ -158,3 +159,40 @@ async def test_a_list_parameter_is_refused_where_statements_run_directly(
             assert [row.id for row in await as_array.all(connection, {})] == [deal["id"]]
         else:
             assert [row.id for row in await listed.all(connection, {})] == [deal["id"]]
+
+
+# PostgreSQL only: SQLite has no server connection to lose.
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_lost_connection_is_invalidated_and_the_pool_recovers(deals: AsyncEngine) -> None:
+    """A direct statement on a connection the server dropped fails as SQLAlchemy's own
+    statements do (a DBAPIError with `connection_invalidated`, which the consumers
+    retry), and the next unit of work gets a working connection."""
+    async with deals.connect() as victim:
+        await victim.begin()
+        pid = (await victim.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+        async with deals.connect() as killer:
+            await killer.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            await killer.commit()
+        with pytest.raises(exc.DBAPIError) as raised:
+            await _DIRECT_SELECT.first(victim, {"b_id": uuid.uuid4()})
+        assert raised.value.connection_invalidated
+        await victim.rollback()
+    deal = _deal()
+    async with deals.begin() as connection:
+        await _INSERT.rowcount(connection, deal)
+    async with deals.connect() as connection:
+        assert await _DIRECT_SELECT.first(connection, {"b_id": deal["id"]}) is not None
+        await connection.rollback()
+
+
+async def test_direct_statements_are_counted_with_the_others(deals: AsyncEngine) -> None:
+    """`make bench` reports statements per deal from this counter."""
+    registry = CollectorRegistry()
+    count_statements(deals, registry)
+    async with deals.begin() as connection:
+        await connection.execute(select(_deals.c.id))  # SQLite's BEGIN is a statement too
+        before = registry.get_sample_value("dealflow_db_statements_total")
+        await _INSERT.rowcount(connection, _deal())
+        await _DIRECT_SELECT.first(connection, {"b_id": uuid.uuid4()})
+        await connection.execute(select(_deals.c.id))
+    assert registry.get_sample_value("dealflow_db_statements_total") == (before or 0) + 3
