@@ -442,6 +442,30 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+POOL_SIZE_DEFAULT = 20
+"""`database_pool_size`'s default, what one replica of each service runs with."""
+CONNECTIONS_RESERVED = 10
+"""Connections the bench keeps for itself beside its baseline's (admin, invariants)."""
+
+
+async def pool_size_within(
+    admin: asyncpg.Connection, args: argparse.Namespace, services: Mapping[str, Any]
+) -> int | None:
+    """A pool size for each process when replicas would take more connections than the
+    server has (`max_connections`, less the baseline's and the bench's own); None keeps
+    the default. Pools keep what they open, so twelve processes of 20 outgrew the 100
+    connections of a default PostgreSQL: the baseline after the saturation run found
+    none left ("too many clients")."""
+    if args.replicas == 1:
+        return None
+    limit = int(await admin.fetchval("SHOW max_connections"))
+    processes = args.replicas * sum(1 for c in services.values() if owns_database(c))
+    budget = limit - args.concurrency - CONNECTIONS_RESERVED
+    if processes * POOL_SIZE_DEFAULT <= budget:
+        return None
+    return max(2, budget // processes)
+
+
 @dataclass
 class System:
     """What one run on a fresh system measured, and what the report says of the system."""
@@ -477,6 +501,8 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
     broker.start()
     services = installed_services()
     secrets = {name: uuid.uuid4().hex * 2 for name in secret_names(services)}
+    pool_size = await pool_size_within(admin, args, services)
+    pooled = {"DEALFLOW_DATABASE_POOL_SIZE": str(pool_size)} if pool_size else {}
     processes: dict[str, ServiceProcess] = {}
     """By replica name; each process's `name` is its service."""
     for name, settings_class in services.items():
@@ -493,7 +519,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                 log_file=log_dir / f"{replica}.log",
                 # A group spreads a topic's partitions over its members: a member beyond
                 # the partition count would get none.
-                env={"DEALFLOW_KAFKA_TOPIC_PARTITIONS": str(args.partitions)},
+                env={"DEALFLOW_KAFKA_TOPIC_PARTITIONS": str(args.partitions), **pooled},
             )
     service_of = {replica: process.name for replica, process in processes.items()}
     replicated = sorted(replica for replica, service in service_of.items() if replica != service)
@@ -572,6 +598,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             driver.failures.clear()
             paced_results, achieved = await paced(driver, half_rate, args.half_load_seconds)
             measured: dict[str, Any] = {
+                "database_pool_size": pool_size or POOL_SIZE_DEFAULT,
                 "failure_reasons": {
                     "saturation": saturation_reasons,
                     "half_load": failure_reasons(driver.failures),
