@@ -179,7 +179,7 @@ def _compile(
         if parameter.expanding or parameter.callable is not None:
             # Its SQL would depend on each run's values (`in_` renders one placeholder per
             # item): bind one array instead, `column == any_(array)`.
-            raise sa_exc.ArgumentError(f"{name}: a list or callable parameter runs no direct")
+            raise sa_exc.ArgumentError(f"{name}: a list or callable parameter cannot run directly")
         if name not in names and parameter.required:
             raise sa_exc.ArgumentError(f"a value is required for parameter {name!r}")
     fixed = tuple((name in names, bound.get(name)) for name in positions)
