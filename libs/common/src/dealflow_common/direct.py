@@ -168,27 +168,30 @@ def _compile(
     # `column_keys` picks the columns an INSERT or UPDATE sets, as `execute` does from
     # the names of its parameters.
     compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(names))  # type: ignore[attr-defined]
-    positions = tuple(compiled.positiontup or ())
-    processors = compiled._bind_processors  # the dialect's processing of each parameter
-    columns = compiled._result_columns  # (key, name, objects, type) of each column returned
-    # A value the statement binds itself (`where(stage == "lead")`) is the same on every
-    # run: it is taken here once; the others come from the parameters of each run.
-    bound = compiled.construct_params({}, _check=False)
-    for name in positions:
+    for name in compiled.positiontup or ():
         parameter = compiled.binds[name]
-        if parameter.expanding or parameter.callable is not None:
-            # Its SQL would depend on each run's values (`in_` renders one placeholder per
-            # item): bind one array instead, `column == any_(array)`.
+        given = name in names
+        if parameter.callable is not None or (parameter.expanding and given):
+            # A list given with each run (`in_(bindparam(..., expanding=True))`) renders one
+            # placeholder per item, so the SQL would change with its length; a callable's
+            # value is the run's. Bind one array instead (`column == any_(array)`).
             raise sa_exc.ArgumentError(f"{name}: a list or callable parameter cannot run directly")
-        if name not in names and parameter.required:
+        if not given and parameter.required:
             raise sa_exc.ArgumentError(f"a value is required for parameter {name!r}")
-    fixed = tuple((name in names, bound.get(name)) for name in positions)
+    # What the statement binds itself (`where(stage == "lead")`, `in_(["a", "b"])`) is the
+    # same on every run: expanded and taken here once, as SQLAlchemy does on each run.
+    # The others come from the parameters of each run.
+    expanded = compiled.construct_expanded_state(dict.fromkeys(names))
+    positions = tuple(expanded.positiontup or ())
+    processors = {**compiled._bind_processors, **expanded.processors}
+    columns = compiled._result_columns  # (key, name, objects, type) of each column returned
+    fixed = tuple((name in names, expanded.parameters.get(name)) for name in positions)
     row = None
     if columns:
         fields = tuple(column[0] for column in columns)
         row = type("Row", (_Row, namedtuple("Row", fields, rename=True)), {"__slots__": ()})
     return _Compiled(
-        sql=compiled.string,
+        sql=expanded.statement,
         positions=positions,
         fixed=fixed,
         binds=tuple(processors.get(name) for name in positions),

@@ -144,21 +144,27 @@ async def test_a_refusal_is_the_error_sqlalchemy_raises(deals: AsyncEngine) -> N
 async def test_a_list_parameter_is_refused_where_statements_run_directly(
     deals: AsyncEngine,
 ) -> None:
-    """`in_` renders a placeholder per item, so its SQL changes with each run's list:
-    PostgreSQL refuses it (an array does the same); SQLite runs it through SQLAlchemy."""
-    listed = DirectStatement(select(_deals.c.id).where(_deals.c.stage.in_(["lead", "won"])))
+    """A list given with each run renders a placeholder per item, so its SQL changes
+    with the list's length: PostgreSQL refuses it (an array does the same); SQLite runs
+    it through SQLAlchemy. A list the statement holds is the same on every run: it runs."""
+    given = DirectStatement(
+        select(_deals.c.id).where(_deals.c.stage.in_(bindparam("b_stages", expanding=True)))
+    )
+    held = DirectStatement(select(_deals.c.id).where(_deals.c.stage.in_(["lead", "won"])))
     as_array = DirectStatement(
         select(_deals.c.id).where(_deals.c.stage == any_(postgresql.array(["lead", "won"])))
     )
     deal = _deal()
     async with deals.begin() as connection:
         await _INSERT.rowcount(connection, deal)
+        assert [row.id for row in await held.all(connection, {})] == [deal["id"]]
         if deals.dialect.name == "postgresql":
             with pytest.raises(exc.ArgumentError, match="list or callable"):
-                await listed.all(connection, {})
+                await given.all(connection, {"b_stages": ["lead", "won"]})
             assert [row.id for row in await as_array.all(connection, {})] == [deal["id"]]
         else:
-            assert [row.id for row in await listed.all(connection, {})] == [deal["id"]]
+            found = await given.all(connection, {"b_stages": ["lead", "won"]})
+            assert [row.id for row in found] == [deal["id"]]
 
 
 # PostgreSQL only: SQLite has no server connection to lose.

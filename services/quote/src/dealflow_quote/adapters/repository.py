@@ -13,8 +13,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Text, any_, bindparam, cast, delete, func, insert, select, tuple_
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import JSON, Text, bindparam, cast, delete, func, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -94,14 +93,7 @@ _WHOLE_QUOTE_FOR_UPDATE = DirectStatement(
     select(quotes, _WHOLE_LINES).where(quotes.c.id == bindparam("b_id")).with_for_update(of=quotes)
 )
 _WHOLE_OPEN_QUOTES_FOR_UPDATE = DirectStatement(
-    select(quotes, _WHOLE_LINES)
-    .where(
-        quotes.c.opportunity_id == bindparam("b_opportunity"),
-        # One array: a direct statement binds no list of its own length (`in_`).
-        quotes.c.status == any_(postgresql.array([s.value for s in lifecycle.OPEN])),
-    )
-    .order_by(quotes.c.created_at, quotes.c.id)
-    .with_for_update(of=quotes)
+    _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(of=quotes)
 )
 _KNOWN = ProjectionRows(known_opportunities)
 

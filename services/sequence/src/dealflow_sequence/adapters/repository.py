@@ -14,8 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, any_, bindparam, exists, func, insert, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -88,17 +87,8 @@ _LIVE_OF = (
     )
     .order_by(enrollments.c.enrolled_at, enrollments.c.id)
 )
-# On PostgreSQL the same read, run directly (every opportunity event asks it); the
-# states as one array, as a direct statement binds no list of its own length.
-_LIVE_OF_LOCKED = DirectStatement(
-    select(enrollments)
-    .where(
-        enrollments.c.opportunity_id == bindparam("b_opportunity"),
-        enrollments.c.state == any_(postgresql.array([s.value for s in LIVE])),
-    )
-    .order_by(enrollments.c.enrolled_at, enrollments.c.id)
-    .with_for_update()
-)
+# On PostgreSQL the same read, locked and run directly (every opportunity event asks it).
+_LIVE_OF_LOCKED = DirectStatement(_LIVE_OF.with_for_update())
 
 
 class SequenceRepository:
