@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from chaos.load import Deal
 from chaos.records import EVENT_TOPICS, KafkaLog, Record
 from chaos.stack import SERVICES, Stack
+from dealflow_quote.domain.access import OPEN_STAGES
 
 SOURCES = {f"/dealflow/{service}": service for service in SERVICES}
 OPEN_QUOTE = {"draft", "pending_approval", "approved", "presented", "accept_pending"}
@@ -533,9 +534,7 @@ def listed(items: list[str], limit: int = MAX_LISTED) -> list[str]:
     return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
 
 
-_OPEN_STAGES = frozenset({"lead", "qualification", "proposal", "negotiation"})
-
-
 def _openness(stage: str) -> str:
-    """An open stage as "open"; a closed (or purge) stage as itself."""
-    return "open" if stage in _OPEN_STAGES else stage
+    """An open stage as "open" (the quote service's own notion of open, which is what
+    its projection keeps); a closed (or purge) stage as itself."""
+    return "open" if stage in OPEN_STAGES else stage
