@@ -25,7 +25,12 @@ from dealflow_common.audit import RefusalAudit
 from dealflow_common.auth import TokenVerifier
 from dealflow_common.db import count_statements, create_engine, read_only
 from dealflow_common.direct import run_through_sqlalchemy
-from dealflow_common.messaging.consumer import ConsumerMetrics, EventConsumer, EventHandler
+from dealflow_common.messaging.consumer import (
+    BatchPreparation,
+    ConsumerMetrics,
+    EventConsumer,
+    EventHandler,
+)
 from dealflow_common.messaging.kafka import (
     ConsumerLoop,
     ConsumerLoopMetrics,
@@ -79,11 +84,13 @@ class Platform:
         handlers: Mapping[str, EventHandler],
         unit_of_work: Callable[[], U],
         background: bool = False,
+        before_batch: BatchPreparation | None = None,
     ) -> EventConsumer[U]:
         """Apply `handlers` to events of `topics`, once each, in consumer group `group_id`.
 
         `background`: no request and no saga step waits on this consumer, so it reads
-        less often and in larger batches (`ConsumerLoop`).
+        less often and in larger batches (`ConsumerLoop`). `before_batch` runs first in
+        each batch's transaction (it locks the handlers' projection rows ahead).
         """
         if self._consumer_metrics is None or self._loop_metrics is None:
             self._consumer_metrics = ConsumerMetrics(self.registry)
@@ -99,6 +106,7 @@ class Platform:
             retry_backoff=self.settings.consumer_retry_backoff_ms / 1000,
             metrics=self._consumer_metrics,
             infrastructure_answers=self._database_answers,
+            before_batch=before_batch,
         )
         self.consumers.append(consumer)
         self.consumer_loops.append(

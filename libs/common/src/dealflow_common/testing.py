@@ -353,6 +353,25 @@ class ServiceUnderTest:
                 ]
             )
 
+    async def consume_batch(self, *deliveries: tuple[Any, int, uuid.UUID]) -> None:
+        """Deliver events as one poll's records, applied in one transaction: each a
+        (payload, sequence, event id), all of one topic (`consume` delivers one by one)."""
+        (topic,) = {payload.topic for payload, _, _ in deliveries}
+        (consumer,) = [c for c in self.platform.consumers if topic in c.topics]
+        for payload, sequence, _ in deliveries:
+            self.sequences[payload.subject] = max(self.sequences[payload.subject], sequence)
+        await consumer.apply_batch(
+            [
+                FakeRecord(
+                    envelope_bytes(payload, event_id=event_id, sequence=sequence),
+                    topic=topic,
+                    key=payload.subject.encode(),
+                    offset=offset,
+                )
+                for offset, (payload, sequence, event_id) in enumerate(deliveries)
+            ]
+        )
+
 
 S = TypeVar("S", bound=ServiceUnderTest)
 Settings = TypeVar("Settings", bound=ServiceSettings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
 from dealflow_common.messaging.consumer import (
+    BatchPreparation,
     ConsumerMetrics,
     EventConsumer,
     IncomingEvent,
@@ -91,7 +93,11 @@ def envelope(
 
 class Harness:
     def __init__(
-        self, engine: AsyncEngine, fail_texts: set[str] | None = None, outage: int = 0
+        self,
+        engine: AsyncEngine,
+        fail_texts: set[str] | None = None,
+        outage: int = 0,
+        before_batch: BatchPreparation | None = None,
     ) -> None:
         self.engine = engine
         self.dead_letters: list[tuple[str, dict[str, str]]] = []
@@ -109,6 +115,7 @@ class Harness:
             retry_backoff=0.0,
             metrics=ConsumerMetrics(CollectorRegistry()),
             infrastructure_answers=self.database_answers,
+            before_batch=before_batch,
         )
 
     async def database_answers(self) -> bool:
@@ -172,6 +179,31 @@ async def test_a_batch_is_remembered_in_the_inbox_with_one_statement(
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert inbox_writes == 1
     assert await harness.applied() == ["old", *(f"new {i}" for i in range(10))]
+
+
+async def test_before_a_batch_its_new_events_are_prepared_in_its_transaction(
+    engine: AsyncEngine,
+) -> None:
+    """`before_batch` (where a service locks its projection rows ahead) is given the
+    batch's new events, not those the inbox already holds, in the transaction their
+    handlers then run in."""
+    prepared: list[list[str]] = []
+
+    async def before_batch(uow: UnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+        prepared.append([e.payload.text for e in events])
+        await uow.connection.execute(insert(effects).values(subject="-", text="prepared"))
+
+    harness = Harness(engine, before_batch=before_batch)
+    seen_before = envelope("old")
+    await harness.consumer.apply_batch([FakeRecord(seen_before)])
+    batch = [FakeRecord(envelope(f"new {i}"), offset=i) for i in range(3)]
+    await harness.consumer.apply_batch([FakeRecord(seen_before), *batch])
+    await harness.consumer.apply_batch([FakeRecord(seen_before)])  # nothing new: not asked
+    assert prepared == [["old"], ["new 0", "new 1", "new 2"]]
+    assert await harness.applied() == [
+        *("prepared", "old"),
+        *("prepared", "new 0", "new 1", "new 2"),
+    ]
 
 
 async def test_unreadable_records_go_to_the_dead_letter_topic_and_the_rest_applies(

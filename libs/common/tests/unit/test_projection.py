@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Column, MetaData, String, Table, Uuid, exc, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dealflow_common.db import count_statements
 from dealflow_common.messaging.projection import AppliedSequences, ForeignSource, ProjectionRows
 
 SOURCE = "/dealflow/opportunity"
@@ -112,3 +115,63 @@ async def test_projection_rows_add_once_then_lock_read_and_save(engine: AsyncEng
         assert again.name == "learnt"
         assert await rows.get(connection, "b") is None
         assert (await rows.get(connection, "a", share=True)).name == "learnt"  # type: ignore[union-attr]
+
+
+async def test_rows_locked_ahead_are_handed_out_once_without_reading_them_again(
+    engine: AsyncEngine,
+) -> None:
+    """`lock_ahead` locks a batch's rows in one statement (PostgreSQL; SQLite's writers
+    are serialised and it locks nothing). `lock_or_add` hands each row out once without
+    a statement; a row saved since, or handed out before, is read again."""
+    metadata = MetaData()
+    table = Table(
+        "known_deals_ahead",
+        metadata,
+        Column("id", Uuid, primary_key=True),
+        Column("name", String(20), nullable=False),
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    rows = ProjectionRows(table)
+    a, b, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as connection:
+        await connection.execute(table.insert(), [{"id": a, "name": "a"}, {"id": b, "name": "b"}])
+    registry = CollectorRegistry()
+    count_statements(engine, registry)
+
+    def statements() -> float:
+        return registry.get_sample_value("dealflow_db_statements_total") or 0
+
+    async with engine.begin() as connection:
+        before = statements()
+        ahead = await rows.lock_ahead(connection, [a, b, new, a])
+        if engine.dialect.name == "sqlite":
+            assert ahead == {}
+            return
+        assert statements() == before + 1
+        assert {key: row and row.name for key, row in ahead.items()} == {
+            a: "a",
+            b: "b",
+            new: None,
+        }
+        await _refused_elsewhere(engine, table, a)  # locked until this transaction ends
+
+        before = statements()
+        assert (await rows.lock_or_add(connection, {"id": a, "name": "?"}, ahead)).name == "a"
+        assert statements() == before  # handed out, not read
+        added = await rows.lock_or_add(connection, {"id": new, "name": "unseen"}, ahead)
+        assert added.name == "unseen"
+        assert statements() == before + 1  # the insert alone: it was known to be absent
+
+        await rows.save(connection, {"id": a, "name": "learnt"}, ahead)
+        again = await rows.lock_or_add(connection, {"id": a, "name": "?"}, ahead)
+        assert again.name == "learnt"  # read again: handed out already
+        await rows.save(connection, {"id": b, "name": "saved"}, ahead)
+        assert (await rows.lock_or_add(connection, {"id": b, "name": "?"}, ahead)).name == "saved"
+        assert ahead == {}
+
+
+async def _refused_elsewhere(engine: AsyncEngine, table: Table, key: uuid.UUID) -> None:
+    async with engine.connect() as other:
+        with pytest.raises(exc.DBAPIError, match="could not obtain lock"):
+            await other.execute(select(table).where(table.c.id == key).with_for_update(nowait=True))

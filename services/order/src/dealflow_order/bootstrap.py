@@ -84,6 +84,7 @@ def build_app(settings: OrderSettings, platform: Platform | None = None) -> Fast
         topics=[QUOTE_EVENTS, OPPORTUNITY_EVENTS],
         handlers=handlers.HANDLERS,
         unit_of_work=unit_of_work,
+        before_batch=handlers.lock_ahead,
     )
     use_cases = OrderUseCases(unit_of_work=unit_of_work, seller=settings.seller())
     return create_app(

@@ -138,6 +138,7 @@ def build_app(settings: PurgeSettings, platform: Platform | None = None) -> Fast
         handlers=projection.handlers(config, metrics),
         unit_of_work=unit_of_work,
         background=True,
+        before_batch=projection.lock_ahead,
     )
     platform.scheduler.add_job(
         agent.tick,

@@ -128,6 +128,7 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         topics=[OPPORTUNITY_EVENTS],
         handlers=saga.handlers(arrivals),
         unit_of_work=unit_of_work,
+        before_batch=saga.lock_ahead,
     )
     platform.add_consumer(
         group_id="quote-service-purge",

@@ -90,6 +90,7 @@ def build_app(settings: ReportingSettings, platform: Platform | None = None) -> 
         handlers=projection.HANDLERS,
         unit_of_work=unit_of_work,
         background=True,
+        before_batch=projection.lock_ahead,
     )
     reports = Reports(
         platform.engine, ReportReader(platform.engine), platform.clock, settings.reporting_currency
@@ -148,6 +149,7 @@ async def rebuild(
         retry_backoff=settings.consumer_retry_backoff_ms / 1000,
         metrics=ConsumerMetrics(CollectorRegistry()),
         infrastructure_answers=platform.database_answers,
+        before_batch=projection.lock_ahead,
     )
     try:
         return await rebuild_read_model(platform.engine, consumer, settings, topics, progress)

@@ -12,6 +12,8 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pytest
+
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import Share, ShareGrant, Stage
 from dealflow_reporting.adapters.reports import clear_read_model
@@ -39,9 +41,9 @@ async def figures(service: Reporting) -> list[Any]:
     ]
 
 
-async def test_replaying_the_events_in_reverse_after_clearing_gives_the_same_figures(
-    service: Reporting,
-) -> None:
+async def live_deals(service: Reporting) -> list[tuple[Any, int, uuid.UUID]]:
+    """Six deals' lives, applied one event at a time: each event delivered, with its
+    sequence and id."""
     delivered: list[tuple[Any, int, uuid.UUID]] = []
     consume = service.consume
 
@@ -75,14 +77,47 @@ async def test_replaying_the_events_in_reverse_after_clearing_gives_the_same_fig
         if number == 5:
             await service.lose(deal, july, "budget", Stage.PROPOSAL)
     await service.assign_team(deal, "latam")
-    live = await figures(service)
+    service.consume = consume  # type: ignore[method-assign]
+    return delivered
 
+
+async def cleared(service: Reporting) -> None:
     async with service.engine.begin() as connection:
         await clear_read_model(connection, CONSUMER_GROUP)
     assert (await service.get(REPORTS[0]))["total"]["deals"] == 0
+
+
+async def test_replaying_the_events_in_reverse_after_clearing_gives_the_same_figures(
+    service: Reporting,
+) -> None:
+    delivered = await live_deals(service)
+    live = await figures(service)
+
+    await cleared(service)
     for payload, number, event_id in reversed(delivered):
-        await consume(payload, sequence=number, event_id=event_id)
+        await service.consume(payload, sequence=number, event_id=event_id)
 
     assert await figures(service) == live
     assert live[0]["total"]["deals"] == 4
     assert live[len(REPORTS)]["total"]["deals"] == 1  # dan's pipeline: the deal shared
+
+
+async def test_the_events_applied_as_one_batch_give_the_same_figures(
+    service: Reporting, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch's deals are locked ahead in one statement and each row is handed out
+    once: a deal's later events in the same batch must see what its earlier ones wrote,
+    in either order, both for deals the batch adds and for deals it finds."""
+    delivered = await live_deals(service)
+    live = await figures(service)
+    firsts = {payload.subject: (payload, n, i) for payload, n, i in reversed(delivered)}
+    for order in (delivered, delivered[::-1]):
+        await cleared(service)
+        await service.consume_batch(*order)
+        assert await figures(service) == live
+        await cleared(service)
+        for payload, number, event_id in firsts.values():
+            await service.consume(payload, sequence=number, event_id=event_id)
+        await service.consume_batch(*(d for d in order if d not in firsts.values()))
+        assert await figures(service) == live
+    assert "applying one by one" not in caplog.text  # each batch applied whole

@@ -81,6 +81,7 @@ def build_app(settings: SequenceSettings, platform: Platform | None = None) -> F
         handlers=handlers.HANDLERS,
         unit_of_work=unit_of_work,
         background=True,
+        before_batch=handlers.lock_ahead,
     )
 
     async def run_due() -> None:

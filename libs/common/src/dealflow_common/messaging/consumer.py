@@ -104,6 +104,11 @@ class IncomingEvent(Generic[P]):
 EventHandler = Callable[[Any, IncomingEvent[Any]], Awaitable[None]]
 """(unit of work, event) -> None; the handler records its own events on the unit of work."""
 
+BatchPreparation = Callable[[Any, Sequence[IncomingEvent[Any]]], Awaitable[None]]
+"""(unit of work, the batch's new events) -> None, before their handlers run: where a
+service locks, in one statement, the projection rows its handlers would each lock with
+one of their own (`ProjectionRows.lock_ahead`)."""
+
 DeadLetterSender = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
 InfrastructureProbe = Callable[[], Awaitable[bool]]
 """Answers whether the database (what every handler needs) answers now."""
@@ -148,6 +153,7 @@ class EventConsumer(Generic[U]):
         metrics: ConsumerMetrics,
         infrastructure_answers: InfrastructureProbe,
         dead_letter_attempts: int = 3,
+        before_batch: BatchPreparation | None = None,
     ) -> None:
         self.group_id = group_id
         self.topics = tuple(topics)
@@ -160,6 +166,7 @@ class EventConsumer(Generic[U]):
         self._metrics = metrics
         self._infrastructure_answers = infrastructure_answers
         self._dead_letter_attempts = dead_letter_attempts
+        self._before_batch = before_batch
 
     @property
     def handled_types(self) -> tuple[str, ...]:
@@ -260,6 +267,10 @@ class EventConsumer(Generic[U]):
         async with self._unit_of_work() as uow:
             outcomes = []
             fresh = await self._remember(uow, [item.event.envelope for item in items])
+            if self._before_batch is not None and fresh:
+                await self._before_batch(
+                    uow, [item.event for item in items if item.event.envelope.id in fresh]
+                )
             for item in items:
                 envelope = item.event.envelope
                 if envelope.id not in fresh:

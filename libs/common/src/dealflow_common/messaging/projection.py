@@ -20,11 +20,11 @@ relation to.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, select, update
+from sqlalchemy import Row, Table, any_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -92,6 +92,13 @@ class ProjectionRows:
     insert of the same row waits for the other and then does nothing), then read and
     locked until commit, so two events' read-merge-write never interleave. SQLite has
     no row locks; its writers are serialised by the database.
+
+    A consumer applies a batch of events in one transaction, and each event locked its
+    row with a statement of its own. `lock_ahead` locks the rows of the whole batch in
+    one statement, and `lock_or_add` then hands each row out without reading it again.
+    A row locked ahead is handed out once, to the first `lock_or_add` of its key (a
+    second event of the same deal reads the row its first wrote); `save` forgets it, so
+    a row written without being handed out is never handed out stale.
     """
 
     def __init__(self, table: Table, key: str = "id") -> None:
@@ -102,6 +109,14 @@ class ProjectionRows:
         self._select_for_update = DirectStatement(select_row.with_for_update())
         self._select_for_share = DirectStatement(select_row.with_for_update(read=True))
         self._update = DirectStatement(update(table).where(column == bindparam("b_key")))
+        # Locked in key order, so that two transactions locking overlapping batches
+        # (replicas during a rebalance) take their locks in one order and cannot deadlock.
+        self._lock_many = DirectStatement(
+            select(table)
+            .where(column == any_(bindparam("b_keys", type_=postgresql.ARRAY(column.type))))
+            .order_by(column)
+            .with_for_update()
+        )
         self._insert_if_absent = {
             name: DirectStatement(
                 dialect.insert(table)
@@ -121,15 +136,42 @@ class ProjectionRows:
         row: Row[Any] | None = await query.first(connection, {"b_key": key})
         return row
 
-    async def lock_or_add(self, connection: AsyncConnection, unseen: Mapping[str, Any]) -> Row[Any]:
+    async def lock_ahead(
+        self, connection: AsyncConnection, keys: Iterable[object]
+    ) -> dict[object, Row[Any] | None]:
+        """The rows of `keys`, locked until commit by one statement: each key's row, or
+        None when it has none yet (nothing is locked for it; `lock_or_add` adds it).
+
+        Give the answer to `lock_or_add` as `ahead`. On SQLite nothing is locked ahead
+        (its writers are serialised anyway) and the answer is empty.
+        """
+        wanted = set(keys)
+        if not wanted or connection.dialect.name != "postgresql":
+            return {}
+        ahead: dict[object, Row[Any] | None] = dict.fromkeys(wanted)
+        for row in await self._lock_many.all(connection, {"b_keys": list(wanted)}):
+            ahead[row._mapping[self._key]] = row
+        return ahead
+
+    async def lock_or_add(
+        self,
+        connection: AsyncConnection,
+        unseen: Mapping[str, Any],
+        ahead: MutableMapping[object, Row[Any] | None] | None = None,
+    ) -> Row[Any]:
         """The row of `unseen`'s key, locked; `unseen` is added first when there is none.
 
         The row is looked for first: every event but a deal's first finds it, so adding
         costs its statement only once per row. The row added is returned by its insert
         (and is this transaction's until it commits); only when another transaction
-        added it meanwhile is it read again, locked.
+        added it meanwhile is it read again, locked. A key in `ahead` (`lock_ahead`'s
+        answer, whose entry this takes) is not looked for again.
         """
-        row = await self.get(connection, unseen[self._key], lock=True)
+        key = unseen[self._key]
+        if ahead is not None and key in ahead:
+            row = ahead.pop(key)
+        else:
+            row = await self.get(connection, key, lock=True)
         if row is not None:
             return row
         insert = self._insert_if_absent[connection.dialect.name]
@@ -139,7 +181,15 @@ class ProjectionRows:
         assert row is not None  # inserted above, or inserted by another and committed
         return row
 
-    async def save(self, connection: AsyncConnection, values: Mapping[str, Any]) -> None:
-        """Write every column of `values` but the key, to the row of its key."""
+    async def save(
+        self,
+        connection: AsyncConnection,
+        values: Mapping[str, Any],
+        ahead: MutableMapping[object, Row[Any] | None] | None = None,
+    ) -> None:
+        """Write every column of `values` but the key, to the row of its key (which
+        `ahead` then no longer holds: what it held is no longer the row)."""
+        if ahead is not None:
+            ahead.pop(values[self._key], None)
         changed = {name: value for name, value in values.items() if name != self._key}
         await self._update.rowcount(connection, {**changed, "b_key": values[self._key]})

@@ -9,7 +9,7 @@ the other and each sees the balance the other left.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -180,14 +180,20 @@ class KnownDeals:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self._ahead: dict[object, Row[Any] | None] = {}
+
+    async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Lock these deals' rows in one statement; `lock_or_add` then reads none again."""
+        self._ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
 
     async def lock_or_add(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
         """The deal's row, locked until commit; `unseen` is added first when there is
         none (a concurrent insert of the same row waits, then does nothing)."""
-        return _to_known(await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now)))
+        row = await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now), self._ahead)
+        return _to_known(row)
 
     async def save(self, deal: KnownDeal, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _known_row(deal, now))
+        await _KNOWN.save(self._connection, _known_row(deal, now), self._ahead)
 
     async def get(self, opportunity_id: UUID) -> KnownDeal:
         row = await _KNOWN.get(self._connection, opportunity_id)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -81,6 +82,15 @@ async def assigned(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
 async def shares_changed(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityShared | OpportunityUnshared = event.payload
     await _learn(uow, payload.opportunity_id, event, DealFacts(shares=list(payload.shares)))
+
+
+async def lock_ahead(uow: OrderUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+    """Before a batch: lock the deals' rows its opportunity events learn into, at once."""
+    await uow.deals.lock_ahead(
+        event.payload.opportunity_id
+        for event in events
+        if event.envelope.type.startswith("opportunity.")
+    )
 
 
 HANDLERS: dict[str, EventHandler] = {

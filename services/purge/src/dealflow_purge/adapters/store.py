@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,6 +96,7 @@ def _upsert_rows(
 class PurgeStore:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self._deals_ahead: dict[object, Row[Any] | None] = {}
 
     # The agent: switch, due time and lock.
 
@@ -178,13 +179,18 @@ class PurgeStore:
         r = (await self._connection.execute(_SELECT_DEAL, {"b_id": opportunity_id})).first()
         return _to_deal(r) if r else None
 
+    async def lock_deals_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Lock these deals' rows in one statement; `lock_or_add_deal` reads none again."""
+        self._deals_ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
+
     async def lock_or_add_deal(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
         """The deal's row, locked until commit (an event's read-merge-write never
         interleaves with another's); `unseen` is added first when there is none."""
-        return _to_deal(await _KNOWN.lock_or_add(self._connection, _deal_row(unseen, now)))
+        row = await _KNOWN.lock_or_add(self._connection, _deal_row(unseen, now), self._deals_ahead)
+        return _to_deal(row)
 
     async def save_deal(self, deal: KnownDeal, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _deal_row(deal, now))
+        await _KNOWN.save(self._connection, _deal_row(deal, now), self._deals_ahead)
 
     def _past_retention(self, cutoffs: dict[Stage, datetime]) -> Any:
         return or_(

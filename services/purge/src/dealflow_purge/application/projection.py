@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dealflow_common.contracts.opportunity import (
@@ -107,6 +107,15 @@ def _worth_learning(payload: Any) -> bool:
 
 
 _learn_purged = _learning(_purged)
+
+
+async def lock_ahead(uow: PurgeUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+    """Before a batch: lock the deals' rows its opportunity events learn into, at once."""
+    await uow.store.lock_deals_ahead(
+        event.payload.opportunity_id
+        for event in events
+        if event.envelope.type.startswith("opportunity.") and _worth_learning(event.payload)
+    )
 
 
 async def quote_created(uow: PurgeUnitOfWork, event: IncomingEvent[Any]) -> None:

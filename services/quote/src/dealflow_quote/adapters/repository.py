@@ -7,7 +7,7 @@ Writes lock rows (`FOR UPDATE` on PostgreSQL; SQLite writers are serialised by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -553,6 +553,11 @@ class KnownOpportunities:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self._ahead: dict[object, Row[Any] | None] = {}
+
+    async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Lock these deals' rows in one statement; `lock_or_add` then reads none again."""
+        self._ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
 
     async def get(
         self, opportunity_id: UUID, *, for_share: bool = False
@@ -567,10 +572,11 @@ class KnownOpportunities:
         interleaves with another's); `unseen` is added first when there is none. When
         another transaction adds the row at the same moment, the insert waits for it
         and does nothing, and its committed row is the one locked."""
-        return _to_known(await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now)))
+        row = await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now), self._ahead)
+        return _to_known(row)
 
     async def save(self, deal: KnownOpportunity, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _known_row(deal, now))
+        await _KNOWN.save(self._connection, _known_row(deal, now), self._ahead)
 
 
 def _to_known(row: Row[Any]) -> KnownOpportunity:

@@ -14,6 +14,7 @@ the opportunity service answers every acceptance request, won or refused.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -80,7 +81,7 @@ async def stage_changed(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) -> None
     would cost two statements and change nothing it decides on. Skipping depends on the
     event alone, so any order of arrival still leaves the same copy."""
     payload: OpportunityStageChanged = event.payload
-    if payload.to_stage in OPEN_STAGES:
+    if not _learns(payload):
         return
     await _learn(
         uow,
@@ -151,6 +152,20 @@ async def acceptance_refused(uow: QuoteUnitOfWork, event: IncomingEvent[Any]) ->
 async def _save(uow: QuoteUnitOfWork, quote: Quote) -> None:
     await uow.quotes.save(quote)
     uow.collect(quote)
+
+
+def _learns(payload: Any) -> bool:
+    """Whether the handler of this event takes facts into the deal's projection row."""
+    if isinstance(payload, OpportunityStageChanged):
+        return payload.to_stage not in OPEN_STAGES
+    return not isinstance(payload, OpportunityAcceptanceRefused)
+
+
+async def lock_ahead(uow: QuoteUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+    """Before a batch: lock the rows its events take facts into, in one statement."""
+    await uow.opportunities.lock_ahead(
+        event.payload.opportunity_id for event in events if _learns(event.payload)
+    )
 
 
 def handlers(arrivals: OpportunityArrivals) -> dict[str, EventHandler]:

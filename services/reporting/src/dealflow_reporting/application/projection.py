@@ -9,6 +9,7 @@ sequence is the key), the facts of time in stage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -81,8 +82,8 @@ async def opportunity_updated(uow: ReportingUnitOfWork, event: IncomingEvent[Any
 
 async def stage_changed(uow: ReportingUnitOfWork, event: IncomingEvent[Any]) -> None:
     payload: OpportunityStageChanged = event.payload
-    if payload.to_stage in PURGE_STAGES:
-        return  # the purge's own stages: the deal keeps the stage it closed in
+    if not _learns(payload):
+        return
     await _learn(
         uow,
         payload.opportunity_id,
@@ -161,6 +162,19 @@ async def purged(uow: ReportingUnitOfWork, event: IncomingEvent[Any]) -> None:
         event,
         DealFacts(purged_at=payload.purged_at, title="", customer_name=""),
     )
+
+
+async def lock_ahead(uow: ReportingUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+    """Before a batch: lock the rows of its deals in one statement."""
+    await uow.deals.lock_ahead(
+        event.payload.opportunity_id for event in events if _learns(event.payload)
+    )
+
+
+def _learns(payload: Any) -> bool:
+    """Every event is learnt but a move into the purge's own stages: the deal keeps the
+    stage it closed in."""
+    return not (isinstance(payload, OpportunityStageChanged) and payload.to_stage in PURGE_STAGES)
 
 
 HANDLERS: dict[str, EventHandler] = {

@@ -8,7 +8,7 @@ at once take different enrollments and none waits for another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -543,6 +543,11 @@ class KnownDeals:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self._ahead: dict[object, Row[Any] | None] = {}
+
+    async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Lock these deals' rows in one statement; `lock_or_add` then reads none again."""
+        self._ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
 
     async def get(self, opportunity_id: UUID, *, lock: bool = False) -> KnownDeal | None:
         row = await _KNOWN.get(self._connection, opportunity_id, lock=lock)
@@ -560,11 +565,13 @@ class KnownDeals:
     async def lock_or_add(self, unseen: KnownDeal) -> KnownDeal:
         """The deal's row, locked until commit; `unseen` is added first when there is none
         (a concurrent insert waits for the other and does nothing)."""
-        row = await _KNOWN.lock_or_add(self._connection, _deal_row(unseen, unseen.last_activity_at))
+        row = await _KNOWN.lock_or_add(
+            self._connection, _deal_row(unseen, unseen.last_activity_at), self._ahead
+        )
         return _to_deal(row)
 
     async def save(self, deal: KnownDeal, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _deal_row(deal, now))
+        await _KNOWN.save(self._connection, _deal_row(deal, now), self._ahead)
 
     async def stale_candidates(
         self, now: datetime, quiet: timedelta, limit: int

@@ -19,6 +19,7 @@ activity, or a sequence's tasks would keep a quiet deal from ever being reported
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -98,14 +99,19 @@ async def _enroll_triggered(
     has just read the deal's live enrollments, saves reading them again."""
     if not deal.is_open:
         return
+    starting = [
+        definition
+        for definition in await uow.sequences.triggered_by(event_type)
+        if definition.trigger.matches(event_type, deal.stage, deal.lead_origin)
+    ]
+    if not starting:
+        return  # the deal's live enrollments need not be read (most events start nothing)
     now = uow.clock()
     if live_now is None:
         live_now = await uow.enrollments.live_of(deal.id)
     live = {e.sequence_id for e in live_now}
-    for definition in await uow.sequences.triggered_by(event_type):
-        if definition.id in live or not definition.trigger.matches(
-            event_type, deal.stage, deal.lead_origin
-        ):
+    for definition in starting:
+        if definition.id in live:
             continue
         enrollment = Enrollment.start(
             definition, deal.id, by=SYSTEM, now=now, trigger_event_id=event.envelope.id
@@ -211,6 +217,11 @@ async def purged(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
 async def activity(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
     """An event that changes nothing projected but is activity on the deal (a note)."""
     await _learn(uow, event.payload.opportunity_id, event, DealFacts())
+
+
+async def lock_ahead(uow: SequenceUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+    """Before a batch: lock the rows of its deals in one statement (every handler learns)."""
+    await uow.deals.lock_ahead(event.payload.opportunity_id for event in events)
 
 
 HANDLERS: dict[str, EventHandler] = {
