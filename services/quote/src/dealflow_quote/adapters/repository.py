@@ -92,6 +92,18 @@ _WHOLE_LINES = (
 _WHOLE_QUOTE_FOR_UPDATE = DirectStatement(
     select(quotes, _WHOLE_LINES).where(quotes.c.id == bindparam("b_id")).with_for_update(of=quotes)
 )
+# Every change of a quote checks that the caller may work on its deal: the deal's
+# projection is read beside the quote (unlocked, as it was read apart).
+_WHOLE_QUOTE_AND_DEAL_FOR_UPDATE = DirectStatement(
+    select(
+        quotes, _WHOLE_LINES, *(c.label(f"deal_{c.name}") for c in known_opportunities.c)
+    )
+    .select_from(
+        quotes.outerjoin(known_opportunities, known_opportunities.c.id == quotes.c.opportunity_id)
+    )
+    .where(quotes.c.id == bindparam("b_id"))
+    .with_for_update(of=quotes)
+)
 _WHOLE_OPEN_QUOTES_FOR_UPDATE = DirectStatement(
     _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(of=quotes)
 )
@@ -113,6 +125,20 @@ class QuoteRepository:
             raise QuoteNotFound(quote_id)
         return found[0]
 
+    async def get_with_deal(self, quote_id: UUID) -> tuple[Quote, KnownOpportunity | None]:
+        """The quote, locked, and what is known of its deal (None when nothing yet): in
+        one statement on PostgreSQL."""
+        if not is_postgres(self._connection):
+            quote = await self.get(quote_id)
+            row = await _KNOWN.get(self._connection, quote.opportunity_id)
+            return quote, None if row is None else _to_known(row)
+        rows = await _WHOLE_QUOTE_AND_DEAL_FOR_UPDATE.all(self._connection, {"b_id": quote_id})
+        if not rows:
+            raise QuoteNotFound(quote_id)
+        (quote,) = self._keep_whole(rows)
+        (row,) = rows
+        return quote, None if row.deal_id is None else _to_known(row, prefix="deal_")
+
     async def open_quotes_of(self, opportunity_id: UUID) -> list[Quote]:
         if is_postgres(self._connection):
             return await self._whole(
@@ -125,7 +151,10 @@ class QuoteRepository:
 
     async def _whole(self, query: DirectStatement, parameters: dict[str, Any]) -> list[Quote]:
         """Quotes read with their lines in one statement (PostgreSQL), locked."""
-        rows = await query.all(self._connection, parameters)
+        return self._keep_whole(await query.all(self._connection, parameters))
+
+    def _keep_whole(self, rows: Sequence[Row[Any]]) -> list[Quote]:
+        """Quotes of rows read with `_WHOLE_LINES`, remembered at the version read."""
         loaded = [
             to_quote(r, [_line_from_array(line) for line in r.whole_lines or ()]) for r in rows
         ]
@@ -579,16 +608,18 @@ class KnownOpportunities:
         await _KNOWN.save(self._connection, _known_row(deal, now), self._ahead)
 
 
-def _to_known(row: Row[Any]) -> KnownOpportunity:
+def _to_known(row: Row[Any], prefix: str = "") -> KnownOpportunity:
+    """The deal of a projection row; `prefix`: its columns' prefix, read beside a quote."""
+    field = row._mapping
     return KnownOpportunity(
-        id=row.id,
-        stage=Stage(row.stage),
-        owners=list(row.owners),
-        team_id=row.team_id,
-        created_by=row.created_by,
-        won_quote_id=row.won_quote_id,
-        shares=shares_from_document(row.shares),
-        sequences=AppliedSequences.from_document(row.applied_sequences),
+        id=field[f"{prefix}id"],
+        stage=Stage(field[f"{prefix}stage"]),
+        owners=list(field[f"{prefix}owners"]),
+        team_id=field[f"{prefix}team_id"],
+        created_by=field[f"{prefix}created_by"],
+        won_quote_id=field[f"{prefix}won_quote_id"],
+        shares=shares_from_document(field[f"{prefix}shares"]),
+        sequences=AppliedSequences.from_document(field[f"{prefix}applied_sequences"]),
     )
 
 

@@ -190,8 +190,9 @@ async def _resolve_lines(
     return lines
 
 
-async def _visible(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
-    deal = await uow.opportunities.get(quote.opportunity_id)
+def _visible(
+    quote: Quote, deal: KnownOpportunity | None, principal: Principal
+) -> KnownOpportunity:
     if deal is None:
         raise QuoteNotFound(quote.id)
     if not access.can_view(deal, principal):
@@ -200,12 +201,14 @@ async def _visible(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> 
     return deal
 
 
-async def _workable(uow: QuoteUnitOfWork, quote: Quote, principal: Principal) -> KnownOpportunity:
+def _workable(
+    quote: Quote, deal: KnownOpportunity | None, principal: Principal
+) -> KnownOpportunity:
     """The quote's deal, when the caller may work on it: 404 when they may not see it,
     403 when they may only read it."""
-    deal = await _visible(uow, quote, principal)
-    access.require_deal_work(deal, principal)
-    return deal
+    visible = _visible(quote, deal, principal)
+    access.require_deal_work(visible, principal)
+    return visible
 
 
 async def change_quote(
@@ -217,8 +220,8 @@ async def change_quote(
     authorize: Callable[[Principal], None] = access.require_quote_work,
 ) -> Quote:
     async with unit_of_work() as uow:
-        quote = await uow.quotes.get(quote_id)
-        await _workable(uow, quote, principal)
+        quote, deal = await uow.quotes.get_with_deal(quote_id)
+        _workable(quote, deal, principal)
         authorize(principal)
         quote.check_version(expected_version)
         apply(quote, uow.clock())
@@ -241,12 +244,11 @@ async def accept_quote(
     signed link names the quote and its opportunity). The opportunity's answer is
     awaited as `deadline` says (`chase_unanswered_acceptances`)."""
     async with unit_of_work() as uow:
-        quote = await uow.quotes.get(quote_id)
+        quote, found = await uow.quotes.get_with_deal(quote_id)
         if principal is not None:
-            deal = await _workable(uow, quote, principal)
+            deal = _workable(quote, found, principal)
             access.require_quote_work(principal)
         else:
-            found = await uow.opportunities.get(quote.opportunity_id)
             if found is None or quote.opportunity_id != opportunity_id:
                 raise QuoteNotFound(quote_id)
             deal = found
@@ -273,8 +275,8 @@ async def revise_quote(
     valid_until: datetime | None,
 ) -> Quote:
     async with unit_of_work() as uow:
-        quote = await uow.quotes.get(quote_id)
-        await _workable(uow, quote, principal)
+        quote, deal = await uow.quotes.get_with_deal(quote_id)
+        _workable(quote, deal, principal)
         access.require_quote_work(principal)
         quote.check_version(expected_version)
         resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None
