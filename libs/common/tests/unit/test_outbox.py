@@ -133,6 +133,34 @@ async def test_the_relay_publishes_each_event_once_in_commit_order(engine: Async
     assert [e.sequence for e in sender.sent if e.subject == str(A)] == [1, 2, 3]
 
 
+async def unsent_texts(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(outbox.c.envelope).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)
+        )
+        return [CloudEvent.model_validate_json(e).data["text"] for (e,) in rows]
+
+
+async def test_what_was_sent_is_stamped_by_the_next_read_or_on_release(
+    engine: AsyncEngine,
+) -> None:
+    """On PostgreSQL the stamp of a batch rides on the statement that reads the next one
+    (one round trip a batch, not two), and a relay that stops stamps what it sent; on
+    SQLite a batch is stamped at once."""
+    writer, sender = Outbox("/dealflow/test"), FakeSender()
+    await commit(engine, writer, note(A, "a1"), note(B, "b1"))
+    relayer = relay(engine, sender, writer)
+    assert await relayer.relay_once() == 2
+    postgres = engine.dialect.name == "postgresql"
+    assert await unsent_texts(engine) == (["a1", "b1"] if postgres else [])
+    await commit(engine, writer, note(A, "a2"))
+    assert await relayer.relay_once() == 1  # a1 and b1 are not read again
+    assert await unsent_texts(engine) == (["a2"] if postgres else [])
+    await relayer.release()
+    assert await unsent_texts(engine) == []
+    assert [e.data["text"] for e in sender.sent] == ["a1", "b1", "a2"]
+
+
 async def test_an_unacked_record_holds_back_the_later_records_of_its_opportunity(
     engine: AsyncEngine,
 ) -> None:

@@ -39,7 +39,18 @@ from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    all_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -333,6 +344,9 @@ class OutboxRelay:
         self._metrics = metrics
         self._last_cleanup: datetime | None = None
         self._last_gauges: datetime | None = None
+        self._acked_unstamped: list[int] = []
+        """Rows published and acked, not stamped yet: on PostgreSQL the next read of
+        unsent rows stamps them in the same statement (or `release` does)."""
         self.publishing = True
         """False while the broker does not ack what the relay sends (for readiness)."""
 
@@ -368,7 +382,15 @@ class OutboxRelay:
             await asyncio.shield(self.release())
 
     async def release(self) -> None:
-        """Stop being this schema's publisher, so another replica's relay takes over."""
+        """Stop being this schema's publisher, so another replica's relay takes over;
+        what was acked is stamped sent first, so that it does not publish it again."""
+        if self._acked_unstamped:
+            try:
+                async with self._engine.connect() as connection:
+                    await self._stamp(connection, self._acked_unstamped)
+                self._acked_unstamped = []
+            except Exception:  # the next publisher sends them again: duplicates, no loss
+                log.warning("could not stamp %d acked outbox rows", len(self._acked_unstamped))
         if self._leadership is not None:
             await self._leadership.release()
 
@@ -381,9 +403,19 @@ class OutboxRelay:
         if self._leadership is not None and not await self._leadership.held():
             return 0
         async with self._engine.connect() as connection:
-            connection = await read_only(connection)
-            rows = await _select_unsent(self._batch_size).all(connection, {})
-            await connection.rollback()
+            if is_postgres(connection):
+                # One statement stamps what the last batch sent and reads the next: in
+                # autocommit, a transaction of its own, without BEGIN and COMMIT.
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                stamped = self._acked_unstamped
+                rows = await _stamp_and_select_unsent(self._batch_size).all(
+                    connection, {"b_ids": stamped, "b_sent_at": self._clock()}
+                )
+                self._acked_unstamped = []
+            else:
+                connection = await read_only(connection)
+                rows = await _select_unsent(self._batch_size).all(connection, {})
+                await connection.rollback()
         if not rows:
             return 0
         results = await self._publish(rows)
@@ -397,19 +429,26 @@ class OutboxRelay:
             elif row.subject not in held_back:
                 sent_ids.append(row.id)
                 self._metrics.published.labels(row.topic).inc()
-        if sent_ids:
+        if sent_ids and self._leadership is not None:
+            # A stamp lost with this process costs duplicates the inboxes absorb, and
+            # waiting for the next read saves a round trip per batch.
+            self._acked_unstamped = sent_ids
+        elif sent_ids:
             async with self._engine.connect() as connection:
-                if is_postgres(connection):
-                    # One statement is a transaction of its own: on PostgreSQL it runs in
-                    # autocommit, without the BEGIN and COMMIT round trips.
-                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                await _stamp_sent(connection.dialect.name).rowcount(
-                    connection, {"b_ids": sent_ids, "b_sent_at": self._clock()}
-                )
-                await connection.commit()
+                await self._stamp(connection, sent_ids)
         if held_back:
             raise RelayIncomplete(len(rows) - len(sent_ids))
         return len(sent_ids)
+
+    async def _stamp(self, connection: AsyncConnection, ids: list[int]) -> None:
+        if is_postgres(connection):
+            # One statement is a transaction of its own: on PostgreSQL it runs in
+            # autocommit, without the BEGIN and COMMIT round trips.
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await _stamp_sent(connection.dialect.name).rowcount(
+            connection, {"b_ids": ids, "b_sent_at": self._clock()}
+        )
+        await connection.commit()
 
     async def _publish(self, rows: Sequence[Any]) -> list[BaseException | None]:
         """Send every row, waiting at most the publish timeout; None where acked."""
@@ -506,9 +545,8 @@ class OutboxRelay:
             )
 
 
-@functools.cache
-def _select_unsent(limit: int) -> DirectStatement:
-    return DirectStatement(
+def _unsent(limit: int) -> Select[Any]:
+    return (
         select(
             outbox.c.id,
             outbox.c.event_id,
@@ -521,6 +559,26 @@ def _select_unsent(limit: int) -> DirectStatement:
         .order_by(outbox.c.id)
         .limit(limit)
     )
+
+
+@functools.cache
+def _select_unsent(limit: int) -> DirectStatement:
+    return DirectStatement(_unsent(limit))
+
+
+@functools.cache
+def _stamp_and_select_unsent(limit: int) -> DirectStatement:
+    """PostgreSQL: stamp `b_ids` sent and read the unsent rows after them, in one
+    statement. The update is a CTE, so the select sees the rows as they were before it:
+    those it stamps are left out by their ids."""
+    ids = bindparam("b_ids", type_=postgresql.ARRAY(BigInteger))
+    stamped = (
+        update(outbox)
+        .where(outbox.c.id == any_(ids))
+        .values(sent_at=bindparam("b_sent_at"))
+        .cte("stamped")
+    )
+    return DirectStatement(_unsent(limit).where(outbox.c.id != all_(ids)).add_cte(stamped))
 
 
 @functools.cache

@@ -95,9 +95,7 @@ _WHOLE_QUOTE_FOR_UPDATE = DirectStatement(
 # Every change of a quote checks that the caller may work on its deal: the deal's
 # projection is read beside the quote (unlocked, as it was read apart).
 _WHOLE_QUOTE_AND_DEAL_FOR_UPDATE = DirectStatement(
-    select(
-        quotes, _WHOLE_LINES, *(c.label(f"deal_{c.name}") for c in known_opportunities.c)
-    )
+    select(quotes, _WHOLE_LINES, *(c.label(f"deal_{c.name}") for c in known_opportunities.c))
     .select_from(
         quotes.outerjoin(known_opportunities, known_opportunities.c.id == quotes.c.opportunity_id)
     )

@@ -190,9 +190,7 @@ async def _resolve_lines(
     return lines
 
 
-def _visible(
-    quote: Quote, deal: KnownOpportunity | None, principal: Principal
-) -> KnownOpportunity:
+def _visible(quote: Quote, deal: KnownOpportunity | None, principal: Principal) -> KnownOpportunity:
     if deal is None:
         raise QuoteNotFound(quote.id)
     if not access.can_view(deal, principal):
