@@ -123,12 +123,26 @@ class DirectStatement:
         return int(last) if last.isdigit() else -1
 
     async def each(self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run the statement once per parameter set: one set, the usual case, is one
-        direct statement; several go as SQLAlchemy's `executemany` (one round trip)."""
+        """Run the statement once per parameter set (all with the same names): one set
+        is one direct statement; several go as asyncpg's `executemany`, one round trip."""
         if len(rows) == 1:
             await self.rowcount(connection, rows[0])
-        elif rows:
+            return
+        if not rows:
+            return
+        driver = await _driver_of(connection)
+        if driver is None:
             await connection.execute(self.statement, [dict(row) for row in rows])
+            return
+        compiled = self._compiled_for(connection, rows[0])
+        arguments = [_arguments(compiled, row) for row in rows]
+        count = _statement_counters.get(connection.sync_engine)
+        if count is not None:
+            count()  # one statement, as SQLAlchemy counts an executemany
+        try:
+            await driver.executemany(compiled.sql, arguments)
+        except Exception as error:
+            raise await _translated(connection, compiled.sql, arguments[0], error) from error
 
     def _compiled_for(self, connection: AsyncConnection, params: Mapping[str, Any]) -> _Compiled:
         names = frozenset(params)
@@ -145,13 +159,7 @@ class DirectStatement:
         params: Mapping[str, Any],
         method: str,
     ) -> Any:
-        arguments = []
-        for name, (given, value), process in zip(
-            compiled.positions, compiled.fixed, compiled.binds, strict=True
-        ):
-            if given:
-                value = params[name]
-            arguments.append(value if process is None else process(value))
+        arguments = _arguments(compiled, params)
         count = _statement_counters.get(connection.sync_engine)
         if count is not None:
             count()
@@ -159,6 +167,18 @@ class DirectStatement:
             return await getattr(driver, method)(compiled.sql, *arguments)
         except Exception as error:
             raise await _translated(connection, compiled.sql, arguments, error) from error
+
+
+def _arguments(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
+    """The positional arguments of one run, each processed as its type binds it."""
+    arguments = []
+    for name, (given, value), process in zip(
+        compiled.positions, compiled.fixed, compiled.binds, strict=True
+    ):
+        if given:
+            value = params[name]
+        arguments.append(value if process is None else process(value))
+    return arguments
 
 
 def _compile(

@@ -9,7 +9,7 @@ at all; the relay publishes them afterwards.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -36,6 +36,7 @@ class UnitOfWork:
         self._connection: AsyncConnection | None = None
         self._events: list[tuple[EventPayload, FlowContext]] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._before_commit: list[Callable[[], Awaitable[None]]] = []
         self._done = False
 
     @property
@@ -56,6 +57,7 @@ class UnitOfWork:
         self._connection = connection
         self._events = []
         self._after_commit = []
+        self._before_commit = []
         self._done = False
         return self
 
@@ -97,6 +99,8 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         connection = self.connection
+        for write in self._before_commit:
+            await write()
         if self._events:
             await self._outbox.append(connection, self._events, self.clock())
         await connection.commit()
@@ -105,6 +109,11 @@ class UnitOfWork:
             self._outbox.notify_committed()
         for callback in self._after_commit:
             callback()
+
+    def before_commit(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run `write` in the transaction when it commits, before the outbox rows: where
+        a repository writes back what it held (`HeldRows`)."""
+        self._before_commit.append(write)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the work is committed (not if it rolls back)."""

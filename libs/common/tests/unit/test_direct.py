@@ -202,3 +202,29 @@ async def test_direct_statements_are_counted_with_the_others(deals: AsyncEngine)
         await _DIRECT_SELECT.first(connection, {"b_id": uuid.uuid4()})
         await connection.execute(select(_deals.c.id))
     assert registry.get_sample_value("dealflow_db_statements_total") == (before or 0) + 3
+
+
+async def test_several_parameter_sets_run_in_one_statement(deals: AsyncEngine) -> None:
+    """`each` with several sets is one `executemany` (one round trip, counted once); a
+    refusal among them is SQLAlchemy's error, and nothing of the statement stays."""
+    registry = CollectorRegistry()
+    count_statements(deals, registry)
+    rows = [_deal(stage=stage) for stage in ("lead", "proposal", "closed_won")]
+    async with deals.begin() as connection:
+        await connection.execute(select(_deals.c.id))  # SQLite's BEGIN is a statement too
+        before = registry.get_sample_value("dealflow_db_statements_total") or 0
+        await _INSERT.each(connection, rows)
+        assert registry.get_sample_value("dealflow_db_statements_total") == before + 1
+        await _UPDATE.each(connection, [{"b_id": row["id"], "stage": "lost"} for row in rows[:2]])
+    async with deals.connect() as connection:
+        found = {r.id: r.stage for r in await connection.execute(select(_deals))}
+    assert found == {rows[0]["id"]: "lost", rows[1]["id"]: "lost", rows[2]["id"]: "closed_won"}
+    again = [_deal(), rows[0]]
+    async with deals.connect() as connection:
+        with pytest.raises(exc.IntegrityError):
+            await _INSERT.each(connection, again)
+        await connection.rollback()
+        assert (
+            await connection.scalar(select(_deals.c.id).where(_deals.c.id == again[0]["id"]))
+            is None
+        )

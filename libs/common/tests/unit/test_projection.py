@@ -11,7 +11,12 @@ from sqlalchemy import Column, MetaData, String, Table, Uuid, exc, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.db import count_statements
-from dealflow_common.messaging.projection import AppliedSequences, ForeignSource, ProjectionRows
+from dealflow_common.messaging.projection import (
+    AppliedSequences,
+    ForeignSource,
+    HeldRows,
+    ProjectionRows,
+)
 
 SOURCE = "/dealflow/opportunity"
 
@@ -117,39 +122,54 @@ async def test_projection_rows_add_once_then_lock_read_and_save(engine: AsyncEng
         assert (await rows.get(connection, "a", share=True)).name == "learnt"  # type: ignore[union-attr]
 
 
-async def test_rows_locked_ahead_are_handed_out_once_without_reading_them_again(
+async def test_a_batchs_rows_are_locked_in_one_statement_and_written_back_in_one(
     engine: AsyncEngine,
 ) -> None:
-    """`lock_ahead` locks a batch's rows in one statement (PostgreSQL; SQLite's writers
-    are serialised and it locks nothing). `lock_or_add` hands each row out once without
-    a statement; a row saved since, or handed out before, is read again."""
+    """`lock_ahead` locks a batch's rows in one statement and holds them (PostgreSQL;
+    SQLite's writers are serialised and nothing is held). Reads and saves of a held row
+    cost no statement, a later read sees the save, and `write_held` writes every save
+    in one round trip; a row not held is read and written at once."""
     metadata = MetaData()
     table = Table(
-        "known_deals_ahead",
+        "known_deals_held",
         metadata,
         Column("id", Uuid, primary_key=True),
         Column("name", String(20), nullable=False),
+        Column("stage", String(20), nullable=False),
     )
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     rows = ProjectionRows(table)
-    a, b, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    a, b, new, other = (uuid.uuid4() for _ in range(4))
     async with engine.begin() as connection:
-        await connection.execute(table.insert(), [{"id": a, "name": "a"}, {"id": b, "name": "b"}])
+        await connection.execute(
+            table.insert(),
+            [
+                {"id": a, "name": "a", "stage": "lead"},
+                {"id": b, "name": "b", "stage": "lead"},
+                {"id": other, "name": "other", "stage": "lead"},
+            ],
+        )
     registry = CollectorRegistry()
     count_statements(engine, registry)
 
     def statements() -> float:
         return registry.get_sample_value("dealflow_db_statements_total") or 0
 
+    async def stored(key: uuid.UUID) -> tuple[str, str]:
+        async with engine.connect() as reader:
+            found = (await reader.execute(select(table).where(table.c.id == key))).one()
+            return found.name, found.stage
+
+    held = HeldRows()
     async with engine.begin() as connection:
         before = statements()
-        ahead = await rows.lock_ahead(connection, [a, b, new, a])
+        await rows.lock_ahead(connection, [a, b, new, a], held)
         if engine.dialect.name == "sqlite":
-            assert ahead == {}
+            assert held.rows == {}
             return
         assert statements() == before + 1
-        assert {key: row and row.name for key, row in ahead.items()} == {
+        assert {key: row and row.name for key, row in held.rows.items()} == {
             a: "a",
             b: "b",
             new: None,
@@ -157,18 +177,31 @@ async def test_rows_locked_ahead_are_handed_out_once_without_reading_them_again(
         await _refused_elsewhere(engine, table, a)  # locked until this transaction ends
 
         before = statements()
-        assert (await rows.lock_or_add(connection, {"id": a, "name": "?"}, ahead)).name == "a"
-        assert statements() == before  # handed out, not read
-        added = await rows.lock_or_add(connection, {"id": new, "name": "unseen"}, ahead)
-        assert added.name == "unseen"
-        assert statements() == before + 1  # the insert alone: it was known to be absent
+        found = await rows.lock_or_add(connection, {"id": a, "name": "?", "stage": "?"}, held)
+        assert (found.name, found.stage) == ("a", "lead")
+        await rows.save(connection, {"id": a, "name": "learnt", "stage": "won"}, held)
+        await rows.save(connection, {"id": b, "name": "b", "stage": "proposal"}, held)
+        again = await rows.lock_or_add(connection, {"id": a, "name": "?", "stage": "?"}, held)
+        assert (again.name, again.stage) == ("learnt", "won")  # a later event sees the save
+        assert (await rows.get(connection, b, held=held)).stage == "proposal"  # type: ignore[union-attr]
+        assert statements() == before  # held: nothing read or written yet
+        assert await stored(a) == ("a", "lead")
+        before = statements()  # (reading it from elsewhere counted one)
 
-        await rows.save(connection, {"id": a, "name": "learnt"}, ahead)
-        again = await rows.lock_or_add(connection, {"id": a, "name": "?"}, ahead)
-        assert again.name == "learnt"  # read again: handed out already
-        await rows.save(connection, {"id": b, "name": "saved"}, ahead)
-        assert (await rows.lock_or_add(connection, {"id": b, "name": "?"}, ahead)).name == "saved"
-        assert ahead == {}
+        added = await rows.lock_or_add(connection, {"id": new, "name": "n", "stage": "lead"}, held)
+        assert added.name == "n"
+        assert statements() == before + 1  # its insert alone: it was known to be absent
+        await rows.save(connection, {"id": new, "name": "n", "stage": "qualification"}, held)
+        await rows.save(connection, {"id": other, "name": "other", "stage": "lost"}, held)
+        assert statements() == before + 2  # `other` is not held: written at once
+
+        await rows.write_held(connection, held)
+        assert statements() == before + 3  # the three held saves in one round trip
+        assert held.unwritten == {}
+    assert await stored(a) == ("learnt", "won")
+    assert await stored(b) == ("b", "proposal")
+    assert await stored(new) == ("n", "qualification")
+    assert await stored(other) == ("other", "lost")
 
 
 async def _refused_elsewhere(engine: AsyncEngine, table: Table, key: uuid.UUID) -> None:

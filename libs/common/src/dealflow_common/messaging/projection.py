@@ -20,7 +20,7 @@ relation to.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,42 @@ class AppliedSequences:
         )
 
 
+class HeldRows:
+    """One transaction's rows of a projection table, held for a consumer's batch.
+
+    `ProjectionRows.lock_ahead` locks the batch's rows in one statement and keeps them
+    here; each event's handler then takes its row from here, and what it saves is kept
+    here too (a deal's later events in the batch see what its earlier ones wrote) and
+    written back once, in one round trip, by `ProjectionRows.write_held` before the
+    transaction commits. Only rows this transaction holds locked are kept, so nobody
+    else can change them meanwhile; a key never locked ahead is read and written at
+    once, as without a batch. While a batch is applied, its handlers read and write
+    these rows only through `ProjectionRows` (a statement of its own would not see
+    what is waiting here).
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[object, Row[Any] | None] = {}
+        """Each key locked ahead: its row as this transaction sees it, None if it has none."""
+        self.unwritten: dict[object, dict[str, Any]] = {}
+        """What saves left to write, per key: every column but the key."""
+
+
+class _HeldRow:
+    """A row held in memory: read by column name like the rows read from the database."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._mapping[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class ProjectionRows:
     """The rows of one projection table, keyed by one column: the storage every
     service's projection shares. The service maps rows to its own object and back.
@@ -93,12 +129,9 @@ class ProjectionRows:
     locked until commit, so two events' read-merge-write never interleave. SQLite has
     no row locks; its writers are serialised by the database.
 
-    A consumer applies a batch of events in one transaction, and each event locked its
-    row with a statement of its own. `lock_ahead` locks the rows of the whole batch in
-    one statement, and `lock_or_add` then hands each row out without reading it again.
-    A row locked ahead is handed out once, to the first `lock_or_add` of its key (a
-    second event of the same deal reads the row its first wrote); `save` forgets it, so
-    a row written without being handed out is never handed out stale.
+    A consumer applies a batch of events in one transaction. With `HeldRows` given, the
+    batch's rows are locked in one statement (`lock_ahead`) instead of one per event,
+    and written back in one round trip (`write_held`) instead of one per event.
     """
 
     def __init__(self, table: Table, key: str = "id") -> None:
@@ -127,9 +160,18 @@ class ProjectionRows:
         }
 
     async def get(
-        self, connection: AsyncConnection, key: object, *, lock: bool = False, share: bool = False
+        self,
+        connection: AsyncConnection,
+        key: object,
+        *,
+        lock: bool = False,
+        share: bool = False,
+        held: HeldRows | None = None,
     ) -> Row[Any] | None:
-        """The row, unlocked; `lock` holds it for update, `share` for share (PostgreSQL)."""
+        """The row, unlocked; `lock` holds it for update, `share` for share (PostgreSQL).
+        A row in `held` is answered from there (it is locked for update already)."""
+        if held is not None and key in held.rows:
+            return held.rows[key]
         query = self._select
         if (lock or share) and connection.dialect.name == "postgresql":
             query = self._select_for_update if lock else self._select_for_share
@@ -137,59 +179,65 @@ class ProjectionRows:
         return row
 
     async def lock_ahead(
-        self, connection: AsyncConnection, keys: Iterable[object]
-    ) -> dict[object, Row[Any] | None]:
-        """The rows of `keys`, locked until commit by one statement: each key's row, or
-        None when it has none yet (nothing is locked for it; `lock_or_add` adds it).
-
-        Give the answer to `lock_or_add` as `ahead`. On SQLite nothing is locked ahead
-        (its writers are serialised anyway) and the answer is empty.
-        """
-        wanted = set(keys)
+        self, connection: AsyncConnection, keys: Iterable[object], held: HeldRows
+    ) -> None:
+        """Lock the rows of `keys` until commit, with one statement, and keep them in
+        `held` (a key without a row is kept as None: `lock_or_add` adds it). Keys held
+        already are not read again. On SQLite nothing is held (its writers are
+        serialised anyway): every row is read and written at once."""
+        wanted = set(keys).difference(held.rows)
         if not wanted or connection.dialect.name != "postgresql":
-            return {}
-        ahead: dict[object, Row[Any] | None] = dict.fromkeys(wanted)
+            return
+        held.rows.update(dict.fromkeys(wanted))
         for row in await self._lock_many.all(connection, {"b_keys": list(wanted)}):
-            ahead[row._mapping[self._key]] = row
-        return ahead
+            held.rows[row._mapping[self._key]] = row
 
     async def lock_or_add(
-        self,
-        connection: AsyncConnection,
-        unseen: Mapping[str, Any],
-        ahead: MutableMapping[object, Row[Any] | None] | None = None,
+        self, connection: AsyncConnection, unseen: Mapping[str, Any], held: HeldRows | None = None
     ) -> Row[Any]:
         """The row of `unseen`'s key, locked; `unseen` is added first when there is none.
 
         The row is looked for first: every event but a deal's first finds it, so adding
         costs its statement only once per row. The row added is returned by its insert
         (and is this transaction's until it commits); only when another transaction
-        added it meanwhile is it read again, locked. A key in `ahead` (`lock_ahead`'s
-        answer, whose entry this takes) is not looked for again.
+        added it meanwhile is it read again, locked. A key in `held` is not looked for,
+        and the row added for it is kept there.
         """
         key = unseen[self._key]
-        if ahead is not None and key in ahead:
-            row = ahead.pop(key)
-        else:
-            row = await self.get(connection, key, lock=True)
-        if row is not None:
-            return row
-        insert = self._insert_if_absent[connection.dialect.name]
-        row = await insert.first(connection, unseen) or await self.get(
-            connection, unseen[self._key], lock=True
-        )
-        assert row is not None  # inserted above, or inserted by another and committed
+        holding = held is not None and key in held.rows
+        row = await self.get(connection, key, lock=True, held=held if holding else None)
+        if row is None:
+            insert = self._insert_if_absent[connection.dialect.name]
+            row = await insert.first(connection, unseen) or await self.get(
+                connection, key, lock=True
+            )
+            assert row is not None  # inserted above, or inserted by another and committed
+            if held is not None and holding:
+                held.rows[key] = row
         return row
 
     async def save(
-        self,
-        connection: AsyncConnection,
-        values: Mapping[str, Any],
-        ahead: MutableMapping[object, Row[Any] | None] | None = None,
+        self, connection: AsyncConnection, values: Mapping[str, Any], held: HeldRows | None = None
     ) -> None:
-        """Write every column of `values` but the key, to the row of its key (which
-        `ahead` then no longer holds: what it held is no longer the row)."""
-        if ahead is not None:
-            ahead.pop(values[self._key], None)
+        """Write every column of `values` but the key, to the row of its key: at once,
+        or, for a row in `held`, there, until `write_held`."""
+        key = values[self._key]
         changed = {name: value for name, value in values.items() if name != self._key}
-        await self._update.rowcount(connection, {**changed, "b_key": values[self._key]})
+        if held is not None and held.rows.get(key) is not None:
+            before = held.rows[key]
+            assert before is not None
+            held.rows[key] = _HeldRow({**before._mapping, **changed})  # type: ignore[assignment]
+            held.unwritten.setdefault(key, {}).update(changed)
+            return
+        await self._update.rowcount(connection, {**changed, "b_key": key})
+
+    async def write_held(self, connection: AsyncConnection, held: HeldRows) -> None:
+        """Write what saves left in `held`, in one round trip (before the commit)."""
+        if not held.unwritten:
+            return
+        by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for key, changed in held.unwritten.items():
+            by_columns.setdefault(frozenset(changed), []).append({**changed, "b_key": key})
+        held.unwritten.clear()
+        for rows in by_columns.values():
+            await self._update.each(connection, rows)

@@ -27,7 +27,7 @@ from dealflow_common.contracts.quote import BillingPeriod, QuoteLineData
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
-from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
+from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_order.adapters.tables import (
     invoice_counters,
@@ -180,23 +180,26 @@ class KnownDeals:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._ahead: dict[object, Row[Any] | None] = {}
+        self._held = HeldRows()
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
-        """Lock these deals' rows in one statement; `lock_or_add` then reads none again."""
-        self._ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
+        """Lock these deals' rows in one statement and hold them until `write_held`."""
+        await _KNOWN.lock_ahead(self._connection, opportunity_ids, self._held)
+
+    async def write_held(self) -> None:
+        await _KNOWN.write_held(self._connection, self._held)
 
     async def lock_or_add(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
         """The deal's row, locked until commit; `unseen` is added first when there is
         none (a concurrent insert of the same row waits, then does nothing)."""
-        row = await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now), self._ahead)
+        row = await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now), self._held)
         return _to_known(row)
 
     async def save(self, deal: KnownDeal, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _known_row(deal, now), self._ahead)
+        await _KNOWN.save(self._connection, _known_row(deal, now), self._held)
 
     async def get(self, opportunity_id: UUID) -> KnownDeal:
-        row = await _KNOWN.get(self._connection, opportunity_id)
+        row = await _KNOWN.get(self._connection, opportunity_id, held=self._held)
         return KnownDeal.unseen(opportunity_id) if row is None else _to_known(row)
 
 

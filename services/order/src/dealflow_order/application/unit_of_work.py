@@ -16,4 +16,5 @@ class OrderUnitOfWork(UnitOfWork):
         await super().__aenter__()
         self.orders = OrderRepository(self.connection)
         self.deals = KnownDeals(self.connection)
+        self.before_commit(self.deals.write_held)
         return self

@@ -8,14 +8,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.deal_access import shares_from_document, shares_to_document
-from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
+from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_purge.adapters.tables import (
     deal_purges,
     holds,
@@ -33,7 +33,6 @@ from dealflow_purge.domain.progress import WAITING, DealPurge, PurgeState
 from dealflow_purge.domain.runs import ItemOutcome, PurgeRun, RunStatus
 
 AGENT = 1
-_SELECT_DEAL = select(known_deals).where(known_deals.c.opportunity_id == bindparam("b_id"))
 _KNOWN = ProjectionRows(known_deals, key="opportunity_id")
 
 
@@ -96,7 +95,7 @@ def _upsert_rows(
 class PurgeStore:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._deals_ahead: dict[object, Row[Any] | None] = {}
+        self._held_deals = HeldRows()
 
     # The agent: switch, due time and lock.
 
@@ -176,21 +175,24 @@ class PurgeStore:
     # The projection of deals and their quotes.
 
     async def deal(self, opportunity_id: UUID) -> KnownDeal | None:
-        r = (await self._connection.execute(_SELECT_DEAL, {"b_id": opportunity_id})).first()
+        r = await _KNOWN.get(self._connection, opportunity_id, held=self._held_deals)
         return _to_deal(r) if r else None
 
     async def lock_deals_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
-        """Lock these deals' rows in one statement; `lock_or_add_deal` reads none again."""
-        self._deals_ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
+        """Lock these deals' rows in one statement and hold them until `write_held`."""
+        await _KNOWN.lock_ahead(self._connection, opportunity_ids, self._held_deals)
+
+    async def write_held(self) -> None:
+        await _KNOWN.write_held(self._connection, self._held_deals)
 
     async def lock_or_add_deal(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
         """The deal's row, locked until commit (an event's read-merge-write never
         interleaves with another's); `unseen` is added first when there is none."""
-        row = await _KNOWN.lock_or_add(self._connection, _deal_row(unseen, now), self._deals_ahead)
+        row = await _KNOWN.lock_or_add(self._connection, _deal_row(unseen, now), self._held_deals)
         return _to_deal(row)
 
     async def save_deal(self, deal: KnownDeal, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _deal_row(deal, now), self._deals_ahead)
+        await _KNOWN.save(self._connection, _deal_row(deal, now), self._held_deals)
 
     def _past_retention(self, cutoffs: dict[Stage, datetime]) -> Any:
         return or_(

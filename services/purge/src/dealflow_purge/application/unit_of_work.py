@@ -14,4 +14,5 @@ class PurgeUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self.store = PurgeStore(self.connection)
+        self.before_commit(self.store.write_held)
         return self

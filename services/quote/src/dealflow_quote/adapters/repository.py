@@ -24,7 +24,7 @@ from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
-from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
+from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_quote.adapters.tables import (
     bundle_items,
@@ -580,18 +580,21 @@ class KnownOpportunities:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._ahead: dict[object, Row[Any] | None] = {}
+        self._held = HeldRows()
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
-        """Lock these deals' rows in one statement; `lock_or_add` then reads none again."""
-        self._ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
+        """Lock these deals' rows in one statement and hold them until `write_held`."""
+        await _KNOWN.lock_ahead(self._connection, opportunity_ids, self._held)
+
+    async def write_held(self) -> None:
+        await _KNOWN.write_held(self._connection, self._held)
 
     async def get(
         self, opportunity_id: UUID, *, for_share: bool = False
     ) -> KnownOpportunity | None:
         """`for_share`: hold the row until commit, so that an `opportunity.won` or `.lost`
         applied meanwhile waits for this transaction and then sees what it created."""
-        row = await _KNOWN.get(self._connection, opportunity_id, share=for_share)
+        row = await _KNOWN.get(self._connection, opportunity_id, share=for_share, held=self._held)
         return None if row is None else _to_known(row)
 
     async def lock_or_add(self, unseen: KnownOpportunity, now: datetime) -> KnownOpportunity:
@@ -599,11 +602,11 @@ class KnownOpportunities:
         interleaves with another's); `unseen` is added first when there is none. When
         another transaction adds the row at the same moment, the insert waits for it
         and does nothing, and its committed row is the one locked."""
-        row = await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now), self._ahead)
+        row = await _KNOWN.lock_or_add(self._connection, _known_row(unseen, now), self._held)
         return _to_known(row)
 
     async def save(self, deal: KnownOpportunity, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _known_row(deal, now), self._ahead)
+        await _KNOWN.save(self._connection, _known_row(deal, now), self._held)
 
 
 def _to_known(row: Row[Any], prefix: str = "") -> KnownOpportunity:

@@ -22,4 +22,5 @@ class QuoteUnitOfWork(UnitOfWork):
         self.quotes = QuoteRepository(self.connection)
         self.catalog = CatalogRepository(self.connection)
         self.opportunities = KnownOpportunities(self.connection)
+        self.before_commit(self.opportunities.write_held)
         return self

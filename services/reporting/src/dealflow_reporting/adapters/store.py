@@ -14,13 +14,12 @@ from uuid import UUID
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
-from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
+from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_reporting.adapters.tables import (
     deal_owner_sums,
     deal_owners,
@@ -39,28 +38,37 @@ class DealStore:
         self._dialect = connection.dialect.name
         # Sums moved by this transaction's events, per table (per owner or not).
         self._sum_changes: dict[bool, dict[SumKey, list[int]]] = {False: {}, True: {}}
-        self._ahead: dict[object, Row[Any] | None] = {}
+        self._held: dict[object, ReportedDeal | None] = {}
+        """A batch's deals, locked ahead: each as this transaction sees it (None: no row)."""
+        self._unwritten: dict[object, dict[str, Any]] = {}
+        """The rows of held deals saved since, written back by `write_held`."""
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
-        """Lock these deals' rows in one statement; `get_for_update` then reads none again
-        (a row is handed out once, and forgotten once saved: `ProjectionRows`)."""
-        self._ahead.update(await _DEALS.lock_ahead(self._connection, opportunity_ids))
+        """Lock these deals' rows in one statement and hold them until `write_held`
+        (`HeldRows` says why; the deal itself is held here, not its row)."""
+        locked = HeldRows()
+        await _DEALS.lock_ahead(self._connection, set(opportunity_ids) - set(self._held), locked)
+        for key, row in locked.rows.items():
+            self._held[key] = None if row is None else _deal(row._mapping)
 
     async def get_for_update(self, opportunity_id: UUID) -> ReportedDeal | None:
-        if opportunity_id in self._ahead:
-            row = self._ahead.pop(opportunity_id)
-        else:
-            query = _SELECT_FOR_UPDATE if self._postgres else _SELECT_UNLOCKED
-            row = await query.first(self._connection, {"b_id": opportunity_id})
+        if opportunity_id in self._held:
+            return self._held[opportunity_id]
+        query = _SELECT_FOR_UPDATE if self._postgres else _SELECT_UNLOCKED
+        row = await query.first(self._connection, {"b_id": opportunity_id})
         return None if row is None else _deal(row._mapping)
 
     async def save(
         self, deal: ReportedDeal, *, new: bool, owners_changed: bool, shares_changed: bool = False
     ) -> None:
-        self._ahead.pop(deal.id, None)
         values = _row(deal)
+        held = deal.id in self._held
+        if held:
+            self._held[deal.id] = deal
         if new:
             await _INSERT_DEAL.rowcount(self._connection, values)
+        elif held:
+            self._unwritten[deal.id] = {**values, "b_id": deal.id}
         else:
             await _UPDATE_DEAL.rowcount(self._connection, {**values, "b_id": deal.id})
         if owners_changed:
@@ -95,7 +103,7 @@ class DealStore:
     ) -> None:
         """Move the kept sums (`deal_sums`, or `deal_owner_sums` when `per_owner`) by
         what the deal adds now less what it added before. The change is held until
-        `write_sums`, which the unit of work calls before it commits."""
+        `write_held`, which the unit of work calls before it commits."""
         change = self._sum_changes[per_owner]
         for sign, found in ((-1, before), (1, after)):
             for part in found:
@@ -103,6 +111,15 @@ class DealStore:
                 delta[0] += sign
                 delta[1] += sign * part.amount_minor
                 delta[2] += sign * part.weighted_centi_minor
+
+    async def write_held(self) -> None:
+        """Write what this transaction's events changed and held back, before it
+        commits: the held deals' rows in one round trip, then the sums."""
+        if self._unwritten:
+            rows = list(self._unwritten.values())
+            self._unwritten.clear()
+            await _UPDATE_DEAL.each(self._connection, rows)
+        await self.write_sums()
 
     async def write_sums(self) -> None:
         """Write the sums the transaction's events moved: one upsert per table for the

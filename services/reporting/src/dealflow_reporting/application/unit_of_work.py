@@ -17,5 +17,5 @@ class ReportingUnitOfWork(UnitOfWork):
         return self
 
     async def commit(self) -> None:
-        await self.deals.write_sums()
+        await self.deals.write_held()
         await super().commit()

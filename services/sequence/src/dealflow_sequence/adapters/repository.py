@@ -24,7 +24,7 @@ from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import StaleVersion
-from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
+from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_sequence.adapters.tables import (
     enrollment_steps,
@@ -543,14 +543,17 @@ class KnownDeals:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._ahead: dict[object, Row[Any] | None] = {}
+        self._held = HeldRows()
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
-        """Lock these deals' rows in one statement; `lock_or_add` then reads none again."""
-        self._ahead.update(await _KNOWN.lock_ahead(self._connection, opportunity_ids))
+        """Lock these deals' rows in one statement and hold them until `write_held`."""
+        await _KNOWN.lock_ahead(self._connection, opportunity_ids, self._held)
+
+    async def write_held(self) -> None:
+        await _KNOWN.write_held(self._connection, self._held)
 
     async def get(self, opportunity_id: UUID, *, lock: bool = False) -> KnownDeal | None:
-        row = await _KNOWN.get(self._connection, opportunity_id, lock=lock)
+        row = await _KNOWN.get(self._connection, opportunity_id, lock=lock, held=self._held)
         return None if row is None else _to_deal(row)
 
     async def get_many(self, opportunity_ids: Sequence[UUID]) -> dict[UUID, KnownDeal]:
@@ -566,12 +569,12 @@ class KnownDeals:
         """The deal's row, locked until commit; `unseen` is added first when there is none
         (a concurrent insert waits for the other and does nothing)."""
         row = await _KNOWN.lock_or_add(
-            self._connection, _deal_row(unseen, unseen.last_activity_at), self._ahead
+            self._connection, _deal_row(unseen, unseen.last_activity_at), self._held
         )
         return _to_deal(row)
 
     async def save(self, deal: KnownDeal, now: datetime) -> None:
-        await _KNOWN.save(self._connection, _deal_row(deal, now), self._ahead)
+        await _KNOWN.save(self._connection, _deal_row(deal, now), self._held)
 
     async def stale_candidates(
         self, now: datetime, quiet: timedelta, limit: int

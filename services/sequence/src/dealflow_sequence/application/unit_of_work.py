@@ -41,4 +41,5 @@ class SequenceUnitOfWork(UnitOfWork):
         self.enrollments = EnrollmentRepository(self.connection)
         self.tasks = TaskRepository(self.connection)
         self.deals = KnownDeals(self.connection)
+        self.before_commit(self.deals.write_held)
         return self
