@@ -6,7 +6,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from dealflow_common.contracts.opportunity import OpportunityPurged, Stage
+from dealflow_common.contracts.opportunity import (
+    OpportunityLost,
+    OpportunityPurged,
+    OpportunityStageChanged,
+    Stage,
+)
 
 MANAGER = {"user": "mia", "roles": ("manager",), "teams": ("emea",)}
 
@@ -264,3 +269,57 @@ async def test_enrolling_by_hand_and_cancelling(service) -> None:
     cancelled = await service.call("POST", f"/enrollments/{enrollment['id']}/cancel", **operator)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["state"] == "cancelled"
+
+
+async def test_a_batch_of_events_enrolls_and_exits_as_the_same_events_one_by_one(
+    service, caplog
+) -> None:
+    """A consumer's batch locks its deals and their live enrollments ahead, in two
+    statements: a deal's later events in the batch must see the enrollments its earlier
+    ones started or cancelled, and those held from before the batch."""
+    leaves = await service.define()
+    stays = await service.define(exit_conditions=["deal_closed"])
+    started, moved_on, closed = [await service.deal() for _ in range(3)]
+    await service.move(closed, Stage.PROPOSAL)  # enrolled before the batch
+
+    def moved(deal: str, to: Stage, from_stage: Stage) -> OpportunityStageChanged:
+        return OpportunityStageChanged(
+            opportunity_id=uuid.UUID(deal),
+            from_stage=from_stage,
+            to_stage=to,
+            probability=50,
+            changed_by="alice",
+            changed_at=service.clock(),
+            days_in_previous_stage=1.0,
+            owners=["alice"],
+            version=2,
+        )
+
+    lost = OpportunityLost(
+        opportunity_id=uuid.UUID(closed),
+        reason="budget",
+        lost_by="alice",
+        lost_at=service.clock(),
+        version=3,
+    )
+    batch = [
+        moved(started, Stage.PROPOSAL, Stage.QUALIFICATION),
+        moved(moved_on, Stage.PROPOSAL, Stage.QUALIFICATION),
+        moved(moved_on, Stage.NEGOTIATION, Stage.PROPOSAL),
+        lost,
+    ]
+    numbered = [
+        (event, service.sequences[event.subject] + n, uuid.uuid4())
+        for n, event in enumerate(batch, start=1)
+    ]
+    await service.consume_batch(*numbered)
+    states = {
+        deal: {e["sequence_id"]: e["state"] for e in await service.enrollments(deal)}
+        for deal in (started, moved_on, closed)
+    }
+    assert states == {
+        started: {leaves["id"]: "active", stays["id"]: "active"},
+        moved_on: {leaves["id"]: "cancelled", stays["id"]: "active"},
+        closed: {leaves["id"]: "cancelled", stays["id"]: "cancelled"},
+    }
+    assert "applying one by one" not in caplog.text  # the batch applied whole

@@ -11,10 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -89,6 +102,17 @@ _LIVE_OF = (
 )
 # On PostgreSQL the same read, locked and run directly (every opportunity event asks it).
 _LIVE_OF_LOCKED = DirectStatement(_LIVE_OF.with_for_update())
+# The same for a consumer's batch of deals, in one statement.
+_LIVE_OF_MANY_LOCKED = DirectStatement(
+    select(enrollments)
+    .where(
+        enrollments.c.opportunity_id
+        == any_(bindparam("b_opportunities", type_=postgresql.ARRAY(Uuid))),
+        enrollments.c.state.in_([s.value for s in LIVE]),
+    )
+    .order_by(enrollments.c.opportunity_id, enrollments.c.enrolled_at, enrollments.c.id)
+    .with_for_update()
+)
 
 
 class SequenceRepository:
@@ -200,6 +224,9 @@ class EnrollmentRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._loaded: dict[UUID, int] = {}
+        self._live_held: dict[UUID, list[Enrollment]] = {}
+        """A batch's deals' live enrollments, locked ahead: every enrollment of theirs
+        this transaction reads, changes or adds is the one object kept here."""
 
     def _locking(self, query: Any, *, skip_locked: bool = False) -> Any:
         if is_postgres(self._connection):
@@ -215,6 +242,23 @@ class EnrollmentRepository:
     async def add(self, enrollment: Enrollment) -> None:
         await self._connection.execute(insert(enrollments).values(**_enrollment_row(enrollment)))
         self._loaded[enrollment.id] = enrollment.version
+        held = self._live_held.get(enrollment.opportunity_id)
+        if held is not None:
+            held.append(enrollment)
+
+    async def lock_live_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Lock the live enrollments of these deals in one statement and hold them, so
+        that `live_of` reads none of them again. The deals' rows must be locked first
+        (every writer of a deal's enrollments locks the deal, so none can be added
+        meanwhile). Nothing is held on SQLite."""
+        wanted = set(opportunity_ids).difference(self._live_held)
+        if not wanted or not is_postgres(self._connection):
+            return
+        found = await _LIVE_OF_MANY_LOCKED.all(self._connection, {"b_opportunities": list(wanted)})
+        for opportunity_id in wanted:
+            self._live_held[opportunity_id] = []
+        for enrollment in self._keep(found):
+            self._live_held[enrollment.opportunity_id].append(enrollment)
 
     async def get(self, enrollment_id: UUID) -> Enrollment:
         query = self._locking(select(enrollments).where(enrollments.c.id == enrollment_id))
@@ -224,6 +268,9 @@ class EnrollmentRepository:
         return self._keep(rows)[0]
 
     async def live_of(self, opportunity_id: UUID) -> list[Enrollment]:
+        held = self._live_held.get(opportunity_id)
+        if held is not None:
+            return [enrollment for enrollment in held if enrollment.is_live]
         if is_postgres(self._connection):
             locked = await _LIVE_OF_LOCKED.all(self._connection, {"b_opportunity": opportunity_id})
             return self._keep(locked)
@@ -551,6 +598,10 @@ class KnownDeals:
 
     async def write_held(self) -> None:
         await _KNOWN.write_held(self._connection, self._held)
+
+    def held_ids(self) -> list[UUID]:
+        """The deals locked ahead that have a row."""
+        return [cast(UUID, key) for key, row in self._held.rows.items() if row is not None]
 
     async def get(self, opportunity_id: UUID, *, lock: bool = False) -> KnownDeal | None:
         row = await _KNOWN.get(self._connection, opportunity_id, lock=lock, held=self._held)

@@ -220,8 +220,23 @@ async def activity(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
 
 
 async def lock_ahead(uow: SequenceUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
-    """Before a batch: lock the rows of its deals in one statement (every handler learns)."""
+    """Before a batch: lock the rows of its deals in one statement (every handler learns),
+    then their live enrollments in another (a stage taken reads them)."""
     await uow.deals.lock_ahead(event.payload.opportunity_id for event in events)
+    moving = {e.payload.opportunity_id for e in events if e.envelope.type in _MAY_MOVE_STAGE}
+    await uow.enrollments.lock_live_ahead(set(uow.deals.held_ids()) & moving)
+
+
+_MAY_MOVE_STAGE = frozenset(
+    {
+        "opportunity.updated",
+        "opportunity.stage_changed",
+        "opportunity.won",
+        "opportunity.lost",
+        "opportunity.purged",
+    }
+)
+"""The events whose handlers read a deal's live enrollments (when they take its stage)."""
 
 
 HANDLERS: dict[str, EventHandler] = {
