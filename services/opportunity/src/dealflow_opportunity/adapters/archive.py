@@ -13,6 +13,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.purge import PurgePolicySnapshot
+from dealflow_common.direct import DirectStatement
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -60,15 +61,18 @@ _INSERT_ARCHIVE = insert(opportunity_archive)
 _QUOTE_EVENTS: dict[str, tuple[Any, Any]] = {}
 
 
-def _quote_statements(dialect: str) -> tuple[Any, Any]:
-    """(quote created, quote purged) upserts of `quote_presence` for the dialect, built once."""
+def _quote_statements(dialect: str) -> tuple[DirectStatement, DirectStatement]:
+    """(quote created, quote purged) upserts of `quote_presence` for the dialect, built
+    once, run directly (every quote created is one)."""
     statements = _QUOTE_EVENTS.get(dialect)
     if statements is None:
         insert_ = (postgresql if dialect == "postgresql" else sqlite).insert(quote_presence)
         statements = (
-            insert_.on_conflict_do_nothing(index_elements=["quote_id"]),
-            insert_.on_conflict_do_update(
-                index_elements=["quote_id"], set_={"purged_at": insert_.excluded.purged_at}
+            DirectStatement(insert_.on_conflict_do_nothing(index_elements=["quote_id"])),
+            DirectStatement(
+                insert_.on_conflict_do_update(
+                    index_elements=["quote_id"], set_={"purged_at": insert_.excluded.purged_at}
+                )
             ),
         )
         _QUOTE_EVENTS[dialect] = statements
@@ -81,14 +85,16 @@ class OpportunityArchive:
 
     async def quote_created(self, quote_id: UUID, opportunity_id: UUID) -> None:
         created, _ = _quote_statements(self._connection.dialect.name)
-        await self._connection.execute(
-            created, {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
+        await created.rowcount(
+            self._connection,
+            {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None},
         )
 
     async def quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
         _, purged = _quote_statements(self._connection.dialect.name)
-        await self._connection.execute(
-            purged, {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at}
+        await purged.rowcount(
+            self._connection,
+            {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at},
         )
 
     async def live_quotes(self, opportunity_id: UUID) -> int:

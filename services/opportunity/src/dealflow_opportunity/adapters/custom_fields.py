@@ -8,12 +8,16 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dealflow_common.direct import DirectStatement
 from dealflow_opportunity.adapters.tables import custom_field_definitions as table
 from dealflow_opportunity.domain.custom_fields import (
     CustomFieldDefinition,
     CustomFieldNotFound,
     FieldType,
 )
+
+# Read on every deal created (its custom fields are checked against them): run directly.
+_ALL = DirectStatement(select(table).order_by(table.c.position, table.c.key))
 
 
 class CustomFieldDefinitions:
@@ -22,7 +26,7 @@ class CustomFieldDefinitions:
 
     async def all(self) -> dict[str, CustomFieldDefinition]:
         """Every definition, retired ones included, in the order the deal shows them."""
-        rows = await self._connection.execute(select(table).order_by(table.c.position, table.c.key))
+        rows = await _ALL.all(self._connection, {})
         return {row.key: _to_definition(row) for row in rows}
 
     async def find(self, key: str) -> CustomFieldDefinition | None:

@@ -10,6 +10,7 @@ of the query must be a word of the document, the last one may be its beginning.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.db import is_postgres
+from dealflow_common.direct import DirectStatement
 from dealflow_opportunity.adapters.tables import notes, opportunity_search
 from dealflow_opportunity.domain.model import Opportunity
 
@@ -66,30 +68,34 @@ class SearchIndex:
         self._connection = connection
         self._postgres = is_postgres(connection)
 
-    def _values(self) -> dict[str, Any]:
-        document = _document(bindparam("b_id"), bindparam("b_text"))
-        values: dict[str, Any] = {"document": document}
-        if self._postgres:
-            values["search_vector"] = func.to_tsvector(_SIMPLE, document)
-        return values
-
     async def add(self, opportunity: Opportunity) -> None:
-        statement = insert(opportunity_search).values(
-            opportunity_id=bindparam("b_id"), **self._values()
-        )
-        await self._connection.execute(
-            statement, {"b_id": opportunity.id, "b_text": deal_text(opportunity)}
+        add, _ = _writes(self._postgres)
+        await add.rowcount(
+            self._connection, {"b_id": opportunity.id, "b_text": deal_text(opportunity)}
         )
 
     async def refresh(self, opportunity: Opportunity) -> None:
-        statement = (
-            opportunity_search.update()
-            .where(opportunity_search.c.opportunity_id == bindparam("b_id"))
-            .values(**self._values())
+        _, refresh = _writes(self._postgres)
+        await refresh.rowcount(
+            self._connection, {"b_id": opportunity.id, "b_text": deal_text(opportunity)}
         )
-        await self._connection.execute(
-            statement, {"b_id": opportunity.id, "b_text": deal_text(opportunity)}
-        )
+
+
+@functools.cache
+def _writes(postgres: bool) -> tuple[DirectStatement, DirectStatement]:
+    """(add, refresh) of a deal's search document, built once, run directly (every deal
+    created adds one)."""
+    document = _document(bindparam("b_id"), bindparam("b_text"))
+    values: dict[str, Any] = {"document": document}
+    if postgres:
+        values["search_vector"] = func.to_tsvector(_SIMPLE, document)
+    add = insert(opportunity_search).values(opportunity_id=bindparam("b_id"), **values)
+    refresh = (
+        opportunity_search.update()
+        .where(opportunity_search.c.opportunity_id == bindparam("b_id"))
+        .values(**values)
+    )
+    return DirectStatement(add), DirectStatement(refresh)
 
 
 def matching(terms: list[str], postgres: bool) -> Any:

@@ -45,6 +45,9 @@ _SELECT_ORDER = select(orders).where(orders.c.id == bindparam("b_id"))
 _SELECT_ORDER_FOR_UPDATE = _SELECT_ORDER.with_for_update()
 _VERSIONED_ORDER = VersionedTable(orders, "order")
 _INSERT_ORDER = DirectStatement(insert(orders))
+_ORDER_OF_QUOTE = DirectStatement(
+    select(orders.c.id).where(orders.c.quote_id == bindparam("b_quote"))
+)
 _INSERT_ORDER_LINES = DirectStatement(insert(order_lines))
 _KNOWN = ProjectionRows(known_opportunities)
 _SELECT_COUNTER = select(invoice_counters.c.last_number).where(
@@ -65,10 +68,7 @@ class OrderRepository:
         self._loaded: dict[UUID, int] = {}
 
     async def exists_for_quote(self, quote_id: UUID) -> bool:
-        found = await self._connection.scalar(
-            select(orders.c.id).where(orders.c.quote_id == quote_id)
-        )
-        return found is not None
+        return await _ORDER_OF_QUOTE.first(self._connection, {"b_quote": quote_id}) is not None
 
     async def add(self, order: Order) -> None:
         await _INSERT_ORDER.rowcount(self._connection, _order_row(order))

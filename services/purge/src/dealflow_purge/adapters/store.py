@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.deal_access import shares_from_document, shares_to_document
+from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_purge.adapters.tables import (
     deal_purges,
@@ -34,6 +35,13 @@ from dealflow_purge.domain.runs import ItemOutcome, PurgeRun, RunStatus
 
 AGENT = 1
 _KNOWN = ProjectionRows(known_deals, key="opportunity_id")
+# Every quote created is one: run directly.
+_ADD_QUOTE = {
+    name: DirectStatement(
+        dialect.insert(known_quotes).on_conflict_do_nothing(index_elements=["quote_id"])
+    )
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 @dataclass(frozen=True)
@@ -271,12 +279,8 @@ class PurgeStore:
         return int(candidates or 0) + int(taken_up or 0)
 
     async def add_quote(self, quote_id: UUID, opportunity_id: UUID) -> None:
-        dialect = postgresql if self._connection.dialect.name == "postgresql" else sqlite
-        await self._connection.execute(
-            dialect.insert(known_quotes)
-            .values(quote_id=quote_id, opportunity_id=opportunity_id, purged_at=None)
-            .on_conflict_do_nothing(index_elements=["quote_id"])
-        )
+        added = {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
+        await _ADD_QUOTE[self._connection.dialect.name].rowcount(self._connection, added)
 
     async def mark_quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
         row = {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at}
