@@ -255,27 +255,42 @@ async def _driver_of(connection: AsyncConnection) -> Any | None:
     # SQLAlchemy's asyncpg adapter sends BEGIN lazily, before the first statement it runs;
     # a direct statement may be the first, so it begins the same transaction the same way.
     if adapted._transaction is None and not adapted.autocommit:
-        await adapted._start_transaction()
+        try:
+            await adapted._start_transaction()  # raises the driver's error in DBAPI form
+        except Exception as error:
+            raise await _wrapped(connection, "BEGIN", (), error) from error
     return adapted._connection
 
 
 async def _translated(
     connection: AsyncConnection, sql: str, arguments: Sequence[Any], error: Exception
 ) -> Exception:
-    """The exception SQLAlchemy would raise for `error`; a lost connection is invalidated
-    (as SQLAlchemy does), so the pool does not hand it out again."""
-    dialect = connection.dialect
+    """The exception SQLAlchemy would raise for the driver's `error` (`_wrapped`)."""
     adapted: Any = (await connection.get_raw_connection()).dbapi_connection
     try:
         adapted._handle_exception(error)  # raises the driver error in DBAPI form
     except Exception as dbapi_error:
-        translated = dbapi_error
-    else:  # pragma: no cover - the adapter always raises
-        return error
+        return await _wrapped(connection, sql, arguments, dbapi_error)
+    return error  # pragma: no cover - the adapter always raises
+
+
+async def _wrapped(
+    connection: AsyncConnection, sql: str, arguments: Sequence[Any], translated: Exception
+) -> Exception:
+    """SQLAlchemy's exception for a driver error in DBAPI form; on a lost connection the
+    pool is invalidated as SQLAlchemy does, so it hands out none of its older connections."""
+    dialect = connection.dialect
     if not isinstance(translated, dialect.loaded_dbapi.Error):
         return translated
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
     disconnect = dialect.is_disconnect(translated, adapted, None)
     if disconnect:
+        # As SQLAlchemy does on a disconnect: every connection the pool holds from before
+        # is dropped at its next checkout (a database restart or a purge of its sessions
+        # lost them all; found one by one, each would fail a request), then this one.
+        sync = connection.sync_connection
+        if sync is not None and sync._dbapi_connection is not None and not sync.invalidated:
+            connection.sync_engine.pool._invalidate(sync._dbapi_connection, translated)
         await connection.invalidate(translated)
     wrapped: Exception = sa_exc.DBAPIError.instance(
         sql,

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import (
@@ -189,6 +190,35 @@ async def test_a_lost_connection_is_invalidated_and_the_pool_recovers(deals: Asy
     async with deals.connect() as connection:
         assert await _DIRECT_SELECT.first(connection, {"b_id": deal["id"]}) is not None
         await connection.rollback()
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_after_one_lost_connection_the_pool_hands_out_none_of_its_older_ones(
+    deals: AsyncEngine,
+) -> None:
+    """When the database dropped every session (a restart, a purge of its connections),
+    the first direct statement to fail invalidates the whole pool, as SQLAlchemy does:
+    the units of work after it get fresh connections instead of failing one by one."""
+    held = [await deals.connect() for _ in range(3)]
+    pids = [(await c.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one() for c in held]
+    for connection in held:
+        await connection.rollback()
+        await connection.close()  # back in the pool
+    killer = await asyncpg.connect(
+        deals.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        for pid in pids:
+            await killer.execute(f"SELECT pg_terminate_backend({int(pid)})")
+    finally:
+        await killer.close()
+    with pytest.raises(exc.DBAPIError):
+        async with deals.connect() as connection:
+            await _DIRECT_SELECT.first(connection, {"b_id": uuid.uuid4()})
+    for _ in range(3):
+        async with deals.connect() as connection:
+            assert await _DIRECT_SELECT.first(connection, {"b_id": uuid.uuid4()}) is None
+            await connection.rollback()
 
 
 async def test_direct_statements_are_counted_with_the_others(deals: AsyncEngine) -> None:
