@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.direct import DirectStatement
@@ -37,6 +37,11 @@ class VersionedTable:
             select(table.c.version).where(table.c.id == bindparam("b_id"))
         )
 
+    def with_entry(self, entries: Table, key: str) -> VersionedSaveWithEntry:
+        """A save that also adds one row of `entries` (whose `key` column names the saved
+        row), in the same statement on PostgreSQL: a stage move and its history entry."""
+        return VersionedSaveWithEntry(self, entries, key)
+
     async def save(
         self,
         connection: AsyncConnection,
@@ -52,9 +57,68 @@ class VersionedTable:
         changed = await self._update.rowcount(
             connection, {**values, "b_id": row_id, "b_version": loaded_version}
         )
+        await self.refuse_unless_saved(connection, changed, row_id, loaded_version)
+
+    async def refuse_unless_saved(
+        self, connection: AsyncConnection, changed: int, row_id: Any, loaded_version: int
+    ) -> None:
+        """Nothing when `changed` is 1; else why the row was not saved."""
         if changed == 1:
             return
         current = await self._current_version.first(connection, {"b_id": row_id})
         if current is None:
             raise NotFound(self.entity, row_id)
         raise StaleVersion(self.entity, loaded_version, int(current.version))
+
+
+class VersionedSaveWithEntry:
+    """`VersionedTable.save` and the insert of one entry row, in one statement: the
+    update is a CTE whose returned id the insert takes, so the entry is added only when
+    the row was saved (one round trip instead of two)."""
+
+    def __init__(self, versioned: VersionedTable, entries: Table, key: str) -> None:
+        self._versioned = versioned
+        self._entries = entries
+        self._key = key
+        table = versioned.table
+        self._columns = [c.name for c in table.c if c.name != "id"]
+        self._entry_columns = [
+            c.name for c in entries.c if c.name != key and not (c.primary_key and c.autoincrement)
+        ]
+        saved = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"))
+            .values(
+                {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in self._columns}
+            )
+            .returning(table.c.id)
+            .cte("saved")
+        )
+        entry = select(
+            saved.c.id,
+            *(bindparam(f"e_{name}", type_=entries.c[name].type) for name in self._entry_columns),
+        )
+        self._statement = DirectStatement(
+            insert(entries).from_select([key, *self._entry_columns], entry)
+        )
+
+    async def save(
+        self,
+        connection: AsyncConnection,
+        row_id: Any,
+        loaded_version: int,
+        values: Mapping[str, Any],
+        entry: Mapping[str, Any],
+    ) -> None:
+        """`VersionedTable.save` of `values` (every column but `id`), and the insert of
+        `entry` (every column of the entry but its key and id) only if the row was saved."""
+        if connection.dialect.name != "postgresql":  # no writing CTE: two statements
+            await self._versioned.save(connection, row_id, loaded_version, values)
+            await connection.execute(insert(self._entries), {**entry, self._key: row_id})
+            return
+        params = {f"v_{name}": values[name] for name in self._columns}
+        params.update({f"e_{name}": entry[name] for name in self._entry_columns})
+        changed = await self._statement.rowcount(
+            connection, {**params, "b_id": row_id, "b_version": loaded_version}
+        )
+        await self._versioned.refuse_unless_saved(connection, changed, row_id, loaded_version)

@@ -104,3 +104,56 @@ def test_postgres_sessions_get_the_configured_timeouts(tmp_path: Path) -> None:
         "lock_timeout": "500",
         "idle_in_transaction_session_timeout": "0",
     }
+
+
+entries_metadata = MetaData()
+moved_things = Table(
+    "moved_things",
+    entries_metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("stage", String(20), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+thing_moves = Table(
+    "thing_moves",
+    entries_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("thing_id", Uuid, nullable=False),
+    Column("to_stage", String(20), nullable=False),
+)
+MOVES = VersionedTable(moved_things, "thing").with_entry(thing_moves, "thing_id")
+
+
+async def test_a_save_with_its_entry_writes_both_or_neither(both_engines: AsyncEngine) -> None:
+    """A stage move and its history entry in one statement (two on SQLite): the entry
+    is added only when the row was saved at the version read."""
+    async with both_engines.begin() as connection:
+        await connection.run_sync(entries_metadata.create_all)
+        thing_id = uuid.uuid4()
+        await connection.execute(moved_things.insert().values(id=thing_id, stage="lead", version=1))
+
+    async def moves() -> list[tuple[str, str, int]]:
+        async with both_engines.connect() as connection:
+            rows = await connection.execute(
+                select(moved_things.c.stage, thing_moves.c.to_stage, moved_things.c.version)
+                .join(moved_things, moved_things.c.id == thing_moves.c.thing_id)
+                .order_by(thing_moves.c.id)
+            )
+            return [tuple(row) for row in rows]
+
+    async with both_engines.begin() as connection:
+        await MOVES.save(
+            connection, thing_id, 1, {"stage": "proposal", "version": 2}, {"to_stage": "proposal"}
+        )
+    assert await moves() == [("proposal", "proposal", 2)]
+    async with both_engines.begin() as connection:
+        with pytest.raises(StaleVersion) as stale:
+            await MOVES.save(
+                connection, thing_id, 1, {"stage": "won", "version": 2}, {"to_stage": "won"}
+            )
+        assert stale.value.actual == 2
+        with pytest.raises(NotFound):
+            await MOVES.save(
+                connection, uuid.uuid4(), 1, {"stage": "won", "version": 2}, {"to_stage": "won"}
+            )
+    assert await moves() == [("proposal", "proposal", 2)]

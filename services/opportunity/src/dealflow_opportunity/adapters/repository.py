@@ -88,6 +88,7 @@ _SHARES_OF = (
     .order_by(opportunity_shares.c.opportunity_id, opportunity_shares.c.position)
 )
 _INSERT_HISTORY = DirectStatement(insert(sales_history))
+_VERSIONED_WITH_HISTORY = _VERSIONED.with_entry(sales_history, "opportunity_id")
 _INSERT_NOTES = insert(notes)
 _INSERT_ASSIGNMENTS = insert(assignment_history)
 _OWNERS_OF = (
@@ -167,7 +168,15 @@ class OpportunityRepository:
             return
         changes = _to_row(opportunity)
         del changes["id"]
-        await _VERSIONED.save(self._connection, opportunity.id, loaded, changes)
+        if len(opportunity.new_history) == 1:
+            # A stage move: the deal and its history entry in one statement.
+            (entry,) = opportunity.new_history
+            await _VERSIONED_WITH_HISTORY.save(
+                self._connection, opportunity.id, loaded, changes, _history_row(entry)
+            )
+            opportunity.new_history.clear()
+        else:
+            await _VERSIONED.save(self._connection, opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
         opportunity.bookkeeping_changed = False
         # The search document is rewritten only when what it is made of changed: most
@@ -218,16 +227,7 @@ class OpportunityRepository:
             await _INSERT_HISTORY.each(
                 connection,
                 [
-                    {
-                        "opportunity_id": opportunity.id,
-                        "from_stage": e.from_stage.value if e.from_stage else None,
-                        "to_stage": e.to_stage.value,
-                        "changed_at": e.changed_at,
-                        "changed_by": e.changed_by,
-                        "days_in_previous_stage": e.days_in_previous_stage,
-                        "owners": list(e.owners),
-                        "probability": e.probability,
-                    }
+                    {"opportunity_id": opportunity.id, **_history_row(e)}
                     for e in opportunity.new_history
                 ],
             )
@@ -444,6 +444,19 @@ async def _shares_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[U
             Share(kind=kind, id=holder, grant=ShareGrant(grant))
         )
     return shares
+
+
+def _history_row(e: SalesHistoryEntry) -> dict[str, Any]:
+    """A sales history entry's columns, but the deal it belongs to."""
+    return {
+        "from_stage": e.from_stage.value if e.from_stage else None,
+        "to_stage": e.to_stage.value,
+        "changed_at": e.changed_at,
+        "changed_by": e.changed_by,
+        "days_in_previous_stage": e.days_in_previous_stage,
+        "owners": list(e.owners),
+        "probability": e.probability,
+    }
 
 
 def _to_row(o: Opportunity) -> dict[str, Any]:
