@@ -29,6 +29,7 @@ from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_common.versioned import VersionedTable
+from dealflow_common.with_lines import InsertWithLines
 from dealflow_order.adapters.tables import (
     invoice_counters,
     invoices,
@@ -44,11 +45,11 @@ from dealflow_order.domain.model import EntryKind, LedgerEntry, Order, OrderNotF
 _SELECT_ORDER = select(orders).where(orders.c.id == bindparam("b_id"))
 _SELECT_ORDER_FOR_UPDATE = _SELECT_ORDER.with_for_update()
 _VERSIONED_ORDER = VersionedTable(orders, "order")
-_INSERT_ORDER = DirectStatement(insert(orders))
+# A new order and its lines in one statement.
+_INSERT_ORDER_WITH_LINES = InsertWithLines(orders, order_lines, "order_id")
 _ORDER_OF_QUOTE = DirectStatement(
     select(orders.c.id).where(orders.c.quote_id == bindparam("b_quote"))
 )
-_INSERT_ORDER_LINES = DirectStatement(insert(order_lines))
 _KNOWN = ProjectionRows(known_opportunities)
 _SELECT_COUNTER = select(invoice_counters.c.last_number).where(
     invoice_counters.c.year == bindparam("b_year")
@@ -71,27 +72,23 @@ class OrderRepository:
         return await _ORDER_OF_QUOTE.first(self._connection, {"b_quote": quote_id}) is not None
 
     async def add(self, order: Order) -> None:
-        await _INSERT_ORDER.rowcount(self._connection, _order_row(order))
-        await _INSERT_ORDER_LINES.each(
-            self._connection,
-            [
-                {
-                    "order_id": order.id,
-                    "line_no": line.line_no,
-                    "product_id": line.product_id,
-                    "bundle_id": line.bundle_id,
-                    "sku": line.sku,
-                    "description": line.description,
-                    "quantity": line.quantity,
-                    "unit_price_amount": line.unit_price.amount,
-                    "discount_percent": line.discount_percent,
-                    "total_amount": line.total.amount,
-                    "billing": line.billing,
-                    "billing_period": line.billing_period.value if line.billing_period else None,
-                }
-                for line in order.lines
-            ],
-        )
+        lines = [
+            {
+                "line_no": line.line_no,
+                "product_id": line.product_id,
+                "bundle_id": line.bundle_id,
+                "sku": line.sku,
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit_price_amount": line.unit_price.amount,
+                "discount_percent": line.discount_percent,
+                "total_amount": line.total.amount,
+                "billing": line.billing,
+                "billing_period": line.billing_period.value if line.billing_period else None,
+            }
+            for line in order.lines
+        ]
+        await _INSERT_ORDER_WITH_LINES.add(self._connection, _order_row(order), lines)
         self._loaded[order.id] = order.version
 
     async def get(self, order_id: UUID) -> Order:

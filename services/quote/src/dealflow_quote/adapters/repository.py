@@ -26,6 +26,7 @@ from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_common.versioned import VersionedTable
+from dealflow_common.with_lines import InsertWithLines
 from dealflow_quote.adapters.tables import (
     bundle_items,
     bundles,
@@ -43,7 +44,8 @@ from dealflow_quote.domain.pricing import QuoteLine
 
 # Statements are built once and executed with parameters (see the opportunity service).
 _SELECT_QUOTE = select(quotes).where(quotes.c.id == bindparam("b_id"))
-_INSERT_QUOTE = DirectStatement(insert(quotes))
+# A new quote and its lines in one statement (a quote is created twice a deal).
+_INSERT_QUOTE_WITH_LINES = InsertWithLines(quotes, quote_lines, "quote_id")
 _VERSIONED_QUOTE = VersionedTable(quotes, "quote")
 _VERSIONED_PRODUCT = VersionedTable(products, "product")
 _VERSIONED_BUNDLE = VersionedTable(bundles, "bundle")
@@ -196,8 +198,9 @@ class QuoteRepository:
         return loaded
 
     async def add(self, quote: Quote) -> None:
-        await _INSERT_QUOTE.rowcount(self._connection, _quote_row(quote))
-        await self._write_lines(quote, new=True)
+        lines = [_line_row(line) for line in quote.lines]
+        await _INSERT_QUOTE_WITH_LINES.add(self._connection, _quote_row(quote), lines)
+        quote.lines_changed = False
         self._loaded[quote.id] = quote.version
 
     async def save(self, quote: Quote) -> None:
@@ -210,35 +213,33 @@ class QuoteRepository:
         self._loaded[quote.id] = quote.version
         await self._write_lines(quote)
 
-    async def _write_lines(self, quote: Quote, *, new: bool = False) -> None:
+    async def _write_lines(self, quote: Quote) -> None:
         if not quote.lines_changed:
             return
-        if not new:  # a new quote has no lines to replace
-            await self._connection.execute(_DELETE_LINES, {"b_id": quote.id})
+        await self._connection.execute(_DELETE_LINES, {"b_id": quote.id})
         if quote.lines:
             await _INSERT_LINES.each(
                 self._connection,
-                [
-                    {
-                        "quote_id": quote.id,
-                        "line_no": line.line_no,
-                        "product_id": line.product_id,
-                        "bundle_id": line.bundle_id,
-                        "sku": line.sku,
-                        "description": line.description,
-                        "quantity": line.quantity,
-                        "unit_price_amount": line.unit_price.amount,
-                        "unit_price_currency": line.unit_price.currency,
-                        "discount_percent": line.discount_percent,
-                        "billing": line.billing,
-                        "billing_period": line.billing_period.value
-                        if line.billing_period
-                        else None,
-                    }
-                    for line in quote.lines
-                ],
+                [{"quote_id": quote.id, **_line_row(line)} for line in quote.lines],
             )
         quote.lines_changed = False
+
+
+def _line_row(line: QuoteLine) -> dict[str, Any]:
+    """A quote line's columns, but the quote it belongs to."""
+    return {
+        "line_no": line.line_no,
+        "product_id": line.product_id,
+        "bundle_id": line.bundle_id,
+        "sku": line.sku,
+        "description": line.description,
+        "quantity": line.quantity,
+        "unit_price_amount": line.unit_price.amount,
+        "unit_price_currency": line.unit_price.currency,
+        "discount_percent": line.discount_percent,
+        "billing": line.billing,
+        "billing_period": line.billing_period.value if line.billing_period else None,
+    }
 
 
 class QuoteQueries:
