@@ -39,6 +39,7 @@ from dealflow_common.db import is_postgres
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
+from dealflow_common.with_lines import InsertWithLines
 from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
@@ -60,7 +61,8 @@ from dealflow_opportunity.domain.next_action import NextActionSource
 # Statements are built once and executed with parameters: building them per call (with
 # values inlined) cost more CPU than the database spent running them.
 _SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
-_INSERT = DirectStatement(insert(opportunities))
+# A new deal and its owners in one statement.
+_INSERT_WITH_OWNERS = InsertWithLines(opportunities, opportunity_owners, "opportunity_id")
 _VERSIONED = VersionedTable(opportunities, "opportunity")
 # Where the next action came from is bookkeeping, not a change of the deal: written
 # without a new version (the row is locked by the one changing it).
@@ -147,7 +149,9 @@ class OpportunityRepository:
         return opportunity
 
     async def add(self, opportunity: Opportunity) -> None:
-        await _INSERT.rowcount(self._connection, _to_row(opportunity))
+        owners = [{"user_id": user, "position": i} for i, user in enumerate(opportunity.owners)]
+        await _INSERT_WITH_OWNERS.add(self._connection, _to_row(opportunity), owners)
+        opportunity.owners_changed = False
         await self._write_entries(opportunity, new=True)
         await self._search.add(opportunity)
 
