@@ -94,6 +94,21 @@ class Sequences(ServiceUnderTest):
             )
         )
 
+    def moved(
+        self, opportunity_id: str, to: Stage, from_stage: Stage = Stage.QUALIFICATION
+    ) -> OpportunityStageChanged:
+        return OpportunityStageChanged(
+            opportunity_id=uuid.UUID(opportunity_id),
+            from_stage=from_stage,
+            to_stage=to,
+            probability=50,
+            changed_by="alice",
+            changed_at=self.clock(),
+            days_in_previous_stage=1.0,
+            owners=["alice"],
+            version=2,
+        )
+
     async def move(
         self,
         opportunity_id: str,
@@ -101,31 +116,19 @@ class Sequences(ServiceUnderTest):
         from_stage: Stage = Stage.QUALIFICATION,
         sequence: int | None = None,
     ) -> None:
-        await self.consume(
-            OpportunityStageChanged(
-                opportunity_id=uuid.UUID(opportunity_id),
-                from_stage=from_stage,
-                to_stage=to,
-                probability=50,
-                changed_by="alice",
-                changed_at=self.clock(),
-                days_in_previous_stage=1.0,
-                owners=["alice"],
-                version=2,
-            ),
-            sequence=sequence,
+        await self.consume(self.moved(opportunity_id, to, from_stage), sequence=sequence)
+
+    def lost(self, opportunity_id: str) -> OpportunityLost:
+        return OpportunityLost(
+            opportunity_id=uuid.UUID(opportunity_id),
+            reason="budget",
+            lost_by="alice",
+            lost_at=self.clock(),
+            version=3,
         )
 
     async def lose(self, opportunity_id: str) -> None:
-        await self.consume(
-            OpportunityLost(
-                opportunity_id=uuid.UUID(opportunity_id),
-                reason="budget",
-                lost_by="alice",
-                lost_at=self.clock(),
-                version=3,
-            )
-        )
+        await self.consume(self.lost(opportunity_id))
 
     async def define(self, *steps: dict[str, Any], **body: Any) -> dict[str, Any]:
         request = {

@@ -6,12 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from dealflow_common.contracts.opportunity import (
-    OpportunityLost,
-    OpportunityPurged,
-    OpportunityStageChanged,
-    Stage,
-)
+from dealflow_common.contracts.opportunity import OpportunityPurged, Stage
 
 MANAGER = {"user": "mia", "roles": ("manager",), "teams": ("emea",)}
 
@@ -282,31 +277,11 @@ async def test_a_batch_of_events_enrolls_and_exits_as_the_same_events_one_by_one
     started, moved_on, closed = [await service.deal() for _ in range(3)]
     await service.move(closed, Stage.PROPOSAL)  # enrolled before the batch
 
-    def moved(deal: str, to: Stage, from_stage: Stage) -> OpportunityStageChanged:
-        return OpportunityStageChanged(
-            opportunity_id=uuid.UUID(deal),
-            from_stage=from_stage,
-            to_stage=to,
-            probability=50,
-            changed_by="alice",
-            changed_at=service.clock(),
-            days_in_previous_stage=1.0,
-            owners=["alice"],
-            version=2,
-        )
-
-    lost = OpportunityLost(
-        opportunity_id=uuid.UUID(closed),
-        reason="budget",
-        lost_by="alice",
-        lost_at=service.clock(),
-        version=3,
-    )
     batch = [
-        moved(started, Stage.PROPOSAL, Stage.QUALIFICATION),
-        moved(moved_on, Stage.PROPOSAL, Stage.QUALIFICATION),
-        moved(moved_on, Stage.NEGOTIATION, Stage.PROPOSAL),
-        lost,
+        service.moved(started, Stage.PROPOSAL),
+        service.moved(moved_on, Stage.PROPOSAL),
+        service.moved(moved_on, Stage.NEGOTIATION, Stage.PROPOSAL),
+        service.lost(closed),
     ]
     numbered = [
         (event, service.sequences[event.subject] + n, uuid.uuid4())
