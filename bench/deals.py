@@ -80,6 +80,7 @@ from dealflow_common.runtime.processes import (
     installed_services,
     owns_database,
 )
+from dealflow_common.settings import ServiceSettings
 
 HTTP_CALLS_PER_DEAL = 10
 BENCH_DATABASE = "dealflow_bench"
@@ -442,8 +443,8 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-POOL_SIZE_DEFAULT = 20
-"""`database_pool_size`'s default, what one replica of each service runs with."""
+POOL_SIZE_DEFAULT: int = ServiceSettings.model_fields["database_pool_size"].default
+"""What one replica of each service runs with."""
 CONNECTIONS_RESERVED = 10
 """Connections the bench keeps for itself beside its baseline's (admin, invariants)."""
 

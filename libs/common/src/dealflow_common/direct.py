@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,13 +136,8 @@ class DirectStatement:
             return
         compiled = self._compiled_for(connection, rows[0])
         arguments = [_arguments(compiled, row) for row in rows]
-        count = _statement_counters.get(connection.sync_engine)
-        if count is not None:
-            count()  # one statement, as SQLAlchemy counts an executemany
-        try:
-            await driver.executemany(compiled.sql, arguments)
-        except Exception as error:
-            raise await _translated(connection, compiled.sql, arguments[0], error) from error
+        # One statement, as SQLAlchemy counts an executemany.
+        await _counted(connection, compiled.sql, arguments[0], driver.executemany, arguments)
 
     def _compiled_for(self, connection: AsyncConnection, params: Mapping[str, Any]) -> _Compiled:
         names = frozenset(params)
@@ -160,13 +155,27 @@ class DirectStatement:
         method: str,
     ) -> Any:
         arguments = _arguments(compiled, params)
-        count = _statement_counters.get(connection.sync_engine)
-        if count is not None:
-            count()
-        try:
-            return await getattr(driver, method)(compiled.sql, *arguments)
-        except Exception as error:
-            raise await _translated(connection, compiled.sql, arguments, error) from error
+        return await _counted(
+            connection, compiled.sql, arguments, getattr(driver, method), *arguments
+        )
+
+
+async def _counted(
+    connection: AsyncConnection,
+    sql: str,
+    shown: Sequence[Any],
+    call: Callable[..., Awaitable[Any]],
+    *arguments: Any,
+) -> Any:
+    """`call(sql, *arguments)` on the driver, counted as one statement; its error is
+    raised as SQLAlchemy would raise it (`shown`: the arguments the error names)."""
+    count = _statement_counters.get(connection.sync_engine)
+    if count is not None:
+        count()
+    try:
+        return await call(sql, *arguments)
+    except Exception as error:
+        raise await _translated(connection, sql, shown, error) from error
 
 
 def _arguments(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:

@@ -28,11 +28,10 @@ class VersionedTable:
         self.entity = entity
         # Built once and executed with parameters: statements built per call cost more
         # CPU than the database spends running them.
-        self._update = DirectStatement(
-            update(table).where(
-                table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version")
-            )
+        self.versioned_update = update(table).where(
+            table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version")
         )
+        self._update = DirectStatement(self.versioned_update)
         self._current_version = DirectStatement(
             select(table.c.version).where(table.c.id == bindparam("b_id"))
         )
@@ -86,9 +85,7 @@ class VersionedSaveWithEntry:
             c.name for c in entries.c if c.name != key and not (c.primary_key and c.autoincrement)
         ]
         saved = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"))
-            .values(
+            versioned.versioned_update.values(  # the same WHERE id AND version
                 {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in self._columns}
             )
             .returning(table.c.id)

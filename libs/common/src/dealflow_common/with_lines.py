@@ -23,8 +23,6 @@ class InsertWithLines:
     `key` (the lines' column holding the row's `id`)."""
 
     def __init__(self, table: Table, lines: Table, key: str) -> None:
-        self._table = table
-        self._lines = lines
         self._key = key
         self._columns = [c.name for c in table.c]
         self._line_columns = [c.name for c in lines.c if c.name != key]

@@ -407,9 +407,8 @@ class OutboxRelay:
                 # One statement stamps what the last batch sent and reads the next: in
                 # autocommit, a transaction of its own, without BEGIN and COMMIT.
                 connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                stamped = self._acked_unstamped
                 rows = await _stamp_and_select_unsent(self._batch_size).all(
-                    connection, {"b_ids": stamped, "b_sent_at": self._clock()}
+                    connection, {"b_ids": self._acked_unstamped, "b_sent_at": self._clock()}
                 )
                 self._acked_unstamped = []
             else:

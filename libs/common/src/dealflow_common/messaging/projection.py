@@ -178,19 +178,27 @@ class ProjectionRows:
         row: Row[Any] | None = await query.first(connection, {"b_key": key})
         return row
 
+    async def lock_many(
+        self, connection: AsyncConnection, keys: Iterable[object]
+    ) -> dict[object, Row[Any] | None]:
+        """The rows of `keys`, locked until commit by one statement: each key's row, or
+        None when it has none (nothing is locked for it). Empty on SQLite, which has no
+        row locks (its writers are serialised anyway)."""
+        wanted = set(keys)
+        if not wanted or connection.dialect.name != "postgresql":
+            return {}
+        found: dict[object, Row[Any] | None] = dict.fromkeys(wanted)
+        for row in await self._lock_many.all(connection, {"b_keys": list(wanted)}):
+            found[row._mapping[self._key]] = row
+        return found
+
     async def lock_ahead(
         self, connection: AsyncConnection, keys: Iterable[object], held: HeldRows
     ) -> None:
-        """Lock the rows of `keys` until commit, with one statement, and keep them in
-        `held` (a key without a row is kept as None: `lock_or_add` adds it). Keys held
-        already are not read again. On SQLite nothing is held (its writers are
-        serialised anyway): every row is read and written at once."""
-        wanted = set(keys).difference(held.rows)
-        if not wanted or connection.dialect.name != "postgresql":
-            return
-        held.rows.update(dict.fromkeys(wanted))
-        for row in await self._lock_many.all(connection, {"b_keys": list(wanted)}):
-            held.rows[row._mapping[self._key]] = row
+        """Lock the rows of `keys` (`lock_many`) and keep them in `held` (a key without
+        a row is kept as None: `lock_or_add` adds it). Keys held already are not read
+        again. On SQLite nothing is held: every row is read and written at once."""
+        held.rows.update(await self.lock_many(connection, set(keys).difference(held.rows)))
 
     async def lock_or_add(
         self, connection: AsyncConnection, unseen: Mapping[str, Any], held: HeldRows | None = None
@@ -204,15 +212,14 @@ class ProjectionRows:
         and the row added for it is kept there.
         """
         key = unseen[self._key]
-        holding = held is not None and key in held.rows
-        row = await self.get(connection, key, lock=True, held=held if holding else None)
+        row = await self.get(connection, key, lock=True, held=held)
         if row is None:
             insert = self._insert_if_absent[connection.dialect.name]
             row = await insert.first(connection, unseen) or await self.get(
                 connection, key, lock=True
             )
             assert row is not None  # inserted above, or inserted by another and committed
-            if held is not None and holding:
+            if held is not None and key in held.rows:
                 held.rows[key] = row
         return row
 
@@ -223,9 +230,8 @@ class ProjectionRows:
         or, for a row in `held`, there, until `write_held`."""
         key = values[self._key]
         changed = {name: value for name, value in values.items() if name != self._key}
-        if held is not None and held.rows.get(key) is not None:
-            before = held.rows[key]
-            assert before is not None
+        before = held.rows.get(key) if held is not None else None
+        if held is not None and before is not None:
             held.rows[key] = _HeldRow({**before._mapping, **changed})  # type: ignore[assignment]
             held.unwritten.setdefault(key, {}).update(changed)
             return

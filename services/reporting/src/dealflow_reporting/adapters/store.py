@@ -12,14 +12,14 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.opportunity import LeadOrigin, Stage
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
-from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
+from dealflow_common.messaging.projection import AppliedSequences, ProjectionRows
 from dealflow_reporting.adapters.tables import (
     deal_owner_sums,
     deal_owners,
@@ -34,7 +34,6 @@ from dealflow_reporting.domain.deal import Contribution, ReportedDeal, SumKey
 class DealStore:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._postgres = connection.dialect.name == "postgresql"
         self._dialect = connection.dialect.name
         # Sums moved by this transaction's events, per table (per owner or not).
         self._sum_changes: dict[bool, dict[SumKey, list[int]]] = {False: {}, True: {}}
@@ -45,17 +44,15 @@ class DealStore:
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
         """Lock these deals' rows in one statement and hold them until `write_held`
-        (`HeldRows` says why; the deal itself is held here, not its row)."""
-        locked = HeldRows()
-        await _DEALS.lock_ahead(self._connection, set(opportunity_ids) - set(self._held), locked)
-        for key, row in locked.rows.items():
+        (as `HeldRows` does for a projection's rows; here the deal itself is held)."""
+        wanted = set(opportunity_ids).difference(self._held)
+        for key, row in (await _DEALS.lock_many(self._connection, wanted)).items():
             self._held[key] = None if row is None else _deal(row._mapping)
 
     async def get_for_update(self, opportunity_id: UUID) -> ReportedDeal | None:
         if opportunity_id in self._held:
             return self._held[opportunity_id]
-        query = _SELECT_FOR_UPDATE if self._postgres else _SELECT_UNLOCKED
-        row = await query.first(self._connection, {"b_id": opportunity_id})
+        row = await _DEALS.get(self._connection, opportunity_id, lock=True)
         return None if row is None else _deal(row._mapping)
 
     async def save(
@@ -172,10 +169,8 @@ _OWNER_SUM_KEYS = ("kind", "stage", "owner_key", *_SUM_KEYS[2:])
 
 # Statements are built once and executed with parameters: built per event (with the
 # values inlined) they were compiled again each time, a fifth of the service's CPU.
-_SELECT = select(deals).where(deals.c.opportunity_id == bindparam("b_id"))
-_SELECT_FOR_UPDATE = DirectStatement(_SELECT.with_for_update())
+# A deal's row read and locked as every projection's is (locked alone, or a batch's at once).
 _DEALS = ProjectionRows(deals, key="opportunity_id")
-_SELECT_UNLOCKED = DirectStatement(_SELECT)
 _INSERT_DEAL = DirectStatement(insert(deals))
 _UPDATE_DEAL = DirectStatement(update(deals).where(deals.c.opportunity_id == bindparam("b_id")))
 

@@ -219,14 +219,6 @@ async def activity(uow: SequenceUnitOfWork, event: IncomingEvent[Any]) -> None:
     await _learn(uow, event.payload.opportunity_id, event, DealFacts())
 
 
-async def lock_ahead(uow: SequenceUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
-    """Before a batch: lock the rows of its deals in one statement (every handler learns),
-    then their live enrollments in another (a stage taken reads them)."""
-    await uow.deals.lock_ahead(event.payload.opportunity_id for event in events)
-    moving = {e.payload.opportunity_id for e in events if e.envelope.type in _MAY_MOVE_STAGE}
-    await uow.enrollments.lock_live_ahead(set(uow.deals.held_ids()) & moving)
-
-
 _MAY_MOVE_STAGE = frozenset(
     {
         "opportunity.updated",
@@ -237,6 +229,14 @@ _MAY_MOVE_STAGE = frozenset(
     }
 )
 """The events whose handlers read a deal's live enrollments (when they take its stage)."""
+
+
+async def lock_ahead(uow: SequenceUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+    """Before a batch: lock the rows of its deals in one statement (every handler learns),
+    then their live enrollments in another (a stage taken reads them)."""
+    await uow.deals.lock_ahead(event.payload.opportunity_id for event in events)
+    moving = {e.payload.opportunity_id for e in events if e.envelope.type in _MAY_MOVE_STAGE}
+    await uow.enrollments.lock_live_ahead(set(uow.deals.held_ids()) & moving)
 
 
 HANDLERS: dict[str, EventHandler] = {
