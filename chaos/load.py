@@ -7,9 +7,10 @@ and a "lose" at the same moment, so the lost path and the saga's refusal run too
 
 Calls may fail while a fault lasts. The client retries only what is safe to retry and
 records what it got, so the checker can hold the system to it:
-- a call that never reached a service (connection refused, no replica serving) and a
+- a call that never reached a service (connection refused, no replica serving), a
   refusal that wrote nothing (the quote service's 404/422 for an opportunity it does not
-  know yet) are retried until the step's deadline;
+  know yet) and a 503 (the database could not answer: nothing was changed, the API
+  says) are retried until the step's deadline;
 - a state transition whose answer was lost (timeout, reset, 5xx) is retried too; a
   409 after such an attempt is checked against the resource (it may be our own
   earlier attempt that moved it);
@@ -125,11 +126,14 @@ class Api:
             else:
                 if status == 201:
                     return dict(payload)
-                if status >= 500:
+                if status == 503:
+                    last = f"{status} {str(payload)[:120]}"  # nothing was written
+                elif status >= 500:
                     raise Unsure(f"POST {path}: {status} {str(payload)[:200]}")
-                if status not in not_yet:
+                elif status not in not_yet:
                     raise Refused(status, payload)
-                last = f"{status} {str(payload)[:120]}"
+                else:
+                    last = f"{status} {str(payload)[:120]}"
             deal.retries += 1
             await asyncio.sleep(0.5)
         raise GaveUp(f"POST {path}: {last}")
@@ -156,7 +160,9 @@ class Api:
             else:
                 if status < 300:
                     return status
-                if status >= 500:
+                if status == 503:
+                    last = f"{status} {str(payload)[:120]}"  # nothing was written
+                elif status >= 500:
                     maybe_applied, last = True, f"{status} {str(payload)[:120]}"
                 elif status in (409, 412) and maybe_applied and await already():
                     return 200  # our own earlier attempt was applied

@@ -8,12 +8,15 @@ at all; the relay publishes them afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.context import FlowContext, current_flow
@@ -26,6 +29,31 @@ class RecordsEvents(Protocol):
     """An aggregate: it records the events its commands cause, in `events`."""
 
     events: list[EventPayload]
+
+
+_committed: ContextVar[bool] = ContextVar("dealflow_work_committed", default=False)
+
+
+def work_committed() -> bool:
+    """Whether a unit of work committed within the current `work_scope` (a request): a
+    request that stored a change and then failed must not be told nothing changed."""
+    return _committed.get()
+
+
+@contextlib.contextmanager
+def work_scope() -> Iterator[None]:
+    """One request's scope for `work_committed`, whatever task runs it."""
+    token = _committed.set(False)
+    try:
+        yield
+    finally:
+        _committed.reset(token)
+
+
+class CommitOutcomeUnknown(Exception):
+    """The connection to the database was lost while it committed: the change may or
+    may not be stored. Lost before the commit, the transaction is rolled back and nothing
+    is stored (a 503, safe to retry); lost during it, only a read can tell (a 500)."""
 
 
 class UnitOfWork:
@@ -103,8 +131,14 @@ class UnitOfWork:
             await write()
         if self._events:
             await self._outbox.append(connection, self._events, self.clock())
-        await connection.commit()
+        try:
+            await connection.commit()
+        except sa_exc.DBAPIError as error:
+            if error.connection_invalidated:
+                raise CommitOutcomeUnknown(str(error.orig)) from error
+            raise
         self._done = True
+        _committed.set(True)
         if self._events:
             self._outbox.notify_committed()
         for callback in self._after_commit:

@@ -1,9 +1,11 @@
-"""Database refusals that concurrent requests cause become problem+json answers, in one
-place (`http.problems`), and every other database error stays a 500."""
+"""Database refusals that concurrent requests cause, and a database that cannot answer,
+become problem+json answers in one place (`http.problems`); every other database error,
+and a connection lost while committing, stays a 500."""
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,14 @@ from asyncpg.exceptions import PostgresError
 from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from dealflow_common.http.problems import MEDIA_TYPE, from_database_error, install_problem_handlers
+from dealflow_common.messaging.outbox import Outbox
+from dealflow_common.uow import CommitOutcomeUnknown, UnitOfWork, work_scope
 
 ASYNCPG = AsyncAdapt_asyncpg_dbapi(asyncpg)
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 def postgres_error(sqlstate: str, message: str, constraint: str | None = None) -> Any:
@@ -105,6 +111,26 @@ def test_a_statement_cancelled_by_the_statement_timeout_is_503_with_retry_after(
 
 @pytest.mark.parametrize(
     ("sqlstate", "why"),
+    [
+        ("57P01", "terminating connection due to administrator command"),
+        ("57P03", "the database system is starting up"),
+        ("53300", "sorry, too many clients already"),
+        ("08006", "connection failure"),
+    ],
+)
+def test_a_database_that_cannot_answer_now_is_503_nothing_changed(sqlstate: str, why: str) -> None:
+    problem = from_database_error(postgres_error(sqlstate, why))
+    assert problem is not None
+    assert (problem.status, problem.slug, problem.headers) == (
+        503,
+        "unavailable",
+        {"Retry-After": "1"},
+    )
+    assert "nothing was changed" in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "why"),
     [("23502", "NOT NULL: a bug"), ("23514", "CHECK: a bug"), ("42P01", "no such table")],
 )
 def test_other_database_errors_are_not_translated(sqlstate: str, why: str) -> None:
@@ -139,13 +165,59 @@ async def test_the_app_answers_a_database_conflict_with_problem_json_not_a_500()
     async def broken() -> None:
         raise postgres_error("42P01", 'relation "products" does not exist')
 
+    @app.post("/committing")
+    async def committing() -> None:
+        raise CommitOutcomeUnknown("connection is closed")
+
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
         conflict = await http.post("/products")
         unexpected = await http.post("/broken")
+        unknown = await http.post("/committing")
     assert conflict.status_code == 409
     assert conflict.headers["content-type"] == MEDIA_TYPE
     assert conflict.json()["type"] == "urn:dealflow:problem:conflict"
     assert conflict.json()["constraint"] == "products_sku_key"
     assert unexpected.status_code == 500
     assert unexpected.json()["type"] == "urn:dealflow:problem:internal"
+    # Lost while committing: no 503, which would invite sending a create twice.
+    assert unknown.status_code == 500
+    assert unknown.headers["content-type"] == MEDIA_TYPE
+    assert unknown.json()["type"] == "urn:dealflow:problem:outcome-unknown"
+    assert "may or may not be stored" in unknown.json()["detail"]
+
+
+async def test_a_request_that_stored_a_change_is_not_told_nothing_changed(
+    tmp_path: Path,
+) -> None:
+    """A 503 says nothing was changed. After a unit of work of the request committed,
+    a lost connection (reading for the answer, say) is a 500 instead: sending the
+    request again would repeat the change."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    lost = postgres_error("57P01", "terminating connection due to administrator command")
+
+    @app.post("/lost")
+    async def lost_before() -> None:
+        raise lost
+
+    @app.post("/stored-then-lost")
+    async def stored_then_lost() -> None:
+        async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW) as uow:
+            await uow.commit()
+        raise lost
+
+    async def scoped(scope: Any, receive: Any, send: Any) -> None:
+        with work_scope():  # as `FlowMiddleware` opens one per request
+            await app(scope, receive, send)
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'stored.db'}")
+    transport = httpx.ASGITransport(app=scoped, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            stored = await http.post("/stored-then-lost")
+            before = await http.post("/lost")  # the next request has a scope of its own
+    finally:
+        await engine.dispose()
+    assert stored.status_code == 500
+    assert before.status_code == 503

@@ -11,15 +11,17 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.context import flow
 from dealflow_common.contracts import CloudEvent
 from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
+from dealflow_common.http.problems import from_database_error
 from dealflow_common.messaging.outbox import Outbox, OutboxRelay, RelayIncomplete, RelayMetrics
 from dealflow_common.messaging.tables import outbox
-from dealflow_common.uow import UnitOfWork
+from dealflow_common.uow import CommitOutcomeUnknown, UnitOfWork
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 A, B = uuid.uuid4(), uuid.uuid4()
@@ -195,3 +197,47 @@ async def test_events_carry_the_flow_they_were_recorded_in(engine: AsyncEngine) 
     assert inside.source == "/dealflow/test"
     assert inside.dataschema == "urn:dealflow:schema:opportunity.note_added:v1"
     assert orjson.loads(orjson.dumps(inside.data))["opportunity_id"] == str(A)
+
+
+async def _terminate_session_of(uow: UnitOfWork, engine: AsyncEngine) -> None:
+    pid = (await uow.connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    async with engine.connect() as killer:
+        await killer.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        await killer.commit()
+
+
+# PostgreSQL only: SQLite has no server session to lose.
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_session_lost_before_the_commit_stores_nothing_and_answers_503(
+    engine: AsyncEngine,
+) -> None:
+    """The outbox rows are written before COMMIT is sent: a session lost then loses the
+    transaction, so the request is answered 503 (nothing changed, send it again)."""
+    writer = Outbox("/dealflow/test")
+    async with UnitOfWork(engine, writer, lambda: NOW) as uow:
+        await _terminate_session_of(uow, engine)
+        uow.record(note(A, "lost"))
+        with pytest.raises(sa_exc.DBAPIError) as raised:
+            await uow.commit()
+    problem = from_database_error(raised.value)
+    assert problem is not None
+    assert (problem.status, problem.slug, problem.headers) == (
+        503,
+        "unavailable",
+        {"Retry-After": "1"},
+    )
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(outbox.c.id))).all() == []
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_session_lost_at_the_commit_is_an_unknown_outcome(engine: AsyncEngine) -> None:
+    """COMMIT sent and no answer: the change may or may not be stored, and the unit of
+    work says exactly that rather than a 503 that would invite a second create."""
+    writer = Outbox("/dealflow/test")
+    async with UnitOfWork(engine, writer, lambda: NOW) as uow:
+        await _terminate_session_of(uow, engine)
+        with pytest.raises(CommitOutcomeUnknown):
+            await uow.commit()
+    # The pool recovers: the next unit of work commits.
+    await commit(engine, writer, note(A, "after"))

@@ -33,6 +33,7 @@ from dealflow_common.http.problems import PLATFORM_PROBLEMS, install_problem_han
 from dealflow_common.http.ratelimit import RateLimiter
 from dealflow_common.platform import Platform
 from dealflow_common.telemetry import tracing_enabled
+from dealflow_common.uow import work_scope
 
 CORRELATION_HEADER = "x-correlation-id"
 _OPERATIONAL = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -72,7 +73,7 @@ class FlowMiddleware:
         request_id = str(uuid.uuid4())
         status = 500
         started = time.perf_counter()
-        with flow(correlation_id, f"request:{request_id}") as ctx:
+        with flow(correlation_id, f"request:{request_id}") as ctx, work_scope():
 
             async def send_with_headers(message: Message) -> None:
                 nonlocal status

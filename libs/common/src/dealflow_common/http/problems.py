@@ -32,6 +32,7 @@ from dealflow_common.errors import (
     TransitionNotAllowed,
 )
 from dealflow_common.http.audit import record_domain_refusal
+from dealflow_common.uow import CommitOutcomeUnknown, work_committed
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,9 @@ _COLLISIONS = {
     "55P03": "it waited too long for data another request is changing (lock timeout)",
 }
 _QUERY_CANCELED = "57014"
+# The session ended or never began: class 08 (connection exception), a backend
+# terminated or the server shutting down or starting (57P01-57P03), no free connection.
+_SESSION_LOST = {"57P01", "57P02", "57P03", "53300"}
 # SQLite extended result codes (`sqlite3.Error.sqlite_errorcode`).
 _SQLITE_UNIQUE = {2067, 1555}  # SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
 _SQLITE_FOREIGN_KEY = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
@@ -192,10 +196,12 @@ def _constraint_name(errors: list[BaseException]) -> str | None:
 
 
 def from_database_error(error: sa_exc.DBAPIError) -> Problem | None:
-    """The answer to a database refusal that a concurrent request causes.
+    """The answer to a database refusal that a concurrent request causes, or to a
+    database that cannot answer now (503: nothing was changed, retry later).
 
-    None for any other refusal (a NOT NULL or CHECK violation is a bug, a lost
-    connection an outage): those stay a 500 and are logged as such.
+    None for any other refusal (a NOT NULL or CHECK violation is a bug): those stay a
+    500 and are logged as such. A connection lost while committing never gets here
+    (`CommitOutcomeUnknown`): whether that change is stored is unknown.
     """
     errors = _driver_errors(error)
     sqlstate = _first(errors, "sqlstate", "pgcode")
@@ -222,6 +228,20 @@ def from_database_error(error: sa_exc.DBAPIError) -> Problem | None:
             "unavailable",
             "Service unavailable",
             "the database took too long to answer; retry later",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    if error.connection_invalidated or (
+        sqlstate is not None and (sqlstate.startswith("08") or sqlstate in _SESSION_LOST)
+    ):
+        # The database went away (restarted, its sessions terminated, no session
+        # free) before this request's transaction committed: PostgreSQL rolled it
+        # back, so nothing was changed and the same request may be sent again.
+        return Problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "the connection to the database was lost before the change was committed, "
+            "so nothing was changed; retry later",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     if (
@@ -292,6 +312,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.DBAPIError)
     async def _database(request: Request, exc: sa_exc.DBAPIError) -> Response:
         problem = from_database_error(exc)
+        if problem is not None and problem.status == 503 and work_committed():
+            # This request had stored a change before the database failed it (a read
+            # for the answer): a 503 would say nothing changed, and invite a repeat.
+            problem = None
         if problem is None:
             return _internal_error(request)
         log.warning(
@@ -302,6 +326,26 @@ def install_problem_handlers(app: FastAPI) -> None:
             str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__,
         )
         return problem_response(problem, request)
+
+    @app.exception_handler(CommitOutcomeUnknown)
+    async def _outcome_unknown(request: Request, exc: CommitOutcomeUnknown) -> Response:
+        log.error(
+            "%s %s: the database connection was lost while committing; the change may "
+            "or may not be stored: %s",
+            request.method,
+            request.url.path,
+            exc,
+        )
+        return problem_response(
+            Problem(
+                500,
+                "outcome-unknown",
+                "Outcome unknown",
+                "the connection to the database was lost while the change was being "
+                "committed: it may or may not be stored; read it before sending it again",
+            ),
+            request,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -392,7 +436,8 @@ def _problem_doc(status: int) -> dict[str, Any]:
         422: "Invalid input; `errors` names each field",
         429: "Too many requests from this caller; retry after `Retry-After` seconds",
         431: "The request line and headers (a bearer token among them) are too large",
-        503: "The database is busy or slow; retry after `Retry-After` seconds",
+        503: "The database dropped the connection, or is busy or slow; nothing was "
+        "changed; retry after `Retry-After` seconds",
     }
     schema = {
         "type": "object",
