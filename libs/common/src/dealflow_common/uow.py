@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.context import FlowContext, current_flow
 from dealflow_common.contracts.base import EventPayload
+from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.telemetry import current_trace_headers
 
@@ -125,12 +126,16 @@ class UnitOfWork:
     def recorded(self) -> tuple[EventPayload, ...]:
         return tuple(event for event, _ in self._events)
 
-    async def commit(self) -> None:
+    async def commit(self, last: LastWrite | None = None) -> None:
+        """Commit; `last`: the work's last write, which a repository left for the commit
+        to send with the outbox rows, in one statement on PostgreSQL (`last_write`)."""
         connection = self.connection
         for write in self._before_commit:
             await write()
         if self._events:
-            await self._outbox.append(connection, self._events, self.clock())
+            await self._outbox.append(connection, self._events, self.clock(), last)
+        elif last is not None:
+            await last.alone(connection)
         try:
             await connection.commit()
         except sa_exc.DBAPIError as error:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import NotFound, StaleVersion
+from dealflow_common.last_write import LastWrite, WithOutbox
 
 
 class VersionedTable:
@@ -35,6 +36,16 @@ class VersionedTable:
         self._current_version = DirectStatement(
             select(table.c.version).where(table.c.id == bindparam("b_id"))
         )
+        self.columns = [c.name for c in table.c if c.name != "id"]
+        self.saved = (
+            self.versioned_update.values(  # every column but id, as `v_<name>`
+                {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in self.columns}
+            )
+            .returning(table.c.id)
+            .cte("saved")
+        )
+        """The versioned update as a CTE returning the id it saved (none if refused)."""
+        self._with_outbox = WithOutbox(self.saved)
 
     def with_entry(self, entries: Table, key: str) -> VersionedSaveWithEntry:
         """A save that also adds one row of `entries` (whose `key` column names the saved
@@ -58,6 +69,20 @@ class VersionedTable:
         )
         await self.refuse_unless_saved(connection, changed, row_id, loaded_version)
 
+    def last_save(self, row_id: Any, loaded_version: int, values: Mapping[str, Any]) -> LastWrite:
+        """`save` left for the commit, which sends it with the outbox rows (`last_write`);
+        `values`: every column but `id`."""
+        params = {f"v_{name}": values[name] for name in self.columns}
+        params.update(b_id=row_id, b_version=loaded_version)
+
+        async def alone(connection: AsyncConnection) -> None:
+            await self.save(connection, row_id, loaded_version, values)
+
+        async def refused(connection: AsyncConnection) -> None:
+            await self.refuse_unless_saved(connection, 0, row_id, loaded_version)
+
+        return LastWrite(alone, self._with_outbox.statement, params, refused)
+
     async def refuse_unless_saved(
         self, connection: AsyncConnection, changed: int, row_id: Any, loaded_version: int
     ) -> None:
@@ -79,25 +104,19 @@ class VersionedSaveWithEntry:
         self._versioned = versioned
         self._entries = entries
         self._key = key
-        table = versioned.table
-        self._columns = [c.name for c in table.c if c.name != "id"]
         self._entry_columns = [
             c.name for c in entries.c if c.name != key and not (c.primary_key and c.autoincrement)
         ]
-        saved = (
-            versioned.versioned_update.values(  # the same WHERE id AND version
-                {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in self._columns}
-            )
-            .returning(table.c.id)
-            .cte("saved")
+        saved = versioned.saved
+        entry = insert(entries).from_select(
+            [key, *self._entry_columns],
+            select(
+                saved.c.id,
+                *(bindparam(f"e_{n}", type_=entries.c[n].type) for n in self._entry_columns),
+            ),
         )
-        entry = select(
-            saved.c.id,
-            *(bindparam(f"e_{name}", type_=entries.c[name].type) for name in self._entry_columns),
-        )
-        self._statement = DirectStatement(
-            insert(entries).from_select([key, *self._entry_columns], entry)
-        )
+        self._statement = DirectStatement(entry)
+        self._with_outbox = WithOutbox(saved, entry.cte("entry"))
 
     async def save(
         self,
@@ -113,9 +132,36 @@ class VersionedSaveWithEntry:
             await self._versioned.save(connection, row_id, loaded_version, values)
             await connection.execute(insert(self._entries), {**entry, self._key: row_id})
             return
-        params = {f"v_{name}": values[name] for name in self._columns}
-        params.update({f"e_{name}": entry[name] for name in self._entry_columns})
-        changed = await self._statement.rowcount(
-            connection, {**params, "b_id": row_id, "b_version": loaded_version}
-        )
+        params = self._params(row_id, loaded_version, values, entry)
+        changed = await self._statement.rowcount(connection, params)
         await self._versioned.refuse_unless_saved(connection, changed, row_id, loaded_version)
+
+    def last_save(
+        self,
+        row_id: Any,
+        loaded_version: int,
+        values: Mapping[str, Any],
+        entry: Mapping[str, Any],
+    ) -> LastWrite:
+        """`save` left for the commit, which sends it with the outbox rows (`last_write`)."""
+
+        async def alone(connection: AsyncConnection) -> None:
+            await self.save(connection, row_id, loaded_version, values, entry)
+
+        async def refused(connection: AsyncConnection) -> None:
+            await self._versioned.refuse_unless_saved(connection, 0, row_id, loaded_version)
+
+        params = self._params(row_id, loaded_version, values, entry)
+        return LastWrite(alone, self._with_outbox.statement, params, refused)
+
+    def _params(
+        self,
+        row_id: Any,
+        loaded_version: int,
+        values: Mapping[str, Any],
+        entry: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        params = {f"v_{name}": values[name] for name in self._versioned.columns}
+        params.update({f"e_{name}": entry[name] for name in self._entry_columns})
+        params.update(b_id=row_id, b_version=loaded_version)
+        return params

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.direct import DirectStatement
+from dealflow_common.last_write import LastWrite, WithOutbox, never_refused
 
 
 class InsertWithLines:
@@ -44,7 +45,9 @@ class InsertWithLines:
         rows = select(row.c.id, *(unnested.c[name] for name in self._line_columns)).select_from(
             row.join(unnested, true())
         )
-        self._both = DirectStatement(insert(lines).from_select([key, *self._line_columns], rows))
+        both = insert(lines).from_select([key, *self._line_columns], rows)
+        self._both = DirectStatement(both)
+        self._with_outbox = WithOutbox(row, both.cte("added_lines"))
         self._row = DirectStatement(insert(table))
         self._each_line = DirectStatement(insert(lines))
 
@@ -62,7 +65,19 @@ class InsertWithLines:
                 connection, [{**line, self._key: row["id"]} for line in lines]
             )
             return
+        await self._both.rowcount(connection, self._params(row, lines))
+
+    def last_add(self, row: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> LastWrite:
+        """`add` left for the commit, which sends it with the outbox rows (`last_write`)."""
+
+        async def alone(connection: AsyncConnection) -> None:
+            await self.add(connection, row, lines)
+
+        params = self._params(row, lines)
+        return LastWrite(alone, self._with_outbox.statement, params, never_refused)
+
+    def _params(self, row: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         params = {f"r_{name}": row[name] for name in self._columns}
         for name in self._line_columns:
             params[f"l_{name}"] = [line[name] for line in lines]
-        await self._both.rowcount(connection, params)
+        return params

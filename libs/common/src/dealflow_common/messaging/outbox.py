@@ -35,24 +35,32 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import (
     BigInteger,
+    Insert,
     Select,
+    Text,
+    Uuid,
     all_,
     any_,
     bindparam,
+    cast,
+    column,
     delete,
+    exists,
     func,
+    insert,
+    literal,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.selectable import CTE
 
 from dealflow_common.context import FlowContext
 from dealflow_common.contracts.base import EventPayload
@@ -61,6 +69,9 @@ from dealflow_common.db import is_postgres, read_only
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
 from dealflow_common.telemetry import end_publish_span, start_publish_span, tracing_enabled
+
+if TYPE_CHECKING:
+    from dealflow_common.last_write import LastWrite
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +92,10 @@ class Outbox:
         connection: AsyncConnection,
         events: Sequence[tuple[EventPayload, FlowContext]],
         now: datetime,
+        after: LastWrite | None = None,
     ) -> None:
+        """Write `events` to the outbox; `after`: the unit of work's last write, sent in
+        the same statement on PostgreSQL (`last_write`)."""
         rows: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
         for event, flow in events:
@@ -119,20 +133,23 @@ class Outbox:
             )
         if is_postgres(connection):
             # Allocate the sequences and insert the rows in one statement.
-            await _APPEND_NUMBERED.rowcount(
-                connection,
-                {
-                    "event_ids": [r["event_id"] for r in rows],
-                    "topics": [r["topic"] for r in rows],
-                    "subjects": [r["subject"] for r in rows],
-                    "nths": [r["nth"] for r in rows],
-                    "event_types": [r["event_type"] for r in rows],
-                    "correlation_ids": [r["correlation_id"] for r in rows],
-                    "envelopes": [r["envelope"] for r in rows],
-                    "created_at": now,
-                },
-            )
+            params = {
+                "event_ids": [r["event_id"] for r in rows],
+                "topics": [r["topic"] for r in rows],
+                "subjects": [r["subject"] for r in rows],
+                "nths": [r["nth"] for r in rows],
+                "event_types": [r["event_type"] for r in rows],
+                "correlation_ids": [r["correlation_id"] for r in rows],
+                "envelopes": [r["envelope"] for r in rows],
+                "created_at": now,
+            }
+            if after is None:
+                await _APPEND_NUMBERED.rowcount(connection, params)
+            elif await after.with_outbox.rowcount(connection, {**after.params, **params}) == 0:
+                await after.refused(connection)  # the write did not happen: nor did these
             return
+        if after is not None:
+            await after.alone(connection)
         first = await _allocate_sequences(connection, counts)
         for row in rows:
             row["sequence"] = first[row["subject"]] + row.pop("nth") - 1
@@ -170,42 +187,96 @@ def _numbered(envelope: str, sequence: int) -> str:
     return f'{envelope[:-1]},"sequence":{sequence}}}'
 
 
-# PostgreSQL: the sequence upsert (in subject order, as `_allocate_sequences`) and the
-# outbox insert as one statement, each row numbered from what the upsert returned and
-# inserted in the order the events were recorded (the relay publishes in id order).
-_APPEND_NUMBERED = DirectStatement(
-    text(
-        """
-WITH counts AS (
-    SELECT subject, count(*) AS n
-    FROM unnest(CAST(:subjects AS text[])) AS subject
-    GROUP BY subject
-), allocated AS (
-    INSERT INTO event_sequence (subject, last_sequence)
-    SELECT subject, n FROM counts ORDER BY subject
-    ON CONFLICT (subject) DO UPDATE
-        SET last_sequence = event_sequence.last_sequence + EXCLUDED.last_sequence
-    RETURNING subject, last_sequence
-)
-INSERT INTO outbox
-    (event_id, topic, subject, sequence, event_type, correlation_id, envelope, created_at)
-SELECT e.event_id, e.topic, e.subject, a.last_sequence - c.n + e.nth,
-       e.event_type, e.correlation_id,
-       left(e.envelope, -1) || ',"sequence":'
-           || CAST(a.last_sequence - c.n + e.nth AS text) || '}',
-       CAST(:created_at AS timestamptz)
-FROM unnest(
-        CAST(:event_ids AS uuid[]), CAST(:topics AS text[]), CAST(:subjects AS text[]),
-        CAST(:nths AS bigint[]), CAST(:event_types AS text[]),
-        CAST(:correlation_ids AS text[]), CAST(:envelopes AS text[])
-    ) WITH ORDINALITY
-    AS e(event_id, topic, subject, nth, event_type, correlation_id, envelope, position)
-JOIN counts AS c ON c.subject = e.subject
-JOIN allocated AS a ON a.subject = e.subject
-ORDER BY e.position
-"""
+def appended_after(gate: CTE | None = None, *companions: CTE) -> Insert:
+    """PostgreSQL: the sequence upsert (in subject order, as `_allocate_sequences`) and the
+    outbox insert as one statement, each row numbered from what the upsert returned and
+    inserted in the order the events were recorded (the relay publishes in id order).
+
+    With a `gate` (a writing CTE that returns the written row's id) the rows are numbered
+    and inserted only if it returned one: the last write of a unit of work and its events
+    go together or not at all (`last_write`). `companions`: CTEs of that write that nothing
+    selects from (its lines, its history entry), run in the same statement.
+    """
+    subjects = (
+        func.unnest(bindparam("subjects", type_=postgresql.ARRAY(Text)))
+        .table_valued(column("subject", Text))
+        .render_derived(name="s")
     )
-)
+    counted = select(subjects.c.subject, func.count().label("n")).group_by(subjects.c.subject)
+    if gate is not None:
+        counted = counted.where(exists(select(gate.c[0])))
+    counts = counted.cte("counts")
+    upsert = postgresql.insert(event_sequence).from_select(
+        ["subject", "last_sequence"],
+        select(counts.c.subject, counts.c.n).order_by(counts.c.subject),
+    )
+    allocated = (
+        upsert.on_conflict_do_update(
+            index_elements=[event_sequence.c.subject],
+            set_={"last_sequence": event_sequence.c.last_sequence + upsert.excluded.last_sequence},
+        )
+        .returning(event_sequence.c.subject, event_sequence.c.last_sequence)
+        .cte("allocated")
+    )
+    arrays = [
+        ("event_ids", "event_id", Uuid),
+        ("topics", "topic", Text),
+        ("subjects", "subject", Text),
+        ("nths", "nth", BigInteger),
+        ("event_types", "event_type", Text),
+        ("correlation_ids", "correlation_id", Text),
+        ("envelopes", "envelope", Text),
+    ]
+    events = (
+        func.unnest(*(bindparam(name, type_=postgresql.ARRAY(t)) for name, _, t in arrays))
+        .table_valued(*(column(c, t) for _, c, t in arrays), with_ordinality="position")
+        .render_derived(name="e")
+    )
+    sequence = allocated.c.last_sequence - counts.c.n + events.c.nth
+    # The envelope's JSON with its `sequence` as the last attribute (`_numbered`).
+    envelope = (
+        func.left(events.c.envelope, -1, type_=Text)
+        + literal(',"sequence":', Text)
+        + cast(sequence, Text)
+        + literal("}", Text)
+    )
+    rows = (
+        select(
+            events.c.event_id,
+            events.c.topic,
+            events.c.subject,
+            sequence,
+            events.c.event_type,
+            events.c.correlation_id,
+            envelope,
+            bindparam("created_at", type_=outbox.c.created_at.type),
+        )
+        .select_from(
+            events.join(counts, counts.c.subject == events.c.subject).join(
+                allocated, allocated.c.subject == events.c.subject
+            )
+        )
+        .order_by(events.c.position)
+    )
+    appended = insert(outbox).from_select(
+        [
+            "event_id",
+            "topic",
+            "subject",
+            "sequence",
+            "event_type",
+            "correlation_id",
+            "envelope",
+            "created_at",
+        ],
+        rows,
+    )
+    for companion in companions:
+        appended = appended.add_cte(companion)
+    return appended
+
+
+_APPEND_NUMBERED = DirectStatement(appended_after())
 
 _INSERT_OUTBOX = outbox.insert()
 
