@@ -37,6 +37,7 @@ from dealflow_common.contracts.opportunity import (
 )
 from dealflow_common.db import is_postgres
 from dealflow_common.direct import DirectStatement
+from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines
@@ -156,6 +157,14 @@ class OpportunityRepository:
         await self._search.add(opportunity)
 
     async def save(self, opportunity: Opportunity) -> None:
+        last = await self.save_at_commit(opportunity)
+        if last is not None:
+            await last.alone(self._connection)
+
+    async def save_at_commit(self, opportunity: Opportunity) -> LastWrite | None:
+        """Write what the change added, but the deal's own row: its versioned save is
+        returned, for the commit to send with the outbox rows (`UnitOfWork.commit`).
+        None when the row itself did not change."""
         loaded = self._loaded_versions[opportunity.id]
         if opportunity.version == loaded:
             if opportunity.bookkeeping_changed:
@@ -169,18 +178,18 @@ class OpportunityRepository:
                     },
                 )
                 opportunity.bookkeeping_changed = False
-            return
+            return None
         changes = _to_row(opportunity)
         del changes["id"]
         if len(opportunity.new_history) == 1:
             # A stage move: the deal and its history entry in one statement.
             (entry,) = opportunity.new_history
-            await _VERSIONED_WITH_HISTORY.save(
-                self._connection, opportunity.id, loaded, changes, _history_row(entry)
+            last = _VERSIONED_WITH_HISTORY.last_save(
+                opportunity.id, loaded, changes, _history_row(entry)
             )
             opportunity.new_history.clear()
         else:
-            await _VERSIONED.save(self._connection, opportunity.id, loaded, changes)
+            last = _VERSIONED.last_save(opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
         opportunity.bookkeeping_changed = False
         # The search document is rewritten only when what it is made of changed: most
@@ -193,6 +202,7 @@ class OpportunityRepository:
         if searchable_changed:
             await self._search.refresh(opportunity)
             self._loaded_text[opportunity.id] = text
+        return last
 
     async def _write_entries(self, opportunity: Opportunity, *, new: bool = False) -> None:
         """Write what the change added; `new`: the deal has no rows yet to replace."""

@@ -8,6 +8,7 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.uow import UnitOfWork
 from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
@@ -31,9 +32,9 @@ class OpportunityUnitOfWork(UnitOfWork):
         super().__init__(engine, outbox, clock)
         self.metrics = metrics
 
-    async def commit(self) -> None:
+    async def commit(self, last: LastWrite | None = None) -> None:
         recorded = self.recorded
-        await super().commit()
+        await super().commit(last)
         if self.metrics is not None:
             self.metrics.committed(recorded)
 

@@ -84,9 +84,10 @@ async def _change(
         applied = apply(opportunity, uow.clock())
         if inspect.isawaitable(applied):
             await applied
-        await uow.opportunities.save(opportunity)
+        # The deal's row goes with its events, in one statement (`last_write`).
+        last = await uow.opportunities.save_at_commit(opportunity)
         uow.collect(opportunity)
-        await uow.commit()
+        await uow.commit(last)
     return opportunity
 
 

@@ -24,6 +24,7 @@ from dealflow_common.contracts.quote import BillingPeriod, QuoteStatus
 from dealflow_common.db import is_postgres
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
+from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines
@@ -198,20 +199,35 @@ class QuoteRepository:
         return loaded
 
     async def add(self, quote: Quote) -> None:
+        await self.add_at_commit(quote).alone(self._connection)
+
+    def add_at_commit(self, quote: Quote) -> LastWrite:
+        """The new quote and its lines, for the commit to send with the outbox rows
+        (`UnitOfWork.commit`)."""
         lines = [_line_row(line) for line in quote.lines]
-        await _INSERT_QUOTE_WITH_LINES.add(self._connection, _quote_row(quote), lines)
+        last = _INSERT_QUOTE_WITH_LINES.last_add(_quote_row(quote), lines)
         quote.lines_changed = False
         self._loaded[quote.id] = quote.version
+        return last
 
     async def save(self, quote: Quote) -> None:
+        last = await self.save_at_commit(quote)
+        if last is not None:
+            await last.alone(self._connection)
+
+    async def save_at_commit(self, quote: Quote) -> LastWrite | None:
+        """Write the quote's lines if they changed; its row's versioned save is returned,
+        for the commit to send with the outbox rows (`UnitOfWork.commit`). None when the
+        quote did not change."""
         loaded = self._loaded[quote.id]
         if quote.version == loaded:
-            return
+            return None
         changes = _quote_row(quote)
         del changes["id"]
-        await _VERSIONED_QUOTE.save(self._connection, quote.id, loaded, changes)
+        last = _VERSIONED_QUOTE.last_save(quote.id, loaded, changes)
         self._loaded[quote.id] = quote.version
         await self._write_lines(quote)
+        return last
 
     async def _write_lines(self, quote: Quote) -> None:
         if not quote.lines_changed:

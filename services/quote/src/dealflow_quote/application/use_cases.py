@@ -129,9 +129,10 @@ async def _draft_if_known(
             by=principal.user_id,
             now=now,
         )
-        await uow.quotes.add(quote)
+        # The quote and its lines go with its events, in one statement (`last_write`).
+        last = uow.quotes.add_at_commit(quote)
         uow.collect(quote)
-        await uow.commit()
+        await uow.commit(last)
     return quote
 
 
@@ -223,9 +224,10 @@ async def change_quote(
         authorize(principal)
         quote.check_version(expected_version)
         apply(quote, uow.clock())
-        await uow.quotes.save(quote)
+        # The quote's row goes with its events, in one statement (`last_write`).
+        last = await uow.quotes.save_at_commit(quote)
         uow.collect(quote)
-        await uow.commit()
+        await uow.commit(last)
     return quote
 
 
@@ -256,9 +258,9 @@ async def accept_quote(
         by = principal.user_id if principal else "customer"
         via: AcceptedVia = "api" if principal else "buy_now_link"
         accepted = quote.request_acceptance(by, uow.clock(), via, deadline)
-        await uow.quotes.save(quote)
+        last = await uow.quotes.save_at_commit(quote)
         uow.collect(quote)
-        await uow.commit()
+        await uow.commit(last)
     if not accepted:
         raise QuoteHasExpired(quote.valid_until)
     return quote
@@ -279,9 +281,9 @@ async def revise_quote(
         quote.check_version(expected_version)
         resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None
         quote.revise(principal.user_id, uow.clock(), lines=resolved, valid_until=valid_until)
-        await uow.quotes.save(quote)
+        last = await uow.quotes.save_at_commit(quote)
         uow.collect(quote)
-        await uow.commit()
+        await uow.commit(last)
     return quote
 
 

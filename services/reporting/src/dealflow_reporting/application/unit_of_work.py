@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Self
 
+from dealflow_common.last_write import LastWrite
 from dealflow_common.uow import UnitOfWork
 from dealflow_reporting.adapters.store import DealStore
 
@@ -16,6 +17,6 @@ class ReportingUnitOfWork(UnitOfWork):
         self.deals = DealStore(self.connection)
         return self
 
-    async def commit(self) -> None:
+    async def commit(self, last: LastWrite | None = None) -> None:
         await self.deals.write_held()
-        await super().commit()
+        await super().commit(last)
