@@ -8,9 +8,11 @@ returned one (`messaging.outbox.appended_after`). A write that did not happen (a
 version) therefore stores no event either, and `refused` then says why, as the write
 alone would have. One round trip less per request.
 
-A repository hands its last write to the unit of work (`UnitOfWork.commit(last)`)
-instead of running it, so that nothing can read between the write and the commit: the
-write is not sent before then. Without events, or on SQLite (no writing CTE), the write
+A repository returns its last write (`save_at_commit`) instead of running it, and the
+use case passes it to `UnitOfWork.commit(last)`. The row is not written before the
+commit, so nothing may read it in between: only a use case whose write is its last
+statement hands it over this way (a request's change; not a consumer's batch, whose
+next event may read the row). Without events, or on SQLite (no writing CTE), the write
 runs alone before the append, as before.
 """
 
