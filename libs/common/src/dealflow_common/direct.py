@@ -33,6 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
+from dealflow_common import one_write
+
 _through_sqlalchemy: weakref.WeakSet[Engine] = weakref.WeakSet()
 """Engines whose every statement must pass through SQLAlchemy (their statements are traced)."""
 
@@ -73,6 +75,8 @@ class _Compiled:
     types: tuple[Any, ...]
     """The SQLAlchemy type of each column returned."""
     row: type | None
+    writes: bool
+    """Whether the statement may write (`one_write.writes`)."""
     results: list[tuple[Callable[[Any], Any] | None, ...]] = field(default_factory=list)
     """The dialect's processing of each column returned, once known (`_results`)."""
 
@@ -86,10 +90,10 @@ class DirectStatement:
 
     async def all(self, connection: AsyncConnection, params: Mapping[str, Any]) -> list[Any]:
         """Every row the statement returns (attribute access by column name)."""
-        driver = await _driver_of(connection)
-        if driver is None:
+        found = await self._driver_of(connection, params)
+        if found is None:
             return list((await connection.execute(self.statement, dict(params))).all())
-        compiled = self._compiled_for(connection, params)
+        driver, compiled = found
         records = await self._send(connection, driver, compiled, params, "fetch")
         row, results = compiled.row, compiled.results[0] if compiled.results else None
         assert row is not None, "the statement returns no rows"
@@ -112,11 +116,11 @@ class DirectStatement:
 
     async def rowcount(self, connection: AsyncConnection, params: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows; how many rows it changed."""
-        driver = await _driver_of(connection)
-        if driver is None:
+        found = await self._driver_of(connection, params)
+        if found is None:
             result = await connection.execute(self.statement, dict(params))
             return int(result.rowcount)
-        compiled = self._compiled_for(connection, params)
+        driver, compiled = found
         status: str = await self._send(connection, driver, compiled, params, "execute")
         # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
         last = status.rsplit(" ", 1)[-1]
@@ -130,21 +134,47 @@ class DirectStatement:
             return
         if not rows:
             return
-        driver = await _driver_of(connection)
-        if driver is None:
+        found = await self._driver_of(connection, rows[0])
+        if found is None:
             await connection.execute(self.statement, [dict(row) for row in rows])
             return
-        compiled = self._compiled_for(connection, rows[0])
+        driver, compiled = found
         arguments = [_arguments(compiled, row) for row in rows]
         # One statement, as SQLAlchemy counts an executemany.
         await _counted(connection, compiled.sql, arguments[0], driver.executemany, arguments)
 
-    def _compiled_for(self, connection: AsyncConnection, params: Mapping[str, Any]) -> _Compiled:
+    async def _driver_of(
+        self, connection: AsyncConnection, params: Mapping[str, Any]
+    ) -> tuple[Any, _Compiled] | None:
+        """The asyncpg connection, its transaction begun if the statement needs one, and
+        the statement compiled; None when it must go through SQLAlchemy (SQLite, a traced
+        engine)."""
+        if connection.dialect.name != "postgresql":
+            return None
+        if connection.sync_engine in _through_sqlalchemy:
+            return None
+        sync = connection.sync_connection
+        if sync is None or sync.closed or sync.invalidated:
+            return None  # SQLAlchemy raises or reconnects, as it does for any statement
+        if not sync.in_transaction():
+            # What `execute` would do (autobegin); SQLAlchemy then commits or rolls it back.
+            await connection.begin()
         names = frozenset(params)
         compiled = self._compiled.get(names)
         if compiled is None:
             compiled = self._compiled[names] = _compile(self.statement, connection, names)
-        return compiled
+        adapted: Any = sync.connection.dbapi_connection
+        if compiled.writes and sync._execution_options.get(one_write.ONE_WRITE):
+            one_write.begin_before_write(adapted)
+        # SQLAlchemy's asyncpg adapter sends BEGIN lazily, before the first statement it
+        # runs; a direct statement may be the first, so it begins the same transaction the
+        # same way (none in autocommit, as in a work's one-write mode).
+        if adapted._transaction is None and not adapted.autocommit:
+            try:
+                await adapted._start_transaction()  # raises the driver's error in DBAPI form
+            except Exception as error:
+                raise await _wrapped(connection, "BEGIN", (), error) from error
+        return adapted._connection, compiled
 
     async def _send(
         self,
@@ -226,6 +256,7 @@ def _compile(
         binds=tuple(processors.get(name) for name in positions),
         types=tuple(column[3] for column in columns),
         row=row,
+        writes=one_write.writes(expanded.statement),
     )
 
 
@@ -245,30 +276,6 @@ async def _results(
     )
     compiled.results[:] = [results]
     return results
-
-
-async def _driver_of(connection: AsyncConnection) -> Any | None:
-    """The asyncpg connection, its transaction begun; None when the statement must go
-    through SQLAlchemy (SQLite, a traced engine)."""
-    if connection.dialect.name != "postgresql":
-        return None
-    if connection.sync_engine in _through_sqlalchemy:
-        return None
-    sync = connection.sync_connection
-    if sync is None or sync.closed or sync.invalidated:
-        return None  # SQLAlchemy raises or reconnects, as it does for any statement
-    if not sync.in_transaction():
-        # What `execute` would do (autobegin); SQLAlchemy then commits or rolls it back.
-        await connection.begin()
-    adapted: Any = sync.connection.dbapi_connection
-    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, before the first statement it runs;
-    # a direct statement may be the first, so it begins the same transaction the same way.
-    if adapted._transaction is None and not adapted.autocommit:
-        try:
-            await adapted._start_transaction()  # raises the driver's error in DBAPI form
-        except Exception as error:
-            raise await _wrapped(connection, "BEGIN", (), error) from error
-    return adapted._connection
 
 
 async def _translated(

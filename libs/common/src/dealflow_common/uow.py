@@ -19,6 +19,7 @@ from typing import Protocol, Self
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dealflow_common import one_write
 from dealflow_common.context import FlowContext, current_flow
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.last_write import LastWrite
@@ -67,6 +68,16 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], None]] = []
         self._before_commit: list[Callable[[], Awaitable[None]]] = []
         self._done = False
+        self._one_write_asked = False
+        self._one_write = False
+        one_write.guard(engine)
+
+    def one_write(self, asked: bool = True) -> Self:
+        """Run the next `async with` in one-write mode (`one_write`): reads unlocked, no
+        transaction unless something but the last write writes. For a use case that ends
+        with `commit(last)`; `asked=False` runs it as usual."""
+        self._one_write_asked = asked
+        return self
 
     @property
     def connection(self) -> AsyncConnection:
@@ -88,6 +99,8 @@ class UnitOfWork:
         self._after_commit = []
         self._before_commit = []
         self._done = False
+        asked, self._one_write_asked = self._one_write_asked, False
+        self._one_write = asked and await one_write.start(connection)
         return self
 
     async def __aexit__(
@@ -101,6 +114,8 @@ class UnitOfWork:
             if not self._done:
                 await connection.rollback()
         finally:
+            if self._one_write:
+                await one_write.end(connection)
             await connection.close()
             self._connection = None
 
@@ -133,7 +148,15 @@ class UnitOfWork:
         for write in self._before_commit:
             await write()
         if self._events:
-            await self._outbox.append(connection, self._events, self.clock(), last)
+            # The outbox append (with the last write, if any) is one statement: in
+            # one-write mode with nothing written before it, it commits by itself.
+            alone = self._one_write and await one_write.last_write(connection)
+            try:
+                await self._outbox.append(connection, self._events, self.clock(), last)
+            except sa_exc.DBAPIError as error:
+                if alone and error.connection_invalidated:
+                    raise CommitOutcomeUnknown(str(error.orig)) from error
+                raise
         elif last is not None:
             await last.alone(connection)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -13,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
 from dealflow_common.db import count_statements
+from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import NotFound, StaleVersion
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.messaging.tables import event_sequence, outbox
-from dealflow_common.uow import UnitOfWork
+from dealflow_common.one_write import once_then_locked
+from dealflow_common.uow import CommitOutcomeUnknown, UnitOfWork
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines
 
@@ -190,3 +193,127 @@ async def test_a_last_write_without_events_runs_alone(engine: AsyncEngine) -> No
         with pytest.raises(StaleVersion):
             await uow.commit(DEALS.last_save(deal_id, 1, {"stage": "won", "version": 2}))
     assert (await stored(engine, deal_id))["stage"] == "proposal"
+
+
+# One-write mode (`one_write`): a work whose only write is its last commits without a
+# transaction on PostgreSQL; on SQLite the mode does nothing.
+
+NEW_STAGE = {"stage": "proposal", "version": 2}
+
+
+async def in_transaction(uow: UnitOfWork) -> bool:
+    """Whether the server holds a transaction open for the work (asyncpg knows it from
+    each answer); SQLite: whether SQLAlchemy began one."""
+    if uow.connection.dialect.name != "postgresql":
+        return uow.connection.in_transaction()
+    adapted: Any = (await uow.connection.get_raw_connection()).dbapi_connection
+    return bool(adapted._connection.is_in_transaction())
+
+
+async def test_in_one_write_mode_the_reads_and_the_last_write_need_no_transaction(
+    engine: AsyncEngine,
+) -> None:
+    deal_id = await a_deal(engine)
+    registry = CollectorRegistry()
+    count_statements(engine, registry)
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW).one_write() as uow:
+        found = await uow.connection.execute(select(deals.c.version).where(deals.c.id == deal_id))
+        assert found.scalar_one() == 1
+        postgres = engine.dialect.name == "postgresql"
+        assert await in_transaction(uow) is not postgres  # no BEGIN was sent
+        uow.record(event(deal_id, "moved"))
+        await uow.commit(MOVES.last_save(deal_id, 1, NEW_STAGE, {"to_stage": "proposal"}))
+        assert not await in_transaction(uow)
+    after = await stored(engine, deal_id)
+    assert (after["stage"], after["entries"], after["sequences"]) == ("proposal", ["proposal"], [1])
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_in_one_write_mode_the_read_takes_no_lock_and_the_version_refuses(
+    engine: AsyncEngine,
+) -> None:
+    """Another writer is not kept waiting by the read; its change makes the last write
+    stale, which stores neither the row nor the events."""
+    deal_id = await a_deal(engine)
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW).one_write() as uow:
+        # Even a locking read holds nothing once it returns: no transaction keeps it.
+        await uow.connection.execute(select(deals).where(deals.c.id == deal_id).with_for_update())
+        async with engine.begin() as other:
+            await other.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+            await other.execute(
+                deals.update().where(deals.c.id == deal_id).values(stage="lost", version=2)
+            )
+        uow.record(event(deal_id, "moved"))
+        with pytest.raises(StaleVersion):
+            await uow.commit(MOVES.last_save(deal_id, 1, NEW_STAGE, {"to_stage": "proposal"}))
+    after = await stored(engine, deal_id)
+    assert (after["stage"], after["entries"], after["sequences"]) == ("lost", [], [])
+
+
+@pytest.mark.parametrize("through", ["sqlalchemy", "direct"])
+async def test_in_one_write_mode_an_earlier_write_begins_the_transaction(
+    engine: AsyncEngine, through: str
+) -> None:
+    """A write before the last begins the transaction, so a refused last write takes it
+    back too: nothing of the work is stored."""
+    deal_id = await a_deal(engine, version=3)
+    entry = {"deal_id": deal_id, "to_stage": "early"}
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW).one_write() as uow:
+        if through == "direct":
+            await DirectStatement(moves.insert()).rowcount(uow.connection, entry)
+        else:
+            await uow.connection.execute(moves.insert(), entry)
+        assert await in_transaction(uow)
+        uow.record(event(deal_id, "moved"))
+        with pytest.raises(StaleVersion):
+            await uow.commit(MOVES.last_save(deal_id, 1, NEW_STAGE, {"to_stage": "proposal"}))
+    assert (await stored(engine, deal_id))["entries"] == []
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_session_lost_at_a_last_write_sent_alone_is_an_unknown_outcome(
+    engine: AsyncEngine,
+) -> None:
+    """The last write sent without a transaction is the commit: lost there, only a read
+    can tell whether it was stored. The connection goes back to the pool in transactions."""
+    deal_id = await a_deal(engine)
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW).one_write() as uow:
+        pid = (await uow.connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+        async with engine.connect() as killer:
+            await killer.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        uow.record(event(deal_id, "moved"))
+        with pytest.raises(CommitOutcomeUnknown):
+            await uow.commit(MOVES.last_save(deal_id, 1, NEW_STAGE, {"to_stage": "proposal"}))
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW) as uow:
+        await uow.connection.execute(select(deals.c.id))
+        assert await in_transaction(uow)
+
+
+async def test_a_connection_leaves_one_write_mode_when_its_work_ends(engine: AsyncEngine) -> None:
+    deal_id = await a_deal(engine)
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW).one_write() as uow:
+        await uow.connection.execute(select(deals.c.id))
+    # The next work on the pooled connection is an ordinary transaction again.
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW) as uow:
+        await uow.connection.execute(select(deals).where(deals.c.id == deal_id))
+        assert await in_transaction(uow)
+
+
+@pytest.mark.parametrize(("version_named", "runs"), [(False, [True, False]), (True, [True])])
+async def test_a_change_refused_at_its_write_runs_again_locked_unless_it_named_the_version(
+    version_named: bool, runs: list[bool]
+) -> None:
+    ran: list[bool] = []
+
+    async def change(unlocked: bool) -> str:
+        ran.append(unlocked)
+        if unlocked:
+            raise StaleVersion("deal", 1, 2)
+        return "stored"
+
+    if version_named:
+        with pytest.raises(StaleVersion):
+            await once_then_locked(change, version_named=True)
+    else:
+        assert await once_then_locked(change, version_named=False) == "stored"
+    assert ran == runs

@@ -1,0 +1,117 @@
+"""A change that writes once needs no transaction: its write is one statement.
+
+Most requests read an aggregate, apply a command and end with one statement that
+writes the row and its events (`last_write`): its `WHERE version = ...` refuses it if
+another writer got there first. Run inside a transaction, such a request cost two round
+trips more (BEGIN and COMMIT) and a row lock taken by its read. In one-write mode
+(`UnitOfWork.one_write`, PostgreSQL only) the work starts without a transaction: its
+reads take no lock and its last write commits by itself, as one statement does.
+
+What keeps it atomic: the first write sent before the last (an owner list, quote lines,
+held projection rows) ends the mode on the spot, and the transaction begins with it, so
+every write of the work commits together as before. A write is any statement that does
+not start with `SELECT`; the rule is checked where statements leave, on SQLAlchemy's
+`before_cursor_execute` and in `DirectStatement`, so a repository need not know.
+
+What it changes: the version check, not a lock, now decides between two concurrent
+changes of one row. The loser is refused with `StaleVersion`; a caller that named the
+version it changed (If-Match) gets that answer, as it would have after the lock; a use
+case without one runs again, locked (`once_then_locked`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dealflow_common.errors import StaleVersion
+
+ONE_WRITE = "dealflow_one_write"
+"""Execution option: the connection's work has not written yet and holds no transaction."""
+
+_guarded: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+T = TypeVar("T")
+
+
+def guard(engine: AsyncEngine) -> None:
+    """Make a write sent through SQLAlchemy on `engine` begin the transaction of a work
+    in one-write mode (once per engine)."""
+    sync_engine = engine.sync_engine
+    if sync_engine in _guarded:
+        return
+    _guarded.add(sync_engine)
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _before(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if connection._execution_options.get(ONE_WRITE) and writes(statement):
+            begin_before_write(connection.connection.dbapi_connection)
+
+
+async def start(connection: AsyncConnection) -> bool:
+    """Put a new work's connection in one-write mode; False where it cannot be (SQLite)."""
+    if connection.dialect.name != "postgresql":
+        return False
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    # The driver adapter starts a transaction before a statement only when it is not in
+    # autocommit; SQLAlchemy's own begin and commit then have nothing to send.
+    adapted.autocommit = True
+    await connection.execution_options(**{ONE_WRITE: True})
+    return True
+
+
+async def last_write(connection: AsyncConnection) -> bool:
+    """The work's last write follows: let it through as it is. True when it commits by
+    itself (no earlier write began a transaction)."""
+    if not is_one_write(connection):
+        return False
+    await connection.execution_options(**{ONE_WRITE: False})
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    return bool(adapted.autocommit)
+
+
+async def end(connection: AsyncConnection) -> None:
+    """Give the connection back to the pool as it came: in transactions."""
+    sync = connection.sync_connection
+    if sync is None or sync.invalidated or sync.closed:
+        return
+    adapted: Any = sync.connection.dbapi_connection
+    if adapted is not None:
+        adapted.autocommit = False
+
+
+def is_one_write(connection: AsyncConnection) -> bool:
+    """Whether the work reads without locking (its last write checks the version)."""
+    sync = connection.sync_connection
+    return sync is not None and bool(sync.get_execution_options().get(ONE_WRITE))
+
+
+def writes(sql: str) -> bool:
+    """A statement that may write: anything but a `SELECT` (a `WITH` may hold a write).
+    A function that writes, called from a `SELECT`, would pass unseen: the repositories'
+    reads call none."""
+    return sql.lstrip()[:6].upper() != "SELECT"
+
+
+def begin_before_write(adapted: Any) -> None:
+    """A write leaves before the last: the transaction begins with it (the adapter sends
+    BEGIN before its next statement), so what follows commits with it."""
+    if adapted.autocommit:
+        adapted.autocommit = False
+
+
+async def once_then_locked(change: Callable[[bool], Awaitable[T]], version_named: bool) -> T:
+    """Run `change(one_write=True)`; if another writer changed the row in between and the
+    caller named no version, run it again in a transaction that locks what it reads, so
+    it waits its turn instead of being refused again."""
+    try:
+        return await change(True)
+    except StaleVersion:
+        if version_named:
+            raise
+    return await change(False)
