@@ -47,8 +47,10 @@ def renamed(product: dict[str, Any], name: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def writes_held(service: Any, backend: str, waiting: int) -> AsyncIterator[None]:
-    """Make product writes wait while the block runs, then let them go together.
+async def writes_held(
+    service: Any, backend: str, waiting: int, table: str = "products"
+) -> AsyncIterator[None]:
+    """Make writes of `table` wait while the block runs, then let them go together.
 
     Reads go on meanwhile, so requests started in the block all read what is stored and
     then queue to write: they meet exactly as two clients clicking at once would.
@@ -57,23 +59,23 @@ async def writes_held(service: Any, backend: str, waiting: int) -> AsyncIterator
         await holder.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
         if backend == "postgresql":
             # SHARE mode lets SELECT through and makes INSERT and UPDATE wait.
-            await holder.execute(text("LOCK TABLE products IN SHARE MODE"))
+            await holder.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
         yield
         if backend == "postgresql":
-            await until_waiting(holder, waiting)
+            await until_waiting(holder, waiting, table)
         else:
             await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
         await holder.rollback()
 
 
-async def until_waiting(connection: Any, waiting: int) -> None:
+async def until_waiting(connection: Any, waiting: int, table: str = "products") -> None:
     waiters = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = :table")
-    table = await connection.scalar(text("SELECT 'products'::regclass::oid"))
+    oid = await connection.scalar(text("SELECT CAST(:name AS regclass)::oid"), {"name": table})
     for _ in range(200):
-        if await connection.scalar(waiters, {"table": table}) >= waiting:
+        if await connection.scalar(waiters, {"table": oid}) >= waiting:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{waiting} writers never queued for the products table")
+    raise AssertionError(f"{waiting} writers never queued for the {table} table")
 
 
 async def test_two_catalog_updates_against_the_same_version_apply_once(service, backend) -> None:
@@ -93,6 +95,36 @@ async def test_two_catalog_updates_against_the_same_version_apply_once(service, 
     assert assert_problem(refused, 412)["current_version"] == 2
     stored = (await service.call("GET", path)).json()
     assert (stored["name"], stored["version"]) == (applied.json()["name"], 2)
+
+
+async def test_two_quote_changes_that_name_no_version_both_apply(service, backend) -> None:
+    """Both read version 1 and write at once: on PostgreSQL they read without a lock
+    (`one_write`), the version refuses the second write, and it runs again, locked,
+    on what the first stored. Neither client sees a clash it did not ask about."""
+    quote = await service.draft(await service.deal())
+    path = f"/quotes/{quote['id']}"
+    days = ("2031-01-01T00:00:00Z", "2032-01-01T00:00:00Z")
+    async with writes_held(service, backend, waiting=2, table="quotes"):
+        both = asyncio.gather(*(service.call("PATCH", path, {"valid_until": day}) for day in days))
+    responses = await both
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    assert sorted(r.json()["version"] for r in responses) == [2, 3]
+    stored = (await service.call("GET", path)).json()
+    last = max(responses, key=lambda r: r.json()["version"]).json()
+    assert (stored["version"], stored["valid_until"]) == (3, last["valid_until"])
+
+
+async def test_two_quote_changes_against_the_same_version_apply_once(service, backend) -> None:
+    quote = await service.draft(await service.deal())
+    path = f"/quotes/{quote['id']}/present"
+    async with writes_held(service, backend, waiting=2, table="quotes"):
+        both = asyncio.gather(
+            *(service.call("POST", path, headers={"If-Match": '"1"'}) for _ in range(2))
+        )
+    responses = await both
+    assert sorted(r.status_code for r in responses) == [200, 412], [r.text for r in responses]
+    refused = next(r for r in responses if r.status_code == 412)
+    assert assert_problem(refused, 412)["current_version"] == 2
 
 
 async def test_a_sku_taken_by_a_concurrent_request_is_a_conflict_not_an_error(

@@ -39,6 +39,7 @@ from dealflow_common.db import is_postgres
 from dealflow_common.direct import DirectStatement
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences
+from dealflow_common.one_write import is_one_write
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines
 from dealflow_opportunity.adapters import search
@@ -141,8 +142,11 @@ class OpportunityRepository:
         self._search = search.SearchIndex(connection)
 
     async def get(self, opportunity_id: UUID) -> Opportunity:
-        """Load for a change: the row stays locked until the transaction ends."""
-        opportunity = await _load(self._connection, opportunity_id, for_update=True)
+        """Load for a change: the row stays locked until the transaction ends (unlocked in
+        one-write mode, where the versioned save refuses a change made in between)."""
+        opportunity = await _load(
+            self._connection, opportunity_id, for_update=not is_one_write(self._connection)
+        )
         if opportunity is None:
             raise OpportunityNotFound(opportunity_id)
         self._loaded_versions[opportunity.id] = opportunity.version

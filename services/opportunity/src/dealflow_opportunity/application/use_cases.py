@@ -18,6 +18,7 @@ from uuid import UUID
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
 from dealflow_common.errors import NotPermitted
+from dealflow_common.one_write import once_then_locked
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 from dealflow_opportunity.domain import access, custom_fields
 from dealflow_opportunity.domain.errors import OpportunityNotFound
@@ -74,21 +75,27 @@ async def _change(
     apply: Callable[[Opportunity, datetime], object],
     authorize: Authorize = access.require_change,
 ) -> Opportunity:
-    async with uow:
-        opportunity = await uow.opportunities.get(opportunity_id)
-        if not access.can_view(opportunity, principal):
-            # Someone who may not see a deal learns nothing about it, not even that it exists.
-            raise OpportunityNotFound(opportunity_id).unseen()
-        authorize(opportunity, principal)
-        opportunity.check_version(expected_version)
-        applied = apply(opportunity, uow.clock())
-        if inspect.isawaitable(applied):
-            await applied
-        # The deal's row goes with its events, in one statement (`last_write`).
-        last = await uow.opportunities.save_at_commit(opportunity)
-        uow.collect(opportunity)
-        await uow.commit(last)
-    return opportunity
+
+    async def once(unlocked: bool) -> Opportunity:
+        # Unlocked, a change that only moves the deal's row writes once (`one_write`).
+        async with uow.one_write(unlocked):
+            opportunity = await uow.opportunities.get(opportunity_id)
+            if not access.can_view(opportunity, principal):
+                # Someone who may not see a deal learns nothing about it, not even that it
+                # exists.
+                raise OpportunityNotFound(opportunity_id).unseen()
+            authorize(opportunity, principal)
+            opportunity.check_version(expected_version)
+            applied = apply(opportunity, uow.clock())
+            if inspect.isawaitable(applied):
+                await applied
+            # The deal's row goes with its events, in one statement (`last_write`).
+            last = await uow.opportunities.save_at_commit(opportunity)
+            uow.collect(opportunity)
+            await uow.commit(last)
+        return opportunity
+
+    return await once_then_locked(once, version_named=expected_version is not None)
 
 
 async def update_opportunity(
@@ -233,7 +240,8 @@ async def add_note(
         None,
         lambda o, now: added.append(o.add_note(reason, text, principal.user_id, now)),
     )
-    return opportunity, added[0]
+    # A change refused at its write runs again: the note stored is the last one made.
+    return opportunity, added[-1]
 
 
 async def share_opportunity(

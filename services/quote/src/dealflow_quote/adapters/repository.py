@@ -26,6 +26,7 @@ from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
+from dealflow_common.one_write import is_one_write
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines
 from dealflow_quote.adapters.tables import (
@@ -97,14 +98,15 @@ _WHOLE_QUOTE_FOR_UPDATE = DirectStatement(
 )
 # Every change of a quote checks that the caller may work on its deal: the deal's
 # projection is read beside the quote (unlocked, as it was read apart).
-_WHOLE_QUOTE_AND_DEAL_FOR_UPDATE = DirectStatement(
+_WHOLE_QUOTE_AND_DEAL = (
     select(quotes, _WHOLE_LINES, *(c.label(f"deal_{c.name}") for c in known_opportunities.c))
     .select_from(
         quotes.outerjoin(known_opportunities, known_opportunities.c.id == quotes.c.opportunity_id)
     )
     .where(quotes.c.id == bindparam("b_id"))
-    .with_for_update(of=quotes)
 )
+_WHOLE_QUOTE_AND_DEAL_FOR_UPDATE = DirectStatement(_WHOLE_QUOTE_AND_DEAL.with_for_update(of=quotes))
+_WHOLE_QUOTE_AND_DEAL_UNLOCKED = DirectStatement(_WHOLE_QUOTE_AND_DEAL)
 _WHOLE_OPEN_QUOTES_FOR_UPDATE = DirectStatement(
     _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(of=quotes)
 )
@@ -127,13 +129,19 @@ class QuoteRepository:
         return found[0]
 
     async def get_with_deal(self, quote_id: UUID) -> tuple[Quote, KnownOpportunity | None]:
-        """The quote, locked, and what is known of its deal (None when nothing yet): in
-        one statement on PostgreSQL."""
+        """The quote, locked (not in one-write mode, where its versioned save refuses a
+        change made in between), and what is known of its deal (None when nothing yet):
+        in one statement on PostgreSQL."""
         if not is_postgres(self._connection):
             quote = await self.get(quote_id)
             row = await _KNOWN.get(self._connection, quote.opportunity_id)
             return quote, None if row is None else _to_known(row)
-        rows = await _WHOLE_QUOTE_AND_DEAL_FOR_UPDATE.all(self._connection, {"b_id": quote_id})
+        query = (
+            _WHOLE_QUOTE_AND_DEAL_UNLOCKED
+            if is_one_write(self._connection)
+            else _WHOLE_QUOTE_AND_DEAL_FOR_UPDATE
+        )
+        rows = await query.all(self._connection, {"b_id": quote_id})
         if not rows:
             raise QuoteNotFound(quote_id)
         (quote,) = self._keep_whole(rows)

@@ -18,6 +18,7 @@ from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.errors import RuleViolated
+from dealflow_common.one_write import once_then_locked
 from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.queries import QuoteReader
 from dealflow_quote.application.saga import SYSTEM
@@ -218,17 +219,22 @@ async def change_quote(
     apply: Callable[[Quote, datetime], object],
     authorize: Callable[[Principal], None] = access.require_quote_work,
 ) -> Quote:
-    async with unit_of_work() as uow:
-        quote, deal = await uow.quotes.get_with_deal(quote_id)
-        _workable(quote, deal, principal)
-        authorize(principal)
-        quote.check_version(expected_version)
-        apply(quote, uow.clock())
-        # The quote's row goes with its events, in one statement (`last_write`).
-        last = await uow.quotes.save_at_commit(quote)
-        uow.collect(quote)
-        await uow.commit(last)
-    return quote
+
+    async def once(unlocked: bool) -> Quote:
+        # Unlocked, a change of the quote's row alone writes once (`one_write`).
+        async with unit_of_work().one_write(unlocked) as uow:
+            quote, deal = await uow.quotes.get_with_deal(quote_id)
+            _workable(quote, deal, principal)
+            authorize(principal)
+            quote.check_version(expected_version)
+            apply(quote, uow.clock())
+            # The quote's row goes with its events, in one statement (`last_write`).
+            last = await uow.quotes.save_at_commit(quote)
+            uow.collect(quote)
+            await uow.commit(last)
+        return quote
+
+    return await once_then_locked(once, version_named=expected_version is not None)
 
 
 async def accept_quote(
@@ -243,24 +249,29 @@ async def accept_quote(
     """The customer accepts: by a user for them, or through a buy-now link (no user; the
     signed link names the quote and its opportunity). The opportunity's answer is
     awaited as `deadline` says (`chase_unanswered_acceptances`)."""
-    async with unit_of_work() as uow:
-        quote, found = await uow.quotes.get_with_deal(quote_id)
-        if principal is not None:
-            deal = _workable(quote, found, principal)
-            access.require_quote_work(principal)
-        else:
-            if found is None or quote.opportunity_id != opportunity_id:
-                raise QuoteNotFound(quote_id)
-            deal = found
-        quote.check_version(expected_version)
-        if not deal.is_open:
-            raise OpportunityClosed(deal.id, deal.stage.value)
-        by = principal.user_id if principal else "customer"
-        via: AcceptedVia = "api" if principal else "buy_now_link"
-        accepted = quote.request_acceptance(by, uow.clock(), via, deadline)
-        last = await uow.quotes.save_at_commit(quote)
-        uow.collect(quote)
-        await uow.commit(last)
+
+    async def once(unlocked: bool) -> tuple[Quote, bool]:
+        async with unit_of_work().one_write(unlocked) as uow:
+            quote, found = await uow.quotes.get_with_deal(quote_id)
+            if principal is not None:
+                deal = _workable(quote, found, principal)
+                access.require_quote_work(principal)
+            else:
+                if found is None or quote.opportunity_id != opportunity_id:
+                    raise QuoteNotFound(quote_id)
+                deal = found
+            quote.check_version(expected_version)
+            if not deal.is_open:
+                raise OpportunityClosed(deal.id, deal.stage.value)
+            by = principal.user_id if principal else "customer"
+            via: AcceptedVia = "api" if principal else "buy_now_link"
+            accepted = quote.request_acceptance(by, uow.clock(), via, deadline)
+            last = await uow.quotes.save_at_commit(quote)
+            uow.collect(quote)
+            await uow.commit(last)
+        return quote, accepted
+
+    quote, accepted = await once_then_locked(once, version_named=expected_version is not None)
     if not accepted:
         raise QuoteHasExpired(quote.valid_until)
     return quote
@@ -274,17 +285,22 @@ async def revise_quote(
     lines: list[LineRequest] | None,
     valid_until: datetime | None,
 ) -> Quote:
-    async with unit_of_work() as uow:
-        quote, deal = await uow.quotes.get_with_deal(quote_id)
-        _workable(quote, deal, principal)
-        access.require_quote_work(principal)
-        quote.check_version(expected_version)
-        resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None
-        quote.revise(principal.user_id, uow.clock(), lines=resolved, valid_until=valid_until)
-        last = await uow.quotes.save_at_commit(quote)
-        uow.collect(quote)
-        await uow.commit(last)
-    return quote
+
+    async def once(unlocked: bool) -> Quote:
+        # New lines are written before the row: they begin the transaction (`one_write`).
+        async with unit_of_work().one_write(unlocked) as uow:
+            quote, deal = await uow.quotes.get_with_deal(quote_id)
+            _workable(quote, deal, principal)
+            access.require_quote_work(principal)
+            quote.check_version(expected_version)
+            resolved = await _resolve_lines(uow, lines, quote.currency) if lines else None
+            quote.revise(principal.user_id, uow.clock(), lines=resolved, valid_until=valid_until)
+            last = await uow.quotes.save_at_commit(quote)
+            uow.collect(quote)
+            await uow.commit(last)
+        return quote
+
+    return await once_then_locked(once, version_named=expected_version is not None)
 
 
 async def expire_due_quotes(unit_of_work: UnitOfWorkFactory, batch: int = 200) -> int:
