@@ -49,7 +49,7 @@ def guard(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "before_cursor_execute")
     def _before(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if connection._execution_options.get(ONE_WRITE) and writes(statement):
+        if connection.get_execution_options().get(ONE_WRITE) and writes(statement):
             begin_before_write(connection.connection.dbapi_connection)
 
 
@@ -106,9 +106,9 @@ def begin_before_write(adapted: Any) -> None:
 
 
 async def once_then_locked(change: Callable[[bool], Awaitable[T]], version_named: bool) -> T:
-    """Run `change(one_write=True)`; if another writer changed the row in between and the
-    caller named no version, run it again in a transaction that locks what it reads, so
-    it waits its turn instead of being refused again."""
+    """Run `change(True)`, unlocked in one-write mode; if another writer changed the row
+    in between and the caller named no version, run `change(False)`: in a transaction
+    that locks what it reads, so it waits its turn instead of being refused again."""
     try:
         return await change(True)
     except StaleVersion:
