@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.errors import StaleVersion
@@ -39,50 +39,57 @@ _guarded: weakref.WeakSet[Engine] = weakref.WeakSet()
 T = TypeVar("T")
 
 
-def guard(engine: AsyncEngine) -> None:
+def _guard(engine: AsyncEngine) -> None:
     """Make a write sent through SQLAlchemy on `engine` begin the transaction of a work
-    in one-write mode (once per engine)."""
+    in one-write mode (once per engine, at its first such work)."""
     sync_engine = engine.sync_engine
     if sync_engine in _guarded:
         return
     _guarded.add(sync_engine)
 
     @event.listens_for(sync_engine, "before_cursor_execute")
-    def _before(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def _before(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
         if connection.get_execution_options().get(ONE_WRITE) and writes(statement):
-            begin_before_write(connection.connection.dbapi_connection)
+            begin_before_write(_adapter(connection))
 
 
-async def start(connection: AsyncConnection) -> bool:
+def start(connection: AsyncConnection) -> bool:
     """Put a new work's connection in one-write mode; False where it cannot be (SQLite)."""
     if connection.dialect.name != "postgresql":
         return False
-    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    _guard(connection.engine)
     # The driver adapter starts a transaction before a statement only when it is not in
     # autocommit; SQLAlchemy's own begin and commit then have nothing to send.
-    adapted.autocommit = True
-    await connection.execution_options(**{ONE_WRITE: True})
+    sync = connection.sync_connection
+    assert sync is not None, "a work's connection is open"
+    _adapter(sync).autocommit = True
+    sync.execution_options(**{ONE_WRITE: True})
     return True
 
 
-async def last_write(connection: AsyncConnection) -> bool:
+def last_write(connection: AsyncConnection) -> bool:
     """The work's last write follows: let it through as it is. True when it commits by
     itself (no earlier write began a transaction)."""
-    if not is_one_write(connection):
+    sync = connection.sync_connection
+    if sync is None or not sync.get_execution_options().get(ONE_WRITE):
         return False
-    await connection.execution_options(**{ONE_WRITE: False})
-    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
-    return bool(adapted.autocommit)
+    sync.execution_options(**{ONE_WRITE: False})
+    return bool(_adapter(sync).autocommit)
 
 
-async def end(connection: AsyncConnection) -> None:
+def end(connection: AsyncConnection) -> None:
     """Give the connection back to the pool as it came: in transactions."""
     sync = connection.sync_connection
     if sync is None or sync.invalidated or sync.closed:
         return
-    adapted: Any = sync.connection.dbapi_connection
+    adapted = _adapter(sync)
     if adapted is not None:
         adapted.autocommit = False
+
+
+def _adapter(sync: Connection) -> Any:
+    """SQLAlchemy's asyncpg adapter of the connection (it holds the autocommit flag)."""
+    return sync.connection.dbapi_connection
 
 
 def is_one_write(connection: AsyncConnection) -> bool:
@@ -105,13 +112,16 @@ def begin_before_write(adapted: Any) -> None:
         adapted.autocommit = False
 
 
-async def once_then_locked(change: Callable[[bool], Awaitable[T]], version_named: bool) -> T:
+async def once_then_locked(
+    change: Callable[[bool], Awaitable[T]], expected_version: int | None
+) -> T:
     """Run `change(True)`, unlocked in one-write mode; if another writer changed the row
-    in between and the caller named no version, run `change(False)`: in a transaction
-    that locks what it reads, so it waits its turn instead of being refused again."""
+    in between and the caller named no version (`expected_version`, from If-Match), run
+    `change(False)`: in a transaction that locks what it reads, so it waits its turn
+    instead of being refused again."""
     try:
         return await change(True)
     except StaleVersion:
-        if version_named:
+        if expected_version is not None:
             raise
     return await change(False)

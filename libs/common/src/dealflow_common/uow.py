@@ -70,7 +70,6 @@ class UnitOfWork:
         self._done = False
         self._one_write_asked = False
         self._one_write = False
-        one_write.guard(engine)
 
     def one_write(self, asked: bool = True) -> Self:
         """Run the next `async with` in one-write mode (`one_write`): reads unlocked, no
@@ -100,7 +99,7 @@ class UnitOfWork:
         self._before_commit = []
         self._done = False
         asked, self._one_write_asked = self._one_write_asked, False
-        self._one_write = asked and await one_write.start(connection)
+        self._one_write = asked and one_write.start(connection)
         return self
 
     async def __aexit__(
@@ -115,7 +114,7 @@ class UnitOfWork:
                 await connection.rollback()
         finally:
             if self._one_write:
-                await one_write.end(connection)
+                one_write.end(connection)
             await connection.close()
             self._connection = None
 
@@ -150,7 +149,7 @@ class UnitOfWork:
         if self._events:
             # The outbox append (with the last write, if any) is one statement: in
             # one-write mode with nothing written before it, it commits by itself.
-            alone = self._one_write and await one_write.last_write(connection)
+            alone = self._one_write and one_write.last_write(connection)
             try:
                 await self._outbox.append(connection, self._events, self.clock(), last)
             except sa_exc.DBAPIError as error:

@@ -303,6 +303,7 @@ async def test_a_connection_leaves_one_write_mode_when_its_work_ends(engine: Asy
 async def test_a_change_refused_at_its_write_runs_again_locked_unless_it_named_the_version(
     version_named: bool, runs: list[bool]
 ) -> None:
+    expected_version = 1 if version_named else None
     ran: list[bool] = []
 
     async def change(unlocked: bool) -> str:
@@ -313,7 +314,7 @@ async def test_a_change_refused_at_its_write_runs_again_locked_unless_it_named_t
 
     if version_named:
         with pytest.raises(StaleVersion):
-            await once_then_locked(change, version_named=True)
+            await once_then_locked(change, expected_version)
     else:
-        assert await once_then_locked(change, version_named=False) == "stored"
+        assert await once_then_locked(change, expected_version) == "stored"
     assert ran == runs

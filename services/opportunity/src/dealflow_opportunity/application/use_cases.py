@@ -95,7 +95,7 @@ async def _change(
             await uow.commit(last)
         return opportunity
 
-    return await once_then_locked(once, version_named=expected_version is not None)
+    return await once_then_locked(once, expected_version)
 
 
 async def update_opportunity(

@@ -234,7 +234,7 @@ async def change_quote(
             await uow.commit(last)
         return quote
 
-    return await once_then_locked(once, version_named=expected_version is not None)
+    return await once_then_locked(once, expected_version)
 
 
 async def accept_quote(
@@ -271,7 +271,7 @@ async def accept_quote(
             await uow.commit(last)
         return quote, accepted
 
-    quote, accepted = await once_then_locked(once, version_named=expected_version is not None)
+    quote, accepted = await once_then_locked(once, expected_version)
     if not accepted:
         raise QuoteHasExpired(quote.valid_until)
     return quote
@@ -300,7 +300,7 @@ async def revise_quote(
             await uow.commit(last)
         return quote
 
-    return await once_then_locked(once, version_named=expected_version is not None)
+    return await once_then_locked(once, expected_version)
 
 
 async def expire_due_quotes(unit_of_work: UnitOfWorkFactory, batch: int = 200) -> int:
