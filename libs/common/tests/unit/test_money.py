@@ -64,3 +64,28 @@ def test_plain_numbers_drop_trailing_zeros_without_exponents() -> None:
         "0",
         "7",
     ]
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        *("1000.00", "1000", "0", "0.5", "10.555", "1E+3", "999999999999999.99"),
+        *("1000000000000000", "1.0000000", "-0", "-1", "NaN", "Infinity", "1.23456789", "0.001"),
+    ],
+)
+@pytest.mark.parametrize("currency", ["USD", "JPY", "BHD", "XXQ"])
+def test_exact_gives_what_validation_gives_and_refuses_what_it_refuses(
+    amount: str, currency: str
+) -> None:
+    def built(make: object) -> object:
+        try:
+            money = make()  # type: ignore[operator]
+        except ValidationError as refused:
+            return refused.errors()[0]["type"]
+        return money.model_dump(), money
+
+    validated = built(lambda: Money(amount=Decimal(amount), currency=currency))
+    fast = built(lambda: Money.exact(Decimal(amount), currency))
+    assert fast == validated
+    if isinstance(fast, tuple):
+        assert hash(fast[1]) == hash(validated[1])  # type: ignore[index]

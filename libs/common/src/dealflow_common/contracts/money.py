@@ -24,6 +24,8 @@ from pydantic_core import PydanticCustomError
 from dealflow_common.contracts.currencies import MINOR_UNITS
 
 _AMOUNT = re.compile(r"^\d{1,15}(\.\d{1,6})?$")
+_TOO_LARGE = Decimal(10) ** 15
+"""The first amount `_AMOUNT` refuses for its integer digits."""
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -117,6 +119,29 @@ class Money(BaseModel):
         # Normalise the scale so "50000" and "50000.00" are the same value on the wire.
         object.__setattr__(self, "amount", round_to_minor_unit(self.amount, self.currency))
         return self
+
+    @classmethod
+    def exact(cls, amount: Decimal, currency: str) -> Money:
+        """The same Money as `Money(amount=amount, currency=currency)`, built without
+        validating again when there is nothing to refuse: for a Decimal read back from
+        the database or computed from other Money (a line total), which a quote's
+        response builds a dozen times. Validation costs about 8 µs a time, and on the
+        deal path it used to be a tenth of the quote service's CPU. What validation would
+        refuse (negative, too many digits or decimals, an unknown currency) goes through
+        it, and is refused the same way."""
+        places = MINOR_UNITS.get(currency)
+        if (
+            places is not None
+            and amount.is_finite()
+            and not amount.is_signed()
+            and amount < _TOO_LARGE
+            and amount.as_tuple().exponent >= -6  # type: ignore[operator]
+        ):
+            rounded = round_to_minor_unit(amount, currency)
+            if rounded == amount:  # no decimal the currency does not have
+                fields = {"amount", "currency"}
+                return cls.model_construct(fields, amount=rounded, currency=currency)
+        return cls(amount=amount, currency=currency)
 
     @classmethod
     def of(cls, amount: Decimal | str, currency: str) -> Money:

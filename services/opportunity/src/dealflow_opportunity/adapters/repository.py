@@ -536,7 +536,7 @@ def _to_opportunity(row: Row[Any], owners: list[str], shares: list[Share]) -> Op
         contact_address=(
             Address.model_validate(row.contact_address) if row.contact_address else None
         ),
-        value=Money(amount=row.value_amount, currency=row.value_currency),
+        value=Money.exact(row.value_amount, row.value_currency),
         stage=Stage(row.stage),
         probability=row.probability,
         expected_close_date=row.expected_close_date,

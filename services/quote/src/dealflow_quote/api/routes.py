@@ -60,7 +60,8 @@ Operator = Annotated[Principal, Depends(requires(Role.OPERATOR, Role.ADMIN))]
 
 
 def _lines(quote: Quote) -> list[LineResponse]:
-    return [LineResponse.model_validate(line.data().model_dump()) for line in quote.lines]
+    # Read from the lines themselves: through a dict, every Money was validated again.
+    return [LineResponse.model_validate(line, from_attributes=True) for line in quote.lines]
 
 
 def to_response(quote: Quote, policy: QuotePolicy) -> QuoteResponse:

@@ -8,7 +8,7 @@ quote's discount is the share of the list value its lines give away.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 from uuid import UUID
@@ -31,6 +31,8 @@ class QuoteLine:
     sku: str | None = None
     billing: Literal["one_off", "subscription"] = "one_off"
     billing_period: BillingPeriod | None = None
+    _total: Money | None = field(default=None, init=False, repr=False, compare=False)
+    """`total`, once asked: a quote's response asks each line four or five times."""
 
     @property
     def currency(self) -> str:
@@ -42,8 +44,12 @@ class QuoteLine:
 
     @property
     def total(self) -> Money:
-        net = self.quantity * self.unit_price.amount * (HUNDRED - self.discount_percent) / HUNDRED
-        return Money(amount=round_to_minor_unit(net, self.currency), currency=self.currency)
+        if self._total is None:
+            net = self.quantity * self.unit_price.amount * (HUNDRED - self.discount_percent)
+            rounded = round_to_minor_unit(net / HUNDRED, self.currency)
+            object.__setattr__(self, "_total", Money.exact(rounded, self.currency))
+        assert self._total is not None
+        return self._total
 
     def data(self) -> QuoteLineData:
         return QuoteLineData(
@@ -62,7 +68,7 @@ class QuoteLine:
 
 
 def total_of(lines: list[QuoteLine], currency: str) -> Money:
-    return Money(amount=sum((line.total.amount for line in lines), Decimal(0)), currency=currency)
+    return Money.exact(sum((line.total.amount for line in lines), Decimal(0)), currency)
 
 
 def discount_percent_of(lines: list[QuoteLine]) -> Decimal:
