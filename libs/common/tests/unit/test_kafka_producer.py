@@ -77,3 +77,20 @@ async def test_a_stopped_producer_is_not_brought_back() -> None:
     with pytest.raises(ConnectionError):
         await kafka.send_and_wait("t", b"k", b"late", {})
     assert len(FakeAioProducer.built) == 1
+
+
+def test_keys_go_to_the_partition_the_default_partitioner_gives() -> None:
+    """The same partition as aiokafka's (and the Java client's) partitioner, remembered
+    hash or not: the first call per key computes it, the second reads it back."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from dealflow_common.messaging.kafka import partition_of_key
+
+    for n in range(200):
+        key = f"deal-{n}".encode()
+        for count in (1, 2, 3, 6, 12):
+            partitions = list(range(count))
+            expected = DefaultPartitioner()(key, partitions, partitions)
+            assert partition_of_key(key, partitions, partitions) == expected
+            assert partition_of_key(key, partitions, partitions) == expected
+    assert partition_of_key(None, [0, 1, 2], [1]) == 1  # no key: any available partition

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,6 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -66,6 +68,20 @@ async def ensure_topics(settings: ServiceSettings, topics: Iterable[str]) -> Non
         await admin.close()
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_of_key(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's `DefaultPartitioner` (the Java client's murmur2, so every producer puts
+    a key in the same partition), with the hash of recent keys remembered: it is pure
+    Python, about 10 µs a record, and an aggregate's events all carry its key."""
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[_key_hash(key) % len(all_partitions)]
+
+
 class KafkaProducer:
     """The one producer of a service: the outbox relay's records and the dead letters.
 
@@ -95,6 +111,7 @@ class KafkaProducer:
             # the accept saga.
             linger_ms=0,
             request_timeout_ms=settings.kafka_request_timeout_ms,
+            partitioner=partition_of_key,
         )
 
     async def start(self) -> None:
