@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import (
     JSON,
@@ -81,6 +82,11 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             # restart the first statement on a stale connection fails, SQLAlchemy then
             # drops the whole pool, and consumers retry; a request may see one 500.
             pool_recycle=1800,
+            # JSON and JSONB columns (owners, shares, applied sequences, ...) are written and
+            # read on every save and load: orjson does it in a fraction of `json`'s time,
+            # and the server stores the same value (JSONB keeps no spacing).
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
             connect_args={
                 # Room for every statement a service runs: past the default 100 the
                 # least recently used is prepared again (a round trip) on its next use.
@@ -102,6 +108,12 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
     raise ValueError(
         f"unsupported database {backend!r}: use postgresql+asyncpg or sqlite+aiosqlite"
     )
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's value as text, as `json.dumps` would give it (keys that are not
+    strings become strings), without its spaces."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def postgres_timeouts(settings: ServiceSettings) -> dict[str, str]:
