@@ -590,7 +590,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             print(f"run {run}/{args.runs}: baseline", file=sys.stderr, flush=True)
             baseline = await baseline_commit_rate(dsn_of(BENCH_DATABASE), args.concurrency)
             throughput = len(results) / elapsed
-            half_rate = max(1.0, throughput / 2)
+            half_rate = args.half_load_rate or max(1.0, throughput / 2)
             print(
                 f"run {run}/{args.runs}: half load at {half_rate:.1f} deals/s",
                 file=sys.stderr,
@@ -778,6 +778,12 @@ def cli() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=60, help="deals before measuring")
     parser.add_argument("--half-load-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--half-load-rate",
+        type=float,
+        help="deals/s of the latency phase instead of half the measured throughput: "
+        "two builds compared at the same load (a faster build otherwise gets a higher rate)",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get(
