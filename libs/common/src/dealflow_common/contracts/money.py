@@ -129,9 +129,8 @@ class Money(BaseModel):
         deal path it used to be a tenth of the quote service's CPU. What validation would
         refuse (negative, too many digits or decimals, an unknown currency) goes through
         it, and is refused the same way."""
-        places = MINOR_UNITS.get(currency)
         if (
-            places is not None
+            currency in MINOR_UNITS
             and amount.is_finite()
             and not amount.is_signed()
             and amount < _TOO_LARGE
