@@ -67,6 +67,7 @@ def configure_logging(service: str, level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Per-message INFO lines from the Kafka framework and the access log would drown
-    # the business log at our rates; their warnings still come through.
-    for noisy in ("aiokafka", "uvicorn.access"):
+    # the business log at our rates, and APScheduler logs two lines per run of every job
+    # (the sequence service's runs four times a second); their warnings still come through.
+    for noisy in ("aiokafka", "uvicorn.access", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
