@@ -248,6 +248,26 @@ async def test_an_unknown_opportunity_is_refused_after_waiting_for_it(service) -
     assert await service.written() == before
 
 
+async def test_a_quote_asked_before_its_opportunity_arrived_is_drafted_when_it_does(
+    start_service,
+) -> None:
+    # The wait is far longer than the test allows: the deal's arrival must end it.
+    async with start_service(opportunity_wait_ms=60_000) as service:
+        opportunity_id = uuid.uuid4()
+        asked = asyncio.create_task(
+            service.call(
+                "POST", "/quotes", {"opportunity_id": str(opportunity_id), "lines": [FREE]}
+            )
+        )
+        await asyncio.sleep(0.1)
+        assert not asked.done()
+        await service.deal(opportunity_id=opportunity_id)
+        response = await asyncio.wait_for(asked, 10)
+        assert response.status_code == 201, response.text
+        listed = await service.call("GET", f"/quotes?opportunity_id={opportunity_id}")
+        assert [q["id"] for q in listed.json()] == [response.json()["id"]]
+
+
 async def test_a_closed_opportunity_takes_no_quote(service) -> None:
     deal = await service.deal(stage=Stage.CLOSED_LOST)
     response = await service.call("POST", "/quotes", {"opportunity_id": deal, "lines": [FREE]})

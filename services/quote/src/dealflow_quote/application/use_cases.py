@@ -7,6 +7,7 @@ an opportunity not yet known waits a moment (`opportunity_wait`) before refusing
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -75,25 +76,23 @@ async def create_quote(
 ) -> Quote:
     access.require_quote_work(principal)
     draft = (opportunity_id, lines, currency, valid_until)
-    try:
-        quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
-    except OpportunityUnknown as refused:
-        if refused.hidden:
-            # A deal the caller may not see is answered as one never heard of, and after
-            # as long a wait: the time taken must not tell the two apart either.
-            async def never() -> bool:
-                return False
+    with arrivals.expecting(opportunity_id) as arrival:
+        try:
+            quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
+        except OpportunityUnknown as refused:
+            if refused.hidden:
+                # A deal the caller may not see is answered as one never heard of, and
+                # after as long a wait: the time taken must not tell the two apart either.
+                await asyncio.sleep(policy.opportunity_wait)
+            raise
+        if quote is None:
+            # Usually the opportunity's events are on their way: wait for them, once. A
+            # look on the clock only reads, so on SQLite it does not take the write lock.
+            async def known() -> bool:
+                return await reader.knows_opportunity(opportunity_id)
 
-            await arrivals.wait_for(opportunity_id, never, policy.opportunity_wait)
-        raise
-    if quote is None:
-        # Usually the opportunity's events are on their way: wait for them, once. The
-        # checks only read, so on SQLite they do not take the write lock while waiting.
-        async def known() -> bool:
-            return await reader.knows_opportunity(opportunity_id)
-
-        await arrivals.wait_for(opportunity_id, known, policy.opportunity_wait)
-        quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=True)
+            await arrival.wait(known, policy.opportunity_wait)
+            quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=True)
     assert quote is not None
     return quote
 
