@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import NotFound, StaleVersion
 from dealflow_common.last_write import LastWrite, WithOutbox
+from dealflow_common.with_lines import entry_of
 
 
 class VersionedTable:
@@ -104,17 +105,8 @@ class VersionedSaveWithEntry:
         self._versioned = versioned
         self._entries = entries
         self._key = key
-        self._entry_columns = [
-            c.name for c in entries.c if c.name != key and not (c.primary_key and c.autoincrement)
-        ]
         saved = versioned.saved
-        entry = insert(entries).from_select(
-            [key, *self._entry_columns],
-            select(
-                saved.c.id,
-                *(bindparam(f"e_{n}", type_=entries.c[n].type) for n in self._entry_columns),
-            ),
-        )
+        entry, self._entry_columns = entry_of(entries, key, saved.c.id)
         self._statement = DirectStatement(entry)
         self._with_outbox = WithOutbox(saved, entry.cte("entry"))
 

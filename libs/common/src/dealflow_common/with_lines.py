@@ -4,14 +4,18 @@ The row's insert is a CTE whose returned key the lines take; the lines travel as
 array per column and are unnested, so the statement's text is the same whatever their
 number and stays prepared. One round trip instead of two for every quote and order
 created. SQLite has no writing CTE: there it is the row's insert, then the lines'.
+
+Other rows may go with the new one (`also`): a deal's first history entry and its search
+document. On PostgreSQL they are more CTEs of the same statement, each taking the new
+row's id; on SQLite the caller writes them after `add`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, column, func, insert, select, true
+from sqlalchemy import ColumnElement, Insert, Table, bindparam, column, func, insert, select, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,11 +23,31 @@ from dealflow_common.direct import DirectStatement
 from dealflow_common.last_write import LastWrite, WithOutbox, never_refused
 
 
+def entry_of(entries: Table, key: str, row_id: ColumnElement[Any]) -> tuple[Insert, list[str]]:
+    """The insert of one row of `entries` whose `key` column takes `row_id` (a column of
+    a writing CTE), its other columns bound as `e_<name>`: those names are returned. An
+    autoincremented id is the database's."""
+    names = [c.name for c in entries.c if c.name != key and not (c.primary_key and c.autoincrement)]
+    entry = insert(entries).from_select(
+        [key, *names],
+        select(row_id, *(bindparam(f"e_{n}", type_=entries.c[n].type) for n in names)),
+    )
+    return entry, names
+
+
 class InsertWithLines:
     """Build it once, at import: `table`'s rows and `lines`' rows keyed to them by
-    `key` (the lines' column holding the row's `id`)."""
+    `key` (the lines' column holding the row's `id`). `also`: given the new row's id,
+    the inserts that go with it on PostgreSQL (`entry_of`, an `INSERT ... SELECT`), whose
+    parameters come with each run's (`also_params`)."""
 
-    def __init__(self, table: Table, lines: Table, key: str) -> None:
+    def __init__(
+        self,
+        table: Table,
+        lines: Table,
+        key: str,
+        also: Callable[[ColumnElement[Any]], Sequence[Insert]] | None = None,
+    ) -> None:
         self._key = key
         self._columns = [c.name for c in table.c]
         self._line_columns = [c.name for c in lines.c if c.name != key]
@@ -46,8 +70,13 @@ class InsertWithLines:
             row.join(unnested, true())
         )
         both = insert(lines).from_select([key, *self._line_columns], rows)
+        others = [
+            other.cte(f"added_also_{n}") for n, other in enumerate(also(row.c.id) if also else ())
+        ]
+        if others:
+            both = both.add_cte(*others)
         self._both = DirectStatement(both)
-        self._with_outbox = WithOutbox(row, both.cte("added_lines"))
+        self._with_outbox = WithOutbox(row, both.cte("added_lines"), *others)
         self._row = DirectStatement(insert(table))
         self._each_line = DirectStatement(insert(lines))
 
@@ -56,28 +85,40 @@ class InsertWithLines:
         connection: AsyncConnection,
         row: Mapping[str, Any],
         lines: Sequence[Mapping[str, Any]],
+        also_params: Mapping[str, Any] | None = None,
     ) -> None:
         """Insert `row` (every column of the table) and `lines` (every column of a line
-        but the key, which is the row's id)."""
+        but the key, which is the row's id); on PostgreSQL, `also`'s rows too."""
         if connection.dialect.name != "postgresql":
             await self._row.rowcount(connection, row)
             await self._each_line.each(
                 connection, [{**line, self._key: row["id"]} for line in lines]
             )
             return
-        await self._both.rowcount(connection, self._params(row, lines))
+        await self._both.rowcount(connection, self._params(row, lines, also_params))
 
-    def last_add(self, row: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> LastWrite:
+    def last_add(
+        self,
+        row: Mapping[str, Any],
+        lines: Sequence[Mapping[str, Any]],
+        also_params: Mapping[str, Any] | None = None,
+    ) -> LastWrite:
         """`add` left for the commit, which sends it with the outbox rows (`last_write`)."""
 
         async def alone(connection: AsyncConnection) -> None:
-            await self.add(connection, row, lines)
+            await self.add(connection, row, lines, also_params)
 
-        params = self._params(row, lines)
+        params = self._params(row, lines, also_params)
         return LastWrite(alone, self._with_outbox.statement, params, never_refused)
 
-    def _params(self, row: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        params = {f"r_{name}": row[name] for name in self._columns}
+    def _params(
+        self,
+        row: Mapping[str, Any],
+        lines: Sequence[Mapping[str, Any]],
+        also_params: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        params = {**(also_params or {})}
+        params.update({f"r_{name}": row[name] for name in self._columns})
         for name in self._line_columns:
             params[f"l_{name}"] = [line[name] for line in lines]
         return params

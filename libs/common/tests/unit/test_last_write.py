@@ -21,7 +21,7 @@ from dealflow_common.messaging.tables import event_sequence, outbox
 from dealflow_common.one_write import once_then_locked
 from dealflow_common.uow import CommitOutcomeUnknown, UnitOfWork
 from dealflow_common.versioned import VersionedTable
-from dealflow_common.with_lines import InsertWithLines
+from dealflow_common.with_lines import InsertWithLines, entry_of
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -53,9 +53,22 @@ paper_lines = Table(
     Column("line_no", Integer, primary_key=True),
     Column("text", String(50), nullable=False),
 )
+paper_stamps = Table(
+    "lw_paper_stamps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("paper_id", Uuid, ForeignKey("lw_papers.id"), nullable=False),
+    Column("text", String(50), nullable=False),
+)
 DEALS = VersionedTable(deals, "deal")
 MOVES = DEALS.with_entry(moves, "deal_id")
 PAPERS = InsertWithLines(papers, paper_lines, "paper_id")
+STAMPED_PAPERS = InsertWithLines(
+    papers,
+    paper_lines,
+    "paper_id",
+    also=lambda paper_id: [entry_of(paper_stamps, "paper_id", paper_id)[0]],
+)
 
 
 @pytest.fixture
@@ -183,6 +196,39 @@ async def test_a_new_row_its_lines_and_its_events_go_together(engine: AsyncEngin
         ).scalars()
         subjects = (await connection.execute(select(outbox.c.subject))).scalars()
         assert (title, list(texts), list(subjects)) == ("Offer", ["one", "two"], [str(paper_id)])
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_new_row_its_lines_the_rows_going_with_it_and_its_events_are_one_statement(
+    engine: AsyncEngine,
+) -> None:
+    # A new deal, its owners, its first history entry and its search document, as one.
+    paper_id = uuid.uuid4()
+    registry = CollectorRegistry()
+    count_statements(engine, registry)
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW).one_write() as uow:
+        uow.record(event(paper_id, "drafted"))
+        last = STAMPED_PAPERS.last_add(
+            {"id": paper_id, "title": "Offer"}, [{"line_no": 1, "text": "one"}], {"e_text": "new"}
+        )
+        await uow.commit(last)
+        assert not await in_transaction(uow)
+    assert registry.get_sample_value("dealflow_db_statements_total") == 1
+    async with engine.connect() as connection:
+        stamps = await connection.execute(
+            select(paper_stamps.c.text).where(paper_stamps.c.paper_id == paper_id)
+        )
+        lines = await connection.execute(
+            select(paper_lines.c.text).where(paper_lines.c.paper_id == paper_id)
+        )
+        subjects = await connection.execute(
+            select(outbox.c.subject).where(outbox.c.subject == str(paper_id))
+        )
+        assert (list(stamps.scalars()), list(lines.scalars()), len(subjects.all())) == (
+            ["new"],
+            ["one"],
+            1,
+        )
 
 
 async def test_a_last_write_without_events_runs_alone(engine: AsyncEngine) -> None:

@@ -51,6 +51,25 @@ async def test_the_minimum_create_request_opens_a_lead(api) -> None:
     assert await api.events_of(body["id"]) == [("opportunity.created", 1)]
 
 
+async def test_opening_a_deal_reads_the_custom_fields_then_writes_once(api) -> None:
+    statements = "dealflow_db_statements_total"
+    before = api.platform.registry.get_sample_value(statements) or 0
+    word = f"hangar{uuid.uuid4().hex[:8]}"
+    deal = await api.open(title=f"Zeppelin {word}")
+    sent = (api.platform.registry.get_sample_value(statements) or 0) - before
+    if api.engine.dialect.name == "postgresql":
+        # The deal, its owner, its first history entry, its search document and its event.
+        assert sent == 2
+    else:
+        assert sent > 2  # SQLite has no writing CTE
+    history = (await api.call("GET", f"/opportunities/{deal['id']}/history")).json()
+    assert [(h["from_stage"], h["to_stage"], h["owners"]) for h in history] == [
+        (None, "lead", ["alice"])
+    ]
+    found = (await api.call("GET", f"/opportunities?q={word}")).json()["items"]
+    assert [d["id"] for d in found] == [deal["id"]]
+
+
 async def test_a_full_create_request_keeps_every_field(api) -> None:
     close = (date.today() + timedelta(days=30)).isoformat()
     body = await api.open(

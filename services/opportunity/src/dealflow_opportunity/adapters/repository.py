@@ -41,7 +41,7 @@ from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_common.one_write import is_one_write
 from dealflow_common.versioned import VersionedTable
-from dealflow_common.with_lines import InsertWithLines
+from dealflow_common.with_lines import InsertWithLines, entry_of
 from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
@@ -65,6 +65,18 @@ from dealflow_opportunity.domain.next_action import NextActionSource
 _SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
 # A new deal and its owners in one statement.
 _INSERT_WITH_OWNERS = InsertWithLines(opportunities, opportunity_owners, "opportunity_id")
+# On PostgreSQL a new deal, its owners, its first history entry and its search document
+# go with its events in one statement (`add_at_commit`): opening a deal was BEGIN, five
+# statements and COMMIT.
+_OPENED = InsertWithLines(
+    opportunities,
+    opportunity_owners,
+    "opportunity_id",
+    also=lambda deal_id: [
+        entry_of(sales_history, "opportunity_id", deal_id)[0],
+        search.new_deal_document(deal_id),
+    ],
+)
 _VERSIONED = VersionedTable(opportunities, "opportunity")
 # Where the next action came from is bookkeeping, not a change of the deal: written
 # without a new version (the row is locked by the one changing it).
@@ -159,6 +171,30 @@ class OpportunityRepository:
         opportunity.owners_changed = False
         await self._write_entries(opportunity, new=True)
         await self._search.add(opportunity)
+
+    async def add_at_commit(self, opportunity: Opportunity) -> LastWrite | None:
+        """A new deal: on PostgreSQL its row, owners, first history entry and search
+        document, for the commit to send with the outbox rows (`UnitOfWork.commit`); on
+        SQLite they are written here (None)."""
+        alone = (
+            not is_postgres(self._connection)
+            or len(opportunity.new_history) != 1  # a new deal entered `lead`, once
+            or opportunity.shares
+            or opportunity.new_notes
+            or opportunity.new_assignments
+        )
+        if alone:
+            await self.add(opportunity)
+            return None
+        (entry,) = opportunity.new_history
+        owners = [{"user_id": user, "position": i} for i, user in enumerate(opportunity.owners)]
+        also = {f"e_{name}": value for name, value in _history_row(entry).items()}
+        also["s_text"] = search.deal_text(opportunity)
+        last = _OPENED.last_add(_to_row(opportunity), owners, also)
+        opportunity.owners_changed = False
+        opportunity.new_history.clear()
+        self._loaded_versions[opportunity.id] = opportunity.version
+        return last
 
     async def save(self, opportunity: Opportunity) -> None:
         last = await self.save_at_commit(opportunity)

@@ -16,7 +16,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Insert,
     Integer,
+    Text,
     bindparam,
     column,
     func,
@@ -79,6 +81,17 @@ class SearchIndex:
         await refresh.rowcount(
             self._connection, {"b_id": opportunity.id, "b_text": deal_text(opportunity)}
         )
+
+
+def new_deal_document(deal_id: ColumnElement[Any]) -> Insert:
+    """PostgreSQL: the search document of the deal being inserted (`deal_id`, a column of
+    the insert's CTE), its text bound as `s_text`; it goes with the deal's insert
+    (`repository.add_at_commit`). What `SearchIndex.add` writes: a new deal has no notes."""
+    document = _document(deal_id, bindparam("s_text", type_=Text))
+    return insert(opportunity_search).from_select(
+        ["opportunity_id", "document", "search_vector"],
+        select(deal_id, document, func.to_tsvector(_SIMPLE, document)),
+    )
 
 
 @functools.cache

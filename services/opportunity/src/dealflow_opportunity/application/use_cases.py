@@ -56,14 +56,16 @@ async def open_opportunity(
         and not principal.has_any(Role.MANAGER, Role.ADMIN)
     ):
         raise NotPermitted("only a manager or an admin opens a deal for other people")
-    async with uow:
+    # One-write: the custom fields are read without a transaction (as they were read
+    # without a lock), and the new deal goes with its events in one statement.
+    async with uow.one_write():
         fields["custom_fields"] = custom_fields.values_for_new_deal(
             await uow.custom_fields.all(), fields.get("custom_fields") or {}
         )
         opportunity = Opportunity.open(by=principal.user_id, now=uow.clock(), **fields)
-        await uow.opportunities.add(opportunity)
+        last = await uow.opportunities.add_at_commit(opportunity)
         uow.collect(opportunity)
-        await uow.commit()
+        await uow.commit(last)
     return opportunity
 
 
