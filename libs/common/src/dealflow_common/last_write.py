@@ -28,6 +28,9 @@ from sqlalchemy.sql.selectable import CTE
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.outbox import appended_after
 
+Refusal = Callable[[AsyncConnection], Awaitable[None]]
+"""Raises why a last write stored nothing."""
+
 
 @dataclass(frozen=True, slots=True)
 class LastWrite:
@@ -37,7 +40,7 @@ class LastWrite:
     """The write and the outbox append in one statement (`WithOutbox.statement`)."""
     params: Mapping[str, Any]
     """The write's parameters in that statement (the append adds its own)."""
-    refused: Callable[[AsyncConnection], Awaitable[None]]
+    refused: Refusal
     """Raises why the write did not happen, when the statement stored nothing."""
 
 

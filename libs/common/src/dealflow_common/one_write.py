@@ -16,7 +16,9 @@ not start with `SELECT`; the rule is checked where statements leave, on SQLAlche
 What it changes: the version check, not a lock, now decides between two concurrent
 changes of one row. The loser is refused with `StaleVersion`; a caller that named the
 version it changed (If-Match) gets that answer, as it would have after the lock; a use
-case without one runs again, locked (`once_then_locked`).
+case without one runs again, locked (`once_then_locked`). A new row that depends on
+another (a quote on its open deal) checks it in its insert (`with_lines`' gate); when the
+check fails, the work raises `ReadChanged` and runs again, locked, to find out why.
 """
 
 from __future__ import annotations
@@ -112,16 +114,23 @@ def begin_before_write(adapted: Any) -> None:
         adapted.autocommit = False
 
 
+class ReadChanged(Exception):
+    """What the work read unlocked changed before its last write, which stored nothing."""
+
+
 async def once_then_locked(
     change: Callable[[bool], Awaitable[T]], expected_version: int | None
 ) -> T:
     """Run `change(True)`, unlocked in one-write mode; if another writer changed the row
     in between and the caller named no version (`expected_version`, from If-Match), run
     `change(False)`: in a transaction that locks what it reads, so it waits its turn
-    instead of being refused again."""
+    instead of being refused again. The same when what it read changed (`ReadChanged`):
+    locked, it sees the change and answers it as it would have had it come first."""
     try:
         return await change(True)
     except StaleVersion:
         if expected_version is not None:
             raise
+    except ReadChanged:
+        pass
     return await change(False)

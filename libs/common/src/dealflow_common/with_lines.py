@@ -8,6 +8,13 @@ created. SQLite has no writing CTE: there it is the row's insert, then the lines
 Other rows may go with the new one (`also`): a deal's first history entry and its search
 document. On PostgreSQL they are more CTEs of the same statement, each taking the new
 row's id; on SQLite the caller writes them after `add`.
+
+A `gate` makes the insert conditional on PostgreSQL: a query the row is inserted after
+only if it returns a row. A quote is drafted only while its deal is open; the gate reads
+the deal's row `FOR SHARE` in the statement itself, so a unit of work that read the deal
+unlocked (`one_write`) still cannot store a quote on a deal closed in between: the close
+waits for the statement, or the statement waits for the close and then finds nothing.
+On SQLite the caller checks in its transaction, which no other writer can interleave.
 """
 
 from __future__ import annotations
@@ -15,12 +22,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Table, bindparam, column, func, insert, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    column,
+    exists,
+    func,
+    insert,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.direct import DirectStatement
-from dealflow_common.last_write import LastWrite, WithOutbox, never_refused
+from dealflow_common.last_write import LastWrite, Refusal, WithOutbox, never_refused
 
 
 def entry_of(entries: Table, key: str, row_id: ColumnElement[Any]) -> tuple[Insert, list[str]]:
@@ -38,8 +57,9 @@ def entry_of(entries: Table, key: str, row_id: ColumnElement[Any]) -> tuple[Inse
 class InsertWithLines:
     """Build it once, at import: `table`'s rows and `lines`' rows keyed to them by
     `key` (the lines' column holding the row's `id`). `also`: given the new row's id,
-    the inserts that go with it on PostgreSQL (`entry_of`, an `INSERT ... SELECT`), whose
-    parameters come with each run's (`also_params`)."""
+    the inserts that go with it on PostgreSQL (`entry_of`, an `INSERT ... SELECT`);
+    `gate`: the query without whose row nothing is inserted there. Their parameters come
+    with each run's (`also_params`)."""
 
     def __init__(
         self,
@@ -47,18 +67,19 @@ class InsertWithLines:
         lines: Table,
         key: str,
         also: Callable[[ColumnElement[Any]], Sequence[Insert]] | None = None,
+        gate: Select[Any] | None = None,
     ) -> None:
         self._key = key
+        self._gated = gate is not None
         self._columns = [c.name for c in table.c]
         self._line_columns = [c.name for c in lines.c if c.name != key]
-        row = (
-            insert(table)
-            .values(
-                {name: bindparam(f"r_{name}", type_=table.c[name].type) for name in self._columns}
-            )
-            .returning(table.c.id)
-            .cte("added")
-        )
+        values = {name: bindparam(f"r_{name}", type_=table.c[name].type) for name in self._columns}
+        if gate is None:
+            new_row = insert(table).values(values)
+        else:
+            opened = select(*values.values()).where(exists(gate.cte("gate").select()))
+            new_row = insert(table).from_select(list(values), opened)
+        row = new_row.returning(table.c.id).cte("added")
         unnested = func.unnest(
             *(
                 bindparam(f"l_{name}", type_=postgresql.ARRAY(lines.c[name].type))
@@ -86,30 +107,36 @@ class InsertWithLines:
         row: Mapping[str, Any],
         lines: Sequence[Mapping[str, Any]],
         also_params: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
         """Insert `row` (every column of the table) and `lines` (every column of a line
-        but the key, which is the row's id); on PostgreSQL, `also`'s rows too."""
+        but the key, which is the row's id); on PostgreSQL, `also`'s rows too. False when
+        the gate stopped it (nothing is inserted then)."""
         if connection.dialect.name != "postgresql":
             await self._row.rowcount(connection, row)
             await self._each_line.each(
                 connection, [{**line, self._key: row["id"]} for line in lines]
             )
-            return
-        await self._both.rowcount(connection, self._params(row, lines, also_params))
+            return True
+        inserted = await self._both.rowcount(connection, self._params(row, lines, also_params))
+        # Lines are inserted only after their row: none of them, none of it.
+        return not (self._gated and lines and inserted == 0)
 
     def last_add(
         self,
         row: Mapping[str, Any],
         lines: Sequence[Mapping[str, Any]],
         also_params: Mapping[str, Any] | None = None,
+        refused: Refusal = never_refused,
     ) -> LastWrite:
-        """`add` left for the commit, which sends it with the outbox rows (`last_write`)."""
+        """`add` left for the commit, which sends it with the outbox rows (`last_write`);
+        `refused` raises why, when the gate stopped it."""
 
         async def alone(connection: AsyncConnection) -> None:
-            await self.add(connection, row, lines, also_params)
+            if not await self.add(connection, row, lines, also_params):
+                await refused(connection)
 
         params = self._params(row, lines, also_params)
-        return LastWrite(alone, self._with_outbox.statement, params, never_refused)
+        return LastWrite(alone, self._with_outbox.statement, params, refused)
 
     def _params(
         self,

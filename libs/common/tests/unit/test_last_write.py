@@ -3,13 +3,25 @@ both stored or neither, and a refused write refused as it would be alone."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, Uuid, select
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
@@ -18,7 +30,7 @@ from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import NotFound, StaleVersion
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.messaging.tables import event_sequence, outbox
-from dealflow_common.one_write import once_then_locked
+from dealflow_common.one_write import ReadChanged, once_then_locked
 from dealflow_common.uow import CommitOutcomeUnknown, UnitOfWork
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines, entry_of
@@ -68,6 +80,16 @@ STAMPED_PAPERS = InsertWithLines(
     paper_lines,
     "paper_id",
     also=lambda paper_id: [entry_of(paper_stamps, "paper_id", paper_id)[0]],
+)
+
+# A paper is filed only on a deal still at lead (as a quote only on an open deal).
+PAPERS_ON_LEADS = InsertWithLines(
+    papers,
+    paper_lines,
+    "paper_id",
+    gate=select(deals.c.id)
+    .where(deals.c.id == bindparam("g_deal"), deals.c.stage == "lead")
+    .with_for_update(read=True),
 )
 
 
@@ -231,6 +253,81 @@ async def test_a_new_row_its_lines_the_rows_going_with_it_and_its_events_are_one
         )
 
 
+async def gone_from_lead(_connection: object) -> None:
+    raise ReadChanged("the deal moved on")
+
+
+async def file_paper(
+    engine: AsyncEngine, deal_id: uuid.UUID, paper_id: uuid.UUID | None = None
+) -> uuid.UUID:
+    """A paper on `deal_id`, with its event, as the last write of a one-write work."""
+    paper_id = paper_id or uuid.uuid4()
+    async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW).one_write() as uow:
+        uow.record(event(paper_id, "filed"))
+        last = PAPERS_ON_LEADS.last_add(
+            {"id": paper_id, "title": "Offer"},
+            [{"line_no": 1, "text": "one"}],
+            {"g_deal": deal_id},
+            gone_from_lead,
+        )
+        await uow.commit(last)
+    return paper_id
+
+
+async def papers_stored(engine: AsyncEngine, paper_id: uuid.UUID) -> tuple[int, int, int]:
+    """How many of the paper's rows, lines and events are stored."""
+    async with engine.connect() as connection:
+        counts = []
+        for query in (
+            select(papers.c.id).where(papers.c.id == paper_id),
+            select(paper_lines.c.line_no).where(paper_lines.c.paper_id == paper_id),
+            select(outbox.c.id).where(outbox.c.subject == str(paper_id)),
+        ):
+            counts.append(len((await connection.execute(query)).all()))
+        return counts[0], counts[1], counts[2]
+
+
+async def test_a_gated_row_is_inserted_while_its_gate_holds(engine: AsyncEngine) -> None:
+    paper_id = await file_paper(engine, await a_deal(engine))
+    assert await papers_stored(engine, paper_id) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_gated_row_whose_gate_is_shut_stores_nothing_and_says_why(
+    engine: AsyncEngine,
+) -> None:
+    deal_id = await a_deal(engine)
+    async with engine.begin() as connection:
+        await connection.execute(deals.update().values(stage="won").where(deals.c.id == deal_id))
+    attempt = uuid.uuid4()
+    with pytest.raises(ReadChanged):
+        await file_paper(engine, deal_id, attempt)
+    assert await papers_stored(engine, attempt) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_gated_insert_waits_for_a_change_of_its_gate_and_sees_it(
+    engine: AsyncEngine,
+) -> None:
+    """The deal is being moved on when the paper is filed: the gate's share lock waits for
+    that transaction, then reads the deal as it committed it, no longer at lead."""
+    deal_id = await a_deal(engine)
+    async with engine.connect() as mover:
+        await mover.begin()
+        await mover.execute(deals.update().values(stage="won").where(deals.c.id == deal_id))
+        filing = asyncio.ensure_future(file_paper(engine, deal_id))
+        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+        for _ in range(200):
+            if await mover.scalar(text(waiting)):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the filing never waited for the move")
+        await mover.commit()
+    with pytest.raises(ReadChanged):
+        await filing
+
+
 async def test_a_last_write_without_events_runs_alone(engine: AsyncEngine) -> None:
     deal_id = await a_deal(engine)
     async with UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW) as uow:
@@ -364,3 +461,17 @@ async def test_a_change_refused_at_its_write_runs_again_locked_unless_it_named_t
     else:
         assert await once_then_locked(change, expected_version) == "stored"
     assert ran == runs
+
+
+async def test_a_change_whose_read_changed_runs_again_locked_even_if_it_named_the_version() -> None:
+    # The version named is the changed row's, still current: what changed was another.
+    ran: list[bool] = []
+
+    async def change(unlocked: bool) -> str:
+        ran.append(unlocked)
+        if unlocked:
+            raise ReadChanged("the deal closed")
+        return "answered"
+
+    assert await once_then_locked(change, 1) == "answered"
+    assert ran == [True, False]

@@ -9,12 +9,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 
-from dealflow_quote.adapters.tables import products
+from dealflow_common.contracts.opportunity import OpportunityLost, Stage
+from dealflow_quote.adapters.tables import products, quotes
 
 PROBLEM = "application/problem+json"
 ADMIN = {"user": "root", "roles": ("admin",), "teams": ()}
@@ -186,6 +188,45 @@ async def test_a_change_held_up_by_another_transaction_is_refused_not_left_waiti
             assert response.headers["retry-after"] == "1"
         after = (await quick.call("GET", f"/products/{product['id']}")).json()
         assert (after["name"], after["version"]) == (product["name"], 1)
+
+
+# PostgreSQL only: SQLite's one writer cannot apply the close while the draft waits to
+# write, so there the two never interleave.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_quote_asked_while_its_deal_closes_is_refused_not_stored_on_the_closed_deal(
+    service,
+) -> None:
+    """The draft reads the deal open, unlocked (`one_write`), and the deal is lost before
+    the quote is written. The quote's insert looks at the deal again and stores nothing;
+    the draft runs again, locked, and answers what it would have had the close come
+    first. Without that look the quote would stay a draft on a lost deal, which the close
+    never saw to abandon."""
+    deal = await service.deal(stage=Stage.NEGOTIATION)
+    lost = OpportunityLost(
+        opportunity_id=uuid.UUID(deal),
+        reason="went with a competitor",
+        lost_by="alice",
+        lost_at=datetime.now(UTC),
+        version=2,
+    )
+    price = {"amount": "5", "currency": "USD"}
+    line = {"description": "Widget", "quantity": "1", "unit_price": price}
+    async with service.engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(text("LOCK TABLE quotes IN SHARE MODE"))
+        asked = asyncio.ensure_future(
+            service.call("POST", "/quotes", {"opportunity_id": deal, "lines": [line]})
+        )
+        await until_waiting(holder, 1, "quotes")  # it has read the deal, open
+        await service.consume(lost, sequence=2)  # the close finds no quote to abandon
+        await holder.rollback()
+    response = await asked
+    assert "is closed_lost" in assert_problem(response, 409)["detail"], response.text
+    async with service.engine.connect() as connection:
+        stored = await connection.execute(
+            select(quotes.c.id).where(quotes.c.opportunity_id == uuid.UUID(deal))
+        )
+        assert stored.all() == []
 
 
 # PostgreSQL only: SQLite has no statement timeout (its writers wait on the busy timeout,

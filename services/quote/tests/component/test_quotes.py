@@ -54,6 +54,23 @@ async def test_the_minimum_create_request_makes_a_draft_with_an_exact_total(serv
     assert await service.events_of(deal) == [("quote.created", 1)]
 
 
+async def test_drafting_a_quote_reads_its_deal_then_writes_once(service) -> None:
+    deal = await service.deal()
+    statements = "dealflow_db_statements_total"
+    before = service.platform.registry.get_sample_value(statements) or 0
+    quote = await service.draft(deal)
+    sent = (service.platform.registry.get_sample_value(statements) or 0) - before
+    if service.engine.dialect.name == "postgresql":
+        # No transaction: the deal read unlocked, then the quote, its lines and its event
+        # (the insert checks that the deal is still open).
+        assert sent == 2
+    else:
+        assert sent > 2  # SQLite has no writing CTE
+    stored = await service.quote(quote["id"])
+    assert (stored["status"], len(stored["lines"])) == ("draft", 1)
+    assert await service.events_of(deal) == [("quote.created", 1)]
+
+
 async def test_lines_round_each_to_the_cent_and_the_total_is_their_sum(service) -> None:
     deal = await service.deal()
     quote = await service.draft(

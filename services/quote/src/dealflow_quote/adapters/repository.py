@@ -26,7 +26,7 @@ from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
-from dealflow_common.one_write import is_one_write
+from dealflow_common.one_write import ReadChanged, is_one_write
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines
 from dealflow_quote.adapters.tables import (
@@ -38,7 +38,7 @@ from dealflow_quote.adapters.tables import (
     quotes,
 )
 from dealflow_quote.domain import lifecycle
-from dealflow_quote.domain.access import KnownOpportunity
+from dealflow_quote.domain.access import OPEN_STAGES, KnownOpportunity
 from dealflow_quote.domain.catalog import Bundle, BundleItem, Product
 from dealflow_quote.domain.errors import BundleNotFound, ProductNotFound, QuoteNotFound
 from dealflow_quote.domain.model import AcceptanceRequest, Quote
@@ -47,7 +47,18 @@ from dealflow_quote.domain.pricing import QuoteLine
 # Statements are built once and executed with parameters (see the opportunity service).
 _SELECT_QUOTE = select(quotes).where(quotes.c.id == bindparam("b_id"))
 # A new quote and its lines in one statement (a quote is created twice a deal).
-_INSERT_QUOTE_WITH_LINES = InsertWithLines(quotes, quote_lines, "quote_id")
+# A quote is stored only while its deal is open: the insert reads the deal's row itself,
+# for share, so a draft that read the deal unlocked never lands on a deal closed since
+# (`with_lines`' gate). The stages are the enum's values, as the column holds them.
+_DEAL_STILL_OPEN = (
+    select(known_opportunities.c.id)
+    .where(
+        known_opportunities.c.id == bindparam("g_opportunity_id"),
+        known_opportunities.c.stage.in_(sorted(stage.value for stage in OPEN_STAGES)),
+    )
+    .with_for_update(read=True)
+)
+_INSERT_QUOTE_WITH_LINES = InsertWithLines(quotes, quote_lines, "quote_id", gate=_DEAL_STILL_OPEN)
 _VERSIONED_QUOTE = VersionedTable(quotes, "quote")
 _VERSIONED_PRODUCT = VersionedTable(products, "product")
 _VERSIONED_BUNDLE = VersionedTable(bundles, "bundle")
@@ -111,6 +122,10 @@ _WHOLE_OPEN_QUOTES_FOR_UPDATE = DirectStatement(
     _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(of=quotes)
 )
 _KNOWN = ProjectionRows(known_opportunities)
+
+
+async def _deal_closed(_connection: AsyncConnection) -> None:
+    raise ReadChanged("the deal closed or went since it was read")
 
 
 class QuoteRepository:
@@ -211,9 +226,12 @@ class QuoteRepository:
 
     def add_at_commit(self, quote: Quote) -> LastWrite:
         """The new quote and its lines, for the commit to send with the outbox rows
-        (`UnitOfWork.commit`)."""
+        (`UnitOfWork.commit`). It raises `ReadChanged` when its deal is no longer open,
+        which only a work that read the deal unlocked can meet."""
         lines = [_line_row(line) for line in quote.lines]
-        last = _INSERT_QUOTE_WITH_LINES.last_add(_quote_row(quote), lines)
+        last = _INSERT_QUOTE_WITH_LINES.last_add(
+            _quote_row(quote), lines, {"g_opportunity_id": quote.opportunity_id}, _deal_closed
+        )
         quote.lines_changed = False
         self._loaded[quote.id] = quote.version
         return last
@@ -618,8 +636,11 @@ class KnownOpportunities:
         self, opportunity_id: UUID, *, for_share: bool = False
     ) -> KnownOpportunity | None:
         """`for_share`: hold the row until commit, so that an `opportunity.won` or `.lost`
-        applied meanwhile waits for this transaction and then sees what it created."""
-        row = await _KNOWN.get(self._connection, opportunity_id, share=for_share, held=self._held)
+        applied meanwhile waits for this transaction and then sees what it created. Not
+        in one-write mode, which has no transaction to hold it in: there the new quote's
+        insert holds it (`add_at_commit`)."""
+        share = for_share and not is_one_write(self._connection)
+        row = await _KNOWN.get(self._connection, opportunity_id, share=share, held=self._held)
         return None if row is None else _to_known(row)
 
     async def lock_or_add(self, unseen: KnownOpportunity, now: datetime) -> KnownOpportunity:

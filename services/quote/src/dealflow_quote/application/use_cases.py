@@ -108,32 +108,38 @@ async def _draft_if_known(
     *,
     must_know: bool,
 ) -> Quote | None:
-    async with unit_of_work() as uow:
-        deal = await uow.opportunities.get(opportunity_id, for_share=True)
-        if deal is None and not must_know:
-            return None
-        if deal is None:
-            raise OpportunityUnknown(opportunity_id)
-        if not access.can_view(deal, principal):
-            raise OpportunityUnknown(opportunity_id).unseen()
-        access.require_deal_work(deal, principal)
-        if not deal.is_open:
-            raise OpportunityClosed(opportunity_id, deal.stage.value)
-        resolved = await _resolve_lines(uow, lines, currency)
-        now = uow.clock()
-        quote = Quote.draft(
-            opportunity_id=opportunity_id,
-            currency=currency or resolved[0].currency,
-            lines=resolved,
-            valid_until=valid_until or now + policy.default_validity,
-            by=principal.user_id,
-            now=now,
-        )
-        # The quote and its lines go with its events, in one statement (`last_write`).
-        last = uow.quotes.add_at_commit(quote)
-        uow.collect(quote)
-        await uow.commit(last)
-    return quote
+    async def once(unlocked: bool) -> Quote | None:
+        # Unlocked, the draft reads the deal without a lock and writes once: the quote's
+        # insert checks that the deal is still open (`add_at_commit`); locked, the read
+        # holds the deal's row until the commit.
+        async with unit_of_work().one_write(unlocked) as uow:
+            deal = await uow.opportunities.get(opportunity_id, for_share=True)
+            if deal is None and not must_know:
+                return None
+            if deal is None:
+                raise OpportunityUnknown(opportunity_id)
+            if not access.can_view(deal, principal):
+                raise OpportunityUnknown(opportunity_id).unseen()
+            access.require_deal_work(deal, principal)
+            if not deal.is_open:
+                raise OpportunityClosed(opportunity_id, deal.stage.value)
+            resolved = await _resolve_lines(uow, lines, currency)
+            now = uow.clock()
+            quote = Quote.draft(
+                opportunity_id=opportunity_id,
+                currency=currency or resolved[0].currency,
+                lines=resolved,
+                valid_until=valid_until or now + policy.default_validity,
+                by=principal.user_id,
+                now=now,
+            )
+            # The quote and its lines go with its events, in one statement (`last_write`).
+            last = uow.quotes.add_at_commit(quote)
+            uow.collect(quote)
+            await uow.commit(last)
+        return quote
+
+    return await once_then_locked(once, None)
 
 
 async def _resolve_lines(
