@@ -7,18 +7,18 @@ lists leave them out.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-import orjson
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from dealflow_common.contracts.order import OrderStatus
+from dealflow_common.http.idempotency import answered_again, idempotency_key_header
 from dealflow_common.http.paging import decode_time_and_id, encode_time_and_id
 from dealflow_common.http.problems import CHANGES, READS, invalid_field
 from dealflow_common.http.security import Caller
+from dealflow_common.idempotency import Idempotency
 from dealflow_order.adapters.invoice_pdf import invoice_pdf
 from dealflow_order.adapters.repository import OrderFilter
 from dealflow_order.api.schemas import (
@@ -36,17 +36,14 @@ from dealflow_order.api.schemas import (
     order_response,
 )
 from dealflow_order.application.queries import OrderReader
-from dealflow_order.application.use_cases import Booked, Idempotency, OrderUseCases
+from dealflow_order.application.use_cases import Booked, OrderUseCases
 from dealflow_order.domain.invoice import TaxRates
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="Makes a retried request record its payment or refund once: the same "
-        "key with the same body is answered as the first time; with another body, 422",
+    idempotency_key_header(
+        "Makes a retried request record its payment or refund once: the same key with the "
+        "same body is answered as the first time; with another body, 422"
     ),
 ]
 
@@ -56,18 +53,11 @@ _PDF = "application/pdf"
 def _idempotency(
     key: str | None, kind: str, body: PaymentRequest | RefundRequest
 ) -> Idempotency | None:
-    if key is None:
-        return None
-    # The request as understood (money normalised), so "100" and "100.00" are one request.
-    canonical = orjson.dumps(
-        {"kind": kind, "body": body.model_dump(mode="json")}, option=orjson.OPT_SORT_KEYS
-    )
-    return Idempotency(key=key, fingerprint=hashlib.sha256(canonical).hexdigest())
+    return Idempotency.of(key, kind, body.model_dump(mode="json"))
 
 
 def _booked(booked: Booked, response: Response) -> LedgerEntryResponse:
-    if booked.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    answered_again(response, booked.replayed)
     return entry_response(booked.entry)
 
 

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.money import Money
-from dealflow_common.errors import RuleViolated
+from dealflow_common.idempotency import Idempotency, IdempotencyKeyReused
 from dealflow_order.application.unit_of_work import OrderUnitOfWork
 from dealflow_order.domain.access import KnownDeal, can_view, require_order_work
 from dealflow_order.domain.invoice import (
@@ -32,27 +32,10 @@ UnitOfWorkFactory = Callable[[], OrderUnitOfWork]
 
 
 @dataclass(frozen=True, slots=True)
-class Idempotency:
-    """A request's Idempotency-Key and the fingerprint of what it asked."""
-
-    key: str
-    fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
 class Booked:
     entry: LedgerEntry
     replayed: bool
     """True when an earlier request with the same key had booked it: nothing new."""
-
-
-class IdempotencyKeyReused(RuleViolated):
-    def __init__(self) -> None:
-        super().__init__(
-            "Idempotency-Key",
-            "this key was used for a different request on this order; "
-            "send a new key for a new request",
-        )
 
 
 async def _visible_order(
@@ -75,7 +58,7 @@ async def _replay(
         return None
     entry, fingerprint = earlier
     if fingerprint != idempotency.fingerprint:
-        raise IdempotencyKeyReused()
+        raise IdempotencyKeyReused("on this order")
     return Booked(entry, replayed=True)
 
 
