@@ -14,8 +14,9 @@ records what it got, so the checker can hold the system to it:
 - a state transition whose answer was lost (timeout, reset, 5xx) is retried too; a
   409 after such an attempt is checked against the resource (it may be our own
   earlier attempt that moved it);
-- a create whose answer was lost is not retried (it would make a second one): the
-  deal ends there, recorded as such.
+- a create whose answer was lost (timeout, reset, 5xx such as 500 outcome-unknown) is
+  retried with the same Idempotency-Key: the service answers with what the first
+  attempt made, or makes it now if that stored nothing, never a second one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,10 +62,6 @@ class Refused(Exception):
         self.status = status
 
 
-class Unsure(Exception):
-    """A create whose answer was lost: it may or may not have been written."""
-
-
 class GaveUp(Exception):
     """The step's deadline passed while the service was unreachable or refusing."""
 
@@ -95,14 +93,22 @@ class Api:
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     async def _once(
-        self, deal: Deal, service: str, method: str, path: str, body: Any
+        self,
+        deal: Deal,
+        service: str,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         urls = self.stack.urls(service)
         if not urls:
             raise NoReplica(service)
         url = urls[next(self._turn) % len(urls)]
         deal.calls += 1
-        async with self.session.request(method, f"{url}{path}", json=body) as response:
+        async with self.session.request(
+            method, f"{url}{path}", json=body, headers=headers
+        ) as response:
             raw = await response.read()
             try:
                 payload = orjson.loads(raw) if raw else None
@@ -113,23 +119,24 @@ class Api:
     async def create(
         self, deal: Deal, service: str, path: str, body: Any, *, not_yet: tuple[int, ...] = ()
     ) -> dict[str, Any]:
-        """POST a new resource; retried only when nothing can have been written."""
+        """POST a new resource, retried under one Idempotency-Key until answered: a
+        retry of an attempt that was stored gets that attempt's resource."""
+        key = {"Idempotency-Key": str(uuid.uuid4())}
         deadline = time.monotonic() + self.step_deadline
         last = "no attempt"
         while time.monotonic() < deadline:
             try:
-                status, payload = await self._once(deal, service, "POST", path, body)
+                status, payload = await self._once(deal, service, "POST", path, body, key)
             except UNREACHED as error:
                 last = repr(error)
             except (aiohttp.ClientError, TimeoutError) as error:
-                raise Unsure(f"POST {path}: {error!r}") from error
+                last = repr(error)  # the answer was lost, maybe not the create: retry
             else:
                 if status == 201:
                     return dict(payload)
-                if status == 503:
-                    last = f"{status} {str(payload)[:120]}"  # nothing was written
-                elif status >= 500:
-                    raise Unsure(f"POST {path}: {status} {str(payload)[:200]}")
+                if status >= 500:
+                    # 503: nothing was written; 500 (outcome-unknown): maybe it was.
+                    last = f"{status} {str(payload)[:120]}"
                 elif status not in not_yet:
                     raise Refused(status, payload)
                 else:
@@ -229,7 +236,7 @@ class Load:
     async def run_deal(self, deal: Deal) -> None:
         try:
             await self._steps(deal)
-        except (Refused, Unsure, GaveUp) as error:
+        except (Refused, GaveUp) as error:
             deal.failure = f"{type(error).__name__}: {error}"
         except Exception as error:  # a bug of the harness must not stop the other deals
             deal.failure = f"harness error: {error!r}"

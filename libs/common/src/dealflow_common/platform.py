@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, Gauge
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.audit import RefusalAudit
 from dealflow_common.auth import TokenVerifier
 from dealflow_common.db import count_statements, create_engine, read_only
 from dealflow_common.direct import run_through_sqlalchemy
+from dealflow_common.idempotency import forget_old_keys
 from dealflow_common.messaging.consumer import (
     BatchPreparation,
     ConsumerMetrics,
@@ -119,6 +120,22 @@ class Platform:
             )
         )
         return consumer
+
+    def forget_request_keys(self, table: Table) -> None:
+        """Forget the `Idempotency-Key`s of `table` once past their retention."""
+        retention = timedelta(hours=self.settings.idempotency_key_retention_hours)
+
+        async def forget() -> None:
+            await forget_old_keys(self.engine, table, self.clock() - retention)
+
+        self.scheduler.add_job(
+            forget,
+            "interval",
+            minutes=10,
+            id="forget-request-keys",
+            max_instances=1,
+            coalesce=True,
+        )
 
     async def start(self) -> None:
         self.kafka_connected.clear()

@@ -213,6 +213,12 @@ class ServiceSettings(ProcessSettings):
         ge=1,
         description="How long applied event ids are remembered; keep above Kafka retention.",
     )
+    idempotency_key_retention_hours: int = Field(
+        default=24,
+        ge=1,
+        description="How long an Idempotency-Key of a create is remembered: a retry "
+        "within it gets what the first request made.",
+    )
     consumer_max_attempts: int = Field(
         default=5, ge=1, description="Attempts before a message goes to the dead-letter topic."
     )

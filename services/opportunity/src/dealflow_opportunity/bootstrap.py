@@ -24,6 +24,7 @@ from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
+from dealflow_opportunity.adapters.tables import request_keys
 from dealflow_opportunity.api.routes import (
     bulk_routes,
     custom_field_routes,
@@ -98,6 +99,7 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         unit_of_work=unit_of_work,
         background=True,
     )
+    platform.forget_request_keys(request_keys)
     reader = OpportunityReader(platform.engine)
     return create_app(
         platform,

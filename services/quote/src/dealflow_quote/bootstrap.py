@@ -21,6 +21,7 @@ from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_quote.adapters.buy_now import BuyNowLinks
+from dealflow_quote.adapters.tables import request_keys
 from dealflow_quote.api.routes import buy_now_routes, catalog_routes, quote_routes, saga_routes
 from dealflow_quote.application import purge, saga
 from dealflow_quote.application.arrivals import OpportunityArrivals
@@ -161,6 +162,7 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         max_instances=1,
         coalesce=True,
     )
+    platform.forget_request_keys(request_keys)
     reader = QuoteReader(platform.engine)
     return create_app(
         platform,

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from dealflow_common.db import BigId, ExactDecimal, JsonDocument, UtcDateTime
+from dealflow_common.idempotency import request_keys_table
 
 metadata = MetaData()
 
@@ -233,3 +234,6 @@ opportunity_search = Table(
     Column("search_vector", TSVECTOR().with_variant(Text(), "sqlite")),
     Index("ix_opportunity_search_vector", "search_vector", postgresql_using="gin"),
 )
+
+# The Idempotency-Keys of creates (`dealflow_common.idempotency`).
+request_keys = request_keys_table(metadata)

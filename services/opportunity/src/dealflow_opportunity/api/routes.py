@@ -23,6 +23,7 @@ from dealflow_common.contracts.opportunity import (
 from dealflow_common.errors import RuleViolated
 from dealflow_common.http.audit import record_domain_refusal
 from dealflow_common.http.fields import ISO_DATE
+from dealflow_common.http.idempotency import answered_again, idempotency_key_header
 from dealflow_common.http.paging import (
     IfMatch,
     decode_time_and_id,
@@ -39,6 +40,7 @@ from dealflow_common.http.problems import (
     problem_type,
 )
 from dealflow_common.http.security import Caller
+from dealflow_common.idempotency import Idempotency
 from dealflow_opportunity.adapters import search
 from dealflow_opportunity.adapters.repository import OpportunityFilter
 from dealflow_opportunity.api.schemas import (
@@ -80,6 +82,15 @@ from dealflow_opportunity.domain.custom_fields import CustomFieldDefinition, Fie
 from dealflow_opportunity.domain.model import Opportunity, OpportunityChanges, RecordKind
 
 _READ, _WRITE = READS, CHANGES
+_IdempotencyKey = Annotated[
+    str | None,
+    idempotency_key_header(
+        "Makes a retried request open one deal: the same key with the same body is "
+        "answered with the deal the first request opened (`Idempotent-Replayed: true`); "
+        "with another body, 422. Send one when the request may be retried (a timeout, "
+        "a 500 outcome-unknown)."
+    ),
+]
 
 
 def to_response(opportunity: Opportunity) -> OpportunityResponse:
@@ -104,16 +115,27 @@ def opportunity_routes(
     @router.post(
         "",
         status_code=201,
-        responses=problem_responses(401, 403, 422),
+        responses=problem_responses(401, 403, 409, 422),
         summary="Open an opportunity (stage lead)",
     )
     async def open_opportunity(
-        body: OpenOpportunityRequest, caller: Caller, response: Response
+        body: OpenOpportunityRequest,
+        caller: Caller,
+        response: Response,
+        idempotency_key: _IdempotencyKey = None,
     ) -> OpportunityResponse:
         given: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
-        opportunity = await use_cases.open_opportunity(unit_of_work(), caller, **given)
-        response.headers["Location"] = f"/opportunities/{opportunity.id}"
-        return _with_etag(response, opportunity)
+        opened = await use_cases.open_opportunity(
+            unit_of_work(),
+            caller,
+            Idempotency.of(
+                idempotency_key, "opportunity", body.model_dump(mode="json", exclude_unset=True)
+            ),
+            **given,
+        )
+        response.headers["Location"] = f"/opportunities/{opened.opportunity.id}"
+        answered_again(response, opened.replayed)
+        return _with_etag(response, opened.opportunity)
 
     @router.get(
         "",

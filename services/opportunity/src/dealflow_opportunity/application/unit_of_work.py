@@ -8,12 +8,14 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dealflow_common.idempotency import RequestKeys
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.uow import UnitOfWork
 from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
 from dealflow_opportunity.adapters.follow_ups import DealTasks
 from dealflow_opportunity.adapters.repository import OpportunityRepository
+from dealflow_opportunity.adapters.tables import request_keys
 from dealflow_opportunity.application.metrics import DealMetrics
 
 
@@ -21,6 +23,7 @@ class OpportunityUnitOfWork(UnitOfWork):
     opportunities: OpportunityRepository
     tasks: DealTasks
     custom_fields: CustomFieldDefinitions
+    request_keys: RequestKeys
 
     def __init__(
         self,
@@ -43,4 +46,5 @@ class OpportunityUnitOfWork(UnitOfWork):
         self.opportunities = OpportunityRepository(self.connection)
         self.tasks = DealTasks(self.connection)
         self.custom_fields = CustomFieldDefinitions(self.connection)
+        self.request_keys = RequestKeys(self.connection, request_keys)
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,7 @@ from uuid import UUID
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.opportunity import NoteReason, Share, Stage
 from dealflow_common.errors import NotPermitted
+from dealflow_common.idempotency import Idempotency
 from dealflow_common.one_write import once_then_locked
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
 from dealflow_opportunity.domain import access, custom_fields
@@ -33,9 +35,19 @@ from dealflow_opportunity.domain.model import (
 Authorize = Callable[[Opportunity, Principal], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    opportunity: Opportunity
+    replayed: bool
+    """True when an earlier request with the same Idempotency-Key had opened it."""
+
+
 async def open_opportunity(
-    uow: OpportunityUnitOfWork, principal: Principal, **fields: Any
-) -> Opportunity:
+    uow: OpportunityUnitOfWork,
+    principal: Principal,
+    idempotency: Idempotency | None = None,
+    **fields: Any,
+) -> Opened:
     if not principal.has_any(*access.WRITERS):
         raise NotPermitted("operators may read deals but not open them")
     if "team_id" not in fields and len(principal.teams) == 1:
@@ -56,17 +68,33 @@ async def open_opportunity(
         and not principal.has_any(Role.MANAGER, Role.ADMIN)
     ):
         raise NotPermitted("only a manager or an admin opens a deal for other people")
-    # One-write: the custom fields are read without a transaction (as they were read
-    # without a lock), and the new deal goes with its events in one statement.
-    async with uow.one_write():
-        fields["custom_fields"] = custom_fields.values_for_new_deal(
-            await uow.custom_fields.all(), fields.get("custom_fields") or {}
-        )
-        opportunity = Opportunity.open(by=principal.user_id, now=uow.clock(), **fields)
-        last = await uow.opportunities.add_at_commit(opportunity)
-        uow.collect(opportunity)
-        await uow.commit(last)
-    return opportunity
+    asked_fields = fields.get("custom_fields") or {}
+
+    async def once(unlocked: bool) -> Opened:
+        # One-write: the custom fields are read without a transaction (as they were read
+        # without a lock), and the new deal goes with its events in one statement.
+        async with uow.one_write(unlocked):
+            if idempotency is not None:
+                # A retry is answered with the deal the first request opened (a key
+                # costs a transaction: `claim` below).
+                earlier = await uow.request_keys.earlier(principal.user_id, idempotency)
+                if earlier is not None:
+                    return Opened(await uow.opportunities.get(earlier), replayed=True)
+            fields["custom_fields"] = custom_fields.values_for_new_deal(
+                await uow.custom_fields.all(), asked_fields
+            )
+            now = uow.clock()
+            opportunity = Opportunity.open(by=principal.user_id, now=now, **fields)
+            if idempotency is not None:
+                await uow.request_keys.claim(principal.user_id, idempotency, opportunity.id, now)
+            last = await uow.opportunities.add_at_commit(opportunity)
+            uow.collect(opportunity)
+            await uow.commit(last)
+        return Opened(opportunity, replayed=False)
+
+    # Run again (locked) only when another request with the same key was stored
+    # meanwhile: the second run answers with its deal.
+    return await once_then_locked(once, None)
 
 
 async def _change(

@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 
 from dealflow_common.db import ExactDecimal, JsonDocument, UtcDateTime
+from dealflow_common.idempotency import request_keys_table
 
 metadata = MetaData()
 
@@ -151,3 +152,6 @@ quote_archive = Table(
     Column("quote", JsonDocument, nullable=False),
     Index("ix_quote_archive_opportunity", "opportunity_id"),
 )
+
+# The Idempotency-Keys of creates (`dealflow_common.idempotency`).
+request_keys = request_keys_table(metadata)

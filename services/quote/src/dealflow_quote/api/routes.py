@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.quote import QuoteStatus
+from dealflow_common.http.idempotency import answered_again, idempotency_key_header
 from dealflow_common.http.paging import (
     IfMatch,
     decode_time_and_id,
@@ -24,6 +25,7 @@ from dealflow_common.http.problems import (
     problem_responses,
 )
 from dealflow_common.http.security import Caller, requires
+from dealflow_common.idempotency import Idempotency
 from dealflow_quote.adapters.buy_now import BuyNowLinks
 from dealflow_quote.api.schemas import (
     BundleChanges,
@@ -56,6 +58,14 @@ from dealflow_quote.domain.lifecycle import QuoteAction
 from dealflow_quote.domain.model import AcceptanceDeadline, Quote
 
 _READ, _WRITE = READS, CHANGES
+_IdempotencyKey = Annotated[
+    str | None,
+    idempotency_key_header(
+        "Makes a retried create make one quote: the same key with the same body is answered "
+        "with the quote the first request made (`Idempotent-Replayed: true`); with another "
+        "body, 422. Send one when a create may be retried (a timeout, a 500 outcome-unknown)."
+    ),
+]
 Operator = Annotated[Principal, Depends(requires(Role.OPERATOR, Role.ADMIN))]
 
 
@@ -116,9 +126,12 @@ def quote_routes(
 
     @router.post("", status_code=201, responses=_WRITE, summary="Create a draft quote")
     async def create_quote(
-        body: CreateQuoteRequest, caller: Caller, response: Response
+        body: CreateQuoteRequest,
+        caller: Caller,
+        response: Response,
+        idempotency_key: _IdempotencyKey = None,
     ) -> QuoteResponse:
-        quote = await use_cases.create_quote(
+        drafted = await use_cases.create_quote(
             unit_of_work,
             caller,
             policy,
@@ -128,9 +141,11 @@ def quote_routes(
             lines=_commands(body.lines),
             currency=body.currency,
             valid_until=body.valid_until,
+            idempotency=Idempotency.of(idempotency_key, "quote", body.model_dump(mode="json")),
         )
-        response.headers["Location"] = f"/quotes/{quote.id}"
-        return answer(response, quote)
+        response.headers["Location"] = f"/quotes/{drafted.quote.id}"
+        answered_again(response, drafted.replayed)
+        return answer(response, drafted.quote)
 
     @router.get("", responses=_READ, summary="The quotes of an opportunity, oldest first")
     async def list_quotes(

@@ -19,6 +19,7 @@ from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.errors import RuleViolated
+from dealflow_common.idempotency import Idempotency
 from dealflow_common.one_write import once_then_locked
 from dealflow_quote.application.arrivals import OpportunityArrivals
 from dealflow_quote.application.queries import QuoteReader
@@ -51,6 +52,13 @@ class QuotePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Drafted:
+    quote: Quote
+    replayed: bool
+    """True when an earlier request with the same Idempotency-Key had drafted it."""
+
+
+@dataclass(frozen=True, slots=True)
 class LineRequest:
     """A line as asked for: from the catalog (product or bundle) or free text."""
 
@@ -73,28 +81,31 @@ async def create_quote(
     lines: list[LineRequest],
     currency: str | None,
     valid_until: datetime | None,
-) -> Quote:
+    idempotency: Idempotency | None = None,
+) -> Drafted:
     access.require_quote_work(principal)
-    draft = (opportunity_id, lines, currency, valid_until)
+    draft = (opportunity_id, lines, currency, valid_until, idempotency)
     with arrivals.expecting(opportunity_id) as arrival:
         try:
-            quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=False)
+            drafted = await _draft_if_known(
+                unit_of_work, principal, policy, *draft, must_know=False
+            )
         except OpportunityUnknown as refused:
             if refused.hidden:
                 # A deal the caller may not see is answered as one never heard of, and
                 # after as long a wait: the time taken must not tell the two apart either.
                 await asyncio.sleep(policy.opportunity_wait)
             raise
-        if quote is None:
+        if drafted is None:
             # Usually the opportunity's events are on their way: wait for them, once. A
             # look on the clock only reads, so on SQLite it does not take the write lock.
             async def known() -> bool:
                 return await reader.knows_opportunity(opportunity_id)
 
             await arrival.wait(known, policy.opportunity_wait)
-            quote = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=True)
-    assert quote is not None
-    return quote
+            drafted = await _draft_if_known(unit_of_work, principal, policy, *draft, must_know=True)
+    assert drafted is not None
+    return drafted
 
 
 async def _draft_if_known(
@@ -105,14 +116,21 @@ async def _draft_if_known(
     lines: list[LineRequest],
     currency: str | None,
     valid_until: datetime | None,
+    idempotency: Idempotency | None,
     *,
     must_know: bool,
-) -> Quote | None:
-    async def once(unlocked: bool) -> Quote | None:
+) -> Drafted | None:
+    async def once(unlocked: bool) -> Drafted | None:
         # Unlocked, the draft reads the deal without a lock and writes once: the quote's
         # insert checks that the deal is still open (`add_at_commit`); locked, the read
         # holds the deal's row until the commit.
         async with unit_of_work().one_write(unlocked) as uow:
+            if idempotency is not None:
+                # A retry is answered with what the first request made, whatever the
+                # deal's state now (a key costs a transaction: `claim` below).
+                earlier = await uow.request_keys.earlier(principal.user_id, idempotency)
+                if earlier is not None:
+                    return Drafted(await uow.quotes.get(earlier), replayed=True)
             deal = await uow.opportunities.get(opportunity_id, for_share=True)
             if deal is None and not must_know:
                 return None
@@ -133,11 +151,13 @@ async def _draft_if_known(
                 by=principal.user_id,
                 now=now,
             )
+            if idempotency is not None:
+                await uow.request_keys.claim(principal.user_id, idempotency, quote.id, now)
             # The quote and its lines go with its events, in one statement (`last_write`).
             last = uow.quotes.add_at_commit(quote)
             uow.collect(quote)
             await uow.commit(last)
-        return quote
+        return Drafted(quote, replayed=False)
 
     return await once_then_locked(once, None)
 

@@ -1,0 +1,99 @@
+"""Opening a deal sent again with its Idempotency-Key opens one deal, on each backend.
+
+What it is for: an opening that lost its connection while committing answers 500
+outcome-unknown; the client sends it again with the same key and gets the deal the first
+one opened, or, if none was stored, the deal is opened now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+
+PROBLEM = "application/problem+json"
+BODY = {
+    "title": "Fleet renewal",
+    "customer": {"kind": "organization", "id": "acme", "name": "ACME Corp"},
+    "value": {"amount": "50000.00", "currency": "USD"},
+}
+
+
+async def keyed(api: Any, body: dict[str, Any], key: str, **who: Any) -> Any:
+    return await api.call("POST", "/opportunities", body, headers={"Idempotency-Key": key}, **who)
+
+
+async def test_the_same_opening_sent_again_gets_the_deal_the_first_opened(api) -> None:
+    key = str(uuid.uuid4())
+    first = await keyed(api, BODY, key)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    before = await api.written()
+
+    again = await keyed(api, BODY, key)
+
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["location"] == first.headers["location"]
+    assert await api.written() == before
+    assert await api.events_of(first.json()["id"]) == [("opportunity.created", 1)]
+
+
+async def test_the_same_key_with_another_opening_is_refused_and_writes_nothing(api) -> None:
+    key = str(uuid.uuid4())
+    assert (await keyed(api, BODY, key)).status_code == 201
+    before = await api.written()
+
+    other = await keyed(api, {**BODY, "title": "Another deal"}, key)
+
+    assert other.status_code == 422, other.text
+    assert other.headers["content-type"] == PROBLEM
+    assert [e["field"] for e in other.json()["errors"]] == ["Idempotency-Key"]
+    assert await api.written() == before
+
+
+async def test_the_same_amount_written_otherwise_is_the_same_request(api) -> None:
+    key = str(uuid.uuid4())
+    first = await keyed(api, BODY, key)
+    same = await keyed(api, {**BODY, "value": {"amount": "50000", "currency": "USD"}}, key)
+    assert same.status_code == 201, same.text
+    assert same.json()["id"] == first.json()["id"]
+
+
+async def test_two_openings_with_one_key_at_once_open_one_deal(api, backend) -> None:
+    """Both read that the key is new, then meet at its insert: the second waits for the
+    first's commit, finds the key taken and answers with the first's deal."""
+    key = str(uuid.uuid4())
+    before = await api.written()
+    async with api.engine.connect() as holder:
+        await holder.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
+        if backend == "postgresql":
+            # SHARE mode lets the look for the key through and makes its insert wait.
+            await holder.execute(text("LOCK TABLE request_keys IN SHARE MODE"))
+        both = [asyncio.ensure_future(keyed(api, BODY, key)) for _ in range(2)]
+        if backend == "postgresql":
+            await claims_waiting(holder, 2)
+        else:
+            await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
+        await holder.rollback()
+    responses = await asyncio.gather(*both)
+    assert [r.status_code for r in responses] == [201, 201], [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sorted(r.headers.get("idempotent-replayed", "") for r in responses) == ["", "true"]
+    after = await api.written()
+    assert after["opportunities"] == before["opportunities"] + 1
+
+
+async def claims_waiting(connection: Any, waiting: int) -> None:
+    waiters = text(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted"
+        " AND relation = CAST('request_keys' AS regclass)"
+    )
+    for _ in range(500):
+        if await connection.scalar(waiters) >= waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{waiting} claims never queued for the request_keys table")
