@@ -54,6 +54,7 @@ import aiohttp
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from bench.invariants import (
@@ -383,17 +384,57 @@ async def expositions(
     return texts
 
 
-async def database_counters(
+@dataclass
+class Counted:
+    """The services' own counters at one moment (their /metrics), summed over replicas."""
+
+    database: dict[str, dict[str, float]]
+    """By service: the statements and commits it sent."""
+    events: dict[str, dict[str, float]]
+    """By consumer group: the records it took, by outcome (applied, ignored, ...)."""
+
+
+async def service_counters(
     session: aiohttp.ClientSession, processes: Mapping[str, ServiceProcess]
-) -> dict[str, dict[str, float]]:
-    """Each service's own count of the statements and commits it sent (its /metrics),
-    summed over its replicas."""
-    counters: dict[str, dict[str, float]] = {}
+) -> Counted:
+    counted = Counted({}, {})
     for replica, text in (await expositions(session, processes)).items():
-        into = counters.setdefault(processes[replica].name, {})
+        into = counted.database.setdefault(processes[replica].name, {})
         for counter, value in scrape_counters(text, DB_COUNTERS).items():
             into[counter] = into.get(counter, 0.0) + value
-    return counters
+        for (group, outcome), value in events_consumed(text).items():
+            by_outcome = counted.events.setdefault(group, {})
+            by_outcome[outcome] = by_outcome.get(outcome, 0.0) + value
+    return counted
+
+
+def events_consumed(text: str) -> dict[tuple[str, str], float]:
+    """`dealflow_events_consumed` of one exposition by (group, outcome), types summed."""
+    found: dict[tuple[str, str], float] = {}
+    for metric in text_string_to_metric_families(text):
+        if metric.name != "dealflow_events_consumed":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                key = (sample.labels["group"], sample.labels["outcome"])
+                found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+def events_per_deal(before: Counted, after: Counted, deals: int) -> dict[str, dict[str, float]]:
+    """Records each consumer group took per deal, by outcome, with their sum: a record
+    `ignored` was fetched and skipped unparsed (its type is not the group's)."""
+    figures: dict[str, dict[str, float]] = {}
+    for group, outcomes in sorted(after.events.items()):
+        earlier = before.events.get(group, {})
+        spent = {o: n - earlier.get(o, 0.0) for o, n in outcomes.items()}
+        figures[group] = {o: round(n / max(1, deals), 1) for o, n in sorted(spent.items()) if n}
+        figures[group]["records"] = round(sum(spent.values()) / max(1, deals), 1)
+    figures["total"] = {
+        "records": round(sum(f["records"] for f in figures.values()), 1),
+        "applied": round(sum(f.get("applied", 0.0) for f in figures.values()), 1),
+    }
+    return figures
 
 
 async def check_invariants(
@@ -555,7 +596,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             print(f"run {run}/{args.runs}: saturation", file=sys.stderr, flush=True)
             await asyncio.sleep(STATS_SETTLE_SECONDS)
             before = await commits(admin)
-            counted_before = await database_counters(session, processes)
+            counted_before = await service_counters(session, processes)
             sampler = CpuSampler(
                 admin,
                 {
@@ -569,9 +610,9 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             results, elapsed = await saturation(driver, args.deals, args.concurrency)
             by_replica = await sampler.stop()
             cpu = by_service(by_replica, service_of)
-            counted = per_deal(
-                counted_before, await database_counters(session, processes), len(results)
-            )
+            counted_after = await service_counters(session, processes)
+            counted = per_deal(counted_before.database, counted_after.database, len(results))
+            consumed = events_per_deal(counted_before, counted_after, len(results))
             failed_saturation = len(driver.failures)
             saturation_reasons = failure_reasons(driver.failures)
             done = max(1, len(results))
@@ -629,6 +670,8 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     # The services' own counters (dealflow_db_statements_total).
                     "db_statements_per_deal": counted["statements"],
                     "db_commits_per_deal_by_service": counted["commits"],
+                    # The consumers' own counters (dealflow_events_consumed).
+                    "events_per_deal_by_group": consumed,
                 },
                 "baseline_one_row_update": {
                     "connections": args.concurrency,
@@ -824,6 +867,8 @@ def cli() -> None:
         "saturation.cpu_ms_per_deal.total": "CPU ms per deal, every process",
         "saturation.db_statements_per_deal.total": "statements per deal",
         "saturation.db_commits_per_deal_by_service.total": "commits per deal",
+        "saturation.events_per_deal_by_group.total.records": "records consumed per deal",
+        "saturation.events_per_deal_by_group.total.applied": "records applied per deal",
     }
     figures.update(
         {

@@ -74,12 +74,19 @@ async def test_a_key_is_its_callers_own(service) -> None:
 
 
 async def test_a_refused_create_keeps_no_key(service) -> None:
-    """A refusal is not remembered: the key stays free for the request that can succeed."""
-    deal = await service.deal()
+    """A refusal is not remembered: the key stays free for the request that can succeed
+    (here, once the deal it names has become known)."""
+    deal = str(uuid.uuid4())
     key = str(uuid.uuid4())
-    refused = await keyed(service, create(str(uuid.uuid4())), key, roles=("operator",))
-    assert refused.status_code == 403, refused.text
+    refused = await keyed(service, create(deal), key)
+    assert refused.status_code == 422, refused.text
     assert await stored_keys(service, key) == 0
+    await service.deal(opportunity_id=uuid.UUID(deal))
+
+    made = await keyed(service, create(deal), key)
+
+    assert made.status_code == 201, made.text
+    assert "idempotent-replayed" not in made.headers
 
 
 async def test_a_replay_answers_even_when_the_deal_has_closed_since(service) -> None:
@@ -138,7 +145,8 @@ async def test_keys_past_their_retention_are_forgotten(service) -> None:
     assert again.status_code == 201, again.text
     assert "idempotent-replayed" not in again.headers  # a new quote: the key was forgotten
     kept = await forget_old_keys(service.engine, request_keys, datetime.now(UTC) - timedelta(1))
-    assert kept == 0 and await stored_keys(service, key) == 1
+    assert kept == 0
+    assert await stored_keys(service, key) == 1
 
 
 async def stored_keys(service: Any, key: str) -> int:
