@@ -8,7 +8,14 @@ from collections import Counter
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bench.deals import RoundRobin, by_service, replica_name
+from bench.deals import (
+    Counted,
+    RoundRobin,
+    by_service,
+    events_consumed,
+    events_per_deal,
+    replica_name,
+)
 from bench.invariants import (
     CompletedDeal,
     Observed,
@@ -194,3 +201,28 @@ def test_lag_and_skipped_duplicates_are_summed_over_replicas() -> None:
 
     assert seen.reported_lag == {"quote-service": 4.0}
     assert seen.duplicates_skipped == 7
+
+
+def test_records_per_deal_are_counted_by_group_and_outcome_over_the_window() -> None:
+    registry = CollectorRegistry()
+    consumed = ConsumerMetrics(registry).events
+
+    def now() -> Counted:
+        text = generate_latest(registry).decode()
+        counted = Counted({}, {})
+        for (group, outcome), value in events_consumed(text).items():
+            counted.events.setdefault(group, {})[outcome] = value
+        return counted
+
+    consumed.labels("order-service", "quote.created", "ignored").inc(7)  # before the window
+    before = now()
+    consumed.labels("order-service", "quote.accepted", "applied").inc(10)
+    consumed.labels("order-service", "opportunity.won", "applied").inc(10)
+    consumed.labels("order-service", "quote.created", "ignored").inc(20)
+    consumed.labels("purge-service", "opportunity.won", "duplicate").inc(5)
+
+    figures = events_per_deal(before, now(), deals=10)
+
+    assert figures["order-service"] == {"applied": 2.0, "ignored": 2.0, "records": 4.0}
+    assert figures["purge-service"] == {"duplicate": 0.5, "records": 0.5}
+    assert figures["total"] == {"records": 4.5, "applied": 2.0}
