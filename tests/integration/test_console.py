@@ -210,8 +210,13 @@ async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
     await form.get_by_label("Value").fill("12000.00")
     await form.get_by_label("Expected close").fill("2099-03-15")
     await form.get_by_label("Team").fill("team-1")
-    await form.get_by_role("button", name="Create deal").click()
+    # Clicked twice before the first answer: both submissions carry the form's
+    # Idempotency-Key, so one deal is opened.
+    await form.get_by_role("button", name="Create deal").dblclick()
     await expect(ana.card(deal_title, "lead")).to_be_visible()
+    async with stack.client("opportunity", await ana.token()) as c:
+        listed = (await c.get("/opportunities", params={"customer": "console-test-corp"})).json()
+    assert [d["title"] for d in listed["items"]].count(deal_title) == 1
     await expect(ana.column("lead").get_by_role("heading")).to_contain_text("Lead (")
     # The open stages' figures and the forecast come from the reporting service.
     await expect(page.get_by_text(re.compile("from the reporting service"))).to_be_visible()
@@ -258,8 +263,11 @@ async def test_a_rep_works_a_deal_from_lead_to_a_paid_order(
 
     # A quote: added, presented, accepted; the deal is won and the order appears.
     await ana.open_tab(deal_id, "quotes")
-    await page.get_by_role("button", name="Add quote").click()
+    await page.get_by_role("button", name="Add quote").dblclick()  # one quote all the same
     await expect(page.get_by_role("heading", name="Quote 1: draft")).to_be_visible()
+    async with stack.client("quote", await ana.token()) as c:
+        drafted = (await c.get("/quotes", params={"opportunity_id": deal_id})).json()
+    assert len(drafted) == 1, drafted
     await page.get_by_role("button", name="Present quote 1").click()
     await expect(page.get_by_role("heading", name="Quote 1: presented")).to_be_visible()
     await page.get_by_role("button", name="Buy-now link for quote 1").click()

@@ -4,7 +4,7 @@
 // the forecast by quarter when the reporting service is there.
 
 import { get, post, Problem, session, config } from "./api.js";
-import { h, fill, field, money, mount, messages, STAGES, STAGE_NAMES, announce } from "./ui.js";
+import { h, fill, field, money, mount, messages, STAGES, STAGE_NAMES, announce, uuid } from "./ui.js";
 
 const PAGE_LIMIT = 200;
 const MAX_PAGES = 5;
@@ -181,8 +181,12 @@ export async function boardPage() {
     close: h("input", { name: "close", type: "date" }),
     team: h("input", { name: "team", value: s.teams[0] || "" }),
   };
+  // One Idempotency-Key per deal being entered: a double click, or a retry after an
+  // answer that never came, opens it once. A new one once it is open or the form changes.
+  let openingKey = uuid();
   const createForm = h("form", {
     class: "inline", "aria-label": "New deal",
+    oninput: () => { openingKey = uuid(); },
     onsubmit: async (e) => {
       e.preventDefault();
       const name = newDeal.customer.value.trim();
@@ -194,7 +198,8 @@ export async function boardPage() {
       if (newDeal.close.value) body.expected_close_date = newDeal.close.value;
       if (newDeal.team.value.trim()) body.team_id = newDeal.team.value.trim();
       try {
-        const deal = await post("opportunity", "/opportunities", body);
+        const deal = await post("opportunity", "/opportunities", body, { "Idempotency-Key": openingKey });
+        openingKey = uuid();
         msg.ok(`Deal ${deal.title} created in Lead.`);
         newDeal.title.value = ""; newDeal.amount.value = "";
         await refresh();

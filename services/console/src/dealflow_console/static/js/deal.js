@@ -147,6 +147,9 @@ async function quotes(deal, body, msg, reload) {
   }
   async function render() {
     const fresh = await get("quote", `/quotes?opportunity_id=${deal.id}`);
+    // One Idempotency-Key per quote being entered: a double click, or a retry after an
+    // answer that never came, drafts it once. A new one when the form changes.
+    let draftingKey = uuid();
     fill(body, 
       h("h2", {}, "Quotes"),
       fresh.length ? null : h("p", {}, "No quotes yet."),
@@ -164,12 +167,14 @@ async function quotes(deal, body, msg, reload) {
           q.status === "presented" ? h("button", { type: "button", onclick: () => act(q, "buy_now_link") }, `Buy-now link for quote ${i + 1}`) : null),
       )),
       ["closed_won", "closed_lost"].includes(deal.stage) ? null : h("form", { class: "inline", "aria-label": "New quote",
+        oninput: () => { draftingKey = uuid(); },
         onsubmit: async (e) => {
           e.preventDefault();
           try {
             await post("quote", "/quotes", { opportunity_id: deal.id, lines: [{
               description: desc.value, quantity: qty.value.trim(), discount_percent: discount.value.trim() || "0",
-              unit_price: { amount: price.value.trim(), currency: deal.value.currency } }] });
+              unit_price: { amount: price.value.trim(), currency: deal.value.currency } }] },
+              { "Idempotency-Key": draftingKey });
             msg.ok("Draft quote created.");
             await render();
           } catch (err) { msg.error(err); }
@@ -397,6 +402,9 @@ async function orders(deal, body, msg, reload) {
     const refundAmount = h("input", { required: true, inputmode: "decimal" });
     const refundReason = h("input", { required: true });
     const pdfLink = h("span");
+    // One Idempotency-Key per payment or refund being entered (a fresh one per submit
+    // would let a double click record twice); the tab is drawn again after each.
+    const keys = { payment: uuid(), refund: uuid() };
     const money_ = (a) => ({ amount: a.trim(), currency: o.total.currency });
     const submit = (fn, done) => async (e) => {
       e.preventDefault();
@@ -420,11 +428,11 @@ async function orders(deal, body, msg, reload) {
       h("h4", {}, "Payments and refunds"),
       table("Ledger", ["When", "Kind", "Amount", "Method / reason", "By", "Balance after"], ledger.entries.map((e) =>
         [when(e.occurred_at), e.kind, money(e.amount), e.method || e.reason || "", e.recorded_by, money(e.balance)])),
-      h("form", { class: "inline", "aria-label": "Record a payment", onsubmit: submit(() =>
-        post("order", `/orders/${o.id}/payments`, { amount: money_(amount.value), method: method.value }, { "Idempotency-Key": uuid() }), "Payment recorded.") },
+      h("form", { class: "inline", "aria-label": "Record a payment", oninput: () => { keys.payment = uuid(); }, onsubmit: submit(() =>
+        post("order", `/orders/${o.id}/payments`, { amount: money_(amount.value), method: method.value }, { "Idempotency-Key": keys.payment }), "Payment recorded.") },
         field(`Payment (${o.total.currency})`, amount), field("Method", method), h("button", { type: "submit", class: "primary" }, "Record payment")),
-      h("form", { class: "inline", "aria-label": "Give a refund", onsubmit: submit(() =>
-        post("order", `/orders/${o.id}/refunds`, { amount: money_(refundAmount.value), reason: refundReason.value }, { "Idempotency-Key": uuid() }), "Refund recorded.") },
+      h("form", { class: "inline", "aria-label": "Give a refund", oninput: () => { keys.refund = uuid(); }, onsubmit: submit(() =>
+        post("order", `/orders/${o.id}/refunds`, { amount: money_(refundAmount.value), reason: refundReason.value }, { "Idempotency-Key": keys.refund }), "Refund recorded.") },
         field(`Refund (${o.total.currency})`, refundAmount), field("Reason", refundReason), h("button", { type: "submit" }, "Refund")),
       h("h4", {}, "Invoice"),
       o.invoice_id ? pdfLink : h("form", { class: "inline", "aria-label": "Issue the invoice", onsubmit: submit(() =>
