@@ -24,10 +24,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import orjson
+from pydantic import BaseModel
 from sqlalchemy import (
     Column,
     MetaData,
@@ -72,11 +72,16 @@ class Idempotency:
     fingerprint: str
 
     @classmethod
-    def of(cls, key: str | None, kind: str, request: Any) -> Idempotency | None:
-        """None without a key. `request`: the body as understood (JSON-ready, money
-        normalised), so "100" and "100.00" are one request."""
+    def of(
+        cls, key: str | None, kind: str, body: BaseModel, *, sent_only: bool = False
+    ) -> Idempotency | None:
+        """None without a key (and nothing computed). The fingerprint is of the body as
+        understood (money normalised, so "100" and "100.00" are one request); with
+        `sent_only`, of the fields sent, where leaving one out differs from sending its
+        default (a deal's `team_id`)."""
         if key is None:
             return None
+        request = body.model_dump(mode="json", exclude_unset=sent_only)
         canonical = orjson.dumps({"kind": kind, "body": request}, option=orjson.OPT_SORT_KEYS)
         return cls(key=key, fingerprint=hashlib.sha256(canonical).hexdigest())
 

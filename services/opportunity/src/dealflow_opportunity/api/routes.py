@@ -128,9 +128,7 @@ def opportunity_routes(
         opened = await use_cases.open_opportunity(
             unit_of_work(),
             caller,
-            Idempotency.of(
-                idempotency_key, "opportunity", body.model_dump(mode="json", exclude_unset=True)
-            ),
+            Idempotency.of(idempotency_key, "opportunity", body, sent_only=True),
             **given,
         )
         response.headers["Location"] = f"/opportunities/{opened.opportunity.id}"

@@ -50,12 +50,6 @@ IdempotencyKey = Annotated[
 _PDF = "application/pdf"
 
 
-def _idempotency(
-    key: str | None, kind: str, body: PaymentRequest | RefundRequest
-) -> Idempotency | None:
-    return Idempotency.of(key, kind, body.model_dump(mode="json"))
-
-
 def _booked(booked: Booked, response: Response) -> LedgerEntryResponse:
     answered_again(response, booked.replayed)
     return entry_response(booked.entry)
@@ -148,7 +142,7 @@ def order_routes(reader: OrderReader, use_cases: OrderUseCases) -> APIRouter:
             method=body.method.value,
             reference=body.reference,
             received_at=body.received_at,
-            idempotency=_idempotency(idempotency_key, "payment", body),
+            idempotency=Idempotency.of(idempotency_key, "payment", body),
         )
         return _booked(booked, response)
 
@@ -170,7 +164,7 @@ def order_routes(reader: OrderReader, use_cases: OrderUseCases) -> APIRouter:
             caller,
             amount=body.amount,
             reason=body.reason,
-            idempotency=_idempotency(idempotency_key, "refund", body),
+            idempotency=Idempotency.of(idempotency_key, "refund", body),
         )
         return _booked(booked, response)
 

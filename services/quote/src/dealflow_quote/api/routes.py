@@ -141,7 +141,7 @@ def quote_routes(
             lines=_commands(body.lines),
             currency=body.currency,
             valid_until=body.valid_until,
-            idempotency=Idempotency.of(idempotency_key, "quote", body.model_dump(mode="json")),
+            idempotency=Idempotency.of(idempotency_key, "quote", body),
         )
         response.headers["Location"] = f"/quotes/{drafted.quote.id}"
         answered_again(response, drafted.replayed)
