@@ -663,6 +663,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     "cpu_ms_per_deal": cpu_ms_per_deal,
                     **({"cpu_ms_per_deal_by_replica": replica_cpu} if replica_cpu else {}),
                     "machine_busy_ms_per_deal": round(sampler.machine_busy * 1000 / done, 2),
+                    "machine_context_switches_per_deal": round(sampler.context_switches / done),
                     "machine_busy_percent": round(
                         sampler.machine_busy / sampler.seconds / (os.cpu_count() or 1) * 100,
                         1,

@@ -3,6 +3,7 @@ are summed, and how the invariants judge what a run left behind."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from aiokafka import TopicPartition
@@ -25,6 +26,7 @@ from bench.invariants import (
     from_metrics,
     violations,
 )
+from bench.measure import machine_context_switches
 from dealflow_common.messaging.consumer import ConsumerMetrics
 from dealflow_common.messaging.kafka import ConsumerLoopMetrics
 
@@ -226,3 +228,9 @@ def test_records_per_deal_are_counted_by_group_and_outcome_over_the_window() -> 
     assert figures["order-service"] == {"applied": 2.0, "ignored": 2.0, "records": 4.0}
     assert figures["purge-service"] == {"duplicate": 0.5, "records": 0.5}
     assert figures["total"] == {"records": 4.5, "applied": 2.0}
+
+
+def test_the_machines_context_switches_are_counted_and_grow() -> None:
+    before = machine_context_switches()
+    time.sleep(0.01)  # this process sleeps: one switch at least
+    assert machine_context_switches() > before > 0
