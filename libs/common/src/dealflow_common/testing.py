@@ -473,3 +473,16 @@ def in_memory_tracing() -> Iterator[Any]:
 
 
 _span_exporter: Any = None
+
+
+async def until_waiting(connection: AsyncConnection, table: str, waiting: int) -> None:
+    """Return once `waiting` statements wait for a lock on `table` (PostgreSQL): requests
+    held at a write, so that a test lets them go together."""
+    waiters = text(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:t AS regclass)"
+    )
+    for _ in range(500):
+        if await connection.scalar(waiters, {"t": table}) >= waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{waiting} writers never queued for the {table} table")

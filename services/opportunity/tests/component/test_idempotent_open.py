@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from dealflow_common.testing import until_waiting
+
 PROBLEM = "application/problem+json"
 BODY = {
     "title": "Fleet renewal",
@@ -75,7 +77,7 @@ async def test_two_openings_with_one_key_at_once_open_one_deal(api, backend) -> 
             await holder.execute(text("LOCK TABLE request_keys IN SHARE MODE"))
         both = [asyncio.ensure_future(keyed(api, BODY, key)) for _ in range(2)]
         if backend == "postgresql":
-            await claims_waiting(holder, 2)
+            await until_waiting(holder, "request_keys", 2)
         else:
             await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
         await holder.rollback()
@@ -85,15 +87,3 @@ async def test_two_openings_with_one_key_at_once_open_one_deal(api, backend) -> 
     assert sorted(r.headers.get("idempotent-replayed", "") for r in responses) == ["", "true"]
     after = await api.written()
     assert after["opportunities"] == before["opportunities"] + 1
-
-
-async def claims_waiting(connection: Any, waiting: int) -> None:
-    waiters = text(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted"
-        " AND relation = CAST('request_keys' AS regclass)"
-    )
-    for _ in range(500):
-        if await connection.scalar(waiters) >= waiting:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{waiting} claims never queued for the request_keys table")

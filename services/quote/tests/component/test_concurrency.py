@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from dealflow_common.contracts.opportunity import OpportunityLost, Stage
+from dealflow_common.testing import until_waiting
 from dealflow_quote.adapters.tables import products, quotes
 
 PROBLEM = "application/problem+json"
@@ -64,20 +65,10 @@ async def writes_held(
             await holder.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
         yield
         if backend == "postgresql":
-            await until_waiting(holder, waiting, table)
+            await until_waiting(holder, table, waiting)
         else:
             await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
         await holder.rollback()
-
-
-async def until_waiting(connection: Any, waiting: int, table: str = "products") -> None:
-    waiters = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = :table")
-    oid = await connection.scalar(text("SELECT CAST(:name AS regclass)::oid"), {"name": table})
-    for _ in range(200):
-        if await connection.scalar(waiters, {"table": oid}) >= waiting:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{waiting} writers never queued for the {table} table")
 
 
 async def test_two_catalog_updates_against_the_same_version_apply_once(service, backend) -> None:
@@ -217,7 +208,7 @@ async def test_a_quote_asked_while_its_deal_closes_is_refused_not_stored_on_the_
         asked = asyncio.ensure_future(
             service.call("POST", "/quotes", {"opportunity_id": deal, "lines": [line]})
         )
-        await until_waiting(holder, 1, "quotes")  # it has read the deal, open
+        await until_waiting(holder, "quotes", 1)  # it has read the deal, open
         await service.consume(lost, sequence=2)  # the close finds no quote to abandon
         await holder.rollback()
     response = await asked

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 
 from dealflow_common.contracts.opportunity import OpportunityLost, Stage
 from dealflow_common.idempotency import forget_old_keys
+from dealflow_common.testing import until_waiting
 from dealflow_quote.adapters.tables import request_keys
 
 PROBLEM = "application/problem+json"
@@ -124,7 +125,7 @@ async def test_two_requests_with_one_key_at_once_make_one_quote(service, backend
             await holder.execute(text("LOCK TABLE request_keys IN SHARE MODE"))
         both = [asyncio.ensure_future(keyed(service, create(deal), key)) for _ in range(2)]
         if backend == "postgresql":
-            await claims_waiting(holder, 2)
+            await until_waiting(holder, "request_keys", 2)
         else:
             await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
         await holder.rollback()
@@ -157,15 +158,3 @@ async def stored_keys(service: Any, key: str) -> int:
             )
             or 0
         )
-
-
-async def claims_waiting(connection: Any, waiting: int) -> None:
-    waiters = text(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted"
-        " AND relation = CAST('request_keys' AS regclass)"
-    )
-    for _ in range(500):
-        if await connection.scalar(waiters) >= waiting:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{waiting} claims never queued for the request_keys table")
