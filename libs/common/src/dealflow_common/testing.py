@@ -486,3 +486,26 @@ async def until_waiting(connection: AsyncConnection, table: str, waiting: int) -
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{waiting} writers never queued for the {table} table")
+
+
+@contextlib.asynccontextmanager
+async def writes_held(
+    service: ServiceUnderTest, backend: str, waiting: int, table: str
+) -> AsyncIterator[None]:
+    """Make writes of `table` wait while the block runs, then let them go together once
+    `waiting` of them queue.
+
+    Reads go on meanwhile, so requests started in the block all read what is stored and
+    then queue to write: they meet exactly as two clients clicking at once would.
+    """
+    async with service.engine.connect() as holder:
+        await holder.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
+        if backend == "postgresql":
+            # SHARE mode lets SELECT through and makes INSERT and UPDATE wait.
+            await holder.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
+        yield
+        if backend == "postgresql":
+            await until_waiting(holder, table, waiting)
+        else:
+            await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
+        await holder.rollback()

@@ -11,9 +11,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from sqlalchemy import text
-
-from dealflow_common.testing import until_waiting
+from dealflow_common.testing import writes_held
 
 PROBLEM = "application/problem+json"
 BODY = {
@@ -70,17 +68,8 @@ async def test_two_openings_with_one_key_at_once_open_one_deal(api, backend) -> 
     first's commit, finds the key taken and answers with the first's deal."""
     key = str(uuid.uuid4())
     before = await api.written()
-    async with api.engine.connect() as holder:
-        await holder.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
-        if backend == "postgresql":
-            # SHARE mode lets the look for the key through and makes its insert wait.
-            await holder.execute(text("LOCK TABLE request_keys IN SHARE MODE"))
+    async with writes_held(api, backend, waiting=2, table="request_keys"):
         both = [asyncio.ensure_future(keyed(api, BODY, key)) for _ in range(2)]
-        if backend == "postgresql":
-            await until_waiting(holder, "request_keys", 2)
-        else:
-            await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
-        await holder.rollback()
     responses = await asyncio.gather(*both)
     assert [r.status_code for r in responses] == [201, 201], [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1

@@ -5,10 +5,8 @@ or a request left waiting."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from dealflow_common.contracts.opportunity import OpportunityLost, Stage
-from dealflow_common.testing import until_waiting
+from dealflow_common.testing import until_waiting, writes_held
 from dealflow_quote.adapters.tables import products, quotes
 
 PROBLEM = "application/problem+json"
@@ -49,32 +47,10 @@ def renamed(product: dict[str, Any], name: str) -> Any:
     return update(products).where(products.c.id == uuid.UUID(product["id"])).values(name=name)
 
 
-@contextlib.asynccontextmanager
-async def writes_held(
-    service: Any, backend: str, waiting: int, table: str = "products"
-) -> AsyncIterator[None]:
-    """Make writes of `table` wait while the block runs, then let them go together.
-
-    Reads go on meanwhile, so requests started in the block all read what is stored and
-    then queue to write: they meet exactly as two clients clicking at once would.
-    """
-    async with service.engine.connect() as holder:
-        await holder.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
-        if backend == "postgresql":
-            # SHARE mode lets SELECT through and makes INSERT and UPDATE wait.
-            await holder.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
-        yield
-        if backend == "postgresql":
-            await until_waiting(holder, table, waiting)
-        else:
-            await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
-        await holder.rollback()
-
-
 async def test_two_catalog_updates_against_the_same_version_apply_once(service, backend) -> None:
     product = await new_product(service)
     path = f"/products/{product['id']}"
-    async with writes_held(service, backend, waiting=2):
+    async with writes_held(service, backend, waiting=2, table="products"):
         both = asyncio.gather(
             *(
                 service.call("PATCH", path, {"name": name}, headers={"If-Match": '"1"'}, **ADMIN)
@@ -126,7 +102,7 @@ async def test_a_sku_taken_by_a_concurrent_request_is_a_conflict_not_an_error(
     body = product_body()
     # Both check the SKU before either has stored it: on PostgreSQL the unique index is
     # what refuses the second (SQLite runs one writer at a time, so its check does).
-    async with writes_held(service, backend, waiting=2):
+    async with writes_held(service, backend, waiting=2, table="products"):
         both = asyncio.gather(*(service.call("POST", "/products", body, **ADMIN) for _ in range(2)))
     responses = await both
     assert sorted(r.status_code for r in responses) == [201, 409]

@@ -12,11 +12,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from dealflow_common.contracts.opportunity import OpportunityLost, Stage
 from dealflow_common.idempotency import forget_old_keys
-from dealflow_common.testing import until_waiting
+from dealflow_common.testing import writes_held
 from dealflow_quote.adapters.tables import request_keys
 
 PROBLEM = "application/problem+json"
@@ -118,17 +118,8 @@ async def test_two_requests_with_one_key_at_once_make_one_quote(service, backend
     first's commit, finds the key taken and answers with the first's quote."""
     deal = await service.deal()
     key = str(uuid.uuid4())
-    async with service.engine.connect() as holder:
-        await holder.begin()  # on SQLite: BEGIN IMMEDIATE, the one write lock
-        if backend == "postgresql":
-            # SHARE mode lets the look for the key through and makes its insert wait.
-            await holder.execute(text("LOCK TABLE request_keys IN SHARE MODE"))
+    async with writes_held(service, backend, waiting=2, table="request_keys"):
         both = [asyncio.ensure_future(keyed(service, create(deal), key)) for _ in range(2)]
-        if backend == "postgresql":
-            await until_waiting(holder, "request_keys", 2)
-        else:
-            await asyncio.sleep(0.3)  # SQLite shows no waiters: give them time to queue
-        await holder.rollback()
     responses = await asyncio.gather(*both)
     assert [r.status_code for r in responses] == [201, 201], [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1
