@@ -113,6 +113,23 @@ async def test_a_replay_answers_even_when_the_deal_has_closed_since(service) -> 
     assert again.json()["status"] == "abandoned"  # the quote as it is now
 
 
+async def test_a_replay_shows_no_more_than_a_read_would(service) -> None:
+    """A manager drafted on a deal of their team; out of the team, their retry is
+    answered as a read of that quote would be: 404."""
+    deal = await service.deal(owners=("bob",))
+    key = str(uuid.uuid4())
+    manager = {"user": "mia", "roles": ("manager",)}
+    first = await keyed(service, create(deal), key, teams=("emea",), **manager)
+    assert first.status_code == 201, first.text
+    read = await service.call("GET", f"/quotes/{first.json()['id']}", teams=(), **manager)
+    assert read.status_code == 404, read.text
+
+    again = await keyed(service, create(deal), key, teams=(), **manager)
+
+    assert again.status_code == 404, again.text
+    assert again.headers["content-type"] == PROBLEM
+
+
 async def test_two_requests_with_one_key_at_once_make_one_quote(service, backend) -> None:
     """Both read that the key is new, then meet at its insert: the second waits for the
     first's commit, finds the key taken and answers with the first's quote."""

@@ -76,15 +76,15 @@ async def open_opportunity(
         async with uow.one_write(unlocked):
             if idempotency is not None:
                 # A retry is answered with the deal the first request opened (a key
-                # costs a transaction: `claim` below).
+                # costs a transaction: `claim` below). Its creator always sees it.
                 earlier = await uow.request_keys.earlier(principal.user_id, idempotency)
                 if earlier is not None:
                     return Opened(await uow.opportunities.get(earlier), replayed=True)
-            fields["custom_fields"] = custom_fields.values_for_new_deal(
-                await uow.custom_fields.all(), asked_fields
-            )
+            values = custom_fields.values_for_new_deal(await uow.custom_fields.all(), asked_fields)
             now = uow.clock()
-            opportunity = Opportunity.open(by=principal.user_id, now=now, **fields)
+            opportunity = Opportunity.open(
+                by=principal.user_id, now=now, **{**fields, "custom_fields": values}
+            )
             if idempotency is not None:
                 await uow.request_keys.claim(principal.user_id, idempotency, opportunity.id, now)
             last = await uow.opportunities.add_at_commit(opportunity)

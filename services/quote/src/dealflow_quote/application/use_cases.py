@@ -130,7 +130,10 @@ async def _draft_if_known(
                 # deal's state now (a key costs a transaction: `claim` below).
                 earlier = await uow.request_keys.earlier(principal.user_id, idempotency)
                 if earlier is not None:
-                    return Drafted(await uow.quotes.get(earlier), replayed=True)
+                    # Shown no more than a read would: its deal may be hidden from them now.
+                    quote = await uow.quotes.get(earlier)
+                    _visible(quote, await uow.opportunities.get(quote.opportunity_id), principal)
+                    return Drafted(quote, replayed=True)
             deal = await uow.opportunities.get(opportunity_id, for_share=True)
             if deal is None and not must_know:
                 return None
