@@ -54,7 +54,6 @@ import aiohttp
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from bench.invariants import (
@@ -63,6 +62,7 @@ from bench.invariants import (
     OffsetsReader,
     from_database,
     from_metrics,
+    labelled_by,
     outbox_schemas,
     summary,
     unsent,
@@ -408,17 +408,9 @@ async def service_counters(
     return counted
 
 
-def events_consumed(text: str) -> dict[tuple[str, str], float]:
+def events_consumed(text: str) -> dict[tuple[str, ...], float]:
     """`dealflow_events_consumed` of one exposition by (group, outcome), types summed."""
-    found: dict[tuple[str, str], float] = {}
-    for metric in text_string_to_metric_families(text):
-        if metric.name != "dealflow_events_consumed":
-            continue
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                key = (sample.labels["group"], sample.labels["outcome"])
-                found[key] = found.get(key, 0.0) + sample.value
-    return found
+    return labelled_by(text, "dealflow_events_consumed", "group", "outcome")
 
 
 def events_per_deal(before: Counted, after: Counted, deals: int) -> dict[str, dict[str, float]]:

@@ -153,14 +153,21 @@ def committed_lag(
 def labelled(text: str, family: str, label: str) -> dict[str, float]:
     """Each value of `label` in a Prometheus text exposition -> its samples of `family`
     (a counter's `_total` samples), summed."""
-    found: dict[str, float] = {}
+    return {key: value for (key,), value in labelled_by(text, family, label).items()}
+
+
+def labelled_by(text: str, family: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """`labelled` for several labels: each combination of their values -> the sum."""
+    found: dict[tuple[str, ...], float] = {}
     for metric in text_string_to_metric_families(text):
         if metric.name != family:
             continue
         for sample in metric.samples:
-            if sample.name not in (family, f"{family}_total") or label not in sample.labels:
+            if sample.name not in (family, f"{family}_total") or not all(
+                label in sample.labels for label in labels
+            ):
                 continue
-            key = sample.labels[label]
+            key = tuple(sample.labels[label] for label in labels)
             found[key] = found.get(key, 0.0) + sample.value
     return found
 
