@@ -88,6 +88,9 @@ BENCH_DATABASE = "dealflow_bench"
 # Backends report their commit counts to pg_stat_database when a transaction ends (at
 # most once a second) or after 10 s idle: wait this long before reading the counter.
 STATS_SETTLE_SECONDS = 11.0
+# The settle wait's first seconds let the warm-up's last records drain; its rest is
+# measured as the idle window.
+IDLE_SETTLE_SECONDS = 3.0
 # The longest wait after the last run for the relays to publish and the consumer groups
 # to catch up before the invariants are judged.
 DRAIN_SECONDS = 60.0
@@ -586,18 +589,27 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             await saturation(driver, args.warmup, args.concurrency)
             driver.failures.clear()
             print(f"run {run}/{args.runs}: saturation", file=sys.stderr, flush=True)
-            await asyncio.sleep(STATS_SETTLE_SECONDS)
+            pids = {n: p.process.pid for n, p in processes.items() if p.process}
+            pids["broker"] = broker.pid
+            # The wait for the statistics doubles as the idle window: what the system
+            # costs with no deal in flight (polls, heartbeats, relays, schedulers) is
+            # paid at saturation too, and is the first thing a faster system meets.
+            await asyncio.sleep(IDLE_SETTLE_SECONDS)
+            idle_sampler = CpuSampler(admin, pids, BENCH_DATABASE)
+            await idle_sampler.start()
+            await asyncio.sleep(STATS_SETTLE_SECONDS - IDLE_SETTLE_SECONDS)
+            idle_by_replica = await idle_sampler.stop()
+            idle_cpu_ms_per_s = {
+                name: round(seconds * 1000 / idle_sampler.seconds, 1)
+                for name, seconds in by_service(idle_by_replica, service_of).items()
+            }
+            idle_cpu_ms_per_s["total"] = round(sum(idle_cpu_ms_per_s.values()), 1)
+            idle_cpu_ms_per_s["machine"] = round(
+                idle_sampler.machine_busy * 1000 / idle_sampler.seconds, 1
+            )
             before = await commits(admin)
             counted_before = await service_counters(session, processes)
-            sampler = CpuSampler(
-                admin,
-                {
-                    **{n: p.process.pid for n, p in processes.items() if p.process},
-                    "broker": broker.pid,
-                },
-                BENCH_DATABASE,
-                alone={"load client": os.getpid()},
-            )
+            sampler = CpuSampler(admin, pids, BENCH_DATABASE, alone={"load client": os.getpid()})
             await sampler.start()
             results, elapsed = await saturation(driver, args.deals, args.concurrency)
             by_replica = await sampler.stop()
@@ -666,6 +678,9 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     # The consumers' own counters (dealflow_events_consumed).
                     "events_per_deal_by_group": consumed,
                 },
+                # CPU ms per second of each process with no deal in flight, before the
+                # saturation window; "machine" counts every process on the machine.
+                "idle_cpu_ms_per_s": idle_cpu_ms_per_s,
                 "baseline_one_row_update": {
                     "connections": args.concurrency,
                     "commits_per_s": round(baseline, 1),
@@ -862,6 +877,7 @@ def cli() -> None:
         "saturation.db_commits_per_deal_by_service.total": "commits per deal",
         "saturation.events_per_deal_by_group.total.records": "records consumed per deal",
         "saturation.events_per_deal_by_group.total.applied": "records applied per deal",
+        "idle_cpu_ms_per_s.total": "idle CPU ms per second, our processes",
     }
     figures.update(
         {
