@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from dealflow_common.http.server import HttpProtocol
 from dealflow_common.logs import configure_logging
 from dealflow_common.migrations import run_migrations
 from dealflow_common.settings import ProcessSettings, ServiceSettings
@@ -83,6 +84,8 @@ def _serve(app: FastAPI, settings: ProcessSettings, graceful_shutdown_seconds: i
         log_config=None,
         access_log=False,
         lifespan="on",
+        # A response's head and body leave in one send (`http.server`).
+        http=HttpProtocol,
         # Not uvloop: writing to a connection that the broker reset raises in uvloop
         # where asyncio's own loop drops the write, and aiokafka's producer sender
         # dies of that exception for good (aio-libs/aiokafka#907; seen under
