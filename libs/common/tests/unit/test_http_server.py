@@ -35,6 +35,9 @@ class RecordingTransport:
     def abort(self) -> None:
         self.aborted = True
 
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
+
     def get_write_buffer_size(self) -> int:
         return 0
 
@@ -80,6 +83,14 @@ async def test_close_sends_what_is_held_first() -> None:
     assert socket.closed
     await a_turn()
     assert socket.writes == [b"last words"]
+
+
+async def test_writelines_and_write_eof_keep_the_order() -> None:
+    transport, socket = coalescing()
+    transport.write(b"a")
+    transport.writelines([b"b", b"c"])
+    transport.write_eof()
+    assert socket.writes == [b"abc", b"<eof>"]
 
 
 async def test_abort_drops_what_is_held() -> None:

@@ -163,8 +163,8 @@ def create_app(
     for router in routers:
         # Its routes join the app's own table, in order, rather than `include_router`'s
         # nested router: FastAPI walks an included router's routes twice a request (to
-        # see whether it matches, then to pick the route), about 70 µs of a 270 µs
-        # request measured in-process. A router's prefix, tags and responses are already
+        # see whether it matches, then to pick the route): 47 µs of a 229 µs request
+        # through this stack, measured in-process. A router's prefix, tags and responses are already
         # in each of its routes.
         app.router.routes.extend(router.routes)
 

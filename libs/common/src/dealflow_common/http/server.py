@@ -37,6 +37,10 @@ class CoalescingTransport:
         else:
             self._held.append(bytes(data))
 
+    def writelines(self, chunks: Any) -> None:
+        for data in chunks:
+            self.write(data)
+
     def flush(self) -> None:
         held, self._held = self._held, None
         if held:
@@ -45,6 +49,10 @@ class CoalescingTransport:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def abort(self) -> None:
         self._held = None
@@ -55,7 +63,7 @@ class CoalescingTransport:
         return held + self._transport.get_write_buffer_size()
 
     def __getattr__(self, name: str) -> Any:
-        # Everything else (flow control, extra info, abort) is the socket's own.
+        # Everything else (flow control, extra info, is_closing) is the socket's own.
         return getattr(self._transport, name)
 
 
