@@ -55,11 +55,13 @@ def coalescing() -> tuple[CoalescingTransport, RecordingTransport]:
     return CoalescingTransport(socket, asyncio.get_running_loop()), socket  # type: ignore[arg-type]
 
 
-async def test_writes_of_one_turn_leave_as_one() -> None:
+async def test_a_head_leaves_with_its_body_when_the_body_is_written() -> None:
     transport, socket = coalescing()
     transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    transport.write(b'{"a": 1}')
     assert socket.writes == []
+    transport.write(b'{"a": 1}')
+    # At once, not at the end of the turn: the answer waits for nothing else ready.
+    assert socket.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"a": 1}']
     await a_turn()
     assert socket.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"a": 1}']
 
@@ -90,7 +92,7 @@ async def test_writelines_and_write_eof_keep_the_order() -> None:
     transport.write(b"a")
     transport.writelines([b"b", b"c"])
     transport.write_eof()
-    assert socket.writes == [b"abc", b"<eof>"]
+    assert socket.writes == [b"ab", b"c", b"<eof>"]
 
 
 async def test_abort_drops_what_is_held() -> None:

@@ -5,11 +5,17 @@ and its body in a second write: two send syscalls and two TCP segments for every
 answer, which on loopback wakes the client twice. On the 2-core bench machine (a VM) a
 send costs the sender about 35 µs of CPU, waking the process at the other end included.
 
-`HttpProtocol` gives uvicorn's protocol a transport that holds what is written during
-one turn of the event loop and sends it together at the end of that turn: the app
-sends the start and the body of a response in one turn (nothing between them waits),
-so they leave as one write. Nothing is held longer than that turn, so a streamed or
-bodiless response (HEAD) goes out as promptly as before, and order is kept.
+`HttpProtocol` gives uvicorn's protocol a transport that holds a write until the next
+one, and sends both together: the head of a response is held until its body, which
+the app sends in the same turn of the event loop (nothing between them waits), so the
+answer leaves in one write, exactly when its body would have. A write with nothing
+after it in that turn (the head of a HEAD answer) leaves at the end of the turn, so
+nothing waits longer than before, and order is kept.
+
+Sending at the end of the turn in every case was measured worse under load: the
+answer then waited for every other callback the loop had ready, and `make bench`
+gave 33.9 and 31.2 deals/s against 39.4 and 37.4 without it, accept-to-won p99 at half
+load 309 and 317 ms against 233 and 229.
 """
 
 from __future__ import annotations
@@ -28,14 +34,18 @@ class CoalescingTransport:
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] | None = None
+        self._held: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held is None:
-            self._held = [bytes(data)]
+        held = self._held
+        if held is None:
+            # Held until the next write or the end of this turn, whichever comes first.
+            self._held = bytes(data)
             self._loop.call_soon(self.flush)
         else:
-            self._held.append(bytes(data))
+            # The body after its head: both leave now, as the body alone would have.
+            self._held = None
+            self._transport.write(held + data)
 
     def writelines(self, chunks: Any) -> None:
         for data in chunks:
@@ -44,7 +54,7 @@ class CoalescingTransport:
     def flush(self) -> None:
         held, self._held = self._held, None
         if held:
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+            self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
@@ -59,7 +69,7 @@ class CoalescingTransport:
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        held = sum(len(data) for data in self._held) if self._held else 0
+        held = len(self._held) if self._held else 0
         return held + self._transport.get_write_buffer_size()
 
     def __getattr__(self, name: str) -> Any:
