@@ -243,23 +243,23 @@ class Driver:
                 raise RuntimeError(f"{method} {url} -> {response.status}: {payload}")
             return dict(payload)
 
+    async def open_deal(self, title: str, amount: str) -> str:
+        """Open a deal for the bench's customer; its id."""
+        body = {
+            "title": title,
+            "customer": {"kind": "organization", "id": "bench", "name": "Bench Corp"},
+            "value": {"amount": amount, "currency": "USD"},
+        }
+        return str((await self._call("POST", "opportunity", "/opportunities", body))["id"])
+
+    async def move(self, deal: str, stage: str) -> None:
+        await self._call("POST", "opportunity", f"/opportunities/{deal}/stage", {"stage": stage})
+
     async def deal(self) -> DealResult | None:
         started = time.perf_counter()
         try:
-            deal = (
-                await self._call(
-                    "POST",
-                    "opportunity",
-                    "/opportunities",
-                    {
-                        "title": "Bench deal",
-                        "customer": {"kind": "organization", "id": "bench", "name": "Bench Corp"},
-                        "value": {"amount": "1000.00", "currency": "USD"},
-                    },
-                )
-            )["id"]
-            stage = f"/opportunities/{deal}/stage"
-            await self._call("POST", "opportunity", stage, {"stage": "qualification"})
+            deal = await self.open_deal("Bench deal", "1000.00")
+            await self.move(deal, "qualification")
             line = {
                 "description": "Seat",
                 "quantity": "1",
@@ -270,7 +270,7 @@ class Driver:
                     "POST", "quote", "/quotes", {"opportunity_id": deal, "lines": [line]}
                 )
             )["id"]
-            await self._call("POST", "opportunity", stage, {"stage": "proposal"})
+            await self.move(deal, "proposal")
             await self._call("POST", "quote", f"/quotes/{quote_a}/present")
             quote_b = (
                 await self._call(
@@ -281,7 +281,7 @@ class Driver:
             await self._call(
                 "POST", "quote", f"/quotes/{quote_b}/abandon", {"reason": "customer chose A"}
             )
-            await self._call("POST", "opportunity", stage, {"stage": "negotiation"})
+            await self.move(deal, "negotiation")
             won = self.watcher.expect(deal, quote_a)
             accepted_at = time.perf_counter()
             await self._call("POST", "quote", f"/quotes/{quote_a}/accept")
@@ -349,27 +349,11 @@ async def stage_move_cost(driver: Driver, opportunity_pids: Sequence[int]) -> di
     around it. It moves with the machine like every figure here: on a quiet system 1.2 to
     1.4 ms (±5 %), after the half-load phase on a busy machine 1.5 to 1.95 ms."""
 
-    async def opened() -> str:
-        deal = await driver._call(
-            "POST",
-            "opportunity",
-            "/opportunities",
-            {
-                "title": "Stage moves",
-                "customer": {"kind": "organization", "id": "bench", "name": "Bench Corp"},
-                "value": {"amount": "10.00", "currency": "USD"},
-            },
-        )
-        return str(deal["id"])
-
     async def moves(deal: str, count: int) -> None:
         for n in range(count):
-            stage = "qualification" if n % 2 == 0 else "lead"
-            await driver._call(
-                "POST", "opportunity", f"/opportunities/{deal}/stage", {"stage": stage}
-            )
+            await driver.move(deal, "qualification" if n % 2 == 0 else "lead")
 
-    deals = [await opened() for _ in range(STAGE_MOVE_CLIENTS)]
+    deals = [await driver.open_deal("Stage moves", "10.00") for _ in range(STAGE_MOVE_CLIENTS)]
     await asyncio.gather(*(moves(deal, 50) for deal in deals))  # warm, and an even count
     each = STAGE_MOVES // STAGE_MOVE_CLIENTS
 
