@@ -63,6 +63,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
+from bench.http import JsonClient
 from bench.invariants import (
     CompletedDeal,
     Observed,
@@ -228,7 +229,7 @@ def by_service(figures: Mapping[str, float], service_of: Mapping[str, str]) -> d
 
 @dataclass
 class Driver:
-    session: aiohttp.ClientSession
+    http: JsonClient
     replicas: RoundRobin
     watcher: WonWatcher
     failures: list[str] = field(default_factory=list)
@@ -236,12 +237,11 @@ class Driver:
     """Every deal seen through to its order, warm-up included: the invariants' scope."""
 
     async def _call(self, method: str, service: str, path: str, body: Any = None) -> dict[str, Any]:
-        url = f"{self.replicas.next(service)}{path}"
-        async with self.session.request(method, url, json=body) as response:
-            payload = await response.json(loads=orjson.loads)
-            if response.status >= 300:
-                raise RuntimeError(f"{method} {url} -> {response.status}: {payload}")
-            return dict(payload)
+        origin = self.replicas.next(service)
+        status, payload = await self.http.request(method, origin, path, body)
+        if status >= 300:
+            raise RuntimeError(f"{method} {origin}{path} -> {status}: {payload}")
+        return dict(payload)
 
     async def open_deal(self, title: str, amount: str) -> str:
         """Open a deal for the bench's customer; its id."""
@@ -623,16 +623,21 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             teams=["bench"],
             now=int(time.time()),
         )
+        authorization = {"Authorization": f"Bearer {token}"}
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-        async with aiohttp.ClientSession(
-            connector=connector,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=aiohttp.ClientTimeout(total=60),
-        ) as session:
+        async with (
+            aiohttp.ClientSession(
+                connector=connector,
+                headers=authorization,
+                timeout=aiohttp.ClientTimeout(total=60),
+            ) as session,
+            # The deals' own calls; the session reads metrics and checks invariants.
+            JsonClient(authorization, timeout=60) as deal_calls,
+        ):
             urls: dict[str, list[str]] = {}
             for process in processes.values():
                 urls.setdefault(process.name, []).append(process.url)
-            driver = Driver(session, RoundRobin(urls), watcher)
+            driver = Driver(deal_calls, RoundRobin(urls), watcher)
             await saturation(driver, args.warmup, args.concurrency)
             driver.failures.clear()
             print(f"run {run}/{args.runs}: saturation", file=sys.stderr, flush=True)
