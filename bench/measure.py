@@ -25,12 +25,18 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a process (None when it is gone)."""
+    times = cpu_times(pid)
+    return None if times is None else times[0] + times[1]
+
+
+def cpu_times(pid: int) -> tuple[float, float] | None:
+    """User and system (kernel) CPU seconds of a process (None when it is gone)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def machine_busy_seconds() -> float:
@@ -92,8 +98,8 @@ class CpuSampler:
         self._processes = {name: descendants(pid) for name, pid in processes.items()}
         self._processes.update({name: [pid] for name, pid in (alone or {}).items()})
         self._interval = interval
-        self._first: dict[int, float] = {}
-        self._last: dict[int, float] = {}
+        self._first: dict[int, tuple[float, float]] = {}
+        self._last: dict[int, tuple[float, float]] = {}
         self._group: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._machine = 0.0
@@ -104,6 +110,9 @@ class CpuSampler:
         self.context_switches = 0
         """Context switches on the machine between start and stop."""
         self.seconds = 0.0
+        self.kernel_seconds: dict[str, float] = {}
+        """Of each name's CPU seconds between start and stop, those spent in the kernel
+        (system time): syscalls, and the loopback's network stack run for the sender."""
 
     async def _backends(self) -> dict[int, str]:
         rows = await self._db.fetch(
@@ -124,12 +133,12 @@ class CpuSampler:
         groups = {pid: name for name, pids in self._processes.items() for pid in pids}
         groups.update(await self._backends())
         for pid, name in groups.items():
-            seconds = cpu_seconds(pid)
-            if seconds is None:
+            times = cpu_times(pid)
+            if times is None:
                 continue
             if pid not in self._first:
-                self._first[pid] = seconds if first else 0.0
-            self._last[pid] = seconds
+                self._first[pid] = times if first else (0.0, 0.0)
+            self._last[pid] = times
             self._group[pid] = name
 
     async def start(self) -> None:
@@ -152,8 +161,12 @@ class CpuSampler:
                 await self._task
         await self._sample(first=False)
         totals: dict[str, float] = {}
+        kernel: dict[str, float] = {}
         for pid, name in self._group.items():
-            totals[name] = totals.get(name, 0.0) + self._last[pid] - self._first[pid]
+            (user_then, system_then), (user_now, system_now) = self._first[pid], self._last[pid]
+            totals[name] = totals.get(name, 0.0) + user_now - user_then + system_now - system_then
+            kernel[name] = kernel.get(name, 0.0) + system_now - system_then
+        self.kernel_seconds = kernel
         self.machine_busy = machine_busy_seconds() - self._machine
         self.context_switches = machine_context_switches() - self._switches
         self.seconds = time.perf_counter() - self._started
