@@ -45,7 +45,7 @@ class CoalescingTransport:
         else:
             # The body after its head: both leave now, as the body alone would have.
             self._held = None
-            self._transport.write(held + data)
+            self._send(held + data)
 
     def writelines(self, chunks: Any) -> None:
         for data in chunks:
@@ -54,7 +54,13 @@ class CoalescingTransport:
     def flush(self) -> None:
         held, self._held = self._held, None
         if held:
-            self._transport.write(held)
+            self._send(held)
+
+    def _send(self, data: bytes) -> None:
+        # A client that went away meanwhile gets nothing, as asyncio's loop would drop
+        # the write; uvloop would raise instead, in a callback of the loop's.
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def close(self) -> None:
         self.flush()
