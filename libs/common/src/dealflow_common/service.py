@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from dealflow_common.http.server import HttpProtocol
 from dealflow_common.logs import configure_logging
+from dealflow_common.messaging.aiokafka_uvloop import tolerate_closed_connections
 from dealflow_common.migrations import run_migrations
 from dealflow_common.settings import ProcessSettings, ServiceSettings
 from dealflow_common.telemetry import configure_tracing, shutdown_tracing
@@ -76,6 +77,7 @@ def serve(
 
 
 def _serve(app: FastAPI, settings: ProcessSettings, graceful_shutdown_seconds: int) -> None:
+    tolerate_closed_connections()
     _settle_garbage_collector()
     uvicorn.run(
         app,
@@ -86,11 +88,11 @@ def _serve(app: FastAPI, settings: ProcessSettings, graceful_shutdown_seconds: i
         lifespan="on",
         # A response's head and body leave in one send (`http.server`).
         http=HttpProtocol,
-        # Not uvloop: writing to a connection that the broker reset raises in uvloop
-        # where asyncio's own loop drops the write, and aiokafka's producer sender
-        # dies of that exception for good (aio-libs/aiokafka#907; seen under
-        # `make chaos`, connections reset by a proxy).
-        loop="asyncio",
+        # uvloop: about 5 % less CPU per deal than asyncio's loop, every service
+        # (docs/performance.md, issue 13's twelfth round). It raises where asyncio's
+        # loop drops a write to a closed connection, which aiokafka does not expect
+        # (`aiokafka_uvloop`, applied below).
+        loop="uvloop",
         timeout_graceful_shutdown=graceful_shutdown_seconds,
     )
 
