@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -145,6 +147,17 @@ async def test_an_answer_that_does_not_come_times_out(origin: str) -> None:
     async with JsonClient({}, timeout=0.2) as client:
         with pytest.raises(TimeoutError):
             await client.request("POST", origin, "/slow")
+
+
+async def test_it_runs_on_uvloop_as_the_bench_does(origin: str) -> None:
+    async def one() -> tuple[int, Any]:
+        async with JsonClient({}) as client:
+            return await client.request("POST", origin, "/echo/uv", {"on": "uvloop"})
+
+    # The server answers on this test's loop; the client runs on uvloop in a thread.
+    status, answer = await asyncio.to_thread(uvloop.run, one())
+    assert status == 200
+    assert answer["body"] == '{"on":"uvloop"}'
 
 
 async def test_only_plain_http_origins_are_taken() -> None:
