@@ -937,7 +937,7 @@ def cli() -> None:
         parser.error("--partitions: at least --replicas, or a replica reads nothing")
     log_dir = Path("bench/results/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
-    # The load client runs on the services' loop, uvloop: its CPU counts against theirs.
+    # On uvloop, as the services: the load client's CPU counts in the figures too.
     tolerate_closed_connections()
     report = uvloop.run(main(args, log_dir))
     text = json.dumps(report, indent=2)

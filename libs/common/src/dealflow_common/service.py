@@ -91,7 +91,7 @@ def _serve(app: FastAPI, settings: ProcessSettings, graceful_shutdown_seconds: i
         # uvloop: about 5 % less CPU per deal than asyncio's loop, every service
         # (docs/performance.md, issue 13's twelfth round). It raises where asyncio's
         # loop drops a write to a closed connection, which aiokafka does not expect
-        # (`aiokafka_uvloop`, applied below).
+        # (`aiokafka_uvloop`, applied first).
         loop="uvloop",
         timeout_graceful_shutdown=graceful_shutdown_seconds,
     )
