@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,7 +15,7 @@ from starlette.routing import Route
 
 from bench import http as bench_http
 from bench.http import JsonClient
-from dealflow_common.runtime.broker import free_port
+from dealflow_common.testing import uvicorn_serving
 
 CONNECTIONS: set[tuple[str, int]] = set()
 """The client ends the server saw, to tell a kept connection from a new one."""
@@ -55,30 +53,15 @@ async def closing(request: Request) -> Response:
 
 @pytest.fixture
 async def origin() -> AsyncIterator[str]:
-    port = free_port()
     routes = [
         Route("/echo/{rest:path}", echo, methods=["GET", "POST"]),
         Route("/nothing", nothing, methods=["POST"]),
         Route("/slow", slow, methods=["POST"]),
         Route("/closing", closing, methods=["POST"]),
     ]
-    config = uvicorn.Config(
-        Starlette(routes=routes), host="127.0.0.1", port=port, log_config=None, lifespan="off"
-    )
-    running = uvicorn.Server(config)
-    task = asyncio.create_task(running.serve())
-    for _ in range(500):
-        if running.started:
-            break
-        await asyncio.sleep(0.01)
-    assert running.started, "uvicorn did not start within 5 s"
-    CONNECTIONS.clear()
-    try:
+    async with uvicorn_serving(Starlette(routes=routes)) as port:
+        CONNECTIONS.clear()
         yield f"http://127.0.0.1:{port}"
-    finally:
-        running.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 5)
 
 
 async def test_a_json_body_and_the_headers_reach_the_server_and_the_answer_comes_back(

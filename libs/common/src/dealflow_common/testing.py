@@ -441,6 +441,30 @@ async def service_under_test(
     await platform.engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def uvicorn_serving(app: Any, **config: Any) -> AsyncIterator[int]:
+    """A real uvicorn server for `app` on a free loopback port (yielded) for as long as
+    the block runs; `config`: uvicorn's own settings (`http=` a protocol class, say)."""
+    import uvicorn
+
+    port = free_port()
+    running = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off", **config)
+    )
+    task = asyncio.create_task(running.serve())
+    for _ in range(500):
+        if running.started:
+            break
+        await asyncio.sleep(0.01)
+    assert running.started, "uvicorn did not start within 5 s"
+    try:
+        yield port
+    finally:
+        running.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+
+
 @contextlib.contextmanager
 def in_memory_tracing() -> Iterator[Any]:
     """Tracing on for one test, its spans kept in memory; yields the exporter.

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dealflow_common.http.server import CoalescingTransport, HttpProtocol
-from dealflow_common.runtime.broker import free_port
+from dealflow_common.testing import uvicorn_serving
 
 
 class RecordingTransport:
@@ -148,24 +146,9 @@ async def answer(request: Request) -> Response:
 
 @pytest.fixture
 async def server() -> AsyncIterator[int]:
-    port = free_port()
     app = Starlette(routes=[Route("/answer", answer, methods=["GET", "HEAD"])])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=CountingProtocol, log_config=None, lifespan="off"
-    )
-    running = uvicorn.Server(config)
-    task = asyncio.create_task(running.serve())
-    for _ in range(500):
-        if running.started:
-            break
-        await asyncio.sleep(0.01)
-    assert running.started, "uvicorn did not start within 5 s"
-    try:
+    async with uvicorn_serving(app, http=CountingProtocol) as port:
         yield port
-    finally:
-        running.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 5)
 
 
 async def exchange(port: int, request: bytes, until: bytes) -> bytes:
