@@ -9,14 +9,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common import telemetry
+from dealflow_common.http.app import NO_NATIVE_TELEMETRY
 from dealflow_common.logs import JsonFormatter
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.messaging.tables import outbox
@@ -190,3 +193,25 @@ def test_statements_alone_start_no_trace_but_are_kept_under_a_request() -> None:
         parent = trace.set_span_in_context(request)
         kept = sampler.should_sample(parent, 1, "SELECT", SpanKind.CLIENT)
     assert kept.decision != Decision.DROP
+
+
+async def test_fastapi_traces_nothing_of_its_own_when_told_so(spans: Any) -> None:
+    """The services build their apps with `NO_NATIVE_TELEMETRY` while our tracing is off:
+    FastAPI then does not even ask whether a provider is configured. Here one is (the
+    test's), so FastAPI's defaults would trace the request, as the first case shows."""
+
+    def app_with(config: Any) -> FastAPI:
+        app = FastAPI(telemetry=config)
+
+        @app.get("/ping")
+        async def ping() -> dict[str, bool]:
+            return {"ok": True}
+
+        return app
+
+    for config, traced in ((None, True), (NO_NATIVE_TELEMETRY, False)):
+        spans.clear()
+        transport = httpx.ASGITransport(app=app_with(config))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/ping")).status_code == 200
+        assert bool(spans.get_finished_spans()) is traced, config
