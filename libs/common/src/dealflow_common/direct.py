@@ -164,7 +164,7 @@ class DirectStatement:
         if compiled is None:
             compiled = self._compiled[names] = _compile(self.statement, connection, names)
         adapted: Any = sync.connection.dbapi_connection
-        if compiled.writes and sync.get_execution_options().get(one_write.ONE_WRITE):
+        if compiled.writes and one_write.in_one_write(sync):
             one_write.begin_before_write(adapted)
         # SQLAlchemy's asyncpg adapter sends BEGIN lazily, before the first statement it
         # runs; a direct statement may be the first, so it begins the same transaction the
