@@ -68,7 +68,13 @@ def embedded_service_env(
         # fetch_max_wait for data: short values keep a one-machine system snappy.
         "DEALFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "DEALFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
-        "DEALFLOW_KAFKA_FETCH_MAX_WAIT_MS": "20",
+        # Tansu answers a fetch it holds only when the wait is over, so a saga consumer
+        # polls it 1000/wait times a second, deal or no deal. At 20 ms the broker, the
+        # consumers and the wake-ups cost the deal benchmark a fifth of its context
+        # switches and the broker a fifth of its CPU per deal. At 50 ms half-load latency
+        # did not measurably rise: the CPU it frees shortens the queues as much as the
+        # wait adds (docs/performance.md, issue 13's thirteenth round).
+        "DEALFLOW_KAFKA_FETCH_MAX_WAIT_MS": "50",
         # One process per service reads every partition: more partitions buy it no
         # parallelism, and each costs the broker and every consumer work on every fetch
         # (the deal benchmark did 9.3 deals/s on 1, 7.6 on 2 and 5.8 on 6). Deployments
