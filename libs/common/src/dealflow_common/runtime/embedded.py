@@ -70,7 +70,7 @@ def embedded_service_env(
         "DEALFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         # Tansu answers a fetch it holds only when the wait is over, so a saga consumer
         # polls it 1000/wait times a second, deal or no deal. At 20 ms the broker, the
-        # consumers and the wake-ups cost the deal benchmark a fifth of its context
+        # consumers and the wake-ups cost the deal benchmark a sixth of its context
         # switches and the broker a fifth of its CPU per deal. At 50 ms half-load latency
         # did not measurably rise: the CPU it frees shortens the queues as much as the
         # wait adds (docs/performance.md, issue 13's thirteenth round).
