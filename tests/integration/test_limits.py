@@ -136,6 +136,10 @@ async def test_a_streamed_body_without_a_length_is_cut_off_at_the_limit(
             writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             await writer.drain()
             sent += len(chunk)
+            # `drain` does not yield while the socket takes everything, and only a turn of
+            # the loop reads the answer: without one, a fast enough service could take all
+            # of it, reading past its answer as it does to keep the connection alive.
+            await asyncio.sleep(0)
             if reader.at_eof() or len(reader._buffer) > 0:  # type: ignore[attr-defined]
                 break
     except (ConnectionResetError, BrokenPipeError):

@@ -228,7 +228,13 @@ async def test_an_accepted_quote_is_one_trace_across_every_hop(traced, token, co
             return None
         trace = [s for s in spans if s.trace_id == accepts[0].trace_id]
         wanted = ("dealflow-order", "apply quote.accepted")
-        return trace if any((s.service, s.name) == wanted for s in trace) else None
+        applied = [s for s in trace if (s.service, s.name) == wanted]
+        # Each process exports its spans in its own batches: wait until the whole chain
+        # from the request to the order's apply has arrived, not only its two ends.
+        by_id = {s.span_id: s for s in trace}
+        if not applied or ancestry(applied[0], by_id)[0].parent_id:
+            return None
+        return trace
 
     trace = await eventually(accept_trace)
     by_id = {s.span_id: s for s in trace}
