@@ -102,7 +102,7 @@ def _adapter(sync: Connection) -> Any:
 def is_one_write(connection: AsyncConnection) -> bool:
     """Whether the work reads without locking (its last write checks the version)."""
     sync = connection.sync_connection
-    return sync is not None and sync in _in_one_write
+    return sync is not None and in_one_write(sync)
 
 
 def in_one_write(sync: Connection) -> bool:

@@ -19,11 +19,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from dealflow_common.http.app import NO_NATIVE_TELEMETRY, FlowMiddleware, add_metrics_route
+from dealflow_common.http.app import FlowMiddleware, add_metrics_route, native_telemetry
 from dealflow_common.http.problems import install_problem_handlers
 from dealflow_common.logs import configure_logging
 from dealflow_common.service import load_settings, serve
-from dealflow_common.telemetry import tracing_enabled
 from dealflow_console.gateway import gateway_routes
 from dealflow_console.settings import ConsoleSettings
 from dealflow_console.signin import signin_routes
@@ -88,7 +87,7 @@ def build_app(
         description="The browser app and its gateway to the services' public APIs.",
         version=VERSION,
         lifespan=lifespan,
-        telemetry=None if tracing_enabled() else NO_NATIVE_TELEMETRY,
+        telemetry=native_telemetry(),
     )
     page_headers = security_headers(settings)
     install_problem_handlers(app)

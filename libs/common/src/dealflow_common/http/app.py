@@ -120,7 +120,7 @@ def create_app(
         description=description,
         version=version,
         lifespan=lifespan,
-        telemetry=None if tracing_enabled() else NO_NATIVE_TELEMETRY,
+        telemetry=native_telemetry(),
     )
     app.state.token_verifier = platform.token_verifier
     app.state.platform = platform
@@ -199,11 +199,18 @@ def create_app(
 
 
 NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
-"""FastAPI's own OpenTelemetry, off while our tracing is off. Left on, FastAPI asks on every
-request whether a tracer, meter or logger provider is configured, and each question reads
-the environment: about 2 % of the quote service's CPU under the deal benchmark (py-spy),
-for nothing, since the services export metrics to Prometheus and log on their own. With
-tracing on, FastAPI keeps its defaults, next to the instrumentation installed below."""
+"""FastAPI's own OpenTelemetry, all of it off."""
+
+
+def native_telemetry() -> TelemetryConfig | None:
+    """FastAPI's `telemetry` setting for an app built now: off while our tracing is off.
+
+    Left on, FastAPI asks on every request whether a tracer, meter or logger provider is
+    configured, and each question reads the environment: about 2 % of the quote service's
+    CPU under the deal benchmark (py-spy), for nothing, since the services export metrics
+    to Prometheus and log on their own. With tracing on, FastAPI keeps its defaults, next
+    to the instrumentation `create_app` installs."""
+    return None if tracing_enabled() else NO_NATIVE_TELEMETRY
 
 
 PLATFORM_RULES = (
