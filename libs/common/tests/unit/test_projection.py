@@ -127,8 +127,9 @@ async def test_a_batchs_rows_are_locked_in_one_statement_and_written_back_in_one
 ) -> None:
     """`lock_ahead` locks a batch's rows in one statement and holds them (PostgreSQL;
     SQLite's writers are serialised and nothing is held). Reads and saves of a held row
-    cost no statement, a later read sees the save, and `write_held` writes every save
-    in one round trip; a row not held is read and written at once."""
+    cost no statement, a later read sees the save, and `write_held` inserts the rows
+    the batch added in one round trip and writes every save in another; a row not held
+    is read and written at once."""
     metadata = MetaData()
     table = Table(
         "known_deals_held",
@@ -156,10 +157,10 @@ async def test_a_batchs_rows_are_locked_in_one_statement_and_written_back_in_one
     def statements() -> float:
         return registry.get_sample_value("dealflow_db_statements_total") or 0
 
-    async def stored(key: uuid.UUID) -> tuple[str, str]:
+    async def stored(key: uuid.UUID) -> tuple[str, str] | None:
         async with engine.connect() as reader:
-            found = (await reader.execute(select(table).where(table.c.id == key))).one()
-            return found.name, found.stage
+            found = (await reader.execute(select(table).where(table.c.id == key))).first()
+            return None if found is None else (found.name, found.stage)
 
     held = HeldRows()
     async with engine.begin() as connection:
@@ -190,18 +191,62 @@ async def test_a_batchs_rows_are_locked_in_one_statement_and_written_back_in_one
 
         added = await rows.lock_or_add(connection, {"id": new, "name": "n", "stage": "lead"}, held)
         assert added.name == "n"
-        assert statements() == before + 1  # its insert alone: it was known to be absent
+        assert statements() == before  # known to be absent: added in memory
         await rows.save(connection, {"id": new, "name": "n", "stage": "qualification"}, held)
+        assert (await rows.get(connection, new, held=held)).stage == "qualification"  # type: ignore[union-attr]
         await rows.save(connection, {"id": other, "name": "other", "stage": "lost"}, held)
-        assert statements() == before + 2  # `other` is not held: written at once
+        assert statements() == before + 1  # `other` is not held: written at once
+        assert await stored(new) is None
+        before = statements()  # (reading it from elsewhere counted one)
 
         await rows.write_held(connection, held)
-        assert statements() == before + 3  # the three held saves in one round trip
+        # The row added, as it ended up, in one round trip; the two held saves in one.
+        assert statements() == before + 2
         assert held.unwritten == {}
+        assert held.unadded == {}
     assert await stored(a) == ("learnt", "won")
     assert await stored(b) == ("b", "proposal")
     assert await stored(new) == ("n", "qualification")
     assert await stored(other) == ("other", "lost")
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_row_another_transaction_added_since_the_batch_locked_fails_the_batch(
+    both_engines: AsyncEngine,
+) -> None:
+    """A key absent when the batch locked its rows has nothing to lock. If another
+    transaction (a replica during a rebalance) adds it before the batch writes, the
+    batch's insert fails on the key instead of overwriting that row or merging into a
+    copy that never saw it; the consumer then applies the events one by one, and a
+    second attempt finds the row and locks it."""
+    engine = both_engines  # SQLite holds no rows: every row is added at once (above)
+    metadata = MetaData()
+    table = Table(
+        "known_deals_raced",
+        metadata,
+        Column("id", Uuid, primary_key=True),
+        Column("name", String(20), nullable=False),
+        Column("stage", String(20), nullable=False),
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    rows = ProjectionRows(table)
+    key = uuid.uuid4()
+    held = HeldRows()
+    async with engine.connect() as connection, connection.begin():
+        await rows.lock_ahead(connection, [key], held)
+        await rows.lock_or_add(connection, {"id": key, "name": "mine", "stage": "lead"}, held)
+        async with engine.begin() as elsewhere:
+            theirs = {"id": key, "name": "theirs", "stage": "won"}
+            await elsewhere.execute(table.insert(), theirs)
+        with pytest.raises(exc.IntegrityError):
+            await rows.write_held(connection, held)
+
+    async with engine.begin() as connection:  # the second attempt
+        again = HeldRows()
+        await rows.lock_ahead(connection, [key], again)
+        found = await rows.lock_or_add(connection, {"id": key, "name": "?", "stage": "?"}, again)
+        assert (found.name, found.stage) == ("theirs", "won")
 
 
 async def _refused_elsewhere(engine: AsyncEngine, table: Table, key: uuid.UUID) -> None:

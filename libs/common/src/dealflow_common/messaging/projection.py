@@ -103,6 +103,8 @@ class HeldRows:
         """Each key locked ahead: its row as this transaction sees it, None if it has none."""
         self.unwritten: dict[object, dict[str, Any]] = {}
         """What saves left to write, per key: every column but the key."""
+        self.unadded: dict[object, dict[str, Any]] = {}
+        """Rows this batch added, not inserted yet, per key: every column."""
 
 
 class _HeldRow:
@@ -131,7 +133,8 @@ class ProjectionRows:
 
     A consumer applies a batch of events in one transaction. With `HeldRows` given, the
     batch's rows are locked in one statement (`lock_ahead`) instead of one per event,
-    and written back in one round trip (`write_held`) instead of one per event.
+    and written back in one round trip (`write_held`) instead of one per event. The
+    rows the batch adds are inserted there too, in one round trip for the batch.
     """
 
     def __init__(self, table: Table, key: str = "id") -> None:
@@ -142,6 +145,10 @@ class ProjectionRows:
         self._select_for_update = DirectStatement(select_row.with_for_update())
         self._select_for_share = DirectStatement(select_row.with_for_update(read=True))
         self._update = DirectStatement(update(table).where(column == bindparam("b_key")))
+        self._columns = frozenset(table.c.keys())
+        # A plain insert: `write_held` adds only keys that had no row when locked ahead,
+        # so a conflict means another transaction added one since (`write_held`).
+        self._insert = DirectStatement(table.insert())
         # Locked in key order, so that two transactions locking overlapping batches
         # (replicas during a rebalance) take their locks in one order and cannot deadlock.
         self._lock_many = DirectStatement(
@@ -208,11 +215,17 @@ class ProjectionRows:
         The row is looked for first: every event but a deal's first finds it, so adding
         costs its statement only once per row. The row added is returned by its insert
         (and is this transaction's until it commits); only when another transaction
-        added it meanwhile is it read again, locked. A key in `held` is not looked for,
-        and the row added for it is kept there.
+        added it meanwhile is it read again, locked. A key in `held` is not looked for:
+        the row added for it is kept there and inserted by `write_held` with the
+        batch's others (when `unseen` names every column, as a row read back would).
         """
         key = unseen[self._key]
         row = await self.get(connection, key, lock=True, held=held)
+        if row is None and held is not None and key in held.rows and self._columns <= unseen.keys():
+            added = {name: unseen[name] for name in self._columns}
+            held.unadded[key] = added
+            row = held.rows[key] = _HeldRow(dict(added))  # type: ignore[assignment]
+            return row  # type: ignore[return-value]
         if row is None:
             insert = self._insert_if_absent[connection.dialect.name]
             row = await insert.first(connection, unseen) or await self.get(
@@ -233,12 +246,26 @@ class ProjectionRows:
         before = held.rows.get(key) if held is not None else None
         if held is not None and before is not None:
             held.rows[key] = _HeldRow({**before._mapping, **changed})  # type: ignore[assignment]
-            held.unwritten.setdefault(key, {}).update(changed)
+            if key in held.unadded:
+                held.unadded[key].update(changed)  # inserted as it stands at the end
+            else:
+                held.unwritten.setdefault(key, {}).update(changed)
             return
         await self._update.rowcount(connection, {**changed, "b_key": key})
 
     async def write_held(self, connection: AsyncConnection, held: HeldRows) -> None:
-        """Write what saves left in `held`, in one round trip (before the commit)."""
+        """Insert the rows the batch added and write what saves left in `held`, each in
+        one round trip (before the commit).
+
+        A key added had no row when the batch locked its keys, and a missing row cannot
+        be locked: if another transaction (a replica, during a rebalance) added the same
+        key since, the insert fails on the key and the batch rolls back. The consumer
+        then applies its events one by one, and each attempt finds that row and locks it.
+        """
+        if held.unadded:
+            added = [held.unadded[key] for key in sorted(held.unadded, key=str)]
+            held.unadded.clear()
+            await self._insert.each(connection, added)
         if not held.unwritten:
             return
         by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
