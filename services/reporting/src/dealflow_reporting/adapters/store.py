@@ -41,6 +41,13 @@ class DealStore:
         """A batch's deals, locked ahead: each as this transaction sees it (None: no row)."""
         self._unwritten: dict[object, dict[str, Any]] = {}
         """The rows of held deals saved since, written back by `write_held`."""
+        self._unadded: dict[object, dict[str, Any]] = {}
+        """Held deals this transaction added, inserted by `write_held` (as they end up)."""
+        self._unadded_owners: dict[object, list[dict[str, Any]]] = {}
+        self._unadded_shares: dict[object, list[dict[str, Any]]] = {}
+        """The owner and share rows of those deals, inserted with them."""
+        self._stage_changes: list[dict[str, Any]] = []
+        """Stage changes learnt, inserted by `write_held` in one round trip."""
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
         """Lock these deals' rows in one statement and hold them until `write_held`
@@ -62,6 +69,16 @@ class DealStore:
         held = deal.id in self._held
         if held:
             self._held[deal.id] = deal
+        if held and (new or deal.id in self._unadded):
+            # A deal the batch adds: no row, and none to lock when the batch began. Its
+            # rows are inserted as they end up, with the batch's other new deals, by
+            # `write_held` (a deal's first events usually come in one batch).
+            self._unadded[deal.id] = values
+            if new or owners_changed:
+                self._unadded_owners[deal.id] = _owner_rows(deal)
+            if new or shares_changed:
+                self._unadded_shares[deal.id] = _share_rows(deal)
+            return
         if new:
             await _INSERT_DEAL.rowcount(self._connection, values)
         elif held:
@@ -73,27 +90,15 @@ class DealStore:
                 await self._connection.execute(
                     delete(deal_owners).where(deal_owners.c.opportunity_id == deal.id)
                 )
-            if deal.owners:
-                await self._connection.execute(
-                    insert(deal_owners),
-                    [{"opportunity_id": deal.id, "owner": o} for o in sorted(set(deal.owners))],
-                )
+            if owner_rows := _owner_rows(deal):
+                await self._connection.execute(insert(deal_owners), owner_rows)
         if shares_changed:
             if not new:
                 await self._connection.execute(
                     delete(deal_shares).where(deal_shares.c.opportunity_id == deal.id)
                 )
-            # One row per holder (the last grant named wins: a list of shares names
-            # each holder once; a duplicate must not fail the event).
-            holders = {(share.kind, share.id): share.grant.value for share in deal.shares}
-            if holders:
-                await self._connection.execute(
-                    insert(deal_shares),
-                    [
-                        {"opportunity_id": deal.id, "kind": kind, "holder_id": holder, "grant": g}
-                        for (kind, holder), g in sorted(holders.items())
-                    ],
-                )
+            if share_rows := _share_rows(deal):
+                await self._connection.execute(insert(deal_shares), share_rows)
 
     async def adjust_sums(
         self, before: list[Contribution], after: list[Contribution], *, per_owner: bool = False
@@ -111,11 +116,33 @@ class DealStore:
 
     async def write_held(self) -> None:
         """Write what this transaction's events changed and held back, before it
-        commits: the held deals' rows in one round trip, then the sums."""
+        commits: the deals it added, the held deals' rows and the stage changes, each in
+        one round trip, then the sums.
+
+        A deal added had no row when the batch locked its deals, and a missing row
+        cannot be locked: if another transaction (a replica, during a rebalance) added
+        it since, the insert fails on the key and the batch rolls back, and the consumer
+        applies its events one by one, each finding that row and locking it."""
+        if self._unadded:
+            order = sorted(self._unadded, key=str)  # one order for every replica's inserts
+            await _INSERT_DEAL.each(self._connection, [self._unadded[key] for key in order])
+            owners = [row for key in order for row in self._unadded_owners.get(key, ())]
+            shares = [row for key in order for row in self._unadded_shares.get(key, ())]
+            self._unadded.clear()
+            self._unadded_owners.clear()
+            self._unadded_shares.clear()
+            if owners:
+                await self._connection.execute(insert(deal_owners), owners)
+            if shares:
+                await self._connection.execute(insert(deal_shares), shares)
         if self._unwritten:
             rows = list(self._unwritten.values())
             self._unwritten.clear()
             await _UPDATE_DEAL.each(self._connection, rows)
+        if self._stage_changes:
+            changes = self._stage_changes
+            self._stage_changes = []
+            await _stage_change_insert(self._dialect).each(self._connection, changes)
         await self.write_sums()
 
     async def write_sums(self) -> None:
@@ -151,8 +178,8 @@ class DealStore:
         changed_at: datetime,
         days_in_previous_stage: float,
     ) -> None:
-        await _stage_change_insert(self._dialect).rowcount(
-            self._connection,
+        """Keep a stage change; `write_held` inserts it (nothing in a batch reads them)."""
+        self._stage_changes.append(
             {
                 "opportunity_id": opportunity_id,
                 "sequence": sequence,
@@ -160,7 +187,7 @@ class DealStore:
                 "to_stage": to_stage.value,
                 "changed_at": changed_at,
                 "days_in_previous_stage": days_in_previous_stage,
-            },
+            }
         )
 
 
@@ -230,6 +257,20 @@ def _row(deal: ReportedDeal) -> dict[str, Any]:
         "purged_at": deal.purged_at,
         "applied": deal.sequences.to_document(),
     }
+
+
+def _owner_rows(deal: ReportedDeal) -> list[dict[str, Any]]:
+    return [{"opportunity_id": deal.id, "owner": owner} for owner in sorted(set(deal.owners))]
+
+
+def _share_rows(deal: ReportedDeal) -> list[dict[str, Any]]:
+    # One row per holder (the last grant named wins: a list of shares names each holder
+    # once; a duplicate must not fail the event).
+    holders = {(share.kind, share.id): share.grant.value for share in deal.shares}
+    return [
+        {"opportunity_id": deal.id, "kind": kind, "holder_id": holder, "grant": grant}
+        for (kind, holder), grant in sorted(holders.items())
+    ]
 
 
 def _deal(row: Any) -> ReportedDeal:
