@@ -35,7 +35,7 @@ from dealflow_purge.domain.runs import ItemOutcome, PurgeRun, RunStatus
 
 AGENT = 1
 _KNOWN = ProjectionRows(known_deals, key="opportunity_id")
-# Every quote created is one: run directly.
+# Every quote created is one: run directly, a batch's quotes at once.
 _ADD_QUOTE = {
     name: DirectStatement(
         dialect.insert(known_quotes).on_conflict_do_nothing(index_elements=["quote_id"])
@@ -104,6 +104,9 @@ class PurgeStore:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._held_deals = HeldRows()
+        self._quotes_to_add: list[dict[str, Any]] = []
+        """Quotes learnt and not inserted yet: `write_held` (or the next read of the
+        quotes) inserts them in one round trip, not one statement per event."""
 
     # The agent: switch, due time and lock.
 
@@ -192,6 +195,7 @@ class PurgeStore:
 
     async def write_held(self) -> None:
         await _KNOWN.write_held(self._connection, self._held_deals)
+        await self._add_quotes()
 
     async def lock_or_add_deal(self, unseen: KnownDeal, now: datetime) -> KnownDeal:
         """The deal's row, locked until commit (an event's read-merge-write never
@@ -280,15 +284,23 @@ class PurgeStore:
 
     async def add_quote(self, quote_id: UUID, opportunity_id: UUID) -> None:
         added = {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
-        await _ADD_QUOTE[self._connection.dialect.name].rowcount(self._connection, added)
+        self._quotes_to_add.append(added)
+
+    async def _add_quotes(self) -> None:
+        if self._quotes_to_add:
+            added = sorted(self._quotes_to_add, key=lambda row: str(row["quote_id"]))
+            self._quotes_to_add = []
+            await _ADD_QUOTE[self._connection.dialect.name].each(self._connection, added)
 
     async def mark_quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
+        await self._add_quotes()
         row = {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": at}
         await self._connection.execute(
             _upsert_rows(self._connection, known_quotes, list(row), ["quote_id"]), row
         )
 
     async def live_quotes(self, opportunity_id: UUID) -> list[UUID]:
+        await self._add_quotes()
         rows = await self._connection.scalars(
             select(known_quotes.c.quote_id).where(
                 known_quotes.c.opportunity_id == opportunity_id, known_quotes.c.purged_at.is_(None)
