@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from dealflow_common.http.problems import MEDIA_TYPE, from_database_error, install_problem_handlers
 from dealflow_common.messaging.outbox import Outbox
@@ -221,3 +222,44 @@ async def test_a_request_that_stored_a_change_is_not_told_nothing_changed(
         await engine.dispose()
     assert stored.status_code == 500
     assert before.status_code == 503
+
+
+async def test_a_database_that_cannot_be_reached_is_503_not_a_500(tmp_path: Path) -> None:
+    """A refused connection comes out of the driver as a bare `ConnectionRefusedError`
+    (SQLAlchemy wraps only the driver's own errors), and a pool with no connection free
+    in time as SQLAlchemy's `TimeoutError`: both are a database that cannot answer now,
+    with nothing changed."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    nowhere = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    busy = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}",
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.05,
+    )
+
+    @app.get("/refused")
+    async def refused() -> None:
+        async with nowhere.connect():
+            pass
+
+    @app.get("/busy")
+    async def pool_exhausted() -> None:
+        async with busy.connect(), busy.connect():
+            pass
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            answers = [await http.get("/refused"), await http.get("/busy")]
+    finally:
+        await nowhere.dispose()
+        await busy.dispose()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == MEDIA_TYPE
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["type"] == "urn:dealflow:problem:unavailable"
+        assert "nothing was changed" in answer.json()["detail"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -326,6 +327,34 @@ def install_problem_handlers(app: FastAPI) -> None:
             str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__,
         )
         return problem_response(problem, request)
+
+    async def _unreachable(request: Request, exc: Exception) -> Response:
+        # No connection to the database could be had: refused, timed out, a name that
+        # does not resolve (the driver's socket errors, which SQLAlchemy passes on
+        # unwrapped), or the pool had none free in time. Nothing of this request was
+        # stored unless an earlier unit of work of it had committed.
+        if work_committed():
+            return _internal_error(request)
+        log.warning(
+            "%s %s: no database connection (%s: %s)",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            exc,
+        )
+        return problem_response(
+            Problem(
+                503,
+                "unavailable",
+                "Service unavailable",
+                "no connection to the database could be had, so nothing was changed; retry later",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            ),
+            request,
+        )
+
+    for unreachable in (ConnectionError, TimeoutError, socket.gaierror, sa_exc.TimeoutError):
+        app.add_exception_handler(unreachable, _unreachable)
 
     @app.exception_handler(CommitOutcomeUnknown)
     async def _outcome_unknown(request: Request, exc: CommitOutcomeUnknown) -> Response:
