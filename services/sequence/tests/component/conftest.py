@@ -73,12 +73,23 @@ class Sequences(ServiceUnderTest):
         expected_close_date: date | None = None,
     ) -> str:
         """A deal this service knows, as its `opportunity.created` made it known."""
+        created = self.created(owners, team_id, stage, expected_close_date)
+        await self.consume(created)
+        return str(created.opportunity_id)
+
+    def created(
+        self,
+        owners: tuple[str, ...] = ("alice",),
+        team_id: str | None = "emea",
+        stage: Stage = Stage.QUALIFICATION,
+        expected_close_date: date | None = None,
+    ) -> OpportunityCreated:
+        """A new deal's `opportunity.created`, not delivered yet."""
         opportunity_id = uuid.uuid4()
         state = deal_state(
             opportunity_id, owners, team_id, stage, expected_close_date, self.clock()
         )
-        await self.consume(OpportunityCreated(opportunity_id=opportunity_id, opportunity=state))
-        return str(opportunity_id)
+        return OpportunityCreated(opportunity_id=opportunity_id, opportunity=state)
 
     async def update(self, opportunity_id: str, updated_by: str, **changes: Any) -> None:
         """An `opportunity.updated` of a deal made by `deal()` (with its defaults)."""

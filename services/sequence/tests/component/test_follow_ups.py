@@ -271,16 +271,22 @@ async def test_a_batch_of_events_enrolls_and_exits_as_the_same_events_one_by_one
 ) -> None:
     """A consumer's batch locks its deals and their live enrollments ahead, in two
     statements: a deal's later events in the batch must see the enrollments its earlier
-    ones started or cancelled, and those held from before the batch."""
+    ones started or cancelled, and those held from before the batch. A deal new to the
+    batch (added by it) has no enrollment to read before its events start some."""
     leaves = await service.define()
     stays = await service.define(exit_conditions=["deal_closed"])
     started, moved_on, closed = [await service.deal() for _ in range(3)]
     await service.move(closed, Stage.PROPOSAL)  # enrolled before the batch
+    created = service.created()
+    new = str(created.opportunity_id)
 
     batch = [
         service.moved(started, Stage.PROPOSAL),
+        created,
         service.moved(moved_on, Stage.PROPOSAL),
+        service.moved(new, Stage.PROPOSAL),
         service.moved(moved_on, Stage.NEGOTIATION, Stage.PROPOSAL),
+        service.moved(new, Stage.NEGOTIATION, Stage.PROPOSAL),
         service.lost(closed),
     ]
     numbered = [
@@ -290,11 +296,12 @@ async def test_a_batch_of_events_enrolls_and_exits_as_the_same_events_one_by_one
     await service.consume_batch(*numbered)
     states = {
         deal: {e["sequence_id"]: e["state"] for e in await service.enrollments(deal)}
-        for deal in (started, moved_on, closed)
+        for deal in (started, moved_on, closed, new)
     }
     assert states == {
         started: {leaves["id"]: "active", stays["id"]: "active"},
         moved_on: {leaves["id"]: "cancelled", stays["id"]: "active"},
         closed: {leaves["id"]: "cancelled", stays["id"]: "cancelled"},
+        new: {leaves["id"]: "cancelled", stays["id"]: "active"},
     }
     assert "applying one by one" not in caplog.text  # the batch applied whole

@@ -260,6 +260,14 @@ class EnrollmentRepository:
         for enrollment in self._keep(found):
             self._live_held[enrollment.opportunity_id].append(enrollment)
 
+    def hold_none_live(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Hold these deals as having no live enrollment, unread: deals with no row when
+        the batch locked its deals. Only a known deal is enrolled (by hand or by an event
+        that adds it first), so such a deal has none; and if another transaction adds
+        the deal meanwhile, this batch's insert of it fails and nothing it did stays."""
+        for opportunity_id in opportunity_ids:
+            self._live_held.setdefault(opportunity_id, [])
+
     async def get(self, enrollment_id: UUID) -> Enrollment:
         query = self._locking(select(enrollments).where(enrollments.c.id == enrollment_id))
         rows = (await self._connection.execute(query)).all()
@@ -602,6 +610,10 @@ class KnownDeals:
     def held_ids(self) -> list[UUID]:
         """The deals locked ahead that have a row."""
         return [cast(UUID, key) for key, row in self._held.rows.items() if row is not None]
+
+    def absent_ids(self) -> list[UUID]:
+        """The deals locked ahead that have no row (the batch adds them)."""
+        return [cast(UUID, key) for key, row in self._held.rows.items() if row is None]
 
     async def get(self, opportunity_id: UUID, *, lock: bool = False) -> KnownDeal | None:
         row = await _KNOWN.get(self._connection, opportunity_id, lock=lock, held=self._held)

@@ -233,8 +233,10 @@ _MAY_MOVE_STAGE = frozenset(
 
 async def lock_ahead(uow: SequenceUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
     """Before a batch: lock the rows of its deals in one statement (every handler learns),
-    then their live enrollments in another (a stage taken reads them)."""
+    then their live enrollments in another (a stage taken reads them). A deal new to
+    the batch has none to read."""
     await uow.deals.lock_ahead(event.payload.opportunity_id for event in events)
+    uow.enrollments.hold_none_live(uow.deals.absent_ids())
     moving = {e.payload.opportunity_id for e in events if e.envelope.type in _MAY_MOVE_STAGE}
     await uow.enrollments.lock_live_ahead(set(uow.deals.held_ids()) & moving)
 
