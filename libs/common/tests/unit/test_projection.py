@@ -130,16 +130,7 @@ async def test_a_batchs_rows_are_locked_in_one_statement_and_written_back_in_one
     cost no statement, a later read sees the save, and `write_held` inserts the rows
     the batch added in one round trip and writes every save in another; a row not held
     is read and written at once."""
-    metadata = MetaData()
-    table = Table(
-        "known_deals_held",
-        metadata,
-        Column("id", Uuid, primary_key=True),
-        Column("name", String(20), nullable=False),
-        Column("stage", String(20), nullable=False),
-    )
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
+    table = await _deals_table(engine, "known_deals_held")
     rows = ProjectionRows(table)
     a, b, new, other = (uuid.uuid4() for _ in range(4))
     async with engine.begin() as connection:
@@ -220,16 +211,7 @@ async def test_a_row_another_transaction_added_since_the_batch_locked_fails_the_
     copy that never saw it; the consumer then applies the events one by one, and a
     second attempt finds the row and locks it."""
     engine = both_engines  # SQLite holds no rows: every row is added at once (above)
-    metadata = MetaData()
-    table = Table(
-        "known_deals_raced",
-        metadata,
-        Column("id", Uuid, primary_key=True),
-        Column("name", String(20), nullable=False),
-        Column("stage", String(20), nullable=False),
-    )
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
+    table = await _deals_table(engine, "known_deals_raced")
     rows = ProjectionRows(table)
     key = uuid.uuid4()
     held = HeldRows()
@@ -247,6 +229,21 @@ async def test_a_row_another_transaction_added_since_the_batch_locked_fails_the_
         await rows.lock_ahead(connection, [key], again)
         found = await rows.lock_or_add(connection, {"id": key, "name": "?", "stage": "?"}, again)
         assert (found.name, found.stage) == ("theirs", "won")
+
+
+async def _deals_table(engine: AsyncEngine, name: str) -> Table:
+    """A projection table of deals keyed by id, created on `engine`."""
+    metadata = MetaData()
+    table = Table(
+        name,
+        metadata,
+        Column("id", Uuid, primary_key=True),
+        Column("name", String(20), nullable=False),
+        Column("stage", String(20), nullable=False),
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    return table
 
 
 async def _refused_elsewhere(engine: AsyncEngine, table: Table, key: uuid.UUID) -> None:

@@ -69,7 +69,7 @@ class DealStore:
         held = deal.id in self._held
         if held:
             self._held[deal.id] = deal
-        if held and (new or deal.id in self._unadded):
+        if (new and held) or deal.id in self._unadded:
             # A deal the batch adds: no row, and none to lock when the batch began. Its
             # rows are inserted as they end up, with the batch's other new deals, by
             # `write_held` (a deal's first events usually come in one batch).
