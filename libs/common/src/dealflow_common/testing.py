@@ -355,16 +355,17 @@ class ServiceUnderTest:
 
     async def consume_batch(self, *deliveries: tuple[Any, int, uuid.UUID]) -> None:
         """Deliver events as one poll's records, applied in one transaction: each a
-        (payload, sequence, event id), all of one topic (`consume` delivers one by one)."""
-        (topic,) = {payload.topic for payload, _, _ in deliveries}
-        (consumer,) = [c for c in self.platform.consumers if topic in c.topics]
+        (payload, sequence, event id), all of topics one consumer reads (`consume`
+        delivers one by one)."""
+        topics = {payload.topic for payload, _, _ in deliveries}
+        (consumer,) = [c for c in self.platform.consumers if topics <= set(c.topics)]
         for payload, sequence, _ in deliveries:
             self.sequences[payload.subject] = max(self.sequences[payload.subject], sequence)
         await consumer.apply_batch(
             [
                 FakeRecord(
                     envelope_bytes(payload, event_id=event_id, sequence=sequence),
-                    topic=topic,
+                    topic=payload.topic,
                     key=payload.subject.encode(),
                     offset=offset,
                 )

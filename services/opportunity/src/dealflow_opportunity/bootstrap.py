@@ -83,6 +83,7 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         topics=[QUOTE_EVENTS, ORDER_EVENTS],
         handlers={**saga.HANDLERS, **purge.QUOTE_HANDLERS},
         unit_of_work=unit_of_work,
+        before_batch=saga.lock_ahead,
     )
     platform.add_consumer(
         group_id="opportunity-service-purge",

@@ -142,3 +142,55 @@ async def test_a_request_read_after_its_answer_by_is_left_unanswered(api) -> Non
     in_time = api.clock.now + timedelta(minutes=2)
     await api.consume(acceptance(deal["id"], uuid.uuid4(), answer_by=in_time))
     assert (await api.call("GET", f"/opportunities/{deal['id']}")).json()["stage"] == "closed_won"
+
+
+def order_created(opportunity_id: str, quote_id: uuid.UUID, order_id: uuid.UUID) -> OrderCreated:
+    return OrderCreated(
+        opportunity_id=uuid.UUID(opportunity_id),
+        order_id=order_id,
+        quote_id=quote_id,
+        total=Money.of("100", "USD"),
+        lines=[],
+        created_at=NOW,
+    )
+
+
+async def test_a_batch_of_events_changes_the_deals_as_the_same_events_one_by_one(
+    api, caplog
+) -> None:
+    """The consumer loads and locks a batch's deals in one statement, ahead of its
+    handlers: a deal's later events in the batch must see what its earlier ones changed."""
+    won_before, twice, fresh = [(await api.open())["id"] for _ in range(3)]
+    won_quote, first, second, fresh_quote = (uuid.uuid4() for _ in range(4))
+    order, fresh_order = uuid.uuid4(), uuid.uuid4()
+    await api.consume(acceptance(won_before, won_quote))
+    batch = [
+        order_created(won_before, won_quote, order),
+        acceptance(twice, first),
+        acceptance(fresh, fresh_quote),
+        acceptance(twice, second),
+        order_created(fresh, fresh_quote, fresh_order),
+    ]
+    numbered = []
+    for event in batch:
+        api.sequences[event.subject] += 1
+        numbered.append((event, api.sequences[event.subject], uuid.uuid4()))
+
+    await api.consume_batch(*numbered)
+
+    deals = {
+        d: (await api.call("GET", f"/opportunities/{d}")).json() for d in (won_before, twice, fresh)
+    }
+    assert {
+        d: (deal["stage"], deal["won_quote_id"], deal["order_id"]) for d, deal in deals.items()
+    } == {
+        won_before: ("closed_won", str(won_quote), str(order)),
+        twice: ("closed_won", str(first), None),
+        fresh: ("closed_won", str(fresh_quote), str(fresh_order)),
+    }
+    refused = (await api.envelopes_of(twice))[-1]
+    assert (refused["type"], refused["data"]["quote_id"]) == (
+        "opportunity.acceptance_refused",
+        str(second),
+    )
+    assert "applying one by one" not in caplog.text  # the batch applied whole

@@ -7,13 +7,14 @@ the other, and the version check makes a lost update impossible even so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, and_, bindparam, delete, func, insert, or_, select, tuple_
+from sqlalchemy import JSON, and_, any_, bindparam, delete, func, insert, or_, select, tuple_
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -115,7 +116,7 @@ _OWNERS_OF = (
 # On PostgreSQL one deal is read in one statement, its owners and shares aggregated
 # beside its row: a change loads its deal on every request, and the two extra reads
 # were two of its round trips. SQLite reads them apart (`_owners_of`, `_shares_of`).
-_WHOLE = select(
+_WHOLE_DEALS = select(
     opportunities,
     select(
         func.array_agg(
@@ -141,9 +142,20 @@ _WHOLE = select(
     .where(opportunity_shares.c.opportunity_id == opportunities.c.id)
     .scalar_subquery()
     .label("whole_shares"),
-).where(opportunities.c.id == bindparam("b_id"))
+)
+_WHOLE = _WHOLE_DEALS.where(opportunities.c.id == bindparam("b_id"))
 _WHOLE_FOR_UPDATE = DirectStatement(_WHOLE.with_for_update(of=opportunities))
 _WHOLE_UNLOCKED = DirectStatement(_WHOLE)
+# A consumer's batch locks every deal its events change at once, in the order of their
+# ids (two batches locking the same deals cannot wait on each other in a cycle).
+_MANY_FOR_UPDATE = DirectStatement(
+    _WHOLE_DEALS.where(
+        opportunities.c.id
+        == any_(bindparam("b_ids", type_=postgresql.ARRAY(opportunities.c.id.type)))
+    )
+    .order_by(opportunities.c.id)
+    .with_for_update(of=opportunities)
+)
 
 
 class OpportunityRepository:
@@ -151,12 +163,25 @@ class OpportunityRepository:
         self._connection = connection
         self._loaded_versions: dict[UUID, int] = {}
         self._loaded_text: dict[UUID, str] = {}
+        self._ahead: dict[UUID, Opportunity] = {}
         self._search = search.SearchIndex(connection)
+
+    async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Load and lock, in one statement, the deals a consumer's batch will change:
+        `get` then answers each from here, once (PostgreSQL; a no-op on SQLite, whose
+        writers are serialised anyway). The rows stay locked until the commit, so what
+        is kept here is what a `get` would read."""
+        wanted = set(opportunity_ids).difference(self._ahead)
+        if not wanted or not is_postgres(self._connection):
+            return
+        for row in await _MANY_FOR_UPDATE.all(self._connection, {"b_ids": sorted(wanted)}):
+            self._ahead[row.id] = _from_whole(row)
 
     async def get(self, opportunity_id: UUID) -> Opportunity:
         """Load for a change: the row stays locked until the transaction ends (unlocked in
         one-write mode, where the versioned save refuses a change made in between)."""
-        opportunity = await _load(
+        # Taken once: a second change of the deal in the batch reads what the first wrote.
+        opportunity = self._ahead.pop(opportunity_id, None) or await _load(
             self._connection, opportunity_id, for_update=not is_one_write(self._connection)
         )
         if opportunity is None:
@@ -463,19 +488,22 @@ async def _load(
     if is_postgres(connection):
         query = _WHOLE_FOR_UPDATE if for_update else _WHOLE_UNLOCKED
         row = await query.first(connection, {"b_id": opportunity_id})
-        if row is None:
-            return None
-        shares = [
-            Share(kind=kind, id=holder, grant=ShareGrant(grant))
-            for kind, holder, grant in row.whole_shares or ()
-        ]
-        return _to_opportunity(row, list(row.whole_owners or ()), shares)
+        return None if row is None else _from_whole(row)
     row = (await connection.execute(_SELECT, {"b_id": opportunity_id})).first()
     if row is None:
         return None
     owners = await _owners_of(connection, [opportunity_id])
     shares_of = await _shares_of(connection, [opportunity_id])
     return _to_opportunity(row, owners.get(opportunity_id, []), shares_of.get(opportunity_id, []))
+
+
+def _from_whole(row: Row[Any]) -> Opportunity:
+    """A deal read by `_WHOLE`: its row with its owners and shares beside it."""
+    shares = [
+        Share(kind=kind, id=holder, grant=ShareGrant(grant))
+        for kind, holder, grant in row.whole_shares or ()
+    ]
+    return _to_opportunity(row, list(row.whole_owners or ()), shares)
 
 
 async def _owners_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, list[str]]:

@@ -12,6 +12,7 @@ order made from the winning quote.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dealflow_common.contracts.opportunity import OpportunityWon
@@ -52,6 +53,13 @@ async def order_created(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -
     opportunity.record_order(created.order_id, uow.clock())
     await uow.opportunities.save(opportunity)
     uow.collect(opportunity)
+
+
+async def lock_ahead(uow: OpportunityUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
+    """Before a batch: load and lock, in one statement, the deals its events change."""
+    await uow.opportunities.lock_ahead(
+        event.payload.opportunity_id for event in events if event.envelope.type in HANDLERS
+    )
 
 
 HANDLERS: dict[str, EventHandler] = {
