@@ -122,3 +122,27 @@ async def test_an_open_deal_is_never_purged(api) -> None:
     await api.consume(purge_request(str(deal["id"]), uuid.uuid4()))
     assert await written(api) == before
     assert (await api.call("GET", f"/opportunities/{deal['id']}")).status_code == 200
+
+
+async def test_a_quote_created_in_the_batch_that_purges_the_last_other_keeps_the_deal(
+    api, caplog
+) -> None:
+    """A batch's new quotes are written at its end, in one statement: a purge waiting
+    for the deal's quotes must count them all the same."""
+    deal = await lost_deal(api)
+    old, new = uuid.uuid4(), uuid.uuid4()
+    await api.consume(quote_created(deal, old))
+    await api.consume(purge_request(deal, uuid.uuid4()))  # waits for `old`
+    numbered = []
+    for event in (quote_created(deal, new), quote_purged(deal, old)):
+        api.sequences[event.subject] += 1
+        numbered.append((event, api.sequences[event.subject], uuid.uuid4()))
+
+    await api.consume_batch(*numbered)
+
+    assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 200, (
+        "never deleted while one of its quotes is left"
+    )
+    await api.consume(quote_purged(deal, new))
+    assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 404
+    assert "applying one by one" not in caplog.text  # the batch applied whole

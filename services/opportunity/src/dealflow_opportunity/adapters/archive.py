@@ -82,15 +82,26 @@ def _quote_statements(dialect: str) -> tuple[DirectStatement, DirectStatement]:
 class OpportunityArchive:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self._created: list[dict[str, Any]] = []
+        """Quotes created and not inserted yet: `write_held` (at the commit, or before
+        anything here reads or changes the quotes' presence) inserts a consumer batch's
+        quotes in one round trip, not one statement per event."""
 
-    async def quote_created(self, quote_id: UUID, opportunity_id: UUID) -> None:
-        created, _ = _quote_statements(self._connection.dialect.name)
-        await created.rowcount(
-            self._connection,
-            {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None},
+    def quote_created(self, quote_id: UUID, opportunity_id: UUID) -> None:
+        self._created.append(
+            {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
         )
 
+    async def write_held(self) -> None:
+        if self._created:
+            created, _ = _quote_statements(self._connection.dialect.name)
+            # In the order of their keys, as every writer of the table takes them.
+            rows = sorted(self._created, key=lambda row: str(row["quote_id"]))
+            self._created = []
+            await created.each(self._connection, rows)
+
     async def quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
+        await self.write_held()
         _, purged = _quote_statements(self._connection.dialect.name)
         await purged.rowcount(
             self._connection,
@@ -98,6 +109,7 @@ class OpportunityArchive:
         )
 
     async def live_quotes(self, opportunity_id: UUID) -> int:
+        await self.write_held()
         count = await self._connection.scalar(
             select(func.count())
             .select_from(quote_presence)
@@ -125,6 +137,7 @@ class OpportunityArchive:
         now: datetime,
     ) -> None:
         """Copy the deal and everything of it to the archive, then delete it (cascades)."""
+        await self.write_held()
         document = _document(opportunity)
         for name, query in _PARTS:
             rows = await self._connection.execute(query, {"b_id": opportunity.id})

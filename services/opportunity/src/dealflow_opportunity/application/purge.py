@@ -40,12 +40,12 @@ log = logging.getLogger(__name__)
 
 async def quote_created(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
     created: QuoteCreated = event.payload
-    await OpportunityArchive(uow.connection).quote_created(created.quote_id, created.opportunity_id)
+    uow.archive.quote_created(created.quote_id, created.opportunity_id)
 
 
 async def quote_purged(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
     purged: QuotePurged = event.payload
-    archive = OpportunityArchive(uow.connection)
+    archive = uow.archive
     row = await archive.locked_row(purged.opportunity_id)
     await archive.quote_purged(purged.quote_id, purged.opportunity_id, purged.purged_at)
     if row is None:
@@ -63,7 +63,7 @@ async def quote_purged(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) ->
 
 async def purge_opportunity(uow: OpportunityUnitOfWork, event: IncomingEvent[Any]) -> None:
     request: OpportunityPurgeRequested = event.payload
-    archive = OpportunityArchive(uow.connection)
+    archive = uow.archive
     row = await archive.locked_row(request.opportunity_id)
     if row is None:
         archived = await archive.archived(request.opportunity_id)

@@ -12,6 +12,7 @@ from dealflow_common.idempotency import RequestKeys
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.uow import UnitOfWork
+from dealflow_opportunity.adapters.archive import OpportunityArchive
 from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
 from dealflow_opportunity.adapters.follow_ups import DealTasks
 from dealflow_opportunity.adapters.repository import OpportunityRepository
@@ -34,6 +35,16 @@ class OpportunityUnitOfWork(UnitOfWork):
     ) -> None:
         super().__init__(engine, outbox, clock)
         self.metrics = metrics
+        self._archive: OpportunityArchive | None = None
+
+    @property
+    def archive(self) -> OpportunityArchive:
+        """The quotes' presence and the purge's archive, made at first use: what it
+        holds back is written when the work commits."""
+        if self._archive is None:
+            self._archive = OpportunityArchive(self.connection)
+            self.before_commit(self._archive.write_held)
+        return self._archive
 
     async def commit(self, last: LastWrite | None = None) -> None:
         recorded = self.recorded
@@ -43,6 +54,7 @@ class OpportunityUnitOfWork(UnitOfWork):
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
+        self._archive = None
         self.opportunities = OpportunityRepository(self.connection)
         self.tasks = DealTasks(self.connection)
         self.custom_fields = CustomFieldDefinitions(self.connection)
