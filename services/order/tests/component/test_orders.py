@@ -75,6 +75,26 @@ async def test_the_same_acceptance_twice_or_restated_still_makes_one_order(servi
     assert [e for e, _ in await service.events_of(str(deal))] == ["order.created"]
 
 
+async def test_a_batch_makes_one_order_per_quote_as_its_events_one_by_one(service, caplog) -> None:
+    """A consumer's batch looks up at once which of its quotes have an order: a quote
+    ordered before the batch, or by an earlier event of it, gets no second order."""
+    deal = await service.deal()
+    before, new = uuid.uuid4(), uuid.uuid4()
+    await service.consume(accepted(deal, before))
+    batch = [accepted(deal, new), accepted(deal, before), accepted(deal, new)]
+    numbered = []
+    for event in batch:
+        service.sequences[event.subject] += 1
+        numbered.append((event, service.sequences[event.subject], uuid.uuid4()))
+
+    await service.consume_batch(*numbered)
+
+    page = (await service.call("GET", f"/orders?opportunity_id={deal}")).json()
+    assert sorted(order["quote_id"] for order in page["items"]) == sorted([str(before), str(new)])
+    assert [e for e, _ in await service.events_of(str(deal))] == ["order.created"] * 2
+    assert "applying one by one" not in caplog.text  # the batch applied whole
+
+
 async def test_the_deals_owner_team_manager_and_admins_see_its_order(service) -> None:
     order = await service.order(await service.deal(owners=("alice",), team_id="emea"))
     for caller in ({}, MANAGER, ADMIN, OPERATOR):

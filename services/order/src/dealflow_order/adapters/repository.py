@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, func, insert, select, true, tuple_, update
+from sqlalchemy import and_, any_, bindparam, func, insert, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,6 +50,12 @@ _INSERT_ORDER_WITH_LINES = InsertWithLines(orders, order_lines, "order_id")
 _ORDER_OF_QUOTE = DirectStatement(
     select(orders.c.id).where(orders.c.quote_id == bindparam("b_quote"))
 )
+_QUOTES_WITH_ORDERS = DirectStatement(
+    select(orders.c.quote_id).where(
+        orders.c.quote_id
+        == any_(bindparam("b_quotes", type_=postgresql.ARRAY(orders.c.quote_id.type)))
+    )
+)
 _KNOWN = ProjectionRows(known_opportunities)
 _SELECT_COUNTER = select(invoice_counters.c.last_number).where(
     invoice_counters.c.year == bindparam("b_year")
@@ -67,8 +73,23 @@ class OrderRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._loaded: dict[UUID, int] = {}
+        self._quotes_looked_up: dict[UUID, bool] = {}
+        """Whether each quote looked up ahead has an order (`look_up_quotes`)."""
+
+    async def look_up_quotes(self, quote_ids: Iterable[UUID]) -> None:
+        """Find out at once which of a consumer's batch's quotes have an order:
+        `exists_for_quote` then answers them without a statement each (PostgreSQL)."""
+        wanted = set(quote_ids).difference(self._quotes_looked_up)
+        if not wanted or not is_postgres(self._connection):
+            return
+        found = await _QUOTES_WITH_ORDERS.all(self._connection, {"b_quotes": list(wanted)})
+        self._quotes_looked_up.update(dict.fromkeys(wanted, False))
+        self._quotes_looked_up.update((row.quote_id, True) for row in found)
 
     async def exists_for_quote(self, quote_id: UUID) -> bool:
+        looked_up = self._quotes_looked_up.get(quote_id)
+        if looked_up is not None:
+            return looked_up
         return await _ORDER_OF_QUOTE.first(self._connection, {"b_quote": quote_id}) is not None
 
     async def add(self, order: Order) -> None:
@@ -90,6 +111,7 @@ class OrderRepository:
         ]
         await _INSERT_ORDER_WITH_LINES.add(self._connection, _order_row(order), lines)
         self._loaded[order.id] = order.version
+        self._quotes_looked_up[order.quote_id] = True
 
     async def get(self, order_id: UUID) -> Order:
         """The order, its row locked until commit (the next change to it waits)."""

@@ -85,11 +85,15 @@ async def shares_changed(uow: OrderUnitOfWork, event: IncomingEvent[Any]) -> Non
 
 
 async def lock_ahead(uow: OrderUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
-    """Before a batch: lock the deals' rows its opportunity events learn into, at once."""
+    """Before a batch: lock the deals' rows its opportunity events learn into, and find
+    which of its accepted quotes have an order already, each kind in one statement."""
     await uow.deals.lock_ahead(
         event.payload.opportunity_id
         for event in events
         if event.envelope.type.startswith("opportunity.")
+    )
+    await uow.orders.look_up_quotes(
+        event.payload.quote_id for event in events if event.envelope.type == "quote.accepted"
     )
 
 
