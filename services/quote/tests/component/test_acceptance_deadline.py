@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 
 from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.opportunity import OpportunityLost, OpportunityWon
+from dealflow_common.contracts.opportunity import (
+    OpportunityAcceptanceRefused,
+    OpportunityLost,
+    OpportunityWon,
+    Stage,
+)
 from dealflow_quote.application.unit_of_work import QuoteUnitOfWork
 from dealflow_quote.application.use_cases import chase_unanswered_acceptances
 from dealflow_quote.domain.model import AcceptanceDeadline
@@ -193,6 +198,57 @@ async def test_a_quote_that_stops_waiting_on_a_lost_deal_is_abandoned(service, c
         "quote.acceptance_rejected",
         "quote.abandoned",
     ]
+
+
+async def test_a_batch_closes_its_deals_quotes_as_its_events_one_by_one(
+    service, clock_reset, caplog
+) -> None:
+    """A consumer's batch loads and locks the open quotes of the deals it closes in one
+    statement, ahead of its handlers: a quote an earlier event of the batch changed must
+    be read again by the event that closes its deal."""
+    won, lost, refused_then_won = [await service.deal() for _ in range(3)]
+    winner, passed_over = await accepted(service, won), await service.presented(won)
+    left = await service.presented(lost)
+    refused, second = (
+        await accepted(service, refused_then_won),
+        await accepted(service, refused_then_won),
+    )
+    batch = [
+        won_by(won, winner["id"]),
+        OpportunityLost(
+            opportunity_id=uuid.UUID(lost),
+            reason="budget cut",
+            lost_by="alice",
+            lost_at=datetime.now(UTC),
+            version=4,
+        ),
+        OpportunityAcceptanceRefused(
+            opportunity_id=uuid.UUID(refused_then_won),
+            quote_id=uuid.UUID(refused["id"]),
+            reason="another quote was accepted first",
+            stage=Stage.NEGOTIATION,
+        ),
+        won_by(refused_then_won, second["id"]),
+    ]
+    numbered = []
+    for event in batch:
+        service.sequences[event.subject] += 1
+        numbered.append((event, service.sequences[event.subject], uuid.uuid4()))
+
+    await service.consume_batch(*numbered)
+
+    statuses = {
+        q["id"]: (await service.quote(q["id"]))["status"]
+        for q in (winner, passed_over, left, refused, second)
+    }
+    assert statuses == {
+        winner["id"]: "accepted",
+        passed_over["id"]: "abandoned",
+        left["id"]: "abandoned",
+        refused["id"]: "abandoned",  # presented again by the refusal, then its deal was won
+        second["id"]: "accepted",
+    }
+    assert "applying one by one" not in caplog.text  # the batch applied whole
 
 
 # --- GET /sagas/stuck ---------------------------------------------------------------

@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Text, bindparam, cast, delete, func, insert, select, tuple_
+from sqlalchemy import JSON, Text, any_, bindparam, cast, delete, func, insert, select, tuple_
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -121,6 +122,17 @@ _WHOLE_QUOTE_AND_DEAL_UNLOCKED = DirectStatement(_WHOLE_QUOTE_AND_DEAL)
 _WHOLE_OPEN_QUOTES_FOR_UPDATE = DirectStatement(
     _OPEN_QUOTES_OF.add_columns(_WHOLE_LINES).with_for_update(of=quotes)
 )
+# The open quotes of a consumer batch's closing deals, in one statement.
+_WHOLE_OPEN_QUOTES_OF_MANY_FOR_UPDATE = DirectStatement(
+    select(quotes, _WHOLE_LINES)
+    .where(
+        quotes.c.opportunity_id
+        == any_(bindparam("b_opportunities", type_=postgresql.ARRAY(quotes.c.opportunity_id.type))),
+        quotes.c.status.in_([s.value for s in lifecycle.OPEN]),
+    )
+    .order_by(quotes.c.created_at, quotes.c.id)
+    .with_for_update(of=quotes)
+)
 _KNOWN = ProjectionRows(known_opportunities)
 
 
@@ -132,6 +144,24 @@ class QuoteRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._loaded: dict[UUID, int] = {}
+        self._open_ahead: dict[UUID, list[Quote]] = {}
+        """Open quotes of deals read ahead (`lock_ahead_open_quotes`), by deal, until
+        `open_quotes_of` takes them or a quote of the deal is saved."""
+
+    async def lock_ahead_open_quotes(self, opportunity_ids: Iterable[UUID]) -> None:
+        """Load and lock, in one statement, the open quotes of the deals a consumer's
+        batch closes: `open_quotes_of` then answers each deal from here, once
+        (PostgreSQL; SQLite's writers are serialised anyway)."""
+        wanted = set(opportunity_ids).difference(self._open_ahead)
+        if not wanted or not is_postgres(self._connection):
+            return
+        rows = await _WHOLE_OPEN_QUOTES_OF_MANY_FOR_UPDATE.all(
+            self._connection, {"b_opportunities": list(wanted)}
+        )
+        ahead: dict[UUID, list[Quote]] = {deal: [] for deal in wanted}
+        for quote in self._keep_whole(rows):
+            ahead[quote.opportunity_id].append(quote)
+        self._open_ahead.update(ahead)
 
     async def get(self, quote_id: UUID) -> Quote:
         if is_postgres(self._connection):
@@ -164,6 +194,9 @@ class QuoteRepository:
         return quote, None if row.deal_id is None else _to_known(row, prefix="deal_")
 
     async def open_quotes_of(self, opportunity_id: UUID) -> list[Quote]:
+        ahead = self._open_ahead.pop(opportunity_id, None)
+        if ahead is not None:
+            return ahead
         if is_postgres(self._connection):
             return await self._whole(
                 _WHOLE_OPEN_QUOTES_FOR_UPDATE, {"b_opportunity": opportunity_id}
@@ -248,6 +281,8 @@ class QuoteRepository:
         loaded = self._loaded[quote.id]
         if quote.version == loaded:
             return None
+        # What was read ahead of the deal's quotes is not what they are any more.
+        self._open_ahead.pop(quote.opportunity_id, None)
         changes = _quote_row(quote)
         del changes["id"]
         last = _VERSIONED_QUOTE.last_save(quote.id, loaded, changes)

@@ -162,9 +162,16 @@ def _learns(payload: Any) -> bool:
 
 
 async def lock_ahead(uow: QuoteUnitOfWork, events: Sequence[IncomingEvent[Any]]) -> None:
-    """Before a batch: lock the rows its events take facts into, in one statement."""
+    """Before a batch: lock the rows its events take facts into, then the open quotes
+    of the deals it closes, each kind in one statement (in the order the handlers lock
+    them: a deal's row, then its quotes)."""
     await uow.opportunities.lock_ahead(
         event.payload.opportunity_id for event in events if _learns(event.payload)
+    )
+    await uow.quotes.lock_ahead_open_quotes(
+        event.payload.opportunity_id
+        for event in events
+        if isinstance(event.payload, OpportunityWon | OpportunityLost)
     )
 
 
