@@ -353,6 +353,15 @@ class ServiceUnderTest:
                 ]
             )
 
+    async def consume_together(self, *payloads: Any) -> None:
+        """Deliver events as one poll's records, numbered per subject in the order given
+        as `consume` numbers them, each with a new event id (`consume_batch`)."""
+        deliveries = []
+        for payload in payloads:
+            self.sequences[payload.subject] += 1
+            deliveries.append((payload, self.sequences[payload.subject], uuid.uuid4()))
+        await self.consume_batch(*deliveries)
+
     async def consume_batch(self, *deliveries: tuple[Any, int, uuid.UUID]) -> None:
         """Deliver events as one poll's records, applied in one transaction: each a
         (payload, sequence, event id), all of topics one consumer reads (`consume`

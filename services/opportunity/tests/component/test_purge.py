@@ -133,12 +133,7 @@ async def test_a_quote_created_in_the_batch_that_purges_the_last_other_keeps_the
     old, new = uuid.uuid4(), uuid.uuid4()
     await api.consume(quote_created(deal, old))
     await api.consume(purge_request(deal, uuid.uuid4()))  # waits for `old`
-    numbered = []
-    for event in (quote_created(deal, new), quote_purged(deal, old)):
-        api.sequences[event.subject] += 1
-        numbered.append((event, api.sequences[event.subject], uuid.uuid4()))
-
-    await api.consume_batch(*numbered)
+    await api.consume_together(quote_created(deal, new), quote_purged(deal, old))
 
     assert (await api.call("GET", f"/opportunities/{deal}")).status_code == 200, (
         "never deleted while one of its quotes is left"

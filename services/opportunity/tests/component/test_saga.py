@@ -171,12 +171,7 @@ async def test_a_batch_of_events_changes_the_deals_as_the_same_events_one_by_one
         acceptance(twice, second),
         order_created(fresh, fresh_quote, fresh_order),
     ]
-    numbered = []
-    for event in batch:
-        api.sequences[event.subject] += 1
-        numbered.append((event, api.sequences[event.subject], uuid.uuid4()))
-
-    await api.consume_batch(*numbered)
+    await api.consume_together(*batch)
 
     deals = {
         d: (await api.call("GET", f"/opportunities/{d}")).json() for d in (won_before, twice, fresh)

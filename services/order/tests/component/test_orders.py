@@ -82,12 +82,7 @@ async def test_a_batch_makes_one_order_per_quote_as_its_events_one_by_one(servic
     before, new = uuid.uuid4(), uuid.uuid4()
     await service.consume(accepted(deal, before))
     batch = [accepted(deal, new), accepted(deal, before), accepted(deal, new)]
-    numbered = []
-    for event in batch:
-        service.sequences[event.subject] += 1
-        numbered.append((event, service.sequences[event.subject], uuid.uuid4()))
-
-    await service.consume_batch(*numbered)
+    await service.consume_together(*batch)
 
     page = (await service.call("GET", f"/orders?opportunity_id={deal}")).json()
     assert sorted(order["quote_id"] for order in page["items"]) == sorted([str(before), str(new)])

@@ -70,6 +70,16 @@ def won_by(deal: str, quote_id: str, *, repeated: bool = False) -> OpportunityWo
     )
 
 
+def lost_for_budget(deal: str) -> OpportunityLost:
+    return OpportunityLost(
+        opportunity_id=uuid.UUID(deal),
+        reason="budget cut",
+        lost_by="alice",
+        lost_at=datetime.now(UTC),
+        version=4,
+    )
+
+
 # --- the job ------------------------------------------------------------------------
 
 
@@ -177,15 +187,7 @@ async def test_two_replicas_ask_again_about_each_quote_once(service, clock_reset
 async def test_a_quote_that_stops_waiting_on_a_lost_deal_is_abandoned(service, clock_reset) -> None:
     deal = await service.deal()
     quote = await accepted(service, deal)
-    await service.consume(
-        OpportunityLost(
-            opportunity_id=uuid.UUID(deal),
-            reason="budget cut",
-            lost_by="alice",
-            lost_at=datetime.now(UTC),
-            version=4,
-        )
-    )
+    await service.consume(lost_for_budget(deal))
     assert (await service.quote(quote["id"]))["status"] == "accept_pending"  # left to its answer
 
     for _ in range(3):
@@ -215,13 +217,7 @@ async def test_a_batch_closes_its_deals_quotes_as_its_events_one_by_one(
     )
     batch = [
         won_by(won, winner["id"]),
-        OpportunityLost(
-            opportunity_id=uuid.UUID(lost),
-            reason="budget cut",
-            lost_by="alice",
-            lost_at=datetime.now(UTC),
-            version=4,
-        ),
+        lost_for_budget(lost),
         OpportunityAcceptanceRefused(
             opportunity_id=uuid.UUID(refused_then_won),
             quote_id=uuid.UUID(refused["id"]),
@@ -230,12 +226,7 @@ async def test_a_batch_closes_its_deals_quotes_as_its_events_one_by_one(
         ),
         won_by(refused_then_won, second["id"]),
     ]
-    numbered = []
-    for event in batch:
-        service.sequences[event.subject] += 1
-        numbered.append((event, service.sequences[event.subject], uuid.uuid4()))
-
-    await service.consume_batch(*numbered)
+    await service.consume_together(*batch)
 
     statuses = {
         q["id"]: (await service.quote(q["id"]))["status"]
