@@ -107,6 +107,27 @@ class HeldRows:
         """Rows this batch added, not inserted yet, per key: every column."""
 
 
+class HeldInserts:
+    """Rows a consumer's batch inserts, held until `write` sends them in one round trip
+    instead of one statement per event: at the commit, and before anything of the batch
+    reads or changes their table (the caller's rule). Sent in the order of `key`, so that
+    two batches inserting overlapping rows (replicas during a rebalance) take their
+    locks in one order."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+
+    async def write(self, connection: AsyncConnection, statement: DirectStatement) -> None:
+        if self._rows:
+            rows = sorted(self._rows, key=lambda row: str(row[self._key]))
+            self._rows = []
+            await statement.each(connection, rows)
+
+
 class _HeldRow:
     """A row held in memory: read by column name like the rows read from the database."""
 

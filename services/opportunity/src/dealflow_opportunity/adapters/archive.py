@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.contracts.purge import PurgePolicySnapshot
 from dealflow_common.direct import DirectStatement
+from dealflow_common.messaging.projection import HeldInserts
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -82,23 +83,19 @@ def _quote_statements(dialect: str) -> tuple[DirectStatement, DirectStatement]:
 class OpportunityArchive:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._created: list[dict[str, Any]] = []
+        self._created = HeldInserts(key="quote_id")
         """Quotes created and not inserted yet: `write_held` (at the commit, or before
         anything here reads or changes the quotes' presence) inserts a consumer batch's
-        quotes in one round trip, not one statement per event."""
+        quotes in one round trip."""
 
     def quote_created(self, quote_id: UUID, opportunity_id: UUID) -> None:
-        self._created.append(
+        self._created.add(
             {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
         )
 
     async def write_held(self) -> None:
-        if self._created:
-            created, _ = _quote_statements(self._connection.dialect.name)
-            # In the order of their keys, as every writer of the table takes them.
-            rows = sorted(self._created, key=lambda row: str(row["quote_id"]))
-            self._created = []
-            await created.each(self._connection, rows)
+        created, _ = _quote_statements(self._connection.dialect.name)
+        await self._created.write(self._connection, created)
 
     async def quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
         await self.write_held()

@@ -174,7 +174,7 @@ class OpportunityRepository:
         wanted = set(opportunity_ids).difference(self._ahead)
         if not wanted or not is_postgres(self._connection):
             return
-        for row in await _MANY_FOR_UPDATE.all(self._connection, {"b_ids": sorted(wanted)}):
+        for row in await _MANY_FOR_UPDATE.all(self._connection, {"b_ids": list(wanted)}):
             self._ahead[row.id] = _from_whole(row)
 
     async def get(self, opportunity_id: UUID) -> Opportunity:

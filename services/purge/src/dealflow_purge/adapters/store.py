@@ -16,7 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
-from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
+from dealflow_common.messaging.projection import (
+    AppliedSequences,
+    HeldInserts,
+    HeldRows,
+    ProjectionRows,
+)
 from dealflow_purge.adapters.tables import (
     deal_purges,
     holds,
@@ -104,9 +109,9 @@ class PurgeStore:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
         self._held_deals = HeldRows()
-        self._quotes_to_add: list[dict[str, Any]] = []
-        """Quotes learnt and not inserted yet: `write_held` (or the next read of the
-        quotes) inserts them in one round trip, not one statement per event."""
+        self._quotes_to_add = HeldInserts(key="quote_id")
+        """Quotes learnt and not inserted yet: `write_held` (or the next read or change
+        of the quotes) inserts them in one round trip, not one statement per event."""
 
     # The agent: switch, due time and lock.
 
@@ -283,14 +288,12 @@ class PurgeStore:
         return int(candidates or 0) + int(taken_up or 0)
 
     async def add_quote(self, quote_id: UUID, opportunity_id: UUID) -> None:
-        added = {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
-        self._quotes_to_add.append(added)
+        self._quotes_to_add.add(
+            {"quote_id": quote_id, "opportunity_id": opportunity_id, "purged_at": None}
+        )
 
     async def _add_quotes(self) -> None:
-        if self._quotes_to_add:
-            added = sorted(self._quotes_to_add, key=lambda row: str(row["quote_id"]))
-            self._quotes_to_add = []
-            await _ADD_QUOTE[self._connection.dialect.name].each(self._connection, added)
+        await self._quotes_to_add.write(self._connection, _ADD_QUOTE[self._connection.dialect.name])
 
     async def mark_quote_purged(self, quote_id: UUID, opportunity_id: UUID, at: datetime) -> None:
         await self._add_quotes()
