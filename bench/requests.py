@@ -1,0 +1,294 @@
+"""The CPU one request costs its service, measured in-process: `python -m bench.requests`.
+
+`make bench` measures the whole system, where every process shares two cores and the
+host's speed moves by a third between identical runs. A change to the request path of
+a few per cent does not show there. Here the opportunity and quote apps run in this
+process on a real PostgreSQL (each its own schema, migrated), called as ASGI apps with
+no server, broker or relay between: the figure is this process's CPU per request, the
+app's own work and its database client. The deal's requests are the benchmark's: open a
+deal, move it, read it; draft a quote, present, abandon and accept.
+
+Kinds are measured in alternating blocks, so a drift of the machine's speed lands on
+every kind alike, and each figure is the median over the blocks. Comparing two builds
+means running each on the same machine, one after the other, more than once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import uvloop
+from sqlalchemy.engine import make_url
+
+from bench.measure import compare_with_previous
+from dealflow_common.auth import mint_token
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.opportunity import (
+    Customer,
+    OpportunityCreated,
+    OpportunityState,
+    Stage,
+)
+from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
+from dealflow_common.testing import ServiceUnderTest, service_under_test, settings_for
+from dealflow_opportunity.bootstrap import MIGRATIONS as OPPORTUNITY_MIGRATIONS
+from dealflow_opportunity.bootstrap import OpportunitySettings
+from dealflow_opportunity.bootstrap import build_app as build_opportunity_app
+from dealflow_quote.bootstrap import MIGRATIONS as QUOTE_MIGRATIONS
+from dealflow_quote.bootstrap import QuoteSettings
+from dealflow_quote.bootstrap import build_app as build_quote_app
+
+DATABASE = "dealflow_bench_requests"
+SECRET = uuid.uuid4().hex * 2
+USER, TEAM = "bench", "bench"
+LINE = {
+    "description": "Seat",
+    "quantity": "1",
+    "unit_price": {"amount": "1000.00", "currency": "USD"},
+}
+
+Call = Callable[[str, str, Any], Awaitable[dict[str, Any]]]
+
+
+def bench_token(*_: Any, **__: Any) -> str:
+    """A token of the bench's rep, who owns every deal it opens."""
+    now = int(time.time())
+    return mint_token(SECRET, sub=USER, roles=["rep", "manager"], teams=[TEAM], now=now)
+
+
+def caller(app: Any) -> Call:
+    """`call(method, path, body)` straight into the ASGI app; the answer's JSON. A status
+    of 300 or more raises: a refused request would measure the refusal."""
+    token = mint_token(
+        SECRET, sub=USER, roles=["rep", "manager"], teams=[TEAM], now=int(time.time())
+    )
+    authorization = f"Bearer {token}".encode()
+
+    async def call(method: str, path: str, body: Any = None) -> dict[str, Any]:
+        raw = orjson.dumps(body) if body is not None else b""
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"service"),
+                (b"authorization", authorization),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+        sent = False
+        answer: dict[str, Any] = {"body": b""}
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:  # the app asks again only to learn of a disconnect: there is none
+                await asyncio.Event().wait()
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer["body"] += message.get("body", b"")
+
+        await app(scope, receive, send)
+        if answer["status"] >= 300:
+            raise RuntimeError(f"{method} {path} -> {answer['status']}: {answer['body']!r}")
+        return dict(orjson.loads(answer["body"])) if answer["body"] else {}
+
+    return call
+
+
+def known_deal(opportunity_id: uuid.UUID) -> OpportunityCreated:
+    """The `opportunity.created` that makes a deal known to the quote service."""
+    now = datetime.now(UTC)
+    return OpportunityCreated(
+        opportunity_id=opportunity_id,
+        opportunity=OpportunityState(
+            id=opportunity_id,
+            title="Bench deal",
+            description=None,
+            customer=Customer(kind="organization", id="bench", name="Bench Corp"),
+            contact=None,
+            contact_address=None,
+            value=Money.of("1000.00", "USD"),
+            stage=Stage.PROPOSAL,
+            probability=50,
+            expected_close_date=None,
+            next_action=None,
+            lead_origin=None,
+            external_reference=None,
+            owners=[USER],
+            team_id=TEAM,
+            won_quote_id=None,
+            order_id=None,
+            lost_reason=None,
+            created_by=USER,
+            created_at=now,
+            updated_at=now,
+            closed_at=None,
+            version=1,
+        ),
+    )
+
+
+class Timings:
+    """CPU seconds of this process per request kind, block by block."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, list[float]] = {}
+        self._block: dict[str, list[float]] = {}
+
+    async def timed(self, kind: str, request: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        started = time.process_time()
+        answer = await request
+        self._block.setdefault(kind, []).append(time.process_time() - started)
+        return answer
+
+    def end_block(self) -> None:
+        for kind, spent in self._block.items():
+            self.blocks.setdefault(kind, []).append(sum(spent) / len(spent))
+        self._block = {}
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return {
+            kind: {
+                "cpu_us_median": round(statistics.median(values) * 1e6),
+                "cpu_us_by_block": [round(v * 1e6) for v in values],
+            }
+            for kind, values in self.blocks.items()
+        }
+
+
+async def opportunity_block(call: Call, timings: Timings, deals: int) -> None:
+    for _ in range(deals):
+        body = {
+            "title": "Bench deal",
+            "customer": {"kind": "organization", "id": "bench", "name": "Bench Corp"},
+            "value": {"amount": "1000.00", "currency": "USD"},
+            "team_id": TEAM,
+        }
+        deal = (await timings.timed("opportunity: open", call("POST", "/opportunities", body)))[
+            "id"
+        ]
+        for stage in ("qualification", "proposal", "negotiation"):
+            move = call("POST", f"/opportunities/{deal}/stage", {"stage": stage})
+            await timings.timed("opportunity: stage move", move)
+        await timings.timed("opportunity: read", call("GET", f"/opportunities/{deal}", None))
+
+
+async def quote_block(call: Call, quotes: ServiceUnderTest, timings: Timings, deals: int) -> None:
+    for _ in range(deals):
+        deal = uuid.uuid4()
+        await quotes.consume(known_deal(deal))
+        chosen, other = [
+            (await timings.timed("quote: draft", call("POST", "/quotes", draft)))["id"]
+            for draft in ({"opportunity_id": str(deal), "lines": [LINE]},) * 2
+        ]
+        for quote in (chosen, other):
+            await timings.timed("quote: present", call("POST", f"/quotes/{quote}/present", None))
+        abandon = call("POST", f"/quotes/{other}/abandon", {"reason": "customer chose the other"})
+        await timings.timed("quote: abandon", abandon)
+        await timings.timed("quote: accept", call("POST", f"/quotes/{chosen}/accept", None))
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    server = make_url(args.database_url)
+    admin = await asyncpg.connect(str(server.set(drivername="postgresql", database="postgres")))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {args.database}")
+    finally:
+        await admin.close()
+    url = str(server.set(drivername="postgresql+asyncpg", database=args.database))
+
+    def token(*_: Any, **__: Any) -> str:  # the kit's own calls are not measured
+        return mint_token(
+            SECRET, sub=USER, roles=["rep", "manager"], teams=[TEAM], now=int(time.time())
+        )
+
+    timings = Timings()
+    async with (
+        service_under_test(
+            ServiceUnderTest,
+            settings_for(OpportunitySettings, url, SECRET, database_schema="opportunity"),
+            build_opportunity_app,
+            OPPORTUNITY_MIGRATIONS,
+            bench_token,
+            [OPPORTUNITY_EVENTS],
+        ) as opportunities,
+        service_under_test(
+            ServiceUnderTest,
+            settings_for(QuoteSettings, url, SECRET, database_schema="quote"),
+            build_quote_app,
+            QUOTE_MIGRATIONS,
+            bench_token,
+            [QUOTE_EVENTS],
+        ) as quotes,
+    ):
+        opportunity_call = caller(opportunities.http._transport.app)  # type: ignore[attr-defined]
+        quote_call = caller(quotes.http._transport.app)  # type: ignore[attr-defined]
+        warm = Timings()
+        await opportunity_block(opportunity_call, warm, args.warmup)
+        await quote_block(quote_call, quotes, warm, args.warmup)
+        for _ in range(args.blocks):
+            await opportunity_block(opportunity_call, timings, args.deals_per_block)
+            await quote_block(quote_call, quotes, timings, args.deals_per_block)
+            timings.end_block()
+    measured = timings.report()
+    return {
+        "benchmark": "requests",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "blocks": args.blocks,
+        "deals_per_block": args.deals_per_block,
+        "requests": measured,
+        # As the other reports keep their figures, for the comparison with the last one.
+        "median": {kind: figures["cpu_us_median"] for kind, figures in measured.items()},
+    }
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default="postgresql://root@127.0.0.1:5432/postgres")
+    parser.add_argument("--database", default=DATABASE, help="created afresh on that server")
+    parser.add_argument("--blocks", type=int, default=9)
+    parser.add_argument("--deals-per-block", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=40, help="deals before measuring")
+    report = uvloop.run(main(parser.parse_args()))
+    text = json.dumps(report, indent=2)
+    results = Path("bench/results")
+    results.mkdir(parents=True, exist_ok=True)
+    written = results / f"requests-{report['at'].replace(':', '')}.json"
+    written.write_text(text + "\n")
+    print(text)
+    figures = {kind: f"CPU µs per request: {kind}" for kind in report["median"]}
+    for line in compare_with_previous(results, written, "requests-*.json", figures):
+        print(line, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cli()
