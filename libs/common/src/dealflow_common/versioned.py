@@ -25,9 +25,14 @@ from dealflow_common.with_lines import entry_of
 class VersionedTable:
     """The versioned save of one table's rows; build it once, at import, per table."""
 
-    def __init__(self, table: Table, entity: str) -> None:
+    def __init__(self, table: Table, entity: str, *, unversioned: tuple[str, ...] = ()) -> None:
+        """`unversioned`: columns a change may write without a new version (bookkeeping).
+        The versioned save leaves them as they are: its `version` check cannot tell
+        whether someone wrote them since the read, so writing them back could undo that
+        write. The repository writes them itself, under the row's lock."""
         self.table = table
         self.entity = entity
+        self.unversioned = frozenset(unversioned)
         # Built once and executed with parameters: statements built per call cost more
         # CPU than the database spends running them.
         self.versioned_update = update(table).where(
@@ -37,7 +42,7 @@ class VersionedTable:
         self._current_version = DirectStatement(
             select(table.c.version).where(table.c.id == bindparam("b_id"))
         )
-        self.columns = [c.name for c in table.c if c.name != "id"]
+        self.columns = [c.name for c in table.c if c.name not in ("id", *unversioned)]
         self.saved = (
             self.versioned_update.values(  # every column but id, as `v_<name>`
                 {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in self.columns}
@@ -65,14 +70,14 @@ class VersionedTable:
         Raises `StaleVersion` with the row's current version when another transaction
         saved it since, or `NotFound` when it is gone; nothing is written then.
         """
-        changed = await self._update.rowcount(
-            connection, {**values, "b_id": row_id, "b_version": loaded_version}
-        )
+        params = {name: value for name, value in values.items() if name not in self.unversioned}
+        params.update(b_id=row_id, b_version=loaded_version)
+        changed = await self._update.rowcount(connection, params)
         await self.refuse_unless_saved(connection, changed, row_id, loaded_version)
 
     def last_save(self, row_id: Any, loaded_version: int, values: Mapping[str, Any]) -> LastWrite:
         """`save` left for the commit, which sends it with the outbox rows (`last_write`);
-        `values`: every column but `id`."""
+        `values`: every column but `id` (the unversioned ones are left out)."""
         params = {f"v_{name}": values[name] for name in self.columns}
         params.update(b_id=row_id, b_version=loaded_version)
 

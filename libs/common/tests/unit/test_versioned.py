@@ -66,6 +66,19 @@ async def test_a_save_over_the_version_read_is_written(database: AsyncEngine) ->
     assert await stored(database, thing_id) == ("new", 2)
 
 
+async def test_a_save_leaves_the_unversioned_columns_as_they_are(database: AsyncEngine) -> None:
+    """A column written without a new version (bookkeeping) is not the save's: writing
+    back what the change read would undo whoever wrote it since."""
+    thing_id = await a_thing(database)
+    bookkeeping_left_alone = VersionedTable(things, "thing", unversioned=("name",))
+    async with database.begin() as connection:
+        await bookkeeping_left_alone.save(
+            connection, thing_id, 1, {"name": "as read", "version": 2}
+        )
+    assert await stored(database, thing_id) == ("old", 2)
+    assert bookkeeping_left_alone.columns == ["version"]
+
+
 async def test_a_save_over_an_older_version_is_refused_and_writes_nothing(
     database: AsyncEngine,
 ) -> None:

@@ -4,11 +4,13 @@ service's events), shows on `GET /opportunities/{id}` and is published as
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from dealflow_common.contracts.opportunity import OpportunityPurgeRequested
 from dealflow_common.contracts.purge import PurgePolicySnapshot
@@ -20,7 +22,9 @@ from dealflow_common.contracts.sequence import (
     TaskCreated,
     TaskKind,
 )
-from dealflow_opportunity.adapters.tables import deal_tasks
+from dealflow_common.testing import until_waiting
+from dealflow_opportunity.adapters.repository import OpportunityRepository
+from dealflow_opportunity.adapters.tables import deal_tasks, opportunities
 
 
 def created(deal: str, title: str, due: datetime, task_id: uuid.UUID | None = None) -> TaskCreated:
@@ -182,3 +186,63 @@ async def test_a_closed_deal_gets_none_and_a_purged_one_is_left_alone(api) -> No
     await api.consume(created(deal, "Too late", now + timedelta(days=3)))
     await api.consume(step(deal, now, 1, "Too late"))
     assert await api.events_of(deal) == before
+
+
+# PostgreSQL only: there a change reads the deal unlocked (`one_write`), so a consumer can
+# write between its read and its save; SQLite's one writer never lets the two interleave.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_change_saved_after_a_step_was_recorded_keeps_that_record(api) -> None:
+    """A step that plans the next action already planned changes only the record of the
+    steps applied, with no new version. A stage move that read the deal before that
+    record was written and saves after it must not write the older record back: a late
+    copy of the step would then plan its next action again."""
+    deal = str((await api.open())["id"])
+    now = api.clock()
+    await api.consume(step(deal, now, 3, "Chase the PO"), sequence=10)
+    async with api.engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(text("LOCK TABLE sales_history IN SHARE MODE"))
+        moved = asyncio.ensure_future(
+            api.call("POST", f"/opportunities/{deal}/stage", {"stage": "qualification"})
+        )
+        await until_waiting(holder, "sales_history", 1)  # it has read the deal
+        await api.consume(step(deal, now, 3, "Chase the PO"), sequence=11)
+        await holder.rollback()
+    assert (await moved).status_code == 200
+
+    await api.consume(step(deal, now, 5, "A copy of step 11"), sequence=11)
+    assert await shown(api, deal) == ({"date": day(now, 3), "note": "Chase the PO"}, "sequence")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_next_action_set_by_hand_after_a_step_was_recorded_keeps_that_record(
+    api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that writes the bookkeeping itself (a person's next action) and read it
+    unlocked runs again locked, so it writes over what a consumer recorded meanwhile,
+    not over what it first read. Step 11 is applied while the change holds its first
+    read, as a consumer's batch would be."""
+    deal = str((await api.open())["id"])
+    now = api.clock()
+    await api.consume(step(deal, now, 3, "Chase the PO"), sequence=10)
+    meanwhile = [step(deal, now, 3, "Chase the PO")]
+    read = OpportunityRepository.get
+
+    async def read_then_step(self: OpportunityRepository, opportunity_id: uuid.UUID) -> Any:
+        deal_read = await read(self, opportunity_id)
+        if meanwhile:
+            await api.consume(meanwhile.pop(), sequence=11)
+        return deal_read
+
+    monkeypatch.setattr(OpportunityRepository, "get", read_then_step)
+    mine = {"date": day(now, 6), "note": "Lunch with the buyer"}
+    response = await api.call("PATCH", f"/opportunities/{deal}", {"next_action": mine})
+    monkeypatch.undo()
+    assert response.status_code == 200, response.text
+
+    assert await shown(api, deal) == (mine, "hand")
+    async with api.engine.connect() as connection:
+        applied = await connection.scalar(
+            select(opportunities.c.next_action_applied).where(opportunities.c.id == uuid.UUID(deal))
+        )
+    assert applied["fields"] == {"next_action": 11}

@@ -40,7 +40,7 @@ from dealflow_common.db import is_postgres
 from dealflow_common.direct import DirectStatement
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences
-from dealflow_common.one_write import is_one_write
+from dealflow_common.one_write import ReadChanged, is_one_write
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines, entry_of
 from dealflow_opportunity.adapters import search
@@ -78,9 +78,12 @@ _OPENED = InsertWithLines(
         search.new_deal_document(deal_id),
     ],
 )
-_VERSIONED = VersionedTable(opportunities, "opportunity")
-# Where the next action came from is bookkeeping, not a change of the deal: written
-# without a new version (the row is locked by the one changing it).
+# Where the next action came from, and which sequence steps were applied, are
+# bookkeeping, not a change of the deal: written without a new version, only under the
+# row's lock (a consumer's batch, or a change run again locked), and never by the versioned
+# save, which would write back what it read over what a consumer wrote since.
+_BOOKKEEPING = ("next_action_source", "next_action_applied")
+_VERSIONED = VersionedTable(opportunities, "opportunity", unversioned=_BOOKKEEPING)
 _SAVE_BOOKKEEPING = (
     opportunities.update()
     .where(opportunities.c.id == bindparam("b_id"))
@@ -231,18 +234,22 @@ class OpportunityRepository:
         returned, for the commit to send with the outbox rows (`UnitOfWork.commit`).
         None when the row itself did not change."""
         loaded = self._loaded_versions[opportunity.id]
+        if opportunity.bookkeeping_changed:
+            if is_one_write(self._connection):
+                # Read unlocked: a consumer may have written the bookkeeping since. Run
+                # again locked, where what is read is what the write replaces.
+                raise ReadChanged(f"the next action's bookkeeping of {opportunity.id}")
+            row = _to_row(opportunity)
+            await self._connection.execute(
+                _SAVE_BOOKKEEPING,
+                {
+                    "b_id": opportunity.id,
+                    "b_source": row["next_action_source"],
+                    "b_applied": row["next_action_applied"],
+                },
+            )
+            opportunity.bookkeeping_changed = False
         if opportunity.version == loaded:
-            if opportunity.bookkeeping_changed:
-                row = _to_row(opportunity)
-                await self._connection.execute(
-                    _SAVE_BOOKKEEPING,
-                    {
-                        "b_id": opportunity.id,
-                        "b_source": row["next_action_source"],
-                        "b_applied": row["next_action_applied"],
-                    },
-                )
-                opportunity.bookkeeping_changed = False
             return None
         changes = _to_row(opportunity)
         del changes["id"]
@@ -256,7 +263,6 @@ class OpportunityRepository:
         else:
             last = _VERSIONED.last_save(opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
-        opportunity.bookkeeping_changed = False
         # The search document is rewritten only when what it is made of changed: most
         # changes (a stage move, an owner) leave it as it is and cost no statement.
         text = search.deal_text(opportunity)
