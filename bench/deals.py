@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import platform as host_platform
 import re
@@ -78,10 +77,12 @@ from bench.invariants import (
     violations,
 )
 from bench.measure import (
+    RESULTS,
     CpuSampler,
     bench_service,
     compare_with_previous,
     cpu_seconds,
+    keep_report,
     scrape_counters,
 )
 from dealflow_common.auth import mint_token
@@ -943,12 +944,7 @@ def cli() -> None:
     # On uvloop, as the services: the load client's CPU counts in the figures too.
     tolerate_closed_connections()
     report = uvloop.run(main(args, log_dir))
-    text = json.dumps(report, indent=2)
-    results = Path("bench/results")
-    results.mkdir(parents=True, exist_ok=True)
-    written = results / f"deals-{report['at'].replace(':', '')}.json"
-    written.write_text(text + "\n")
-    print(text)
+    written = keep_report(report, "deals")
     figures = {
         "saturation.deals_per_s": "deals/s",
         "half_load.accept_to_won_ms.p99": "accept-to-won p99 at half load (ms)",
@@ -967,7 +963,7 @@ def cli() -> None:
             if name != "total"
         }
     )
-    for line in compare_with_previous(results, written, "deals-*.json", figures):
+    for line in compare_with_previous(RESULTS, written, "deals-*.json", figures):
         print(line, file=sys.stderr)
     invariants = report["invariants"]
     if not invariants["holds"]:

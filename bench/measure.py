@@ -184,6 +184,19 @@ def scrape_counters(text: str, names: Iterable[str]) -> dict[str, float]:
     return found
 
 
+RESULTS = Path("bench/results")
+
+
+def keep_report(report: dict[str, Any], benchmark: str) -> Path:
+    """Print the report and keep it as `bench/results/<benchmark>-<at>.json`; its path."""
+    text = json.dumps(report, indent=2, default=str)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    written = RESULTS / f"{benchmark}-{report['at'].replace(':', '')}.json"
+    written.write_text(text + "\n")
+    print(text)
+    return written
+
+
 def compare_with_previous(
     results: Path, current: Path, pattern: str, figures: dict[str, str]
 ) -> list[str]:

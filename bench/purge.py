@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform as host_platform
 import re
@@ -55,7 +54,7 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from bench.deals import peak_rss_mb
-from bench.measure import CpuSampler, bench_service, medians
+from bench.measure import CpuSampler, bench_service, keep_report, medians
 from dealflow_common.auth import mint_token
 from dealflow_common.runtime.broker import EmbeddedBroker, free_port
 from dealflow_common.runtime.embedded import secret_names
@@ -770,11 +769,7 @@ def cli() -> None:
     log_dir = Path("bench/results/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(main(args, log_dir))
-    text = json.dumps(report, indent=2)
-    results = Path("bench/results")
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"purge-{report['at'].replace(':', '')}.json").write_text(text + "\n")
-    print(text)
+    keep_report(report, "purge")
 
 
 if __name__ == "__main__":

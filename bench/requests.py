@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,17 +30,16 @@ import orjson
 import uvloop
 from sqlalchemy.engine import make_url
 
-from bench.measure import compare_with_previous
+from bench.measure import RESULTS, compare_with_previous, keep_report
 from dealflow_common.auth import mint_token
-from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.opportunity import (
-    Customer,
-    OpportunityCreated,
-    OpportunityState,
-    Stage,
-)
+from dealflow_common.contracts.opportunity import OpportunityCreated
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
-from dealflow_common.testing import ServiceUnderTest, service_under_test, settings_for
+from dealflow_common.testing import (
+    ServiceUnderTest,
+    deal_state,
+    service_under_test,
+    settings_for,
+)
 from dealflow_opportunity.bootstrap import MIGRATIONS as OPPORTUNITY_MIGRATIONS
 from dealflow_opportunity.bootstrap import OpportunitySettings
 from dealflow_opportunity.bootstrap import build_app as build_opportunity_app
@@ -123,36 +120,10 @@ def caller(app: Any) -> Call:
 
 
 def known_deal(opportunity_id: uuid.UUID) -> OpportunityCreated:
-    """The `opportunity.created` that makes a deal known to the quote service."""
-    now = datetime.now(UTC)
-    return OpportunityCreated(
-        opportunity_id=opportunity_id,
-        opportunity=OpportunityState(
-            id=opportunity_id,
-            title="Bench deal",
-            description=None,
-            customer=Customer(kind="organization", id="bench", name="Bench Corp"),
-            contact=None,
-            contact_address=None,
-            value=Money.of("1000.00", "USD"),
-            stage=Stage.PROPOSAL,
-            probability=50,
-            expected_close_date=None,
-            next_action=None,
-            lead_origin=None,
-            external_reference=None,
-            owners=[USER],
-            team_id=TEAM,
-            won_quote_id=None,
-            order_id=None,
-            lost_reason=None,
-            created_by=USER,
-            created_at=now,
-            updated_at=now,
-            closed_at=None,
-            version=1,
-        ),
-    )
+    """The `opportunity.created` that makes one of the bench's deals known to the quote
+    service."""
+    state = deal_state(opportunity_id, owners=[USER], team_id=TEAM, created_by=USER)
+    return OpportunityCreated(opportunity_id=opportunity_id, opportunity=state)
 
 
 class Timings:
@@ -279,14 +250,9 @@ def cli() -> None:
     parser.add_argument("--deals-per-block", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=40, help="deals before measuring")
     report = uvloop.run(main(parser.parse_args()))
-    text = json.dumps(report, indent=2)
-    results = Path("bench/results")
-    results.mkdir(parents=True, exist_ok=True)
-    written = results / f"requests-{report['at'].replace(':', '')}.json"
-    written.write_text(text + "\n")
-    print(text)
+    written = keep_report(report, "requests")
     figures = {kind: f"CPU µs per request: {kind}" for kind in report["median"]}
-    for line in compare_with_previous(results, written, "requests-*.json", figures):
+    for line in compare_with_previous(RESULTS, written, "requests-*.json", figures):
         print(line, file=sys.stderr)
 
 

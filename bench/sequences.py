@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform as host_platform
 import random
@@ -65,7 +64,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
 from bench.deals import peak_rss_mb
-from bench.measure import CpuSampler, bench_service, medians
+from bench.measure import CpuSampler, bench_service, keep_report, medians
 from bench.purge import Table, tables_of
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.topics import SEQUENCE_EVENTS
@@ -834,11 +833,7 @@ def cli() -> None:
     log_dir = Path("bench/results/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(main(args, log_dir))
-    text = json.dumps(report, indent=2)
-    results = Path("bench/results")
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"sequences-{report['at'].replace(':', '')}.json").write_text(text + "\n")
-    print(text)
+    keep_report(report, "sequences")
 
 
 if __name__ == "__main__":

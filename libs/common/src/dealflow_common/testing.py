@@ -33,6 +33,8 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.opportunity import Customer, OpportunityState, Stage
 from dealflow_common.db import read_only
 from dealflow_common.messaging.tables import inbox, outbox
 from dealflow_common.migrations import migrate
@@ -196,6 +198,40 @@ def _json_or_empty(value: bytes | None) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+def deal_state(opportunity_id: uuid.UUID, **fields: Any) -> OpportunityState:
+    """A deal as the opportunity service publishes it (in `opportunity.created`), for a
+    test or a benchmark that makes it known to another service: an open deal of ACME for
+    1,000 USD in `proposal`, owned by alice of team emea, but for what `fields` say."""
+    now = datetime.now(UTC)
+    state: dict[str, Any] = {
+        "id": opportunity_id,
+        "title": "Fleet",
+        "description": None,
+        "customer": Customer(kind="organization", id="acme", name="ACME"),
+        "contact": None,
+        "contact_address": None,
+        "value": Money.of("1000", "USD"),
+        "stage": Stage.PROPOSAL,
+        "probability": 50,
+        "expected_close_date": None,
+        "next_action": None,
+        "lead_origin": None,
+        "external_reference": None,
+        "owners": ["alice"],
+        "team_id": "emea",
+        "won_quote_id": None,
+        "order_id": None,
+        "lost_reason": None,
+        "created_by": "alice",
+        "created_at": now,
+        "updated_at": now,
+        "closed_at": None,
+        "version": 1,
+    }
+    state.update(fields)
+    return OpportunityState(**state)
 
 
 def envelope_bytes(

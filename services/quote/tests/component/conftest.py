@@ -10,20 +10,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.opportunity import (
-    Customer,
-    OpportunityCreated,
-    OpportunityState,
-    Stage,
-)
+from dealflow_common.contracts.opportunity import OpportunityCreated, Stage
 from dealflow_common.contracts.topics import QUOTE_EVENTS
-from dealflow_common.testing import ComponentDatabases, ServiceUnderTest, service_under_test
+from dealflow_common.testing import (
+    ComponentDatabases,
+    ServiceUnderTest,
+    deal_state,
+    service_under_test,
+)
 from dealflow_quote.adapters.tables import known_opportunities, products, quote_lines, quotes
 from dealflow_quote.bootstrap import MIGRATIONS, QuoteSettings, build_app
 
@@ -41,35 +39,16 @@ class Quotes(ServiceUnderTest):
         sequence: int | None = None,
     ) -> str:
         """An opportunity this service knows, as its `opportunity.created` made it known."""
-        now = datetime.now(UTC)
         opportunity_id = opportunity_id or uuid.uuid4()
         await self.consume(
             OpportunityCreated(
                 opportunity_id=opportunity_id,
-                opportunity=OpportunityState(
-                    id=opportunity_id,
-                    title="Fleet",
-                    description=None,
-                    customer=Customer(kind="organization", id="acme", name="ACME"),
-                    contact=None,
-                    contact_address=None,
-                    value=Money.of("1000", "USD"),
+                opportunity=deal_state(
+                    opportunity_id,
                     stage=stage,
-                    probability=50,
-                    expected_close_date=None,
-                    next_action=None,
-                    lead_origin=None,
-                    external_reference=None,
                     owners=list(owners),
                     team_id=team_id,
-                    won_quote_id=None,
-                    order_id=None,
-                    lost_reason=None,
                     created_by=owners[0] if owners else "someone",
-                    created_at=now,
-                    updated_at=now,
-                    closed_at=None,
-                    version=1,
                 ),
             ),
             sequence=sequence,
