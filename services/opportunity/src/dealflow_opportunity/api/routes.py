@@ -96,8 +96,8 @@ _IdempotencyKey = Annotated[
 
 def to_response(opportunity: Opportunity) -> OpportunityResponse:
     # The state's fields were validated when `state()` built it: taken as they are, not
-    # dumped to a dict and validated again (in the deal benchmark, half of what a
-    # response cost; every Money and date went through its validator twice).
+    # dumped to a dict and validated again, which put every Money and date through its
+    # validator twice (2.6 % of a stage move's CPU, measured in-process).
     state = opportunity.state()
     source = opportunity.next_action_source
     return OpportunityResponse.model_construct(
