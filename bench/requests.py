@@ -220,8 +220,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             [QUOTE_EVENTS],
         ) as quotes,
     ):
-        opportunity_call = caller(opportunities.http._transport.app)  # type: ignore[attr-defined]
-        quote_call = caller(quotes.http._transport.app)  # type: ignore[attr-defined]
+        opportunity_call = caller(opportunities.app)
+        quote_call = caller(quotes.app)
         warm = Timings()
         await opportunity_block(opportunity_call, warm, args.warmup)
         await quote_block(quote_call, quotes, warm, args.warmup)

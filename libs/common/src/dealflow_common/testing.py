@@ -300,6 +300,9 @@ class ServiceUnderTest:
     token: Callable[..., str]
     sequences: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     """The last sequence `consume` gave each subject's events."""
+    app: Any = None
+    """The ASGI app `http` calls, for a caller that calls it without a client
+    (`bench.requests` measures the app's own CPU)."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -483,7 +486,7 @@ async def service_under_test(
     app = build_app(settings, platform)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
-        yield kind(http, platform, clock, token)
+        yield kind(http, platform, clock, token, app=app)
     await platform.engine.dispose()
 
 
