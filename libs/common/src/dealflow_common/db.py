@@ -10,7 +10,10 @@ given `READ_ONLY`) start with a plain `BEGIN`, so they never wait for a writer.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,9 +31,10 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import greenlet_spawn
 
 from dealflow_common.direct import count_direct_statements
 from dealflow_common.settings import ServiceSettings
@@ -52,9 +56,49 @@ async def read_only(connection: AsyncConnection) -> AsyncConnection:
     BEGIN and ROLLBACK were two of every read's three round trips. On SQLite a plain
     `BEGIN` keeps one snapshot for the whole read and never waits for the writer.
     """
-    if is_postgres(connection):
-        return await connection.execution_options(**READ_ONLY, isolation_level="AUTOCOMMIT")
-    return await connection.execution_options(**READ_ONLY)
+    return await connection.execution_options(**_read_only_options(connection))
+
+
+def _read_only_options(engine: AsyncEngine | AsyncConnection) -> dict[str, Any]:
+    if is_postgres(engine):
+        return {**READ_ONLY, "isolation_level": "AUTOCOMMIT"}
+    return READ_ONLY
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine` that only reads (`read_only`), for `async with`."""
+    async with connected(engine, **_read_only_options(engine)) as connection:
+        yield connection
+
+
+@asynccontextmanager
+async def connected(engine: AsyncEngine, **options: Any) -> AsyncIterator[AsyncConnection]:
+    """`engine.connect()` with execution `options`, for `async with`.
+
+    Opened and closed through SQLAlchemy's synchronous `Connection`, one hop into it
+    (`greenlet_spawn`) each way: `AsyncConnection` takes one for its start, one for the
+    options and one for its close, with their bookkeeping, and a read, a relay cycle or a
+    readiness check runs nothing else there.
+    """
+    sync = await greenlet_spawn(_connect, engine.sync_engine, options)
+    try:
+        yield AsyncConnection(engine, sync)
+    finally:
+        # Shielded as `AsyncConnection`'s own `async with` closes it: a cancelled request
+        # still gives its connection back to the pool.
+        await asyncio.shield(greenlet_spawn(sync.close))
+
+
+def _connect(engine: Engine, options: dict[str, Any]) -> Connection:
+    connection = engine.connect()
+    if options:
+        try:
+            connection.execution_options(**options)
+        except BaseException:
+            connection.close()
+            raise
+    return connection
 
 
 def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:

@@ -81,11 +81,9 @@ def last_write(connection: AsyncConnection) -> bool:
     return bool(_adapter(sync).autocommit)
 
 
-def end(connection: AsyncConnection) -> None:
-    """Give the connection back to the pool as it came: in transactions."""
-    sync = connection.sync_connection
-    if sync is None:
-        return
+def end(sync: Connection) -> None:
+    """Give the connection back to the pool as it came: in transactions. Called on
+    SQLAlchemy's synchronous connection, where the work closes it."""
     _in_one_write.discard(sync)
     if sync.invalidated or sync.closed:
         return

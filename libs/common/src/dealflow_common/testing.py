@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import Customer, OpportunityState, Stage
-from dealflow_common.db import read_only
+from dealflow_common.db import reading
 from dealflow_common.messaging.tables import inbox, outbox
 from dealflow_common.migrations import migrate
 from dealflow_common.platform import Platform, build_platform
@@ -311,8 +311,8 @@ class ServiceUnderTest:
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         """A connection that only reads: on SQLite it does not wait for the writer."""
-        async with self.engine.connect() as connection:
-            yield await read_only(connection)
+        async with reading(self.engine) as connection:
+            yield connection
 
     def headers(
         self,

@@ -65,7 +65,7 @@ from sqlalchemy.sql.selectable import CTE
 from dealflow_common.context import FlowContext
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.envelope import CONTENT_TYPE
-from dealflow_common.db import is_postgres, read_only
+from dealflow_common.db import connected, is_postgres, reading
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
 from dealflow_common.telemetry import end_publish_span, start_publish_span, tracing_enabled
@@ -473,17 +473,16 @@ class OutboxRelay:
         """
         if self._leadership is not None and not await self._leadership.held():
             return 0
-        async with self._engine.connect() as connection:
-            if is_postgres(connection):
-                # One statement stamps what the last batch sent and reads the next: in
-                # autocommit, a transaction of its own, without BEGIN and COMMIT.
-                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        if is_postgres(self._engine):
+            # One statement stamps what the last batch sent and reads the next: in
+            # autocommit, a transaction of its own, without BEGIN and COMMIT.
+            async with connected(self._engine, isolation_level="AUTOCOMMIT") as connection:
                 rows = await _stamp_and_select_unsent(self._batch_size).all(
                     connection, {"b_ids": self._acked_unstamped, "b_sent_at": self._clock()}
                 )
-                self._acked_unstamped = []
-            else:
-                connection = await read_only(connection)
+            self._acked_unstamped = []
+        else:
+            async with reading(self._engine) as connection:
                 rows = await _select_unsent(self._batch_size).all(connection, {})
                 await connection.rollback()
         if not rows:

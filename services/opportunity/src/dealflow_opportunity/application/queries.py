@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import Principal
-from dealflow_common.db import read_only
+from dealflow_common.db import reading
 from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
 from dealflow_opportunity.adapters.repository import OpportunityFilter, OpportunityQueries
 from dealflow_opportunity.domain import access
@@ -30,8 +30,8 @@ class OpportunityReader:
 
     @asynccontextmanager
     async def _queries(self) -> AsyncIterator[OpportunityQueries]:
-        async with self._engine.connect() as connection:
-            yield OpportunityQueries(await read_only(connection))
+        async with reading(self._engine) as connection:
+            yield OpportunityQueries(connection)
 
     @staticmethod
     async def _visible(
@@ -75,6 +75,5 @@ class OpportunityReader:
 
     async def custom_fields(self) -> dict[str, CustomFieldDefinition]:
         """Every definition, retired ones included; anyone who reads deals reads them."""
-        async with self._engine.connect() as connection:
-            connection = await read_only(connection)
+        async with reading(self._engine) as connection:
             return await CustomFieldDefinitions(connection).all()

@@ -16,7 +16,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import Principal
-from dealflow_common.db import read_only
+from dealflow_common.db import reading
 from dealflow_common.errors import NotFound
 from dealflow_order.adapters.repository import OrderFilter, OrderHead, OrderQueries
 from dealflow_order.domain.access import can_view
@@ -37,8 +37,8 @@ class OrderReader:
 
     @contextlib.asynccontextmanager
     async def _queries(self) -> AsyncIterator[OrderQueries]:
-        async with self.engine.connect() as connection:
-            yield OrderQueries(await read_only(connection))
+        async with reading(self.engine) as connection:
+            yield OrderQueries(connection)
 
     async def _visible(self, queries: OrderQueries, order_id: UUID, caller: Principal) -> Order:
         order = await queries.find(order_id)

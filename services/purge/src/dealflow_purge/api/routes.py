@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.auth import Principal, Role
-from dealflow_common.db import read_only
+from dealflow_common.db import reading
 from dealflow_common.http.fields import WHOLE_NUMBER
 from dealflow_common.http.problems import problem_responses
 from dealflow_common.http.security import requires
@@ -228,8 +228,7 @@ def purge_routes(
     changes = problem_responses(401, 403, 404, 409, 422)
 
     async def read(work: Callable[[PurgeStore], Any]) -> Any:
-        async with engine.connect() as connection:
-            connection = await read_only(connection)
+        async with reading(engine) as connection:
             return await work(PurgeStore(connection))
 
     @router.get("/status", responses=reads, summary="Paused or not, next run, backlog, stuck")

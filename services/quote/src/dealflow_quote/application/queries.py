@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.quote import QuoteStatus
-from dealflow_common.db import read_only
+from dealflow_common.db import reading
 from dealflow_quote.adapters.repository import CatalogRepository, KnownOpportunities, QuoteQueries
 from dealflow_quote.domain import access
 from dealflow_quote.domain.catalog import Bundle, Product
@@ -29,8 +29,8 @@ class QuoteReader:
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as connection:
-            yield await read_only(connection)
+        async with reading(self._engine) as connection:
+            yield connection
 
     async def get(self, quote_id: UUID, viewer: Principal) -> Quote:
         async with self._read() as connection:

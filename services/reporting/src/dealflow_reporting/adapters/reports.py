@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.auth import Principal
 from dealflow_common.contracts.opportunity import Share, Stage
-from dealflow_common.db import read_only
+from dealflow_common.db import reading
 from dealflow_common.deal_access import shares_from_document
 from dealflow_common.messaging.tables import inbox
 from dealflow_reporting.adapters.access import (
@@ -204,8 +204,8 @@ class ReportReader:
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as connection:
-            yield await read_only(connection)
+        async with reading(self._engine) as connection:
+            yield connection
 
     # --- pipeline and forecast ----------------------------------------------------------
 

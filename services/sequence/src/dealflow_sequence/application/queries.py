@@ -15,7 +15,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.auth import Principal
-from dealflow_common.db import read_only
+from dealflow_common.db import reading
 from dealflow_sequence.adapters.repository import (
     DefinitionCache,
     EnrollmentQueries,
@@ -47,8 +47,8 @@ class SequenceReader:
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as connection:
-            yield await read_only(connection)
+        async with reading(self._engine) as connection:
+            yield connection
 
     async def sequences(self, include_retired: bool) -> list[SequenceDefinition]:
         async with self._read() as connection:
