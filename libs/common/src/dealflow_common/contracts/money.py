@@ -90,9 +90,14 @@ def plain(value: Decimal) -> Decimal:
     return value.normalize()
 
 
+_SMALLEST_UNIT = {code: Decimal(1).scaleb(-places) for code, places in MINOR_UNITS.items()}
+"""Each currency's smallest unit as a Decimal (0.01 for USD): made once, not at each of
+the dozens of roundings a quote's response does."""
+
+
 def round_to_minor_unit(amount: Decimal, currency: str) -> Decimal:
     """Round half-even (banker's rounding) to the currency's smallest unit."""
-    return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[currency]), rounding=ROUND_HALF_EVEN)
+    return amount.quantize(_SMALLEST_UNIT[currency], rounding=ROUND_HALF_EVEN)
 
 
 class Money(BaseModel):
