@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -48,27 +48,17 @@ READ_ONLY = {"dealflow_read_only": True}
 """Execution options for a connection that only reads (plain `BEGIN` on SQLite)."""
 
 
-async def read_only(connection: AsyncConnection) -> AsyncConnection:
-    """Make a connection one that only reads.
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine` that only reads, for `async with`.
 
     On PostgreSQL its statements run in autocommit: at READ COMMITTED a transaction gives
     a series of reads nothing (each statement takes its own snapshot anyway), and its
     BEGIN and ROLLBACK were two of every read's three round trips. On SQLite a plain
     `BEGIN` keeps one snapshot for the whole read and never waits for the writer.
     """
-    return await connection.execution_options(**_read_only_options(connection))
-
-
-def _read_only_options(engine: AsyncEngine | AsyncConnection) -> dict[str, Any]:
-    if is_postgres(engine):
-        return {**READ_ONLY, "isolation_level": "AUTOCOMMIT"}
-    return READ_ONLY
-
-
-@asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection of `engine` that only reads (`read_only`), for `async with`."""
-    async with connected(engine, **_read_only_options(engine)) as connection:
+    options = {**READ_ONLY, "isolation_level": "AUTOCOMMIT"} if is_postgres(engine) else READ_ONLY
+    async with connected(engine, **options) as connection:
         yield connection
 
 
@@ -85,9 +75,27 @@ async def connected(engine: AsyncEngine, **options: Any) -> AsyncIterator[AsyncC
     try:
         yield AsyncConnection(engine, sync)
     finally:
-        # Shielded as `AsyncConnection`'s own `async with` closes it: a cancelled request
-        # still gives its connection back to the pool.
-        await asyncio.shield(greenlet_spawn(sync.close))
+        await _to_completion(greenlet_spawn(sync.close))
+
+
+async def _to_completion(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run `cleanup` to its end even if the caller is cancelled meanwhile, then raise the
+    cancellation: as `AsyncConnection`'s own `async with` closes its connection, so that
+    a cancelled request still gives its connection back, and not later, into a pool that
+    may have been disposed of by then."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as error:
+            if task.done():
+                raise
+            cancelled = error
+        else:
+            break
+    if cancelled is not None:
+        raise cancelled
 
 
 def _connect(engine: Engine, options: dict[str, Any]) -> Connection:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.audit import RefusalAudit
 from dealflow_common.auth import TokenVerifier
-from dealflow_common.db import count_statements, create_engine, read_only
+from dealflow_common.db import count_statements, create_engine, reading
 from dealflow_common.direct import run_through_sqlalchemy
 from dealflow_common.idempotency import forget_old_keys
 from dealflow_common.messaging.consumer import (
@@ -191,9 +191,8 @@ class Platform:
 
     async def _database_answers(self) -> bool:
         try:
-            async with asyncio.timeout(2.0), self.engine.connect() as connection:
-                # Read-only: on SQLite a plain BEGIN, not the writer lock.
-                await read_only(connection)
+            # Read-only: on SQLite a plain BEGIN, not the writer lock.
+            async with asyncio.timeout(2.0), reading(self.engine) as connection:
                 await connection.execute(text("SELECT 1"))
                 await connection.rollback()
             return True

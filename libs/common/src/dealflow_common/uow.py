@@ -135,7 +135,12 @@ class UnitOfWork:
 
     async def commit(self, last: LastWrite | None = None) -> None:
         """Commit; `last`: the work's last write, which a repository left for the commit
-        to send with the outbox rows, in one statement on PostgreSQL (`last_write`)."""
+        to send with the outbox rows, in one statement on PostgreSQL (`last_write`).
+
+        The connection goes back to the pool with the commit: nothing reads or writes
+        through the work after it, and a second commit is refused."""
+        if self._done:
+            raise RuntimeError("the unit of work is already committed or rolled back")
         connection = self.connection
         for write in self._before_commit:
             await write()
@@ -156,7 +161,7 @@ class UnitOfWork:
         try:
             # The work is over once committed: the connection goes back to the pool in
             # the same hop into SQLAlchemy's synchronous side.
-            await greenlet_spawn(_commit, sync, self._one_write)
+            after_commit = await greenlet_spawn(_commit, sync, self._one_write)
         except sa_exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise CommitOutcomeUnknown(str(error.orig)) from error
@@ -167,6 +172,8 @@ class UnitOfWork:
             self._outbox.notify_committed()
         for callback in self._after_commit:
             callback()
+        if after_commit is not None:
+            raise after_commit
 
     def before_commit(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run `write` in the transaction when it commits, before the outbox rows: where
@@ -203,12 +210,26 @@ def _connect(engine: Engine) -> Connection:
     return connection
 
 
-def _commit(connection: Connection, in_one_write: bool) -> None:
-    """Commit, and give the connection back to the pool whatever the outcome."""
+def _commit(connection: Connection, in_one_write: bool) -> BaseException | None:
+    """Commit, and give the connection back to the pool whatever the outcome.
+
+    A commit that fails is rolled back before the close: SQLAlchemy keeps the failed
+    transaction on the connection, and the pool would take it back without resetting it
+    (on SQLite, with `BEGIN IMMEDIATE` still holding the write lock). What interrupts the
+    close after a commit that succeeded (a cancellation, on SQLite, where giving the
+    connection back awaits) is returned, not raised: the work is committed, and says so
+    before it raises that."""
     try:
         connection.commit()
-    finally:
+    except BaseException:
+        with contextlib.suppress(Exception):  # the commit's own error is the one to raise
+            _close(connection, True, in_one_write)
+        raise
+    try:
         _close(connection, False, in_one_write)
+    except BaseException as error:
+        return error
+    return None
 
 
 def _close(connection: Connection, rollback: bool, in_one_write: bool) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,11 +38,6 @@ async def engine(both_engines: AsyncEngine) -> AsyncEngine:
 
 def checked_out(engine: AsyncEngine) -> int:
     return engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined, no-any-return]
-
-
-def options_of(connection: AsyncConnection) -> dict[str, Any]:
-    assert connection.sync_connection is not None
-    return dict(connection.sync_connection.get_execution_options())
 
 
 def driver_of(connection: AsyncConnection) -> Any:
@@ -83,64 +78,78 @@ async def test_a_work_that_fails_stores_nothing_and_gives_its_connection_back(
     assert await names(engine) == []
 
 
-@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("one_write", [False, True])
-async def test_a_commit_refused_by_the_database_stores_nothing_and_gives_the_connection_back(
-    engine: AsyncEngine, one_write: bool
-) -> None:
-    """Refused at COMMIT itself (a deferred constraint): the error is the commit's, and
-    the connection returns to the pool in transactions, out of one-write mode."""
-    table = f"conn_deferred_{uuid.uuid4().hex[:8]}"
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(
-            f"CREATE TABLE {table} (name text, "
-            f"CONSTRAINT {table}_once UNIQUE (name) DEFERRABLE INITIALLY DEFERRED)"
-        )
-
-    async def twice() -> None:
-        async with work(engine).one_write(one_write) as uow:
-            await uow.connection.exec_driver_sql(f"INSERT INTO {table} VALUES ('twice')")
-            await uow.connection.exec_driver_sql(f"INSERT INTO {table} VALUES ('twice')")
+async def test_a_work_commits_once(engine: AsyncEngine) -> None:
+    async def commit_twice() -> None:
+        async with work(engine) as uow:
+            await uow.connection.execute(claims.insert().values(name="once"))
+            await uow.commit()
             await uow.commit()
 
-    with pytest.raises(IntegrityError, match=f"{table}_once"):
-        await twice()
-    assert checked_out(engine) == 0
-    async with work(engine) as uow:
-        rows = await uow.connection.exec_driver_sql(f"SELECT count(*) FROM {table}")
-        assert rows.scalar_one() == 0
-        assert driver_of(uow.connection).autocommit is False
+    with pytest.raises(RuntimeError, match="already committed"):
+        await commit_twice()
+    assert await names(engine) == ["once"]
 
 
-async def test_a_reader_reads_without_a_transaction_and_leaves_none_behind(
+async def test_a_commit_refused_by_the_database_stores_nothing_and_frees_the_connection(
     engine: AsyncEngine,
 ) -> None:
-    async with reading(engine) as connection:
-        assert options_of(connection).get("dealflow_read_only") is True
-        if is_postgres(engine):  # its statements run in autocommit: no BEGIN, no ROLLBACK
-            assert driver_of(connection).autocommit is True
-        assert await connection.scalar(select(1)) == 1
-        assert checked_out(engine) == 1
+    """Refused at COMMIT itself (a deferred foreign key): the error is the commit's, and
+    the connection goes back to the pool with no transaction left on it. On SQLite such
+    a transaction would hold the write lock: the next work could not begin."""
+    child = f"conn_child_{uuid.uuid4().hex[:8]}"
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(
+            f"CREATE TABLE {child} (claim_id INTEGER REFERENCES conn_claims (id) "
+            "DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    async def orphan() -> None:
+        async with work(engine) as uow:
+            await uow.connection.exec_driver_sql(f"INSERT INTO {child} VALUES (404)")
+            await uow.commit()
+
+    with pytest.raises(IntegrityError):
+        await orphan()
     assert checked_out(engine) == 0
-    # The pooled connection comes back to the next user as an ordinary one.
+    async with work(engine) as uow:
+        await uow.connection.execute(claims.insert().values(name="next"))
+        await uow.commit()
+    assert await names(engine) == ["next"]
     async with engine.connect() as connection:
-        assert "dealflow_read_only" not in options_of(connection)
+        orphans = await connection.exec_driver_sql(f"SELECT count(*) FROM {child}")
+        assert orphans.scalar_one() == 0
+
+
+async def test_a_reader_reads_without_a_transaction_of_its_own(engine: AsyncEngine) -> None:
+    """On PostgreSQL in autocommit (no BEGIN, no ROLLBACK); on SQLite in a plain BEGIN
+    that does not wait for a writer holding the write lock."""
+    async with work(engine) as writer:
+        await writer.connection.execute(claims.insert().values(name="not yet"))
+        async with asyncio.timeout(10), reading(engine) as connection:
+            if is_postgres(engine):
+                assert driver_of(connection).autocommit is True
+            assert await connection.scalar(select(func.count()).select_from(claims)) == 0
+            assert checked_out(engine) == 2
+    assert checked_out(engine) == 0
+    # The pooled connection comes back to the next user out of autocommit.
+    async with engine.connect() as connection:
         if is_postgres(engine):
             assert driver_of(connection).autocommit is False
 
 
-@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
-async def test_a_cancelled_reader_gives_its_connection_back(engine: AsyncEngine) -> None:
+async def test_a_reader_cancelled_while_it_holds_its_connection_gives_it_back(
+    engine: AsyncEngine,
+) -> None:
     started = asyncio.Event()
 
-    async def read_forever() -> None:
+    async def read_then_wait() -> None:
         async with reading(engine) as connection:
+            await connection.scalar(select(1))
             started.set()
-            await connection.exec_driver_sql("SELECT pg_sleep(30)")
+            await asyncio.sleep(30)
 
-    task = asyncio.create_task(read_forever())
+    task = asyncio.create_task(read_then_wait())
     await started.wait()
-    await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

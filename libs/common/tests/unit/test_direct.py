@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dealflow_common.db import ExactDecimal, JsonDocument, count_statements, read_only
+from dealflow_common.db import ExactDecimal, JsonDocument, count_statements, reading
 from dealflow_common.direct import DirectStatement
 
 _metadata = MetaData()
@@ -119,8 +119,7 @@ async def test_a_read_only_connection_reads_directly(deals: AsyncEngine) -> None
     deal = _deal()
     async with deals.begin() as connection:
         await _INSERT.rowcount(connection, deal)
-    async with deals.connect() as connection:
-        connection = await read_only(connection)
+    async with reading(deals) as connection:
         row = await _DIRECT_SELECT.first(connection, {"b_id": deal["id"]})
         await connection.rollback()
     assert row is not None
