@@ -308,11 +308,9 @@ class ServiceUnderTest:
     def engine(self) -> AsyncEngine:
         return self.platform.engine
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
+    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         """A connection that only reads: on SQLite it does not wait for the writer."""
-        async with reading(self.engine) as connection:
-            yield connection
+        return reading(self.engine)
 
     def headers(
         self,

@@ -94,6 +94,9 @@ _IdempotencyKey = Annotated[
 ]
 
 
+_STATE_FIELDS = tuple(OpportunityState.model_fields)
+
+
 def to_response(opportunity: Opportunity) -> OpportunityResponse:
     # The state's fields were validated when `state()` built it: taken as they are, not
     # dumped to a dict and validated again, which put every Money and date through its
@@ -105,9 +108,6 @@ def to_response(opportunity: Opportunity) -> OpportunityResponse:
         allowed_moves=opportunity.allowed_moves(),
         next_action_source=source.value if source else None,
     )
-
-
-_STATE_FIELDS = tuple(OpportunityState.model_fields)
 
 
 def _with_etag(response: Response, opportunity: Opportunity) -> OpportunityResponse:

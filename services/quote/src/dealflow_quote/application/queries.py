@@ -6,8 +6,7 @@ Every read runs on a `READ_ONLY` connection: on SQLite it then starts with a pla
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from uuid import UUID
 
@@ -27,10 +26,8 @@ class QuoteReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with reading(self._engine) as connection:
-            yield connection
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return reading(self._engine)
 
     async def get(self, quote_id: UUID, viewer: Principal) -> Quote:
         async with self._read() as connection:

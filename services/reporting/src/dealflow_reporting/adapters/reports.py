@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -202,10 +202,8 @@ class ReportReader:
         self._engine = engine
         self._use_sums = use_sums
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with reading(self._engine) as connection:
-            yield connection
+    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return reading(self._engine)
 
     # --- pipeline and forecast ----------------------------------------------------------
 

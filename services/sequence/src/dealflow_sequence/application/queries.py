@@ -6,8 +6,7 @@ Every read runs on a `READ_ONLY` connection: on SQLite it then starts with a pla
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
@@ -45,10 +44,8 @@ class SequenceReader:
         self._engine = engine
         self._definitions = definitions
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with reading(self._engine) as connection:
-            yield connection
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return reading(self._engine)
 
     async def sequences(self, include_retired: bool) -> list[SequenceDefinition]:
         async with self._read() as connection:
