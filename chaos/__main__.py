@@ -28,6 +28,7 @@ from pathlib import Path
 
 from chaos import report
 from chaos.faults import Profile, all_faults
+from chaos.invariants import listed
 from chaos.session import Session
 from chaos.stack import Stack, progress
 
@@ -105,6 +106,10 @@ async def run(args: argparse.Namespace, log_dir: Path) -> int:
 
     print(report.table(rows))
     print(report.details(rows))
+    holes = report.offset_holes(log_dir)
+    if holes:
+        print(f"\nreads that skipped offsets ({len(holes)}), each read again:")
+        print("\n".join(listed(holes)))
     failed = [row.fault for row in rows if row.failed]
     if session.aborted:
         failed.append(f"aborted at {session.aborted}")
@@ -118,6 +123,7 @@ async def run(args: argparse.Namespace, log_dir: Path) -> int:
                 "code": version,
                 "seconds": round(elapsed, 1),
                 "service_logs": str(log_dir),
+                "offset_holes": holes,
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "failed": failed,
             },

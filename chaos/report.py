@@ -76,6 +76,22 @@ def details(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+_HOLE_MARKS = ("skipped offsets", "has no record at offset")
+
+
+def offset_holes(log_dir: Path) -> list[str]:
+    """The consumer loops' warnings that a read skipped offsets (`ConsumerLoop`), from
+    every service log of the run: each was read again, but a client or broker that
+    skips records is worth seeing even when nothing was lost."""
+    return [
+        f"{path.name}: {line.strip()}"
+        for path in sorted(log_dir.glob("*.log"))
+        if path.name != "broker.log"
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if any(mark in line for mark in _HOLE_MARKS)
+    ]
+
+
 def to_json(rows: list[Row], meta: dict[str, Any]) -> dict[str, Any]:
     return {
         **meta,

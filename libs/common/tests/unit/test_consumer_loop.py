@@ -33,8 +33,19 @@ class Rec:
 class FakeKafka:
     """aiokafka's consumer as the loop uses it: a log per partition and a position."""
 
-    def __init__(self, logs: dict[TopicPartition, int], per_poll: int | None = None) -> None:
+    def __init__(
+        self,
+        logs: dict[TopicPartition, int],
+        per_poll: int | None = None,
+        *,
+        skipped_once: set[tuple[TopicPartition, int]] = frozenset(),  # type: ignore[assignment]
+        absent: set[tuple[TopicPartition, int]] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
         self.end = dict(logs)
+        self.skipped_once = set(skipped_once)
+        """Offsets the first read that reaches them leaves out (a client or broker fault)."""
+        self.absent = set(absent)
+        """Offsets the log does not hold (compacted away, or a transaction's marker)."""
         self.position_of = dict.fromkeys(logs, 0)
         self.committed: dict[TopicPartition, int] = {}
         self.commits = 0
@@ -53,7 +64,10 @@ class FakeKafka:
                 continue
             if self.per_poll is not None:
                 end = min(end, self.position_of[tp] + self.per_poll)
-            batch[tp] = [Rec(tp.topic, tp.partition, o) for o in range(self.position_of[tp], end)]
+            offsets = [o for o in range(self.position_of[tp], end) if (tp, o) not in self.absent]
+            dropped = {(tp, o) for o in offsets} & self.skipped_once
+            self.skipped_once -= dropped
+            batch[tp] = [Rec(tp.topic, tp.partition, o) for o in offsets if (tp, o) not in dropped]
             self.position_of[tp] = end
         if not batch:
             await asyncio.sleep(timeout_ms / 1000 / 200)  # the broker's wait, shortened
@@ -212,3 +226,51 @@ async def test_a_background_loop_waits_after_each_batch_and_a_live_one_does_not(
     slept.clear()
     await drive(loop_for(ScriptedConsumer([])), FakeKafka({P0: 3}, per_poll=1))
     assert 0.03 not in slept
+
+
+def offset_gaps(loop: ConsumerLoop, confirmed: str) -> float:
+    return loop._metrics.offset_gaps.labels("test-group", confirmed)._value.get()
+
+
+async def test_a_record_a_read_skipped_is_read_again_before_anything_after_it() -> None:
+    kafka = FakeKafka({P0: 5, P1: 2}, skipped_once={(P0, 2)})
+    consumer = ScriptedConsumer([])
+    loop = loop_for(consumer)
+    await drive(loop, kafka)
+    # Offsets 3 and 4 wait for 2: the partition is read again from the hole.
+    assert sorted(consumer.seen[0]) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert consumer.seen[1] == [(0, 2), (0, 3), (0, 4)]
+    assert kafka.committed == {P0: 5, P1: 2}
+    assert offset_gaps(loop, "no") == 1
+    assert offset_gaps(loop, "yes") == 0
+
+
+async def test_a_read_that_starts_past_the_next_offset_is_read_again_from_it() -> None:
+    kafka = FakeKafka({P0: 4}, per_poll=2, skipped_once={(P0, 2)})
+    consumer = ScriptedConsumer([])
+    await drive(loop_for(consumer), kafka)
+    assert consumer.seen[:2] == [[(0, 0), (0, 1)], [(0, 2), (0, 3)]]
+    assert kafka.committed == {P0: 4}
+
+
+async def test_a_hole_the_broker_answers_again_is_gone_past_after_one_more_read() -> None:
+    # What a compacted log leaves out is not there to be read: the loop must not wait
+    # for it forever.
+    kafka = FakeKafka({P0: 5}, absent={(P0, 2)})
+    consumer = ScriptedConsumer([])
+    loop = loop_for(consumer)
+    await drive(loop, kafka)
+    assert consumer.seen[:2] == [[(0, 0), (0, 1)], [(0, 3), (0, 4)]]
+    assert kafka.committed == {P0: 5}
+    assert (offset_gaps(loop, "no"), offset_gaps(loop, "yes")) == (1, 1)
+
+
+async def test_a_partition_read_again_from_before_the_next_offset_is_no_hole() -> None:
+    # After a rebalance a partition is read from its committed offset, behind what this
+    # member applied; the inbox skips what is read twice.
+    kafka = FakeKafka({P0: 3})
+    consumer = ScriptedConsumer([AttributeError("read it again")])
+    loop = loop_for(consumer)
+    await drive(loop, kafka)
+    assert consumer.seen[:2] == [[(0, 0), (0, 1), (0, 2)]] * 2
+    assert offset_gaps(loop, "no") == 0

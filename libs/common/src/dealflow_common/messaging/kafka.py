@@ -220,6 +220,13 @@ class ConsumerLoopMetrics:
             ["group"],
             registry=registry,
         )
+        self.offset_gaps = Counter(
+            "dealflow_consumer_offset_gaps",
+            "Reads that skipped offsets the loop expected next; each is read again once "
+            "from the first one skipped",
+            ["group", "confirmed"],
+            registry=registry,
+        )
         self.lag = Gauge(
             "dealflow_consumer_lag",
             "Records on the broker not yet applied by this consumer, per group",
@@ -241,6 +248,14 @@ class ConsumerLoop:
     What is done is committed at most every `kafka_commit_interval_ms`, and at once when
     the loop falls idle: an offset commit is a broker round trip per batch otherwise,
     and what a crash leaves uncommitted is only read again.
+
+    A partition's offsets are read in order without holes. When a read starts past the
+    offset that should come next, or skips offsets inside, the loop does not apply what
+    follows the hole: it counts and logs it and reads the partition again from the
+    first offset skipped. Only when the broker answers with the same hole again is it
+    taken as real (offsets a compacted log or a transaction's markers leave out). A
+    chaos run once lost one event of an uncompacted topic without a word: this turns
+    such a loss into a second read, or at least into a warning naming the offsets.
 
     A `background` loop (one no request waits on) lets the broker hold its fetches
     longer and waits `kafka_background_linger_ms` after each batch, trading a fraction of
@@ -271,6 +286,10 @@ class ConsumerLoop:
         self._commit_interval = settings.kafka_commit_interval_ms / 1000
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed_at = 0.0
+        self._next_offset: dict[TopicPartition, int] = {}
+        """Per partition, the offset the next read should start at."""
+        self._hole_read_again: dict[TopicPartition, int] = {}
+        """Per partition, the first offset of a hole already read again once."""
         self._start_timeout = 30 + settings.kafka_session_timeout_ms / 1000
         self.running = False
 
@@ -328,6 +347,8 @@ class ConsumerLoop:
                     # it is read again.
                     await asyncio.wait_for(asyncio.shield(self._flush(kafka)), 5)
                 self._uncommitted.clear()
+                self._next_offset.clear()
+                self._hole_read_again.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(kafka.stop(), 10)
             await asyncio.sleep(delay)
@@ -343,6 +364,9 @@ class ConsumerLoop:
                 await self._flush(kafka)
                 await self._report_lag(kafka)
                 continue
+            batches = self._without_holes(kafka, batches)
+            if not batches:
+                continue
             records = [record for partition in batches.values() for record in partition]
             try:
                 not_done = await self.consumer.apply_batch(records)
@@ -356,7 +380,7 @@ class ConsumerLoop:
                     # A partition lost in a rebalance meanwhile is read by its new owner
                     # from the committed offset, which is behind this batch.
                     if partition in assigned:
-                        kafka.seek(partition, read[0].offset)
+                        self._seek(kafka, partition, read[0].offset)
                 await asyncio.sleep(self._stall_pause)
                 continue
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -364,6 +388,7 @@ class ConsumerLoop:
                 stop = not_done.get(PartitionKey(partition.topic, partition.partition))
                 if stop is None:
                     offsets[partition] = OffsetAndMetadata(read[-1].offset + 1, "")
+                    self._next_offset[partition] = read[-1].offset + 1
                     continue
                 if stop > read[0].offset:
                     offsets[partition] = OffsetAndMetadata(stop, "")
@@ -387,10 +412,75 @@ class ConsumerLoop:
             offset,
             self._stall_pause,
         )
-        kafka.seek(partition, offset)
+        self._seek(kafka, partition, offset)
         kafka.pause(partition)
         self._paused_until[partition] = time.monotonic() + self._stall_pause
         self._metrics.stalled.labels(self.consumer.group_id).set(len(self._paused_until))
+
+    def _seek(self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int) -> None:
+        kafka.seek(partition, offset)
+        self._next_offset[partition] = offset
+
+    def _without_holes(
+        self, kafka: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """The batch cut at the first hole in each partition's offsets; a partition cut
+        is read again from the hole's first offset, once per hole.
+
+        A read that starts before the expected offset is no hole: after a rebalance a
+        partition is read from its committed offset, and the inbox skips what it
+        applied. What another member committed past our expectation looks like a hole
+        and costs one read again, which the inbox makes harmless.
+        """
+        whole: dict[TopicPartition, list[Any]] = {}
+        for partition, read in batches.items():
+            expected = self._next_offset.get(partition, read[0].offset)
+            cut = len(read)
+            for n, record in enumerate(read):
+                if record.offset > expected and not self._hole_is_known(partition, expected):
+                    cut = n
+                    break
+                expected = record.offset + 1
+            if cut < len(read):
+                self._read_hole_again(kafka, partition, expected, read[cut].offset)
+            elif self._hole_read_again.get(partition, expected) < expected:
+                del self._hole_read_again[partition]  # read again, and filled
+            if cut:
+                whole[partition] = read[:cut]
+        return whole
+
+    def _hole_is_known(self, partition: TopicPartition, first_missing: int) -> bool:
+        """True when this hole was read again once and the broker left it as it was."""
+        if self._hole_read_again.get(partition) != first_missing:
+            return False
+        del self._hole_read_again[partition]
+        log.warning(
+            "consumer %s: %s/%d has no record at offset %d on a second read either; "
+            "going on past it",
+            self.consumer.group_id,
+            partition.topic,
+            partition.partition,
+            first_missing,
+        )
+        self._metrics.offset_gaps.labels(self.consumer.group_id, "yes").inc()
+        return True
+
+    def _read_hole_again(
+        self, kafka: AIOKafkaConsumer, partition: TopicPartition, first_missing: int, got: int
+    ) -> None:
+        log.warning(
+            "consumer %s: a read of %s/%d skipped offsets %d to %d; reading again from %d",
+            self.consumer.group_id,
+            partition.topic,
+            partition.partition,
+            first_missing,
+            got - 1,
+            first_missing,
+        )
+        self._metrics.offset_gaps.labels(self.consumer.group_id, "no").inc()
+        self._hole_read_again[partition] = first_missing
+        if partition in kafka.assignment():
+            self._seek(kafka, partition, first_missing)
 
     def _resume_due(self, kafka: AIOKafkaConsumer) -> None:
         if not self._paused_until:

@@ -1,0 +1,24 @@
+"""The chaos report lists every read that skipped offsets, from the services' logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chaos.report import offset_holes
+
+
+def test_the_report_finds_the_consumer_loops_warnings_of_skipped_offsets(tmp_path: Path) -> None:
+    (tmp_path / "quote.log").write_text(
+        "INFO applied 3 events\n"
+        "WARNING consumer quote-service: a read of dealflow.opportunity.events/4 "
+        "skipped offsets 2772 to 2772; reading again from 2772\n"
+    )
+    (tmp_path / "order-replica2.log").write_text(
+        "WARNING consumer order-service: dealflow.quote.events/1 has no record at offset 9 "
+        "on a second read either; going on past it\n"
+    )
+    (tmp_path / "broker.log").write_text("skipped offsets in the broker's own words\n")
+    holes = offset_holes(tmp_path)
+    assert len(holes) == 2
+    assert holes[0].startswith("order-replica2.log: ")
+    assert "2772" in holes[1] and holes[1].startswith("quote.log: ")
