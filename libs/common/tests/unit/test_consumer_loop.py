@@ -274,3 +274,19 @@ async def test_a_partition_read_again_from_before_the_next_offset_is_no_hole() -
     await drive(loop, kafka)
     assert consumer.seen[:2] == [[(0, 0), (0, 1), (0, 2)]] * 2
     assert offset_gaps(loop, "no") == 0
+
+
+def test_a_partition_that_comes_back_after_a_rebalance_is_read_from_its_committed_offset() -> None:
+    # While another member owned partition 0 it applied and committed up to 10: this
+    # member's expectation (3) died with the revocation, so 10 is no hole.
+    loop = loop_for(ScriptedConsumer([]))
+    kafka = FakeKafka({P0: 12})
+    loop._next_offset[P0] = 3
+    loop.forget([P0])
+    read = {P0: [Rec(TOPIC, 0, 10), Rec(TOPIC, 0, 11)]}
+    assert loop._without_holes(kafka, read) == read  # type: ignore[arg-type]
+    assert offset_gaps(loop, "no") == 0
+    # Not forgotten, the same read would be a hole, read again from 3.
+    loop._next_offset[P0] = 3
+    assert loop._without_holes(kafka, read) == {}  # type: ignore[arg-type]
+    assert kafka.position_of[P0] == 3

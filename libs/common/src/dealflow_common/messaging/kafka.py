@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -299,8 +299,7 @@ class ConsumerLoop:
 
     def _build(self) -> AIOKafkaConsumer:
         settings = self._settings
-        return AIOKafkaConsumer(
-            *self.consumer.topics,
+        kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
             client_id=settings.kafka_client_id or f"dealflow-{settings.service_name}",
             group_id=self.consumer.group_id,
@@ -315,6 +314,14 @@ class ConsumerLoop:
             # Not kafka_request_timeout_ms: a group join is held by the broker for up to
             # the rebalance time, so the consumer keeps aiokafka's longer default.
         )
+        kafka.subscribe(list(self.consumer.topics), listener=_ForgetRevoked(self))
+        return kafka
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions another member may read now: where it stops is not ours to expect."""
+        for partition in partitions:
+            self._next_offset.pop(partition, None)
+            self._hole_read_again.pop(partition, None)
 
     async def run(self) -> None:
         """Consume until cancelled, reconnecting with a growing delay after failures."""
@@ -429,8 +436,8 @@ class ConsumerLoop:
 
         A read that starts before the expected offset is no hole: after a rebalance a
         partition is read from its committed offset, and the inbox skips what it
-        applied. What another member committed past our expectation looks like a hole
-        and costs one read again, which the inbox makes harmless.
+        applied. A revoked partition's expectation is forgotten (`_ForgetRevoked`), so
+        when it comes back, what another member committed meanwhile is no hole either.
         """
         whole: dict[TopicPartition, list[Any]] = {}
         for partition, read in batches.items():
@@ -524,6 +531,20 @@ class ConsumerLoop:
                 position = await asyncio.wait_for(kafka.position(partition), 0.5)
                 lag += max(0, highwater - position)
         self._metrics.lag.labels(self.consumer.group_id).set(lag)
+
+
+class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forgets the expected offsets of revoked partitions: if one comes back, its
+    committed offset may be past them, and that is no hole to read again."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._loop.forget(revoked)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        return None
 
 
 async def connect_with_retry(
