@@ -106,10 +106,14 @@ async def run(args: argparse.Namespace, log_dir: Path) -> int:
 
     print(report.table(rows))
     print(report.details(rows))
-    holes = report.offset_holes(log_dir)
+    holes = report.offset_holes(log_dir, report.READ_AGAIN)
+    gone_past = report.offset_holes(log_dir, report.GONE_PAST)
     if holes:
         print(f"\nreads that skipped offsets ({len(holes)}), each read again:")
         print("\n".join(listed(holes)))
+    if gone_past:
+        print(f"\nholes the broker kept on a second read ({len(gone_past)}), gone past:")
+        print("\n".join(listed(gone_past)))
     failed = [row.fault for row in rows if row.failed]
     if session.aborted:
         failed.append(f"aborted at {session.aborted}")
@@ -123,7 +127,7 @@ async def run(args: argparse.Namespace, log_dir: Path) -> int:
                 "code": version,
                 "seconds": round(elapsed, 1),
                 "service_logs": str(log_dir),
-                "offset_holes": holes,
+                "offset_holes": {"read_again": holes, "gone_past": gone_past},
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "failed": failed,
             },

@@ -36,11 +36,14 @@ class SkipsOnce:
         batches = await self._real.getmany(*partitions, timeout_ms=timeout_ms)
         if self.skipped:
             return batches
-        for partition, records in batches.items():
+        for partition, records in list(batches.items()):
             kept = [r for r in records if r.offset != SKIPPED]
             if len(kept) < len(records):
                 self.skipped = True
-                batches[partition] = kept
+                if kept:
+                    batches[partition] = kept
+                else:  # as aiokafka answers: no partition without records
+                    del batches[partition]
         return batches
 
 

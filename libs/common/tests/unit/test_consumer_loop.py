@@ -290,3 +290,60 @@ def test_a_partition_that_comes_back_after_a_rebalance_is_read_from_its_committe
     loop._next_offset[P0] = 3
     assert loop._without_holes(kafka, read) == {}  # type: ignore[arg-type]
     assert kafka.position_of[P0] == 3
+
+
+async def test_a_partition_stalled_inside_a_batch_is_no_hole_when_resumed() -> None:
+    # Offsets 0-1 applied (next: 2), then the batch 2-3 stops at 3: the stall's seek is
+    # the new expectation, so reading 3 again is no hole.
+    kafka = FakeKafka({P0: 6}, per_poll=2)
+    consumer = ScriptedConsumer([{}, {PartitionKey(TOPIC, 0): 3}])
+    loop = loop_for(consumer, stall_pause_ms=10)
+    await drive(loop, kafka)
+    assert [(0, 3), (0, 4)] in consumer.seen[2:]
+    assert kafka.committed == {P0: 6}
+    assert offset_gaps(loop, "no") == 0
+
+
+async def test_a_revocation_while_a_batch_is_applied_leaves_no_expectation_behind() -> None:
+    # aiokafka revokes from its coordinator task, possibly while the batch is applied;
+    # the batch must not write back an expectation for a partition another member may
+    # carry on with.
+    loop: ConsumerLoop
+
+    class RevokedMeanwhile(ScriptedConsumer):
+        async def apply_batch(self, records: Sequence[Rec]) -> dict[PartitionKey, int]:
+            loop.forget([P0])
+            return await super().apply_batch(records)
+
+    kafka = FakeKafka({P0: 3})
+    loop = loop_for(RevokedMeanwhile([]))
+    await drive(loop, kafka)
+    assert P0 not in loop._next_offset
+    # Back after the other member applied up to 10: no hole.
+    read = {P0: [Rec(TOPIC, 0, 10)]}
+    assert loop._without_holes(kafka, read) == read  # type: ignore[arg-type]
+
+
+async def test_a_hole_partly_filled_on_the_second_read_is_read_again() -> None:
+    loop = loop_for(ScriptedConsumer([]))
+    kafka = FakeKafka({P0: 12})
+    loop._next_offset[P0] = 0
+    assert loop._without_holes(kafka, {P0: [Rec(TOPIC, 0, 5)]}) == {}  # type: ignore[arg-type]
+    # The second read answers differently (3 is there now): not the same hole.
+    assert loop._without_holes(kafka, {P0: [Rec(TOPIC, 0, 3)]}) == {}  # type: ignore[arg-type]
+    assert kafka.position_of[P0] == 0
+    # The same answer twice: gone past.
+    read = {P0: [Rec(TOPIC, 0, 3)]}
+    assert loop._without_holes(kafka, read) == read  # type: ignore[arg-type]
+    assert (offset_gaps(loop, "no"), offset_gaps(loop, "yes")) == (2, 1)
+
+
+async def test_the_loop_listens_for_revocations_of_its_partitions() -> None:
+    from dealflow_common.messaging.kafka import _ForgetRevoked
+
+    kafka = loop_for(ScriptedConsumer([]))._build()
+    try:
+        assert isinstance(kafka._subscription.listener, _ForgetRevoked)
+        assert kafka._subscription.subscription.topics == {TOPIC}
+    finally:
+        await kafka.stop()

@@ -288,8 +288,11 @@ class ConsumerLoop:
         self._committed_at = 0.0
         self._next_offset: dict[TopicPartition, int] = {}
         """Per partition, the offset the next read should start at."""
-        self._hole_read_again: dict[TopicPartition, int] = {}
-        """Per partition, the first offset of a hole already read again once."""
+        self._hole_read_again: dict[TopicPartition, tuple[int, int]] = {}
+        """Per partition, a hole already read again once: its first offset, and the
+        offset the read after it started at."""
+        self._rebalances = 0
+        """Counts revocations: an expectation formed across one is not kept."""
         self._start_timeout = 30 + settings.kafka_session_timeout_ms / 1000
         self.running = False
 
@@ -319,6 +322,7 @@ class ConsumerLoop:
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions another member may read now: where it stops is not ours to expect."""
+        self._rebalances += 1
         for partition in partitions:
             self._next_offset.pop(partition, None)
             self._hole_read_again.pop(partition, None)
@@ -375,6 +379,9 @@ class ConsumerLoop:
             if not batches:
                 continue
             records = [record for partition in batches.values() for record in partition]
+            # A revocation while the batch is applied (aiokafka's coordinator runs
+            # meanwhile) forgets expectations this batch must not write back.
+            rebalances = self._rebalances
             try:
                 not_done = await self.consumer.apply_batch(records)
             except asyncio.CancelledError:
@@ -387,7 +394,7 @@ class ConsumerLoop:
                     # A partition lost in a rebalance meanwhile is read by its new owner
                     # from the committed offset, which is behind this batch.
                     if partition in assigned:
-                        self._seek(kafka, partition, read[0].offset)
+                        self._seek(kafka, partition, read[0].offset, rebalances)
                 await asyncio.sleep(self._stall_pause)
                 continue
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -395,11 +402,11 @@ class ConsumerLoop:
                 stop = not_done.get(PartitionKey(partition.topic, partition.partition))
                 if stop is None:
                     offsets[partition] = OffsetAndMetadata(read[-1].offset + 1, "")
-                    self._next_offset[partition] = read[-1].offset + 1
+                    self._expect(partition, read[-1].offset + 1, rebalances)
                     continue
                 if stop > read[0].offset:
                     offsets[partition] = OffsetAndMetadata(stop, "")
-                self._stall(kafka, partition, stop)
+                self._stall(kafka, partition, stop, rebalances)
             self._uncommitted.update(offsets)
             if time.monotonic() - self._committed_at >= self._commit_interval:
                 await self._flush(kafka)
@@ -407,7 +414,9 @@ class ConsumerLoop:
             if self._linger:
                 await asyncio.sleep(self._linger)
 
-    def _stall(self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int) -> None:
+    def _stall(
+        self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int, rebalances: int
+    ) -> None:
         if partition not in kafka.assignment():
             return  # its new owner reads it from the committed offset, at or before this one
         log.error(
@@ -419,14 +428,23 @@ class ConsumerLoop:
             offset,
             self._stall_pause,
         )
-        self._seek(kafka, partition, offset)
+        self._seek(kafka, partition, offset, rebalances)
         kafka.pause(partition)
         self._paused_until[partition] = time.monotonic() + self._stall_pause
         self._metrics.stalled.labels(self.consumer.group_id).set(len(self._paused_until))
 
-    def _seek(self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int) -> None:
+    def _seek(
+        self, kafka: AIOKafkaConsumer, partition: TopicPartition, offset: int, rebalances: int
+    ) -> None:
         kafka.seek(partition, offset)
-        self._next_offset[partition] = offset
+        self._expect(partition, offset, rebalances)
+
+    def _expect(self, partition: TopicPartition, offset: int, rebalances: int) -> None:
+        """The next read of `partition` starts at `offset`, unless a revocation came
+        since the batch was read: then another member may have the partition now, and
+        where it leaves off is its own."""
+        if rebalances == self._rebalances:
+            self._next_offset[partition] = offset
 
     def _without_holes(
         self, kafka: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]
@@ -441,24 +459,30 @@ class ConsumerLoop:
         """
         whole: dict[TopicPartition, list[Any]] = {}
         for partition, read in batches.items():
+            if not read:
+                continue
             expected = self._next_offset.get(partition, read[0].offset)
             cut = len(read)
             for n, record in enumerate(read):
-                if record.offset > expected and not self._hole_is_known(partition, expected):
+                if record.offset > expected and not self._hole_is_known(
+                    partition, expected, record.offset
+                ):
                     cut = n
                     break
                 expected = record.offset + 1
             if cut < len(read):
                 self._read_hole_again(kafka, partition, expected, read[cut].offset)
-            elif self._hole_read_again.get(partition, expected) < expected:
+            elif self._hole_read_again.get(partition, (expected, 0))[0] < expected:
                 del self._hole_read_again[partition]  # read again, and filled
             if cut:
                 whole[partition] = read[:cut]
         return whole
 
-    def _hole_is_known(self, partition: TopicPartition, first_missing: int) -> bool:
-        """True when this hole was read again once and the broker left it as it was."""
-        if self._hole_read_again.get(partition) != first_missing:
+    def _hole_is_known(self, partition: TopicPartition, first_missing: int, got: int) -> bool:
+        """True when this hole was read again once and the broker left it as it was: the
+        same first offset missing, and nothing of it filled since."""
+        known = self._hole_read_again.get(partition)
+        if known is None or known[0] != first_missing or got < known[1]:
             return False
         del self._hole_read_again[partition]
         log.warning(
@@ -485,9 +509,9 @@ class ConsumerLoop:
             first_missing,
         )
         self._metrics.offset_gaps.labels(self.consumer.group_id, "no").inc()
-        self._hole_read_again[partition] = first_missing
+        self._hole_read_again[partition] = (first_missing, got)
         if partition in kafka.assignment():
-            self._seek(kafka, partition, first_missing)
+            self._seek(kafka, partition, first_missing, self._rebalances)
 
     def _resume_due(self, kafka: AIOKafkaConsumer) -> None:
         if not self._paused_until:
