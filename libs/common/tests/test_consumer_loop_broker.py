@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from dealflow_common.messaging.consumer import PartitionKey, Record
-from dealflow_common.messaging.kafka import ConsumerLoop, ConsumerLoopMetrics
+from dealflow_common.messaging.kafka import ConsumerLoop, ConsumerLoopMetrics, ensure_topics
 from dealflow_common.settings import ServiceSettings
 from dealflow_common.testing import KafkaEndpoint
 
@@ -81,12 +80,15 @@ async def test_a_record_a_read_left_out_is_read_again_from_the_broker(
     kafka: KafkaEndpoint,
 ) -> None:
     topic = f"hole-test-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    settings = ServiceSettings(
+        DATABASE_URL="sqlite+aiosqlite:///:memory:",
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        DEALFLOW_JWT_SECRET="x" * 32,
+        kafka_commit_interval_ms=0,
+        kafka_topic_partitions=1,
+        kafka_replication_factor=1,
+    )
+    await ensure_topics(settings, [topic])
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers,
         enable_idempotence=kafka.idempotence,
@@ -98,12 +100,6 @@ async def test_a_record_a_read_left_out_is_read_again_from_the_broker(
     finally:
         await producer.stop()
 
-    settings = ServiceSettings(
-        DATABASE_URL="sqlite+aiosqlite:///:memory:",
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        DEALFLOW_JWT_SECRET="x" * 32,
-        kafka_commit_interval_ms=0,
-    )
     recorder = Recorder(topic)
     metrics = ConsumerLoopMetrics(CollectorRegistry())
     skipping: list[SkipsOnce] = []

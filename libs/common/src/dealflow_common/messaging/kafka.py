@@ -472,8 +472,10 @@ class ConsumerLoop:
                 expected = record.offset + 1
             if cut < len(read):
                 self._read_hole_again(kafka, partition, expected, read[cut].offset)
-            elif self._hole_read_again.get(partition, (expected, 0))[0] < expected:
-                del self._hole_read_again[partition]  # read again, and filled
+            elif partition in self._hole_read_again:
+                # Read again past the hole, and filled: forgotten, so that a later read
+                # (after a rewind) that misses the same offset is read again too.
+                del self._hole_read_again[partition]
             if cut:
                 whole[partition] = read[:cut]
         return whole
