@@ -426,7 +426,14 @@ def failure_reasons(failures: list[str], shown: int = 5) -> list[str]:
     return [f"{n} x {reason}" for reason, n in counted.most_common(shown)]
 
 
-DB_COUNTERS = ("dealflow_db_statements_total", "dealflow_db_commits_total")
+DB_COUNTERS = (
+    "dealflow_db_statements_total",
+    "dealflow_db_commits_total",
+    "dealflow_db_transaction_statements_total",
+)
+"""The services' database counters; the third counts BEGIN, COMMIT and ROLLBACK, which
+are round trips too but not among the statements."""
+_DB_FIGURES = ("statements", "commits", "transaction_statements")
 
 
 async def expositions(
@@ -512,13 +519,20 @@ async def check_invariants(
 def per_deal(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], deals: int
 ) -> dict[str, dict[str, float]]:
-    figures: dict[str, dict[str, float]] = {"statements": {}, "commits": {}}
+    """Each database counter per deal, by service and in total, and the round trips:
+    the statements with the BEGIN, COMMIT and ROLLBACK sent around them."""
+    figures: dict[str, dict[str, float]] = {key: {} for key in (*_DB_FIGURES, "round_trips")}
     for name in after:
-        for counter, key in zip(DB_COUNTERS, ("statements", "commits"), strict=True):
-            spent = after[name].get(counter, 0.0) - before.get(name, {}).get(counter, 0.0)
-            figures[key][name] = round(spent / max(1, deals), 1)
-    for key in ("statements", "commits"):
-        figures[key]["total"] = round(sum(figures[key].values()), 1)
+        spent = {
+            key: after[name].get(counter, 0.0) - before.get(name, {}).get(counter, 0.0)
+            for counter, key in zip(DB_COUNTERS, _DB_FIGURES, strict=True)
+        }
+        for key, value in spent.items():
+            figures[key][name] = round(value / max(1, deals), 1)
+        trips = spent["statements"] + spent["transaction_statements"]
+        figures["round_trips"][name] = round(trips / max(1, deals), 1)
+    for by_service in figures.values():
+        by_service["total"] = round(sum(by_service.values()), 1)
     return figures
 
 
@@ -753,6 +767,8 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     # The services' own counters (dealflow_db_statements_total).
                     "db_statements_per_deal": counted["statements"],
                     "db_commits_per_deal_by_service": counted["commits"],
+                    # Statements with the BEGIN, COMMIT and ROLLBACK around them.
+                    "db_round_trips_per_deal": counted["round_trips"],
                     # The consumers' own counters (dealflow_events_consumed).
                     "events_per_deal_by_group": consumed,
                 },
@@ -950,6 +966,7 @@ def cli() -> None:
         "half_load.accept_to_won_ms.p99": "accept-to-won p99 at half load (ms)",
         "saturation.cpu_ms_per_deal.total": "CPU ms per deal, every process",
         "saturation.db_statements_per_deal.total": "statements per deal",
+        "saturation.db_round_trips_per_deal.total": "database round trips per deal",
         "saturation.db_commits_per_deal_by_service.total": "commits per deal",
         "saturation.events_per_deal_by_group.total.records": "records consumed per deal",
         "saturation.events_per_deal_by_group.total.applied": "records applied per deal",

@@ -15,6 +15,7 @@ from bench.deals import (
     by_service,
     events_consumed,
     events_per_deal,
+    per_deal,
     replica_name,
 )
 from bench.invariants import (
@@ -228,6 +229,32 @@ def test_records_per_deal_are_counted_by_group_and_outcome_over_the_window() -> 
     assert figures["order-service"] == {"applied": 2.0, "ignored": 2.0, "records": 4.0}
     assert figures["purge-service"] == {"duplicate": 0.5, "records": 0.5}
     assert figures["total"] == {"records": 4.5, "applied": 2.0}
+
+
+def test_round_trips_per_deal_are_the_statements_with_their_transaction_statements() -> None:
+    before = {
+        "quote": {
+            "dealflow_db_statements_total": 100.0,
+            "dealflow_db_commits_total": 40.0,
+            "dealflow_db_transaction_statements_total": 10.0,
+        }
+    }
+    after = {
+        "quote": {
+            "dealflow_db_statements_total": 250.0,
+            "dealflow_db_commits_total": 100.0,
+            "dealflow_db_transaction_statements_total": 30.0,
+        },
+        # A service whose counters appear only now (a replica started in the window).
+        "order": {"dealflow_db_statements_total": 20.0, "dealflow_db_commits_total": 10.0},
+    }
+
+    figures = per_deal(before, after, deals=10)
+
+    assert figures["statements"] == {"quote": 15.0, "order": 2.0, "total": 17.0}
+    assert figures["commits"] == {"quote": 6.0, "order": 1.0, "total": 7.0}
+    assert figures["transaction_statements"] == {"quote": 2.0, "order": 0.0, "total": 2.0}
+    assert figures["round_trips"] == {"quote": 17.0, "order": 2.0, "total": 19.0}
 
 
 def test_the_machines_context_switches_are_counted_and_grow() -> None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import (
@@ -140,6 +141,7 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             json_serializer=_json_text,
             json_deserializer=orjson.loads,
             connect_args={
+                "connection_class": CountingConnection,
                 # Room for every statement a service runs: past the default 100 the
                 # least recently used is prepared again (a round trip) on its next use.
                 "prepared_statement_cache_size": 500,
@@ -261,3 +263,41 @@ def count_statements(engine: AsyncEngine, registry: CollectorRegistry) -> None:
     event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
     count_direct_statements(engine, statements.inc)
     event.listen(engine.sync_engine, "commit", on_commit)
+    if is_postgres(engine):
+        controls = Counter(
+            "dealflow_db_transaction_statements",
+            "BEGIN, COMMIT, ROLLBACK and savepoints sent: round trips beside the statements",
+            registry=registry,
+        )
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            driver = dbapi_connection.driver_connection
+            # Not `isinstance`: asyncpg's metaclass takes any of its connections for one.
+            if issubclass(type(driver), CountingConnection):
+                driver.on_transaction_statement = controls.inc
+
+
+_TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
+    """asyncpg's connection, counting the transaction control statements it sends.
+
+    SQLAlchemy's adapter begins, commits and rolls back through asyncpg's `Transaction`,
+    which sends each as a statement of its own (`execute` with no arguments), not through
+    the cursor whose statements `count_statements` sees. Each is a round trip all the
+    same: a work that is not in one-write mode costs two more than its statements."""
+
+    on_transaction_statement: Callable[[], None] | None = None
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        count = self.on_transaction_statement
+        if (
+            count is not None
+            and not args
+            and query.lstrip().upper().startswith(_TRANSACTION_CONTROL)
+        ):
+            count()
+        result: str = await super().execute(query, *args, timeout=timeout)
+        return result
