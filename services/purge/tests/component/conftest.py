@@ -17,14 +17,17 @@ from sqlalchemy import select
 
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
-    Customer,
     OpportunityCreated,
-    OpportunityState,
     Stage,
 )
 from dealflow_common.contracts.quote import QuoteCreated, QuoteStatus
 from dealflow_common.messaging.tables import outbox
-from dealflow_common.testing import ComponentDatabases, ServiceUnderTest, service_under_test
+from dealflow_common.testing import (
+    ComponentDatabases,
+    ServiceUnderTest,
+    deal_state,
+    service_under_test,
+)
 from dealflow_purge.adapters.tables import (
     deal_purges,
     holds,
@@ -46,26 +49,11 @@ class Agent(ServiceUnderTest):
         now = self.clock()
         deal_id = uuid.uuid4()
         closed_at = None if closed_days_ago is None else now - timedelta(days=closed_days_ago)
-        state = OpportunityState(
-            id=deal_id,
+        state = deal_state(
+            deal_id,
             title="Fleet renewal",
-            description=None,
-            customer=Customer(kind="organization", id="acme", name="ACME"),
-            contact=None,
-            contact_address=None,
-            value=Money.of("1000", "USD"),
             stage=stage,
             probability=100,
-            expected_close_date=None,
-            next_action=None,
-            lead_origin=None,
-            external_reference=None,
-            owners=["alice"],
-            team_id="emea",
-            won_quote_id=None,
-            order_id=None,
-            lost_reason=None,
-            created_by="alice",
             created_at=now - timedelta(days=100),
             updated_at=closed_at or now,
             closed_at=closed_at,

@@ -60,14 +60,12 @@ from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.envelope import CloudEvent
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
-    Customer,
     OpportunityAssigned,
     OpportunityCreated,
     OpportunityLost,
     OpportunityPurged,
     OpportunityPurgeRequested,
     OpportunityStageChanged,
-    OpportunityState,
     OpportunityWon,
     Stage,
 )
@@ -81,6 +79,7 @@ from dealflow_common.contracts.quote import (
 from dealflow_common.errors import Conflict
 from dealflow_common.messaging.consumer import IncomingEvent
 from dealflow_common.messaging.outbox import Outbox
+from dealflow_common.testing import deal_state
 from dealflow_purge.adapters.schedule import CrontabSchedule
 from dealflow_purge.adapters.store import AgentRow, Hold, PurgeStore, RunItem
 from dealflow_purge.adapters.tables import known_deals, known_quotes, metadata
@@ -135,30 +134,14 @@ class Delivery:
 
 def state_of(deal: UUID, stage: Stage, at: datetime, owners: Sequence[str] = ("alice",)) -> Any:
     closed_at = at if stage in CLOSED else None
-    return OpportunityState(
-        id=deal,
+    return deal_state(
+        deal,
         title="Fleet renewal",
-        description=None,
-        customer=Customer(kind="organization", id="acme", name="ACME"),
-        contact=None,
-        contact_address=None,
-        value=Money.of("1000", "USD"),
         stage=stage,
-        probability=50,
-        expected_close_date=None,
-        next_action=None,
-        lead_origin=None,
-        external_reference=None,
         owners=list(owners),
-        team_id="emea",
-        won_quote_id=None,
-        order_id=None,
-        lost_reason=None,
-        created_by="alice",
         created_at=at,
         updated_at=at,
         closed_at=closed_at,
-        version=1,
     )
 
 

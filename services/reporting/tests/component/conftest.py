@@ -24,13 +24,17 @@ from dealflow_common.contracts.opportunity import (
     OpportunityLost,
     OpportunityShared,
     OpportunityStageChanged,
-    OpportunityState,
     OpportunityUnshared,
     OpportunityWon,
     Share,
     Stage,
 )
-from dealflow_common.testing import ComponentDatabases, ServiceUnderTest, service_under_test
+from dealflow_common.testing import (
+    ComponentDatabases,
+    ServiceUnderTest,
+    deal_state,
+    service_under_test,
+)
 from dealflow_reporting.adapters.tables import (
     deal_owners,
     deal_shares,
@@ -75,30 +79,20 @@ class Reporting(ServiceUnderTest):
         """A new deal in lead, as its `opportunity.created` makes it known."""
         opportunity_id = uuid.uuid4()
         OWNERS[opportunity_id] = owners
-        state = OpportunityState(
-            id=opportunity_id,
+        state = deal_state(
+            opportunity_id,
             title=f"Deal {opportunity_id.hex[:6]}",
-            description=None,
             customer=Customer(kind="organization", id=customer, name=customer.upper()),
-            contact=None,
-            contact_address=None,
             value=Money.of(amount, currency),
             stage=Stage.LEAD,
             probability=10,
             expected_close_date=expected_close_date,
-            next_action=None,
             lead_origin=lead_origin,
-            external_reference=None,
             owners=list(owners),
             team_id=team_id,
-            won_quote_id=None,
-            order_id=None,
-            lost_reason=None,
             created_by=created_by or (owners[0] if owners else "someone"),
             created_at=created_at,
             updated_at=created_at,
-            closed_at=None,
-            version=1,
             shares=list(shares),
         )
         await self.consume(OpportunityCreated(opportunity_id=opportunity_id, opportunity=state))
