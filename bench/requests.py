@@ -5,8 +5,10 @@ host's speed moves by a third between identical runs. A change to the request pa
 a few per cent does not show there. Here the opportunity and quote apps run in this
 process on a real PostgreSQL (each its own schema, migrated), called as ASGI apps with
 no server, broker or relay between: the figure is this process's CPU per request, the
-app's own work and its database client. The deal's requests are the benchmark's: open a
-deal, move it, read it; draft a quote, present, abandon and accept.
+app's own work and its database client, and beside it (", PostgreSQL") what the
+service's database backends ran meanwhile, from the scheduler's own count of each
+backend's time on a CPU. The deal's requests are the benchmark's: open a deal, move it,
+read it; draft a quote, present, abandon and accept.
 
 Kinds are measured in alternating blocks, so a drift of the machine's speed lands on
 every kind alike, and each figure is the median over the blocks. Comparing two builds
@@ -30,7 +32,7 @@ import orjson
 import uvloop
 from sqlalchemy.engine import make_url
 
-from bench.measure import RESULTS, compare_with_previous, keep_report
+from bench.measure import RESULTS, compare_with_previous, keep_report, on_cpu_seconds
 from dealflow_common.auth import mint_token
 from dealflow_common.contracts.opportunity import OpportunityCreated
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS, QUOTE_EVENTS
@@ -126,32 +128,77 @@ def known_deal(opportunity_id: uuid.UUID) -> OpportunityCreated:
     return OpportunityCreated(opportunity_id=opportunity_id, opportunity=state)
 
 
-class Timings:
-    """CPU seconds of this process per request kind, block by block."""
+class Backends:
+    """The CPU each service's PostgreSQL backends (its pool's connections, known by their
+    application name) have run, for the share of a request the database spends: it runs
+    on this machine too, and a statement saved is saved on both sides."""
 
-    def __init__(self) -> None:
+    def __init__(self, admin: asyncpg.Connection, database: str) -> None:
+        self._admin = admin
+        self._database = database
+        self._pids: dict[str, list[int]] = {}
+
+    async def refresh(self) -> None:
+        """Find the backends again: a pool opens its connections as it needs them."""
+        rows = await self._admin.fetch(
+            "SELECT pid, application_name FROM pg_stat_activity "
+            "WHERE datname = $1 AND backend_type = 'client backend'",
+            self._database,
+        )
+        self._pids = {}
+        for row in rows:
+            service = str(row["application_name"]).removeprefix("dealflow-")
+            self._pids.setdefault(service, []).append(row["pid"])
+
+    def seconds(self, service: str) -> float:
+        return sum(on_cpu_seconds(pid) for pid in self._pids.get(service, ()))
+
+
+class Timings:
+    """CPU seconds per request kind, block by block: this process's, and, given
+    `backends`, the PostgreSQL backends' of the kind's service ("opportunity: open" is
+    the opportunity service's)."""
+
+    def __init__(self, backends: Backends | None = None) -> None:
         self.blocks: dict[str, list[float]] = {}
+        self.database_blocks: dict[str, list[float]] = {}
+        self._backends = backends
         self._block: dict[str, list[float]] = {}
+        self._database_block: dict[str, list[float]] = {}
 
     async def timed(self, kind: str, request: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        service = kind.split(":", 1)[0]
+        backends = self._backends
+        database_started = backends.seconds(service) if backends else 0.0
         started = time.process_time()
         answer = await request
         self._block.setdefault(kind, []).append(time.process_time() - started)
+        if backends is not None:
+            spent = backends.seconds(service) - database_started
+            self._database_block.setdefault(kind, []).append(spent)
         return answer
 
     def end_block(self) -> None:
-        for kind, spent in self._block.items():
-            self.blocks.setdefault(kind, []).append(sum(spent) / len(spent))
-        self._block = {}
+        for into, block in (
+            (self.blocks, self._block),
+            (self.database_blocks, self._database_block),
+        ):
+            for kind, spent in block.items():
+                into.setdefault(kind, []).append(sum(spent) / len(spent))
+        self._block, self._database_block = {}, {}
 
     def report(self) -> dict[str, dict[str, Any]]:
-        return {
-            kind: {
+        report: dict[str, dict[str, Any]] = {}
+        for kind, values in self.blocks.items():
+            report[kind] = {
                 "cpu_us_median": round(statistics.median(values) * 1e6),
                 "cpu_us_by_block": [round(v * 1e6) for v in values],
             }
-            for kind, values in self.blocks.items()
-        }
+            database = self.database_blocks.get(kind)
+            if database:
+                report[kind]["db_cpu_us_median"] = round(statistics.median(database) * 1e6)
+                report[kind]["db_cpu_us_by_block"] = [round(v * 1e6) for v in database]
+        return report
 
 
 async def opportunity_block(call: Call, timings: Timings, deals: int) -> None:
@@ -192,8 +239,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
         await admin.execute(f"CREATE DATABASE {args.database}")
+        return await _measure(args, admin)
     finally:
         await admin.close()
+
+
+async def _measure(args: argparse.Namespace, admin: asyncpg.Connection) -> dict[str, Any]:
+    server = make_url(args.database_url)
     url = str(server.set(drivername="postgresql+asyncpg", database=args.database))
 
     def token(*_: Any, **__: Any) -> str:  # the kit's own calls are not measured
@@ -201,7 +253,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             SECRET, sub=USER, roles=["rep", "manager"], teams=[TEAM], now=int(time.time())
         )
 
-    timings = Timings()
+    backends = Backends(admin, args.database)
+    timings = Timings(backends)
     async with (
         service_under_test(
             ServiceUnderTest,
@@ -226,6 +279,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await opportunity_block(opportunity_call, warm, args.warmup)
         await quote_block(quote_call, quotes, warm, args.warmup)
         for _ in range(args.blocks):
+            await backends.refresh()
             await opportunity_block(opportunity_call, timings, args.deals_per_block)
             await quote_block(quote_call, quotes, timings, args.deals_per_block)
             timings.end_block()
@@ -238,7 +292,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "deals_per_block": args.deals_per_block,
         "requests": measured,
         # As the other reports keep their figures, for the comparison with the last one.
-        "median": {kind: figures["cpu_us_median"] for kind, figures in measured.items()},
+        "median": {
+            **{kind: figures["cpu_us_median"] for kind, figures in measured.items()},
+            **{
+                f"{kind}, PostgreSQL": figures["db_cpu_us_median"]
+                for kind, figures in measured.items()
+                if "db_cpu_us_median" in figures
+            },
+        },
     }
 
 

@@ -33,6 +33,10 @@ async def test_each_request_of_the_deal_is_measured_in_every_block(database_url:
         "quote: abandon",
         "quote: accept",
     }
-    for figures in report["requests"].values():
+    for kind, figures in report["requests"].items():
         assert len(figures["cpu_us_by_block"]) == 2
         assert all(spent > 0 for spent in figures["cpu_us_by_block"])
+        # Every request sends at least one statement: its service's backend ran for it.
+        assert len(figures["db_cpu_us_by_block"]) == 2
+        assert all(spent > 0 for spent in figures["db_cpu_us_by_block"]), kind
+        assert report["median"][f"{kind}, PostgreSQL"] == figures["db_cpu_us_median"]
