@@ -15,7 +15,7 @@ help:
 	@echo "make lint         ruff and mypy (strict on domains and libs/common)"
 	@echo "make unit | component | integration   one test tier"
 	@echo "make bench        the deal benchmark (JSON report)"
-	@echo "make bench-requests  CPU per request of the deal, in-process (opportunity, quote)"
+	@echo "make bench-requests  CPU per request of the deal, in-process, app and PostgreSQL (opportunity, quote)"
 	@echo "make bench-purge  the purge benchmark: 10,000 closed deals, 3 quotes each (JSON report)"
 	@echo "make bench-sequences  the follow-up scheduler: 10,000 steps due over a minute (JSON report)"
 	@echo "make bench-reporting  pipeline and forecast over 100,000 deals in the read model (JSON report)"
