@@ -265,12 +265,15 @@ def count_statements(engine: AsyncEngine, registry: CollectorRegistry) -> None:
     event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
     count_direct_statements(engine, statements.inc)
     event.listen(engine.sync_engine, "commit", on_commit)
+    # Registered on SQLite too, so that dashboards find it on every back end; it stays at
+    # 0 there: SQLite's BEGIN goes out as a statement (`_configure_sqlite`) and is counted
+    # among them, and its COMMIT is a call into the library, not a round trip.
+    controls = Counter(
+        "dealflow_db_transaction_statements",
+        "BEGIN, COMMIT and ROLLBACK sent (PostgreSQL): round trips beside the statements",
+        registry=registry,
+    )
     if is_postgres(engine):
-        controls = Counter(
-            "dealflow_db_transaction_statements",
-            "BEGIN, COMMIT and ROLLBACK sent: round trips beside the statements",
-            registry=registry,
-        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def on_connect(dbapi_connection: Any, _record: Any) -> None:
