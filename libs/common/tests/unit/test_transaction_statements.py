@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,11 +13,8 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
-from dealflow_common.db import count_statements, create_engine, reading
+from dealflow_common.db import count_statements, reading
 from dealflow_common.messaging.outbox import Outbox
-from dealflow_common.messaging.tables import create_messaging_tables
-from dealflow_common.settings import ServiceSettings
-from dealflow_common.testing import drop_schemas, new_schema_name, postgres_url
 from dealflow_common.uow import UnitOfWork
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -32,30 +28,20 @@ notes = Table(
 )
 
 
+# On PostgreSQL only: there the driver's transactions send BEGIN, COMMIT and ROLLBACK.
+pytestmark = pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+
+
 @pytest.fixture
-async def counted() -> AsyncIterator[tuple[AsyncEngine, CollectorRegistry]]:
-    """A PostgreSQL engine made as the services make theirs, counted from its first
-    connection on (as the platform counts it)."""
-    schema = new_schema_name("txn")
-    with postgres_url() as url:
-        settings = ServiceSettings(
-            DATABASE_URL=url,
-            database_schema=schema,
-            KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
-            DEALFLOW_JWT_SECRET="x" * 32,
-        )
-    engine = create_engine(settings)
+async def counted(both_engines: AsyncEngine) -> tuple[AsyncEngine, CollectorRegistry]:
+    """The engine, counted as the platform counts it: on every connection it opens once
+    counting starts (the pool is emptied, so none opened before is kept)."""
     registry = CollectorRegistry()
-    count_statements(engine, registry)
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    count_statements(both_engines, registry)
+    async with both_engines.begin() as connection:
         await connection.run_sync(metadata.create_all)
-        await connection.run_sync(create_messaging_tables)
-    try:
-        yield engine, registry
-    finally:
-        await engine.dispose()
-        await drop_schemas(settings.database_url, [schema])
+    await both_engines.dispose()
+    return both_engines, registry
 
 
 def sent(registry: CollectorRegistry) -> tuple[float, float]:
