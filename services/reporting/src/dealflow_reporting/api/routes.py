@@ -39,7 +39,9 @@ from dealflow_reporting.domain.rates import ExchangeRate
 Admin = Annotated[Principal, Depends(requires(Role.ADMIN))]
 
 
-def deal_filter(
+# A coroutine, though it awaits nothing: FastAPI runs a plain function in its thread
+# pool, a thread hop per request, and only a coroutine's routes get a planned handler.
+async def deal_filter(
     owner: Annotated[str | None, Query(max_length=200, description="Deals this user owns")] = None,
     team: Annotated[str | None, Query(max_length=100, description="Deals of this team")] = None,
     customer: Annotated[str | None, Query(max_length=100, description="A customer's id")] = None,
