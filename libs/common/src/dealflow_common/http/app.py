@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dealflow_common.context import flow
 from dealflow_common.http.fields import NUL_RULE
+from dealflow_common.http.lean import lean_routes
 from dealflow_common.http.limits import RequestLimits
 from dealflow_common.http.problems import PLATFORM_PROBLEMS, install_problem_handlers
 from dealflow_common.http.ratelimit import RateLimiter
@@ -197,7 +198,11 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    if tracing_enabled():
+    if not tracing_enabled():
+        # Each route's handler planned once (`http.lean`); with tracing on, FastAPI's own
+        # handler stays, with the spans it makes.
+        lean_routes(app)
+    else:
         # Imported here: with tracing off the instrumentation is not even loaded.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
