@@ -48,7 +48,7 @@ from fastapi.dependencies.utils import (
     _is_json_field,
     request_params_to_args,
 )
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import HTTPException, RequestValidationError, ResponseValidationError
 from fastapi.routing import APIRoute, _extract_endpoint_context, serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic_core import PydanticUndefined
@@ -301,18 +301,23 @@ def plan_handler(route: APIRoute) -> Handler | None:
         arguments: dict[str, Any] = {} if status is None else {"status_code": status}
         if sub_response.status_code:
             arguments["status_code"] = sub_response.status_code
-        content = await serialize_response(
-            field=response_field,
-            response_content=raw,
-            include=route.response_model_include,
-            exclude=route.response_model_exclude,
-            by_alias=route.response_model_by_alias,
-            exclude_unset=route.response_model_exclude_unset,
-            exclude_defaults=route.response_model_exclude_defaults,
-            exclude_none=route.response_model_exclude_none,
-            endpoint_ctx=context(request) if response_field is not None else None,
-            dump_json=dump_json,
-        )
+        try:
+            content = await serialize_response(
+                field=response_field,
+                response_content=raw,
+                include=route.response_model_include,
+                exclude=route.response_model_exclude,
+                by_alias=route.response_model_by_alias,
+                exclude_unset=route.response_model_exclude_unset,
+                exclude_defaults=route.response_model_exclude_defaults,
+                exclude_none=route.response_model_exclude_none,
+                dump_json=dump_json,
+            )
+        except ResponseValidationError as error:
+            # The endpoint's context is worked out only for an answer that breaks its model.
+            raise ResponseValidationError(
+                error.errors(), body=error.body, endpoint_ctx=context(request)
+            ) from None
         if dump_json:
             response = Response(content=content, media_type="application/json", **arguments)
         else:
