@@ -242,7 +242,9 @@ async def test_a_response_that_breaks_its_model_fails_as_with_fastapi() -> None:
                 await client.get("/things/1/wrong", headers=GOOD)
         raised.append((str(error.value), error.value.endpoint_ctx))
     assert raised[0] == raised[1]
-    assert raised[1][1]["path"] == "GET /things/{thing_id}/wrong"
+    context = raised[1][1]
+    assert context is not None
+    assert context["path"] == "GET /things/{thing_id}/wrong"
 
 
 def test_every_route_of_the_table_is_planned() -> None:
