@@ -29,6 +29,7 @@ import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, params
@@ -263,6 +264,17 @@ def plan_handler(route: APIRoute) -> Handler | None:
     response_field = route.response_field
     # FastAPI dumps straight to JSON bytes when no response class was chosen.
     dump_json = response_field is not None and isinstance(route.response_class, DefaultPlaceholder)
+    serialized = partial(
+        serialize_response,
+        field=response_field,
+        include=route.response_model_include,
+        exclude=route.response_model_exclude,
+        by_alias=route.response_model_by_alias,
+        exclude_unset=route.response_model_exclude_unset,
+        exclude_defaults=route.response_model_exclude_defaults,
+        exclude_none=route.response_model_exclude_none,
+        dump_json=dump_json,
+    )
     call = route.dependant.call
     assert call is not None
 
@@ -297,22 +309,11 @@ def plan_handler(route: APIRoute) -> Handler | None:
         raw = await call(**values)
         if isinstance(raw, Response):
             return raw
-        status = status_code or sub_response.status_code
+        # A status a dependency or the endpoint set on `response` wins over the route's.
+        status = sub_response.status_code or status_code
         arguments: dict[str, Any] = {} if status is None else {"status_code": status}
-        if sub_response.status_code:
-            arguments["status_code"] = sub_response.status_code
         try:
-            content = await serialize_response(
-                field=response_field,
-                response_content=raw,
-                include=route.response_model_include,
-                exclude=route.response_model_exclude,
-                by_alias=route.response_model_by_alias,
-                exclude_unset=route.response_model_exclude_unset,
-                exclude_defaults=route.response_model_exclude_defaults,
-                exclude_none=route.response_model_exclude_none,
-                dump_json=dump_json,
-            )
+            content = await serialized(response_content=raw)
         except ResponseValidationError as error:
             # The endpoint's context is worked out only for an answer that breaks its model.
             raise ResponseValidationError(
