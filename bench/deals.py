@@ -430,10 +430,12 @@ DB_COUNTERS = (
     "dealflow_db_statements_total",
     "dealflow_db_commits_total",
     "dealflow_db_transaction_statements_total",
+    "dealflow_outbox_relay_batches_total",
 )
 """The services' database counters; the third counts BEGIN, COMMIT and ROLLBACK, which
-are round trips too but not among the statements."""
-_DB_FIGURES = ("statements", "commits", "transaction_statements")
+are round trips too but not among the statements; the fourth the relay's reads that
+found rows to publish (a statement each, and a produce request)."""
+_DB_FIGURES = ("statements", "commits", "transaction_statements", "relay_batches")
 
 
 async def expositions(
@@ -769,6 +771,8 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     "db_commits_per_deal_by_service": counted["commits"],
                     # Statements with the BEGIN, COMMIT and ROLLBACK around them.
                     "db_round_trips_per_deal": counted["round_trips"],
+                    # Outbox batches published (dealflow_outbox_relay_batches_total).
+                    "relay_batches_per_deal": counted["relay_batches"],
                     # The consumers' own counters (dealflow_events_consumed).
                     "events_per_deal_by_group": consumed,
                 },

@@ -73,7 +73,12 @@ class FakeSender:
         return future
 
 
-def relay(engine: AsyncEngine, sender: FakeSender, writer: Outbox) -> OutboxRelay:
+def relay(
+    engine: AsyncEngine,
+    sender: FakeSender,
+    writer: Outbox,
+    registry: CollectorRegistry | None = None,
+) -> OutboxRelay:
     made = OutboxRelay(
         engine,
         writer,
@@ -85,7 +90,7 @@ def relay(engine: AsyncEngine, sender: FakeSender, writer: Outbox) -> OutboxRela
         publish_timeout=1.0,
         outbox_retention=timedelta(days=1),
         inbox_retention=timedelta(days=1),
-        metrics=RelayMetrics(CollectorRegistry()),
+        metrics=RelayMetrics(registry or CollectorRegistry()),
     )
     _RELAYS.append(made)
     return made
@@ -128,11 +133,14 @@ async def test_the_relay_publishes_each_event_once_in_commit_order(engine: Async
     writer, sender = Outbox("/dealflow/test"), FakeSender()
     await commit(engine, writer, note(A, "a1"), note(A, "a2"))
     await commit(engine, writer, note(B, "b1"), note(A, "a3"))
-    relayer = relay(engine, sender, writer)
+    registry = CollectorRegistry()
+    relayer = relay(engine, sender, writer, registry)
     assert await relayer.relay_once() == 4
     assert await relayer.relay_once() == 0
     assert [e.data["text"] for e in sender.sent] == ["a1", "a2", "b1", "a3"]
     assert [e.sequence for e in sender.sent if e.subject == str(A)] == [1, 2, 3]
+    # One batch found rows; the read that found none is not a batch.
+    assert registry.get_sample_value("dealflow_outbox_relay_batches_total") == 1
 
 
 async def unsent_texts(engine: AsyncEngine) -> list[str]:

@@ -316,6 +316,11 @@ class RelayMetrics:
             ["topic"],
             registry=registry,
         )
+        self.batches = Counter(
+            "dealflow_outbox_relay_batches",
+            "Reads of unsent outbox rows that found some: published per batch is the ratio",
+            registry=registry,
+        )
         self.failures = Counter(
             "dealflow_outbox_publish_failures",
             "Outbox records the broker did not ack",
@@ -487,6 +492,7 @@ class OutboxRelay:
                 await connection.rollback()
         if not rows:
             return 0
+        self._metrics.batches.inc()
         results = await self._publish(rows)
         sent_ids: list[int] = []
         held_back: set[str] = set()
