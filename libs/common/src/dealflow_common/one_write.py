@@ -126,6 +126,12 @@ class ReadChanged(Exception):
     """What the work read unlocked changed before its last write, which stored nothing."""
 
 
+class StaleCopy(ReadChanged):
+    """A change decided on a copy of what this process wrote last (`recent`) was refused,
+    by its versioned write or by a rule; the copy is forgotten. Run again from a read,
+    which decides for good."""
+
+
 async def once_then_locked(
     change: Callable[[bool], Awaitable[T]], expected_version: int | None
 ) -> T:
@@ -133,9 +139,15 @@ async def once_then_locked(
     in between and the caller named no version (`expected_version`, from If-Match), run
     `change(False)`: in a transaction that locks what it reads, so it waits its turn
     instead of being refused again. The same when what it read changed (`ReadChanged`):
-    locked, it sees the change and answers it as it would have had it come first."""
+    locked, it sees the change and answers it as it would have had it come first.
+    A refused copy (`StaleCopy`) runs once more unlocked first, reading this time."""
     try:
-        return await change(True)
+        try:
+            return await change(True)
+        except StaleCopy:
+            # The copy is forgotten: this run reads, unlocked, as it would have at first.
+            # Refused again, it runs locked (a `StaleCopy` is a `ReadChanged`).
+            return await change(True)
     except StaleVersion:
         if expected_version is not None:
             raise

@@ -24,8 +24,10 @@ from sqlalchemy.util import greenlet_spawn
 from dealflow_common import one_write
 from dealflow_common.context import FlowContext, current_flow
 from dealflow_common.contracts.base import EventPayload
+from dealflow_common.errors import DomainError
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.outbox import Outbox
+from dealflow_common.one_write import StaleCopy
 from dealflow_common.telemetry import current_trace_headers
 
 
@@ -72,6 +74,7 @@ class UnitOfWork:
         self._done = False
         self._one_write_asked = False
         self._one_write = False
+        self._copies_served: list[Callable[[], None]] = []
 
     def one_write(self, asked: bool = True) -> Self:
         """Run the next `async with` in one-write mode (`one_write`): reads unlocked, no
@@ -94,6 +97,7 @@ class UnitOfWork:
         self._events = []
         self._after_commit = []
         self._before_commit = []
+        self._copies_served = []
         self._done = False
         asked, self._one_write_asked = self._one_write_asked, False
         self._one_write = asked and one_write.start(connection)
@@ -110,6 +114,20 @@ class UnitOfWork:
         sync = connection.sync_connection
         if sync is not None and not sync.closed:  # `commit` closes it
             await greenlet_spawn(_close, sync, not self._done, self._one_write)
+        if self._copies_served and not self._done and isinstance(exc, DomainError):
+            # Decided on a copy, the refusal may be the copy's, not the row's.
+            for refused in self._copies_served:
+                refused()
+            raise StaleCopy(str(exc)) from exc
+
+    def served_copy(self, refused: Callable[[], None]) -> None:
+        """A repository answered a read with a copy of what this process wrote last
+        (`recent`). If the work is refused before it commits (a business refusal, the
+        versioned write's `StaleVersion` among them), `refused` forgets the copy and the
+        refusal becomes `StaleCopy`: the use case runs again from a read
+        (`once_then_locked`). Another failure leaves the copy: it is still what this
+        process last committed."""
+        self._copies_served.append(refused)
 
     def record(self, *events: EventPayload) -> None:
         """Queue events for the outbox; they are written only if the work commits.

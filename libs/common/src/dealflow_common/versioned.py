@@ -25,18 +25,35 @@ from dealflow_common.with_lines import entry_of
 class VersionedTable:
     """The versioned save of one table's rows; build it once, at import, per table."""
 
-    def __init__(self, table: Table, entity: str, *, unversioned: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        table: Table,
+        entity: str,
+        *,
+        unversioned: tuple[str, ...] = (),
+        unchanged: tuple[str, ...] = (),
+    ) -> None:
         """`unversioned`: columns a change may write without a new version (bookkeeping).
         The versioned save leaves them as they are: its `version` check cannot tell
         whether someone wrote them since the read, so writing them back could undo that
-        write. The repository writes them itself, under the row's lock."""
+        write. The repository writes them itself, under the row's lock.
+
+        `unchanged`: unversioned columns the save also checks, as it checks the version
+        (`g_<name>` parameters): a change made on a copy of the row (`recent`) that a
+        reader would see them in is refused if they moved since the copy was taken."""
         self.table = table
         self.entity = entity
         self.unversioned = frozenset(unversioned)
+        self.unchanged = unchanged
         # Built once and executed with parameters: statements built per call cost more
         # CPU than the database spends running them.
         self.versioned_update = update(table).where(
-            table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version")
+            table.c.id == bindparam("b_id"),
+            table.c.version == bindparam("b_version"),
+            *(
+                table.c[name].is_not_distinct_from(bindparam(f"g_{name}", type_=table.c[name].type))
+                for name in unchanged
+            ),
         )
         self._update = DirectStatement(self.versioned_update)
         self._current_version = DirectStatement(
@@ -72,6 +89,7 @@ class VersionedTable:
         """
         params = {name: value for name, value in values.items() if name not in self.unversioned}
         params.update(b_id=row_id, b_version=loaded_version)
+        params.update(self.guard_params(values))
         changed = await self._update.rowcount(connection, params)
         await self.refuse_unless_saved(connection, changed, row_id, loaded_version)
 
@@ -80,6 +98,7 @@ class VersionedTable:
         `values`: every column but `id` (the unversioned ones are left out)."""
         params = {f"v_{name}": values[name] for name in self.columns}
         params.update(b_id=row_id, b_version=loaded_version)
+        params.update(self.guard_params(values))
 
         async def alone(connection: AsyncConnection) -> None:
             await self.save(connection, row_id, loaded_version, values)
@@ -88,6 +107,10 @@ class VersionedTable:
             await self.refuse_unless_saved(connection, 0, row_id, loaded_version)
 
         return LastWrite(alone, self._with_outbox.statement, params, refused)
+
+    def guard_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The `unchanged` columns' values, as the copy holds them."""
+        return {f"g_{name}": values[name] for name in self.unchanged}
 
     async def refuse_unless_saved(
         self, connection: AsyncConnection, changed: int, row_id: Any, loaded_version: int
@@ -161,4 +184,5 @@ class VersionedSaveWithEntry:
         params = {f"v_{name}": values[name] for name in self._versioned.columns}
         params.update({f"e_{name}": entry[name] for name in self._entry_columns})
         params.update(b_id=row_id, b_version=loaded_version)
+        params.update(self._versioned.guard_params(values))
         return params

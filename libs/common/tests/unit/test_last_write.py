@@ -30,7 +30,7 @@ from dealflow_common.direct import DirectStatement
 from dealflow_common.errors import NotFound, StaleVersion
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.messaging.tables import event_sequence, outbox
-from dealflow_common.one_write import ReadChanged, once_then_locked
+from dealflow_common.one_write import ReadChanged, StaleCopy, once_then_locked
 from dealflow_common.uow import CommitOutcomeUnknown, UnitOfWork
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines, entry_of
@@ -496,3 +496,22 @@ async def test_a_change_whose_read_changed_runs_again_locked_even_if_it_named_th
 
     assert await once_then_locked(change, 1) == "answered"
     assert ran == [True, False]
+
+
+@pytest.mark.parametrize(("refusals", "runs"), [(1, [True, True]), (2, [True, True, False])])
+async def test_a_change_refused_on_a_copy_runs_again_from_a_read_then_locked(
+    refusals: int, runs: list[bool]
+) -> None:
+    """A refused copy is forgotten (`recent`): the next run reads, unlocked, as a first
+    run without a copy would; refused again, it runs locked. Even with If-Match: the
+    version was compared with the copy's, not the row's."""
+    ran: list[bool] = []
+
+    async def change(unlocked: bool) -> str:
+        ran.append(unlocked)
+        if len(ran) <= refusals:
+            raise StaleCopy("the copy was out of date")
+        return "stored"
+
+    assert await once_then_locked(change, 1) == "stored"
+    assert ran == runs
