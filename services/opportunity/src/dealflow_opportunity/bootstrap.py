@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar
+from uuid import UUID
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -22,6 +23,7 @@ from dealflow_common.contracts.topics import (
 )
 from dealflow_common.http.app import create_app
 from dealflow_common.platform import Platform, build_platform
+from dealflow_common.recent import RecentCopies
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_opportunity.adapters.tables import request_keys
@@ -35,6 +37,7 @@ from dealflow_opportunity.application import follow_ups, purge, saga
 from dealflow_opportunity.application.metrics import DealMetrics
 from dealflow_opportunity.application.queries import OpportunityReader
 from dealflow_opportunity.application.unit_of_work import OpportunityUnitOfWork
+from dealflow_opportunity.domain.model import Opportunity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"
@@ -52,6 +55,13 @@ class OpportunitySettings(ServiceSettings):
     # The most deals one bulk request changes: each is its own transaction, so a large
     # one holds the request open for long; above it the caller splits the work.
     bulk_max_size: int = Field(default=200, ge=1, le=10_000)
+    recent_copies: int = Field(
+        default=2_000,
+        ge=0,
+        description="Deals this process keeps as it last wrote them, so that the next "
+        "change of one skips its read (the change's versioned write checks the copy, "
+        "`dealflow_common.recent`); 0 reads every time.",
+    )
 
 
 def asyncapi() -> dict[str, Any]:
@@ -74,9 +84,22 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
     platform = platform or build_platform(settings, publishes=[OPPORTUNITY_EVENTS])
 
     metrics = DealMetrics(platform.registry)
+    recent = (
+        RecentCopies[UUID, Opportunity](
+            settings.recent_copies,
+            Opportunity.snapshot,
+            lambda opportunity: opportunity.version,
+            platform.registry,
+            kind="opportunity",
+        )
+        if settings.recent_copies
+        else None
+    )
 
     def unit_of_work() -> OpportunityUnitOfWork:
-        return OpportunityUnitOfWork(platform.engine, platform.outbox, platform.clock, metrics)
+        return OpportunityUnitOfWork(
+            platform.engine, platform.outbox, platform.clock, metrics, recent
+        )
 
     platform.add_consumer(
         group_id="opportunity-service",

@@ -226,7 +226,8 @@ async def test_a_next_action_set_by_hand_after_a_step_was_recorded_keeps_that_re
     now = api.clock()
     await api.consume(step(deal, now, 3, "Chase the PO"), sequence=10)
     meanwhile = [step(deal, now, 3, "Chase the PO")]
-    read = OpportunityRepository.get
+    # What a change starts from: a read, or the copy of the deal this process wrote last.
+    read = OpportunityRepository.get_to_change
 
     async def read_then_step(self: OpportunityRepository, opportunity_id: uuid.UUID) -> Any:
         deal_read = await read(self, opportunity_id)
@@ -234,7 +235,7 @@ async def test_a_next_action_set_by_hand_after_a_step_was_recorded_keeps_that_re
             await api.consume(meanwhile.pop(), sequence=11)
         return deal_read
 
-    monkeypatch.setattr(OpportunityRepository, "get", read_then_step)
+    monkeypatch.setattr(OpportunityRepository, "get_to_change", read_then_step)
     mine = {"date": day(now, 6), "note": "Lunch with the buyer"}
     response = await api.call("PATCH", f"/opportunities/{deal}", {"next_action": mine})
     monkeypatch.undo()

@@ -10,7 +10,14 @@ import pytest
 
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.money import Money
-from dealflow_common.contracts.opportunity import Contact, Customer, NoteReason, Stage
+from dealflow_common.contracts.opportunity import (
+    Contact,
+    Customer,
+    NoteReason,
+    Share,
+    ShareGrant,
+    Stage,
+)
 from dealflow_common.errors import StaleVersion
 from dealflow_opportunity.domain.errors import (
     ContactNotForIndividuals,
@@ -260,3 +267,23 @@ def test_the_order_is_recorded_once(opportunity_at: OpportunityAt) -> None:
     deal.record_order(second, NOW)
     assert deal.order_id == first
     assert len(deal.events) == 1
+
+
+def test_a_snapshot_is_changed_apart_from_its_original(opportunity_at: OpportunityAt) -> None:
+    """What `recent` keeps and hands out: every list and map a command may change in
+    place is the snapshot's own, and it starts with nothing pending."""
+    deal = opportunity_at(Stage.QUALIFICATION, owners=["alice"])
+    deal.move_to(Stage.PROPOSAL, by="alice", now=NOW)
+    kept = deal.state()
+    twin = deal.snapshot()
+    assert twin.state() == kept
+    assert (twin.events, twin.new_history, twin.version_bumped) == ([], [], False)
+    for name, value in vars(deal).items():
+        if isinstance(value, list | dict | set) and value:
+            assert getattr(twin, name) is not value, name
+
+    twin.assign("carol", "manager-1", NOW)
+    twin.share(Share(kind="team", id="apac", grant=ShareGrant.EDIT), "alice", NOW)
+    twin.move_to(Stage.NEGOTIATION, by="alice", now=NOW)
+    assert deal.state() == kept
+    assert twin.version == deal.version + 1  # the snapshot's change moves its version once

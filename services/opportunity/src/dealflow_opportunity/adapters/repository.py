@@ -7,7 +7,7 @@ the other, and the version check makes a lost update impossible even so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -40,7 +40,8 @@ from dealflow_common.db import is_postgres
 from dealflow_common.direct import DirectStatement
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences
-from dealflow_common.one_write import ReadChanged, is_one_write
+from dealflow_common.one_write import ReadChanged, StaleCopy, is_one_write
+from dealflow_common.recent import RecentCopies
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines, entry_of
 from dealflow_opportunity.adapters import search
@@ -109,6 +110,14 @@ _SHARES_OF = (
 )
 _INSERT_HISTORY = DirectStatement(insert(sales_history))
 _VERSIONED_WITH_HISTORY = _VERSIONED.with_entry(sales_history, "opportunity_id")
+# A change made on a copy of what this process wrote last (`recent`) checks the next
+# action's source too: automation may have changed it without a new version, and the
+# answer shows it. (`next_action_applied` is not shown, and only consumers, which
+# always read, decide on it.)
+_ON_COPY = VersionedTable(
+    opportunities, "opportunity", unversioned=_BOOKKEEPING, unchanged=("next_action_source",)
+)
+_ON_COPY_WITH_HISTORY = _ON_COPY.with_entry(sales_history, "opportunity_id")
 _INSERT_NOTES = insert(notes)
 _INSERT_ASSIGNMENTS = insert(assignment_history)
 _OWNERS_OF = (
@@ -162,12 +171,22 @@ _MANY_FOR_UPDATE = DirectStatement(
 
 
 class OpportunityRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        recent: RecentCopies[UUID, Opportunity] | None = None,
+        served: Callable[[UUID], None] | None = None,
+    ) -> None:
         self._connection = connection
         self._loaded_versions: dict[UUID, int] = {}
         self._loaded_text: dict[UUID, str] = {}
         self._ahead: dict[UUID, Opportunity] = {}
         self._search = search.SearchIndex(connection)
+        self._recent = recent
+        self._served = served
+        self._copies: set[UUID] = set()
+        self.written: dict[UUID, Opportunity] = {}
+        """The deals this work wrote, as they are once it commits (`recent` keeps them)."""
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
         """Load and lock, in one statement, the deals a consumer's batch will change:
@@ -193,12 +212,33 @@ class OpportunityRepository:
         self._loaded_text[opportunity.id] = search.deal_text(opportunity)
         return opportunity
 
+    async def get_to_change(self, opportunity_id: UUID) -> Opportunity:
+        """`get`, for a change that ends with its versioned write: in one-write mode a
+        copy of what this process last committed of the deal (`recent`), if it kept one,
+        instead of a read. The write refuses a copy out of date, and the unit of work
+        runs the change again from a read (`StaleCopy`)."""
+        if (
+            self._recent is not None
+            and self._served is not None
+            and opportunity_id not in self._ahead
+            and is_one_write(self._connection)
+        ):
+            opportunity = self._recent.take(opportunity_id)
+            if opportunity is not None:
+                self._served(opportunity_id)
+                self._copies.add(opportunity_id)
+                self._loaded_versions[opportunity_id] = opportunity.version
+                self._loaded_text[opportunity_id] = search.deal_text(opportunity)
+                return opportunity
+        return await self.get(opportunity_id)
+
     async def add(self, opportunity: Opportunity) -> None:
         owners = [{"user_id": user, "position": i} for i, user in enumerate(opportunity.owners)]
         await _INSERT_WITH_OWNERS.add(self._connection, _to_row(opportunity), owners)
         opportunity.owners_changed = False
         await self._write_entries(opportunity, new=True)
         await self._search.add(opportunity)
+        self.written[opportunity.id] = opportunity
 
     async def add_at_commit(self, opportunity: Opportunity) -> LastWrite | None:
         """A new deal: on PostgreSQL its row, owners, first history entry and search
@@ -222,6 +262,7 @@ class OpportunityRepository:
         opportunity.owners_changed = False
         opportunity.new_history.clear()
         self._loaded_versions[opportunity.id] = opportunity.version
+        self.written[opportunity.id] = opportunity
         return last
 
     async def save(self, opportunity: Opportunity) -> None:
@@ -250,18 +291,27 @@ class OpportunityRepository:
             )
             opportunity.bookkeeping_changed = False
         if opportunity.version == loaded:
+            if opportunity.id in self._copies and self._recent is not None:
+                # No versioned write will check the copy the answer is made of: the run
+                # again reads (the copy is forgotten; it may not be out of date).
+                self._recent.forget(opportunity.id)
+                raise StaleCopy(f"nothing written checks the copy of {opportunity.id}")
+            self.written[opportunity.id] = opportunity
             return None
+        self.written[opportunity.id] = opportunity
         changes = _to_row(opportunity)
         del changes["id"]
         if len(opportunity.new_history) == 1:
             # A stage move: the deal and its history entry in one statement.
             (entry,) = opportunity.new_history
-            last = _VERSIONED_WITH_HISTORY.last_save(
-                opportunity.id, loaded, changes, _history_row(entry)
+            with_history = (
+                _ON_COPY_WITH_HISTORY if opportunity.id in self._copies else _VERSIONED_WITH_HISTORY
             )
+            last = with_history.last_save(opportunity.id, loaded, changes, _history_row(entry))
             opportunity.new_history.clear()
         else:
-            last = _VERSIONED.last_save(opportunity.id, loaded, changes)
+            versioned = _ON_COPY if opportunity.id in self._copies else _VERSIONED
+            last = versioned.last_save(opportunity.id, loaded, changes)
         self._loaded_versions[opportunity.id] = opportunity.version
         # The search document is rewritten only when what it is made of changed: most
         # changes (a stage move, an owner) leave it as it is and cost no statement.

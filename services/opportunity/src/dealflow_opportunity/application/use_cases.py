@@ -109,7 +109,7 @@ async def _change(
     async def once(unlocked: bool) -> Opportunity:
         # Unlocked, a change that only moves the deal's row writes once (`one_write`).
         async with uow.one_write(unlocked):
-            opportunity = await uow.opportunities.get(opportunity_id)
+            opportunity = await uow.opportunities.get_to_change(opportunity_id)
             if not access.can_view(opportunity, principal):
                 # Someone who may not see a deal learns nothing about it, not even that it
                 # exists.

@@ -12,6 +12,7 @@ of the sequence service); which value wins is `domain.next_action`'s rule.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -301,6 +302,26 @@ class Opportunity:
             decision_issues=list(self.decision_issues),
             contacts=list(self.contacts),
         )
+
+    def snapshot(self) -> Opportunity:
+        """A copy to change apart from this one, with nothing pending: its lists and maps
+        are its own (what they hold is immutable), its version not yet moved."""
+        twin = copy.copy(self)
+        twin.owners = list(self.owners)
+        twin.shares = list(self.shares)
+        twin.custom_fields = dict(self.custom_fields)
+        twin.competitors = list(self.competitors)
+        twin.decision_issues = list(self.decision_issues)
+        twin.contacts = list(self.contacts)
+        twin.events = []
+        twin.new_history = []
+        twin.new_notes = []
+        twin.new_assignments = []
+        twin.owners_changed = False
+        twin.shares_changed = False
+        twin.version_bumped = False
+        twin.bookkeeping_changed = False
+        return twin
 
     def check_version(self, expected: int | None) -> None:
         """Refuse a change made against an older version (`If-Match`)."""
