@@ -101,7 +101,11 @@ class RecentCopies(Generic[K, A]):
 
     def keep(self, key: K, aggregate: A) -> None:
         """Remember `aggregate` as committed (a copy of it). A change that committed
-        earlier but finished later does not replace a newer version."""
+        earlier but finished later does not replace a newer version. While copies are
+        paused, nothing is copied, and what was kept of `key` is out of date: forgotten."""
+        if self._paused:
+            self._kept.pop(key, None)
+            return
         kept = self._kept.get(key)
         if kept is not None and self._version(kept) > self._version(aggregate):
             return

@@ -78,10 +78,12 @@ def test_copies_pause_after_a_window_in_which_more_than_a_quarter_were_refused()
             recent.refused(str(key))
             recent.keep(str(key), Deal(2))  # the read that followed, written again
     assert recent.take(str(WINDOW - 1)) is not None  # the window's last: it pauses now
+    recent.keep("1", Deal(3))  # paused: not copied, and the copy kept of it is out of date
     assert all(
         recent.take(str(key)) is None for key in range(WINDOW) for _ in range(PAUSE // WINDOW)
     )
     assert recent.take("0") == Deal(2)
+    assert recent.take("1") is None
 
 
 def test_a_quarter_refused_keeps_the_copies() -> None:
