@@ -457,6 +457,9 @@ class Counted:
     """By service: the statements and commits it sent."""
     events: dict[str, dict[str, float]]
     """By consumer group: the records it took, by outcome (applied, ignored, ...)."""
+    copies: dict[str, float] = field(default_factory=dict)
+    """Changes started from a copy of what the process wrote last, by outcome (served,
+    refused), every kind and replica summed (`dealflow_recent_copies`)."""
 
 
 async def service_counters(
@@ -470,7 +473,18 @@ async def service_counters(
         for (group, outcome), value in events_consumed(text).items():
             by_outcome = counted.events.setdefault(group, {})
             by_outcome[outcome] = by_outcome.get(outcome, 0.0) + value
+        for (outcome,), value in labelled_by(text, "dealflow_recent_copies", "outcome").items():
+            counted.copies[outcome] = counted.copies.get(outcome, 0.0) + value
     return counted
+
+
+def copies_per_deal(before: Counted, after: Counted, deals: int) -> dict[str, float]:
+    """Changes per deal that skipped their read with a copy (served), and those whose
+    copy was out of date (refused: the write or a rule refused it, and it read)."""
+    return {
+        outcome: round((value - before.copies.get(outcome, 0.0)) / max(1, deals), 2)
+        for outcome, value in sorted(after.copies.items())
+    }
 
 
 def events_consumed(text: str) -> dict[tuple[str, ...], float]:
@@ -692,6 +706,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             counted_after = await service_counters(session, processes)
             counted = per_deal(counted_before.database, counted_after.database, len(results))
             consumed = events_per_deal(counted_before, counted_after, len(results))
+            copied = copies_per_deal(counted_before, counted_after, len(results))
             failed_saturation = len(driver.failures)
             saturation_reasons = failure_reasons(driver.failures)
             done = max(1, len(results))
@@ -775,6 +790,8 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     "relay_batches_per_deal": counted["relay_batches"],
                     # The consumers' own counters (dealflow_events_consumed).
                     "events_per_deal_by_group": consumed,
+                    # Changes started from a copy (dealflow_recent_copies), by outcome.
+                    "recent_copies_per_deal": copied,
                 },
                 # CPU ms per second of each process with no deal in flight, before the
                 # saturation window; "machine" counts every process on the machine.

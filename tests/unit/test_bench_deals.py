@@ -13,6 +13,7 @@ from bench.deals import (
     Counted,
     RoundRobin,
     by_service,
+    copies_per_deal,
     events_consumed,
     events_per_deal,
     per_deal,
@@ -25,11 +26,13 @@ from bench.invariants import (
     Order,
     committed_lag,
     from_metrics,
+    labelled_by,
     violations,
 )
 from bench.measure import machine_context_switches
 from dealflow_common.messaging.consumer import ConsumerMetrics
 from dealflow_common.messaging.kafka import ConsumerLoopMetrics
+from dealflow_common.recent import RecentCopies
 
 DEAL = CompletedDeal("opp-1", accepted_quote="quote-a", abandoned_quotes=("quote-b",))
 
@@ -261,3 +264,23 @@ def test_the_machines_context_switches_are_counted_and_grow() -> None:
     before = machine_context_switches()
     time.sleep(0.01)  # this process sleeps: one switch at least
     assert machine_context_switches() > before > 0
+
+
+def test_copies_per_deal_are_counted_by_outcome_over_the_window() -> None:
+    registry = CollectorRegistry()
+    recent: RecentCopies[str, int] = RecentCopies(10, int, int, registry, kind="opportunity")
+
+    def now() -> Counted:
+        text = generate_latest(registry).decode()
+        counted = Counted({}, {})
+        for (outcome,), value in labelled_by(text, "dealflow_recent_copies", "outcome").items():
+            counted.copies[outcome] = value
+        return counted
+
+    recent.keep("a", 1)
+    recent.take("a")  # before the window
+    before = now()
+    for _ in range(6):
+        recent.take("a")
+    recent.refused("a")
+    assert copies_per_deal(before, now(), deals=3) == {"refused": 0.33, "served": 2.0}
