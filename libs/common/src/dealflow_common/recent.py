@@ -14,7 +14,7 @@ A copy is a guess, never the truth:
   replica or a consumer changed the row), and the change runs again from a read;
 - a refusal decided on a copy (a stage move not allowed, a 412 for a version named in
   If-Match, a 404 for someone taken off the deal) is decided again on a read, so a copy
-  never gives an answer that a read would not (`StaleCopy`);
+  never gives an answer that a read would not (`one_write.StaleCopy`);
 - a change that writes nothing has no write to check its copy against: it runs again
   from a read as well.
 
@@ -34,10 +34,6 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
-
-from dealflow_common.one_write import StaleCopy
-
-__all__ = ["PAUSE", "WINDOW", "RecentCopies", "StaleCopy"]
 
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")
