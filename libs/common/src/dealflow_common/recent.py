@@ -29,6 +29,7 @@ the copy (`UnitOfWork.served_copy`).
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -42,6 +43,23 @@ WINDOW = 64
 """Copies served between two looks at how many of them were refused."""
 PAUSE = 1_024
 """Changes that read instead after a window in which more than a quarter were refused."""
+
+
+_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+
+
+def _outcomes_in(registry: CollectorRegistry) -> Counter:
+    """The registry's one counter of copies, which every kind of copy shares."""
+    counter = _counters.get(registry)
+    if counter is None:
+        counter = _counters[registry] = Counter(
+            "dealflow_recent_copies",
+            "Changes that skipped their read with a copy of what this process wrote "
+            "last (served), and those the write or a rule refused (refused)",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+    return counter
 
 
 class RecentCopies(Generic[K, A]):
@@ -64,17 +82,7 @@ class RecentCopies(Generic[K, A]):
         self._served_in_window = 0
         self._refused_in_window = 0
         self._paused = 0
-        self._outcomes = (
-            Counter(
-                "dealflow_recent_copies",
-                "Changes that skipped their read with a copy of what this process wrote "
-                "last (served), and those the write or a rule refused (refused)",
-                ["kind", "outcome"],
-                registry=registry,
-            )
-            if registry is not None
-            else None
-        )
+        self._outcomes = _outcomes_in(registry) if registry is not None else None
         self._kind = kind
 
     def take(self, key: K) -> A | None:

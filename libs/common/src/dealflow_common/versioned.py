@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dealflow_common.direct import DirectStatement
@@ -32,6 +32,7 @@ class VersionedTable:
         *,
         unversioned: tuple[str, ...] = (),
         unchanged: tuple[str, ...] = (),
+        guard: ColumnElement[bool] | None = None,
     ) -> None:
         """`unversioned`: columns a change may write without a new version (bookkeeping).
         The versioned save leaves them as they are: its `version` check cannot tell
@@ -40,7 +41,11 @@ class VersionedTable:
 
         `unchanged`: unversioned columns the save also checks, as it checks the version
         (`g_<name>` parameters): a change made on a copy of the row (`recent`) that a
-        reader would see them in is refused if they moved since the copy was taken."""
+        reader would see them in is refused if they moved since the copy was taken.
+
+        `guard`: a condition on other rows the save also checks, its parameters given
+        with each save (`guarded`): a quote changed on a copy checks that its deal's
+        row is still the one the copy decided on."""
         self.table = table
         self.entity = entity
         self.unversioned = frozenset(unversioned)
@@ -54,6 +59,7 @@ class VersionedTable:
                 table.c[name].is_not_distinct_from(bindparam(f"g_{name}", type_=table.c[name].type))
                 for name in unchanged
             ),
+            *(() if guard is None else (guard,)),
         )
         self._update = DirectStatement(self.versioned_update)
         self._current_version = DirectStatement(
@@ -81,8 +87,10 @@ class VersionedTable:
         row_id: Any,
         loaded_version: int,
         values: Mapping[str, Any],
+        guarded: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write `values` (columns, `id` excepted) over the row read at `loaded_version`.
+        """Write `values` (columns, `id` excepted) over the row read at `loaded_version`;
+        `guarded`: the `guard`'s parameters.
 
         Raises `StaleVersion` with the row's current version when another transaction
         saved it since, or `NotFound` when it is gone; nothing is written then.
@@ -90,18 +98,26 @@ class VersionedTable:
         params = {name: value for name, value in values.items() if name not in self.unversioned}
         params.update(b_id=row_id, b_version=loaded_version)
         params.update(self.guard_params(values))
+        params.update(guarded or {})
         changed = await self._update.rowcount(connection, params)
         await self.refuse_unless_saved(connection, changed, row_id, loaded_version)
 
-    def last_save(self, row_id: Any, loaded_version: int, values: Mapping[str, Any]) -> LastWrite:
+    def last_save(
+        self,
+        row_id: Any,
+        loaded_version: int,
+        values: Mapping[str, Any],
+        guarded: Mapping[str, Any] | None = None,
+    ) -> LastWrite:
         """`save` left for the commit, which sends it with the outbox rows (`last_write`);
         `values`: every column but `id` (the unversioned ones are left out)."""
         params = {f"v_{name}": values[name] for name in self.columns}
         params.update(b_id=row_id, b_version=loaded_version)
         params.update(self.guard_params(values))
+        params.update(guarded or {})
 
         async def alone(connection: AsyncConnection) -> None:
-            await self.save(connection, row_id, loaded_version, values)
+            await self.save(connection, row_id, loaded_version, values, guarded)
 
         async def refused(connection: AsyncConnection) -> None:
             await self.refuse_unless_saved(connection, 0, row_id, loaded_version)
