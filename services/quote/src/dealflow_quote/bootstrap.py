@@ -21,6 +21,7 @@ from dealflow_common.platform import Platform, build_platform
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
 from dealflow_quote.adapters.buy_now import BuyNowLinks
+from dealflow_quote.adapters.repository import QuoteCopies
 from dealflow_quote.adapters.tables import request_keys
 from dealflow_quote.api.routes import buy_now_routes, catalog_routes, quote_routes, saga_routes
 from dealflow_quote.application import purge, saga
@@ -82,6 +83,13 @@ class QuoteSettings(ServiceSettings):
         ge=0,
         description="How long a new quote waits for its just-created opportunity's events",
     )
+    recent_copies: int = Field(
+        default=2_000,
+        ge=0,
+        description="Quotes and deals this process keeps as it last wrote or decided on "
+        "them, so that the next change of one skips its read (the change's one statement "
+        "checks the copies, `dealflow_common.recent`); 0 reads every time.",
+    )
 
     @field_validator("buy_now_secret")
     @classmethod
@@ -105,8 +113,14 @@ def asyncapi() -> dict[str, Any]:
 def build_app(settings: QuoteSettings, platform: Platform | None = None) -> FastAPI:
     platform = platform or build_platform(settings, publishes=[QUOTE_EVENTS])
 
+    copies = (
+        QuoteCopies.of(settings.recent_copies, platform.registry)
+        if settings.recent_copies
+        else None
+    )
+
     def unit_of_work() -> QuoteUnitOfWork:
-        return QuoteUnitOfWork(platform.engine, platform.outbox, platform.clock)
+        return QuoteUnitOfWork(platform.engine, platform.outbox, platform.clock, copies)
 
     deadline = AcceptanceDeadline(
         answer_within=timedelta(seconds=settings.acceptance_deadline_seconds),

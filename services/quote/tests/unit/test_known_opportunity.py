@@ -32,3 +32,21 @@ def test_an_open_stage_never_reopens_a_closed_deal_but_a_purge_moves_it_on() -> 
     assert deal.learn(DealFacts(stage=Stage.PURGED), source=SOURCE, sequence=7) is True
     deal.mark_purge_pending()
     assert deal.stage == Stage.PURGED
+
+
+def test_a_snapshot_learns_apart_from_its_original() -> None:
+    """What `recent` keeps and hands out: its lists are its own."""
+    deal = KnownOpportunity.unseen(uuid.uuid4())
+    deal.learn(DealFacts(stage=Stage.PROPOSAL, owners=["alice"]), source=SOURCE, sequence=1)
+    twin = deal.snapshot()
+    assert vars(twin) == vars(deal)
+    assert twin.owners is not deal.owners
+    assert twin.shares is not deal.shares
+
+    twin.owners.append("bob")
+    twin.learn(DealFacts(stage=Stage.CLOSED_WON), source=SOURCE, sequence=2)
+    assert (deal.stage, deal.owners, deal.sequences.by_field) == (
+        Stage.PROPOSAL,
+        ["alice"],
+        {"stage": 1, "owners": 1},
+    )

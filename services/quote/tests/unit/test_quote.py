@@ -448,3 +448,18 @@ def test_the_author_cannot_approve_their_own_discount(quote_at) -> None:
     with pytest.raises(SelfApproval):
         quote.approve(quote.created_by, NOW)
     assert quote.status == QuoteStatus.PENDING_APPROVAL
+
+
+def test_a_snapshot_is_changed_apart_from_its_original(line: LineOf) -> None:
+    """What `recent` keeps and hands out: the list of lines is the snapshot's own, and it
+    starts with nothing pending."""
+    quote = _draft([line("100.00")])
+    twin = quote.snapshot()
+    assert (twin.events, twin.lines_changed, twin.version_bumped) == ([], False, False)
+    assert twin.lines == quote.lines
+    assert twin.lines is not quote.lines
+
+    twin.revise("alice", NOW, lines=[line("50.00"), line("5.00", line_no=2)])
+    assert (len(quote.lines), len(twin.lines)) == (1, 2)
+    assert twin.version == quote.version + 1  # the snapshot's change moves its version once
+    assert _types(quote) == ["quote.created"]

@@ -7,13 +7,28 @@ Writes lock rows (`FOR UPDATE` on PostgreSQL; SQLite writers are serialised by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Text, any_, bindparam, cast, delete, func, insert, select, tuple_
+from prometheus_client import CollectorRegistry
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
@@ -27,7 +42,8 @@ from dealflow_common.deal_access import shares_from_document, shares_to_document
 from dealflow_common.direct import DirectStatement
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.projection import AppliedSequences, HeldRows, ProjectionRows
-from dealflow_common.one_write import ReadChanged, is_one_write
+from dealflow_common.one_write import ReadChanged, StaleCopy, is_one_write
+from dealflow_common.recent import RecentCopies
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines
 from dealflow_quote.adapters.tables import (
@@ -61,6 +77,33 @@ _DEAL_STILL_OPEN = (
 )
 _INSERT_QUOTE_WITH_LINES = InsertWithLines(quotes, quote_lines, "quote_id", gate=_DEAL_STILL_OPEN)
 _VERSIONED_QUOTE = VersionedTable(quotes, "quote")
+
+
+def _deal_as_copied(deal_id: ColumnElement[Any]) -> tuple[ColumnElement[bool], ...]:
+    """The deal's row is the one a copy of it decided on (`recent`): the same stage and
+    the same applied sequences. Every field of the projection moves only with a newer
+    event, and so with its sequence (`AppliedSequences.offer`), but the stage, which the
+    purge moves too (`mark_purge_pending`): the two together change whenever the row does."""
+    return (
+        known_opportunities.c.id == deal_id,
+        known_opportunities.c.stage == bindparam("g_deal_stage"),
+        known_opportunities.c.applied_sequences.is_not_distinct_from(
+            bindparam("g_deal_sequences", type_=known_opportunities.c.applied_sequences.type)
+        ),
+    )
+
+
+# A quote drafted on a copy of its deal, and a quote changed on copies of itself and its
+# deal, check the deal's row in their one statement as well.
+_INSERT_QUOTE_ON_COPY = InsertWithLines(
+    quotes,
+    quote_lines,
+    "quote_id",
+    gate=_DEAL_STILL_OPEN.where(*_deal_as_copied(bindparam("g_opportunity_id"))[1:]),
+)
+_VERSIONED_QUOTE_ON_COPY = VersionedTable(
+    quotes, "quote", guard=exists().where(*_deal_as_copied(quotes.c.opportunity_id))
+)
 _VERSIONED_PRODUCT = VersionedTable(products, "product")
 _VERSIONED_BUNDLE = VersionedTable(bundles, "bundle")
 _DELETE_LINES = delete(quote_lines).where(quote_lines.c.quote_id == bindparam("b_id"))
@@ -140,13 +183,97 @@ async def _deal_closed(_connection: AsyncConnection) -> None:
     raise ReadChanged("the deal closed or went since it was read")
 
 
+Served = Callable[[Callable[[], None]], None]
+"""`UnitOfWork.served_copy` of the work a repository serves."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteCopies:
+    """What this process committed last (`dealflow_common.recent`): quotes, each with the
+    deal its last change was decided on, and deals, for the next quote drafted on one
+    (the consumer keeps those it writes; a change, the one it decided on). A copy skips
+    the read before a change; the change's one statement checks both rows."""
+
+    quotes: RecentCopies[UUID, tuple[Quote, KnownOpportunity]]
+    deals: RecentCopies[UUID, KnownOpportunity]
+
+    @classmethod
+    def of(cls, capacity: int, registry: CollectorRegistry | None = None) -> QuoteCopies:
+        return cls(
+            RecentCopies(
+                capacity,
+                lambda kept: (kept[0].snapshot(), kept[1].snapshot()),
+                lambda kept: kept[0].version,
+                registry,
+                kind="quote",
+            ),
+            RecentCopies(
+                capacity,
+                KnownOpportunity.snapshot,
+                # Each field's sequence only grows (`AppliedSequences.offer`): their sum
+                # tells a later state of the row from an earlier one.
+                lambda deal: sum(deal.sequences.by_field.values()),
+                registry,
+                kind="deal",
+            ),
+        )
+
+    def keep(
+        self,
+        written: Iterable[Quote],
+        decided_on: Mapping[UUID, KnownOpportunity],
+        deals: Iterable[KnownOpportunity],
+    ) -> None:
+        """After a commit: the deals it wrote or decided on, the quotes it wrote with the
+        deal each was decided on. A quote written without one (the consumer's) is
+        forgotten: its copy is out of date."""
+        for deal in deals:
+            if _copyable(deal):
+                self.deals.keep(deal.id, deal)
+            else:
+                self.deals.forget(deal.id)
+        for quote in written:
+            deal_of = decided_on.get(quote.id)
+            if deal_of is not None and _copyable(deal_of):
+                self.quotes.keep(quote.id, (quote, deal_of))
+            else:
+                self.quotes.forget(quote.id)
+
+
+def _copyable(deal: KnownOpportunity) -> bool:
+    """A row from before revision 0002 holds no applied sequences (NULL), which never
+    equals a copy's document: a copy of it would always be refused."""
+    return deal.sequences.source is not None
+
+
+def _deal_guard(deal: KnownOpportunity) -> dict[str, Any]:
+    """`_deal_as_copied`'s parameters for a copy of the deal."""
+    return {"g_deal_stage": deal.stage.value, "g_deal_sequences": deal.sequences.to_document()}
+
+
 class QuoteRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        copies: QuoteCopies | None = None,
+        served: Served | None = None,
+        deals: KnownOpportunities | None = None,
+    ) -> None:
+        """`deals`: the work's deals, whose copies a new quote's insert checks."""
         self._connection = connection
         self._loaded: dict[UUID, int] = {}
         self._open_ahead: dict[UUID, list[Quote]] = {}
         """Open quotes of deals read ahead (`lock_ahead_open_quotes`), by deal, until
         `open_quotes_of` takes them or a quote of the deal is saved."""
+        self._copies = copies
+        self._served = served
+        self._deals = deals
+        self._on_copy: dict[UUID, KnownOpportunity] = {}
+        """Quotes served as copies, with the copy of their deal their write checks."""
+        self.decided_on: dict[UUID, KnownOpportunity] = {}
+        """The deal each change of a quote was decided on, read or copied."""
+        self.written: dict[UUID, Quote] = {}
+        """The quotes this work wrote, as they are once it commits."""
 
     async def lock_ahead_open_quotes(self, opportunity_ids: Iterable[UUID]) -> None:
         """Load and lock, in one statement, the open quotes of the deals a consumer's
@@ -192,6 +319,25 @@ class QuoteRepository:
         (quote,) = self._keep_whole(rows)
         (row,) = rows
         return quote, None if row.deal_id is None else _to_known(row, prefix="deal_")
+
+    async def get_to_change(self, quote_id: UUID) -> tuple[Quote, KnownOpportunity | None]:
+        """`get_with_deal`, for a change that ends with its versioned write: in one-write
+        mode a copy of the quote and of the deal its last change here was decided on, if
+        kept, instead of a read. The write refuses copies out of date, and the unit of
+        work runs the change again from a read (`StaleCopy`)."""
+        copies = self._copies
+        if copies is not None and self._served is not None and is_one_write(self._connection):
+            kept = copies.quotes.take(quote_id)
+            if kept is not None:
+                quote, deal = kept
+                self._served(lambda: copies.quotes.refused(quote_id))
+                self._on_copy[quote_id] = self.decided_on[quote_id] = deal
+                self._loaded[quote_id] = quote.version
+                return quote, deal
+        quote, found = await self.get_with_deal(quote_id)
+        if found is not None:
+            self.decided_on[quote_id] = found
+        return quote, found
 
     async def open_quotes_of(self, opportunity_id: UUID) -> list[Quote]:
         ahead = self._open_ahead.pop(opportunity_id, None)
@@ -262,11 +408,19 @@ class QuoteRepository:
         (`UnitOfWork.commit`). It raises `ReadChanged` when its deal is no longer open,
         which only a work that read the deal unlocked can meet."""
         lines = [_line_row(line) for line in quote.lines]
-        last = _INSERT_QUOTE_WITH_LINES.last_add(
-            _quote_row(quote), lines, {"g_opportunity_id": quote.opportunity_id}, _deal_closed
-        )
+        gate: dict[str, Any] = {"g_opportunity_id": quote.opportunity_id}
+        insert_quote = _INSERT_QUOTE_WITH_LINES
+        if self._deals is not None:
+            deal = self._deals.decided.get(quote.opportunity_id)
+            if deal is not None:
+                self.decided_on[quote.id] = deal
+                if quote.opportunity_id in self._deals.copied:
+                    insert_quote = _INSERT_QUOTE_ON_COPY
+                    gate.update(_deal_guard(deal))
+        last = insert_quote.last_add(_quote_row(quote), lines, gate, _deal_closed)
         quote.lines_changed = False
         self._loaded[quote.id] = quote.version
+        self.written[quote.id] = quote
         return last
 
     async def save(self, quote: Quote) -> None:
@@ -279,14 +433,26 @@ class QuoteRepository:
         for the commit to send with the outbox rows (`UnitOfWork.commit`). None when the
         quote did not change."""
         loaded = self._loaded[quote.id]
+        deal_copy = self._on_copy.get(quote.id)
         if quote.version == loaded:
+            if deal_copy is not None and self._copies is not None:
+                # No versioned write will check the copies the answer is made of: the
+                # run again reads (the copy is forgotten; it may not be out of date).
+                self._copies.quotes.forget(quote.id)
+                raise StaleCopy(f"nothing written checks the copy of quote {quote.id}")
             return None
         # What was read ahead of the deal's quotes is not what they are any more.
         self._open_ahead.pop(quote.opportunity_id, None)
         changes = _quote_row(quote)
         del changes["id"]
-        last = _VERSIONED_QUOTE.last_save(quote.id, loaded, changes)
+        if deal_copy is None:
+            last = _VERSIONED_QUOTE.last_save(quote.id, loaded, changes)
+        else:
+            last = _VERSIONED_QUOTE_ON_COPY.last_save(
+                quote.id, loaded, changes, _deal_guard(deal_copy)
+            )
         self._loaded[quote.id] = quote.version
+        self.written[quote.id] = quote
         await self._write_lines(quote)
         return last
 
@@ -656,9 +822,37 @@ def _bundle_row(b: Bundle) -> dict[str, Any]:
 class KnownOpportunities:
     """The projection of opportunities this service keeps from their events."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        copies: QuoteCopies | None = None,
+        served: Served | None = None,
+    ) -> None:
         self._connection = connection
         self._held = HeldRows()
+        self._copies = copies
+        self._served = served
+        self.copied: set[UUID] = set()
+        """Deals served as copies, which a new quote's insert checks."""
+        self.decided: dict[UUID, KnownOpportunity] = {}
+        """Deals as this work leaves them, written or decided on: kept when it commits."""
+
+    async def get_to_quote(self, opportunity_id: UUID) -> KnownOpportunity | None:
+        """`get(for_share=True)`, for a new quote: in one-write mode a copy of the deal as
+        this process last knew it, if kept, instead of a read. The quote's insert checks
+        the copy against the row (`QuoteRepository.add_at_commit`)."""
+        copies = self._copies
+        if copies is not None and self._served is not None and is_one_write(self._connection):
+            copied = copies.deals.take(opportunity_id)
+            if copied is not None:
+                self._served(lambda: copies.deals.refused(opportunity_id))
+                self.copied.add(opportunity_id)
+                self.decided[opportunity_id] = copied
+                return copied
+        deal = await self.get(opportunity_id, for_share=True)
+        if deal is not None:
+            self.decided[opportunity_id] = deal
+        return deal
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
         """Lock these deals' rows in one statement and hold them until `write_held`."""
@@ -688,6 +882,7 @@ class KnownOpportunities:
 
     async def save(self, deal: KnownOpportunity, now: datetime) -> None:
         await _KNOWN.save(self._connection, _known_row(deal, now), self._held)
+        self.decided[deal.id] = deal
 
 
 def _to_known(row: Row[Any], prefix: str = "") -> KnownOpportunity:

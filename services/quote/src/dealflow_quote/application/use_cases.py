@@ -134,7 +134,7 @@ async def _draft_if_known(
                     quote = await uow.quotes.get(earlier)
                     _visible(quote, await uow.opportunities.get(quote.opportunity_id), principal)
                     return Drafted(quote, replayed=True)
-            deal = await uow.opportunities.get(opportunity_id, for_share=True)
+            deal = await uow.opportunities.get_to_quote(opportunity_id)
             if deal is None and not must_know:
                 return None
             if deal is None:
@@ -251,7 +251,7 @@ async def change_quote(
     async def once(unlocked: bool) -> Quote:
         # Unlocked, a change of the quote's row alone writes once (`one_write`).
         async with unit_of_work().one_write(unlocked) as uow:
-            quote, deal = await uow.quotes.get_with_deal(quote_id)
+            quote, deal = await uow.quotes.get_to_change(quote_id)
             _workable(quote, deal, principal)
             authorize(principal)
             quote.check_version(expected_version)
@@ -280,7 +280,7 @@ async def accept_quote(
 
     async def once(unlocked: bool) -> tuple[Quote, bool]:
         async with unit_of_work().one_write(unlocked) as uow:
-            quote, found = await uow.quotes.get_with_deal(quote_id)
+            quote, found = await uow.quotes.get_to_change(quote_id)
             if principal is not None:
                 deal = _workable(quote, found, principal)
                 access.require_quote_work(principal)
@@ -317,7 +317,7 @@ async def revise_quote(
     async def once(unlocked: bool) -> Quote:
         # New lines are written before the row: they begin the transaction (`one_write`).
         async with unit_of_work().one_write(unlocked) as uow:
-            quote, deal = await uow.quotes.get_with_deal(quote_id)
+            quote, deal = await uow.quotes.get_to_change(quote_id)
             _workable(quote, deal, principal)
             access.require_quote_work(principal)
             quote.check_version(expected_version)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypedDict
 from uuid import UUID
 
@@ -65,6 +65,11 @@ class KnownOpportunity:
     @property
     def is_open(self) -> bool:
         return self.stage in OPEN_STAGES
+
+    def snapshot(self) -> KnownOpportunity:
+        """A copy to change apart from this one: its lists are its own (what they hold
+        is immutable, as `sequences` is)."""
+        return replace(self, owners=list(self.owners), shares=list(self.shares))
 
     def learn(self, facts: DealFacts, *, source: str, sequence: int) -> bool:
         """Take those of the facts that are newer than the ones held, field by field, so

@@ -161,6 +161,13 @@ class Quote:
             actions = [a for a in actions if a != needless]
         return actions
 
+    def snapshot(self) -> Quote:
+        """A copy to change apart from this one, with nothing pending: its list of lines
+        is its own (the lines are immutable), its version not yet moved."""
+        return replace(
+            self, lines=list(self.lines), events=[], lines_changed=False, version_bumped=False
+        )
+
     def check_version(self, expected: int | None) -> None:
         if expected is not None and expected != self.version:
             raise StaleVersion("quote", expected, self.version)
