@@ -457,9 +457,9 @@ class Counted:
     """By service: the statements and commits it sent."""
     events: dict[str, dict[str, float]]
     """By consumer group: the records it took, by outcome (applied, ignored, ...)."""
-    copies: dict[str, float] = field(default_factory=dict)
-    """Changes started from a copy of what the process wrote last, by outcome (served,
-    refused), every kind and replica summed (`dealflow_recent_copies`)."""
+    copies: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Changes started from a copy of what the process wrote last, by kind (opportunity,
+    quote, deal) and outcome (served, refused), replicas summed (`dealflow_recent_copies`)."""
 
 
 async def service_counters(
@@ -473,18 +473,24 @@ async def service_counters(
         for (group, outcome), value in events_consumed(text).items():
             by_outcome = counted.events.setdefault(group, {})
             by_outcome[outcome] = by_outcome.get(outcome, 0.0) + value
-        for (outcome,), value in labelled_by(text, "dealflow_recent_copies", "outcome").items():
-            counted.copies[outcome] = counted.copies.get(outcome, 0.0) + value
+        for (kind, outcome), value in copies_counted(text).items():
+            counted.copies[kind, outcome] = counted.copies.get((kind, outcome), 0.0) + value
     return counted
 
 
-def copies_per_deal(before: Counted, after: Counted, deals: int) -> dict[str, float]:
-    """Changes per deal that skipped their read with a copy (served), and those whose
-    copy was out of date (refused: the write or a rule refused it, and it read)."""
-    return {
-        outcome: round((value - before.copies.get(outcome, 0.0)) / max(1, deals), 2)
-        for outcome, value in sorted(after.copies.items())
-    }
+def copies_counted(text: str) -> dict[tuple[str, ...], float]:
+    """`dealflow_recent_copies` of one exposition by (kind, outcome)."""
+    return labelled_by(text, "dealflow_recent_copies", "kind", "outcome")
+
+
+def copies_per_deal(before: Counted, after: Counted, deals: int) -> dict[str, dict[str, float]]:
+    """By kind, changes per deal that skipped their read with a copy (served), and those
+    whose copy was out of date (refused: the write or a rule refused it, and it read)."""
+    by_kind: dict[str, dict[str, float]] = {}
+    for (kind, outcome), value in sorted(after.copies.items()):
+        spent = value - before.copies.get((kind, outcome), 0.0)
+        by_kind.setdefault(kind, {})[outcome] = round(spent / max(1, deals), 2)
+    return by_kind
 
 
 def events_consumed(text: str) -> dict[tuple[str, ...], float]:
@@ -790,7 +796,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     "relay_batches_per_deal": counted["relay_batches"],
                     # The consumers' own counters (dealflow_events_consumed).
                     "events_per_deal_by_group": consumed,
-                    # Changes started from a copy (dealflow_recent_copies), by outcome.
+                    # Changes started from a copy (dealflow_recent_copies), by kind and outcome.
                     "recent_copies_per_deal": copied,
                 },
                 # CPU ms per second of each process with no deal in flight, before the

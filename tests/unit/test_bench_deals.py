@@ -13,6 +13,7 @@ from bench.deals import (
     Counted,
     RoundRobin,
     by_service,
+    copies_counted,
     copies_per_deal,
     events_consumed,
     events_per_deal,
@@ -26,7 +27,6 @@ from bench.invariants import (
     Order,
     committed_lag,
     from_metrics,
-    labelled_by,
     violations,
 )
 from bench.measure import machine_context_switches
@@ -269,18 +269,23 @@ def test_the_machines_context_switches_are_counted_and_grow() -> None:
 def test_copies_per_deal_are_counted_by_outcome_over_the_window() -> None:
     registry = CollectorRegistry()
     recent: RecentCopies[str, int] = RecentCopies(10, int, int, registry, kind="opportunity")
+    deals: RecentCopies[str, int] = RecentCopies(10, int, int, registry, kind="deal")
 
     def now() -> Counted:
-        text = generate_latest(registry).decode()
         counted = Counted({}, {})
-        for (outcome,), value in labelled_by(text, "dealflow_recent_copies", "outcome").items():
-            counted.copies[outcome] = value
+        for (kind, outcome), value in copies_counted(generate_latest(registry).decode()).items():
+            counted.copies[kind, outcome] = value
         return counted
 
     recent.keep("a", 1)
+    deals.keep("a", 1)
     recent.take("a")  # before the window
     before = now()
     for _ in range(6):
         recent.take("a")
     recent.refused("a")
-    assert copies_per_deal(before, now(), deals=3) == {"refused": 0.33, "served": 2.0}
+    deals.take("a")
+    assert copies_per_deal(before, now(), deals=3) == {
+        "deal": {"served": 0.33},
+        "opportunity": {"refused": 0.33, "served": 2.0},
+    }
