@@ -27,7 +27,7 @@ from dealflow_common.contracts.base import EventPayload
 from dealflow_common.errors import DomainError
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.outbox import Outbox
-from dealflow_common.one_write import ReadChanged, StaleCopy
+from dealflow_common.one_write import StaleCopy
 from dealflow_common.telemetry import current_trace_headers
 
 
@@ -114,7 +114,7 @@ class UnitOfWork:
         sync = connection.sync_connection
         if sync is not None and not sync.closed:  # `commit` closes it
             await greenlet_spawn(_close, sync, not self._done, self._one_write)
-        if self._copies_served and not self._done and _copy_may_be_why(exc):
+        if self._copies_served and not self._done and isinstance(exc, DomainError):
             # Decided on a copy, the refusal may be the copy's, not the row's.
             for refused in self._copies_served:
                 refused()
@@ -123,11 +123,11 @@ class UnitOfWork:
     def served_copy(self, refused: Callable[[], None]) -> None:
         """A repository answered a read with a copy of what this process wrote last
         (`recent`). If the work is refused before it commits (a business refusal, the
-        versioned write's `StaleVersion` among them, or a `ReadChanged` of a write that
-        checked what the copy said, such as a quote's insert on its deal), `refused`
-        forgets the copy and the refusal becomes `StaleCopy`: the use case runs again
-        from a read (`once_then_locked`). Another failure leaves the copy: it is still what this
-        process last committed."""
+        versioned write's `StaleVersion` among them), `refused` forgets the copy and the
+        refusal becomes `StaleCopy`: the use case runs again from a read
+        (`once_then_locked`). A write whose own check of a copy fails (a gate) raises
+        `StaleCopy` itself, after forgetting it. Another failure leaves the copy: it is
+        still what this process last committed."""
         self._copies_served.append(refused)
 
     def record(self, *events: EventPayload) -> None:
@@ -259,11 +259,3 @@ def _close(connection: Connection, rollback: bool, in_one_write: bool) -> None:
         if in_one_write:
             one_write.end(connection)
         connection.close()
-
-
-def _copy_may_be_why(refusal: BaseException | None) -> bool:
-    """A refusal a copy out of date may have caused: a business rule's, or a write's
-    check of what was read. A `StaleCopy` already forgot its copy."""
-    if isinstance(refusal, StaleCopy):
-        return False
-    return isinstance(refusal, DomainError | ReadChanged)

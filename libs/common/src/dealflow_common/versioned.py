@@ -50,6 +50,7 @@ class VersionedTable:
         self.entity = entity
         self.unversioned = frozenset(unversioned)
         self.unchanged = unchanged
+        self._guarded = guard is not None
         # Built once and executed with parameters: statements built per call cost more
         # CPU than the database spends running them.
         self.versioned_update = update(table).where(
@@ -79,6 +80,8 @@ class VersionedTable:
     def with_entry(self, entries: Table, key: str) -> VersionedSaveWithEntry:
         """A save that also adds one row of `entries` (whose `key` column names the saved
         row), in the same statement on PostgreSQL: a stage move and its history entry."""
+        # Its saves take no `guarded` parameters; none is needed yet.
+        assert not self._guarded, "a save with an entry does not check a guard"
         return VersionedSaveWithEntry(self, entries, key)
 
     async def save(

@@ -92,6 +92,26 @@ async def test_the_deal_path_skips_its_reads_and_answers_as_a_read_would(
     assert read.headers["ETag"] == accepted.headers["ETag"] == '"3"'
 
 
+async def test_numbers_answered_from_a_copy_are_as_a_read_gives_them(
+    replicas: tuple[Quotes, Quotes],
+) -> None:
+    a, _ = replicas
+    deal = await a.deal()
+    line = {
+        "description": "Widget",
+        "quantity": "2.500",
+        "unit_price": {"amount": "50", "currency": "USD"},
+        "discount_percent": "5.0",
+    }
+    drafted = await a.draft(deal, line)
+    presented = await act(a, drafted["id"], "present")
+    assert copies(a, "quote", "served") == 1
+    read = (await a.call("GET", f"/quotes/{drafted['id']}")).json()
+    assert presented.json() == read
+    assert drafted["lines"] == read["lines"]
+    assert (read["lines"][0]["quantity"], read["lines"][0]["discount_percent"]) == ("2.5", "5")
+
+
 async def test_a_replica_without_copies_reads(replicas: tuple[Quotes, Quotes]) -> None:
     a, b = replicas
     deal = await a.deal()

@@ -202,7 +202,9 @@ class QuoteCopies:
     """What this process committed last (`dealflow_common.recent`): quotes, each with the
     deal its last change was decided on, and deals, for the next quote drafted on one
     (the consumer keeps those it writes; a change, the one it decided on). A copy skips
-    the read before a change; the change's one statement checks both rows."""
+    the read before a change; the change's one statement checks both rows. A deal a
+    change decided on was read unlocked and may be out of date when kept: that check
+    makes it a cost (a refusal and a read), never an answer."""
 
     quotes: RecentCopies[UUID, tuple[Quote, KnownOpportunity]]
     deals: RecentCopies[UUID, KnownOpportunity]
@@ -420,6 +422,7 @@ class QuoteRepository:
         lines = [_line_row(line) for line in quote.lines]
         gate: dict[str, Any] = {"g_opportunity_id": quote.opportunity_id}
         insert_quote = _INSERT_QUOTE_WITH_LINES
+        refused = _deal_closed
         if self._deals is not None:
             deal = self._deals.decided.get(quote.opportunity_id)
             if deal is not None:
@@ -427,7 +430,8 @@ class QuoteRepository:
                 if quote.opportunity_id in self._deals.copied:
                     insert_quote = _INSERT_QUOTE_ON_COPY
                     gate.update(_deal_guard(deal))
-        last = insert_quote.last_add(_quote_row(quote), lines, gate, _deal_closed)
+                    refused = self._deals.copy_refused
+        last = insert_quote.last_add(_quote_row(quote), lines, gate, refused)
         quote.lines_changed = False
         self._loaded[quote.id] = quote.version
         self.written[quote.id] = quote
@@ -863,6 +867,15 @@ class KnownOpportunities:
         if deal is not None:
             self.decided[opportunity_id] = deal
         return deal
+
+    async def copy_refused(self, _connection: AsyncConnection) -> None:
+        """A new quote's insert found the deal's row other than its copy said: the copy
+        is forgotten and the draft runs again from a read. (Its other gate, an open deal,
+        is decided on that read.)"""
+        assert self._copies is not None, "a copy is served only where copies are kept"
+        for opportunity_id in self.copied:
+            self._copies.deals.refused(opportunity_id)
+        raise StaleCopy("the deal's row is not the one its copy was taken from")
 
     async def lock_ahead(self, opportunity_ids: Iterable[UUID]) -> None:
         """Lock these deals' rows in one statement and hold them until `write_held`."""

@@ -15,7 +15,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from dealflow_common.auth import Principal
-from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.money import Money, plain
 from dealflow_common.contracts.opportunity import Stage
 from dealflow_common.contracts.quote import QuoteStatus
 from dealflow_common.errors import RuleViolated
@@ -201,9 +201,11 @@ async def _resolve_lines(
             QuoteLine(
                 line_no=index + 1,
                 description=request.description or (item.name if item else ""),
-                quantity=request.quantity,
+                # As a read gives them back (2.500 -> 2.5): so does every answer, a
+                # change's made from a copy (`recent`) included.
+                quantity=plain(request.quantity),
                 unit_price=unit_price,
-                discount_percent=request.discount_percent,
+                discount_percent=plain(request.discount_percent),
                 product_id=request.product_id,
                 bundle_id=request.bundle_id,
                 sku=item.sku if item else None,
@@ -316,8 +318,10 @@ async def revise_quote(
 
     async def once(unlocked: bool) -> Quote:
         # New lines are written before the row: they begin the transaction (`one_write`).
+        # It reads, not copies: lines written for a quote gone since its copy was taken
+        # would fail on their foreign key, not on the versioned write that checks copies.
         async with unit_of_work().one_write(unlocked) as uow:
-            quote, deal = await uow.quotes.get_to_change(quote_id)
+            quote, deal = await uow.quotes.get_with_deal(quote_id)
             _workable(quote, deal, principal)
             access.require_quote_work(principal)
             quote.check_version(expected_version)
