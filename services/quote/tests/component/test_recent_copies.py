@@ -27,6 +27,11 @@ from .conftest import Quotes
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 STATEMENTS = "dealflow_db_statements_total"
+_LINE = {
+    "description": "Widget",
+    "quantity": "1",
+    "unit_price": {"amount": "50.00", "currency": "USD"},
+}
 
 
 @pytest.fixture
@@ -57,7 +62,15 @@ async def act(service: Quotes, quote: str, action: str, **call: Any) -> Any:
     return await service.call("POST", f"/quotes/{quote}/{action}", body, **call)
 
 
-def taken_off(deal: str, owners: list[str], sequence_version: int) -> OpportunityAssigned:
+async def drafted_on_a_presented_on_b(a: Quotes, b: Quotes) -> str:
+    """A quote a keeps a copy of as a draft (version 1), presented since by b (version 2)."""
+    deal = await a.deal()
+    quote = str((await a.draft(deal))["id"])
+    assert (await act(b, quote, "present")).status_code == 200
+    return quote
+
+
+def taken_off(deal: str, owners: list[str], version: int) -> OpportunityAssigned:
     return OpportunityAssigned(
         opportunity_id=uuid.UUID(deal),
         action="unassigned",
@@ -66,7 +79,7 @@ def taken_off(deal: str, owners: list[str], sequence_version: int) -> Opportunit
         team_id=None,
         assigned_by="mia",
         assigned_at=datetime.now(UTC),
-        version=sequence_version,
+        version=version,
     )
 
 
@@ -129,9 +142,7 @@ async def test_a_quote_another_replica_changed_refuses_the_copy_and_the_change_r
     replicas: tuple[Quotes, Quotes],
 ) -> None:
     a, b = replicas
-    deal = await a.deal()
-    quote = (await a.draft(deal))["id"]  # a keeps the draft, version 1
-    assert (await act(b, quote, "present")).status_code == 200
+    quote = await drafted_on_a_presented_on_b(a, b)
     abandoned = await act(a, quote, "abandon")  # allowed from the copy and from the row
     assert abandoned.status_code == 200, abandoned.text
     assert (abandoned.json()["status"], abandoned.headers["ETag"]) == ("abandoned", '"3"')
@@ -145,9 +156,7 @@ async def test_a_refusal_decided_on_an_old_copy_is_decided_again_on_a_read(
     replicas: tuple[Quotes, Quotes],
 ) -> None:
     a, b = replicas
-    deal = await a.deal()
-    quote = (await a.draft(deal))["id"]
-    assert (await act(b, quote, "present")).status_code == 200
+    quote = await drafted_on_a_presented_on_b(a, b)
     # A draft cannot be accepted (a's copy); the presented quote (the row) can.
     accepted = await act(a, quote, "accept")
     assert accepted.status_code == 202, accepted.text
@@ -159,9 +168,7 @@ async def test_if_match_is_compared_with_the_row_not_with_an_old_copy(
     replicas: tuple[Quotes, Quotes],
 ) -> None:
     a, b = replicas
-    deal = await a.deal()
-    quote = (await a.draft(deal))["id"]
-    assert (await act(b, quote, "present")).status_code == 200
+    quote = await drafted_on_a_presented_on_b(a, b)
     old = await act(a, quote, "abandon", headers={"If-Match": '"1"'})
     assert old.status_code == 412, old.text
     current = await act(a, quote, "abandon", headers={"If-Match": '"2"'})
@@ -207,10 +214,3 @@ async def test_a_deal_purge_marked_without_a_new_sequence_refuses_the_copies(
     drafted = await a.call("POST", "/quotes", {"opportunity_id": deal, "lines": [_LINE]})
     assert drafted.status_code == 409, drafted.text
     assert copies(a, "deal", "refused") == 1
-
-
-_LINE = {
-    "description": "Widget",
-    "quantity": "1",
-    "unit_price": {"amount": "50.00", "currency": "USD"},
-}

@@ -80,13 +80,12 @@ _INSERT_QUOTE_WITH_LINES = InsertWithLines(quotes, quote_lines, "quote_id", gate
 _VERSIONED_QUOTE = VersionedTable(quotes, "quote")
 
 
-def _deal_as_copied(deal_id: ColumnElement[Any]) -> tuple[ColumnElement[bool], ...]:
+def _deal_as_copied() -> tuple[ColumnElement[bool], ...]:
     """The deal's row is the one a copy of it decided on (`recent`): the same stage and
     the same applied sequences. Every field of the projection moves only with a newer
     event, and so with its sequence (`AppliedSequences.offer`), but the stage, which the
     purge moves too (`mark_purge_pending`): the two together change whenever the row does."""
     return (
-        known_opportunities.c.id == deal_id,
         known_opportunities.c.stage == bindparam("g_deal_stage"),
         known_opportunities.c.applied_sequences.is_not_distinct_from(
             bindparam("g_deal_sequences", type_=known_opportunities.c.applied_sequences.type)
@@ -100,7 +99,7 @@ _INSERT_QUOTE_ON_COPY = InsertWithLines(
     quotes,
     quote_lines,
     "quote_id",
-    gate=_DEAL_STILL_OPEN.where(*_deal_as_copied(bindparam("g_opportunity_id"))[1:]),
+    gate=_DEAL_STILL_OPEN.where(*_deal_as_copied()),
 )
 # OFFSET 0 keeps the deal's check a subplan run on the quote's row. Pulled up into a join,
 # the update would carry the deal's whole row for its recheck (EvalPlanQual): 25 µs more
@@ -110,7 +109,7 @@ _VERSIONED_QUOTE_ON_COPY = VersionedTable(
     "quote",
     guard=exists(
         select(literal_column("1"))
-        .where(*_deal_as_copied(quotes.c.opportunity_id))
+        .where(known_opportunities.c.id == quotes.c.opportunity_id, *_deal_as_copied())
         .offset(literal_column("0"))
     ),
 )
@@ -418,7 +417,8 @@ class QuoteRepository:
     def add_at_commit(self, quote: Quote) -> LastWrite:
         """The new quote and its lines, for the commit to send with the outbox rows
         (`UnitOfWork.commit`). It raises `ReadChanged` when its deal is no longer open,
-        which only a work that read the deal unlocked can meet."""
+        which only a work that read the deal unlocked can meet, and `StaleCopy` when the
+        deal was a copy its row no longer matches (`KnownOpportunities.copy_refused`)."""
         lines = [_line_row(line) for line in quote.lines]
         gate: dict[str, Any] = {"g_opportunity_id": quote.opportunity_id}
         insert_quote = _INSERT_QUOTE_WITH_LINES
