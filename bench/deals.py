@@ -10,7 +10,7 @@ PostgreSQL database, then, for each run:
    created (observed on Kafka, as any subscriber would, so waiting costs no HTTP calls):
    a deal is complete when its order exists. Accept-to-won and accept-to-order are
    reported side by side;
-2. the database's own commit rate on a trivial one-row update with C connections,
+2. the database's own commit rate on a trivial one-row update with 32 connections,
    measured right after, as the baseline our commit rate is compared with;
 3. half load: deals started at half the measured throughput (open loop), for latency;
 4. stage moves: 4 clients move their own deal back and forth between lead and
@@ -568,10 +568,20 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+CONCURRENCY = 48
+"""Clients of the saturation run. A closed loop keeps the machine busy only if enough deals
+are in flight to cover each deal's waits (Little's law): ten calls in turn and the saga's
+four hops, each a fetch that Tansu holds its whole wait. At 32 clients the machine was
+79-86 % busy with 84-85 deals/s, at 48 88-89 % with 92-93, at 64 89-91 % with 93-94 and
+a third more latency (5 December 2026, docs/performance.md, twenty-third round)."""
 POOL_SIZE_DEFAULT: int = ServiceSettings.model_fields["database_pool_size"].default
 """What one replica of each service runs with."""
 CONNECTIONS_RESERVED = 10
 """Connections the bench keeps for itself beside its baseline's (admin, invariants)."""
+BASELINE_CONNECTIONS = 32
+"""Connections of the baseline's commit rate: as many as the default clients, and fixed,
+so that a run with more clients does not ask, after its saturation run, for more
+connections than the services' pools have left on the server ("too many clients")."""
 
 
 async def pool_size_within(
@@ -586,7 +596,7 @@ async def pool_size_within(
         return None
     limit = int(await admin.fetchval("SHOW max_connections"))
     processes = args.replicas * sum(1 for c in services.values() if owns_database(c))
-    budget = limit - args.concurrency - CONNECTIONS_RESERVED
+    budget = limit - BASELINE_CONNECTIONS - CONNECTIONS_RESERVED
     if processes * POOL_SIZE_DEFAULT <= budget:
         return None
     return max(2, budget // processes)
@@ -735,7 +745,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             idle_rate = (await commits(admin) - after) / STATS_SETTLE_SECONDS
             ours = max(0.0, after - before - idle_rate * STATS_SETTLE_SECONDS)
             print(f"run {run}/{args.runs}: baseline", file=sys.stderr, flush=True)
-            baseline = await baseline_commit_rate(dsn_of(BENCH_DATABASE), args.concurrency)
+            baseline = await baseline_commit_rate(dsn_of(BENCH_DATABASE), BASELINE_CONNECTIONS)
             throughput = len(results) / elapsed
             half_rate = args.half_load_rate or max(1.0, throughput / 2)
             print(
@@ -804,7 +814,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                 "idle_cpu_ms_per_s": idle_cpu_ms_per_s,
                 "stage_moves": stage_moves,
                 "baseline_one_row_update": {
-                    "connections": args.concurrency,
+                    "connections": BASELINE_CONNECTIONS,
                     "commits_per_s": round(baseline, 1),
                 },
                 "db_commit_rate_ratio": round(ours / elapsed / baseline, 3),
@@ -947,7 +957,7 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def cli() -> None:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, default=600, help="deals per saturation run")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="concurrent clients")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=60, help="deals before measuring")
     parser.add_argument("--half-load-seconds", type=float, default=20.0)
