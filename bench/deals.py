@@ -83,6 +83,7 @@ from bench.measure import (
     compare_with_previous,
     cpu_seconds,
     keep_report,
+    reference_cpu_ms,
     scrape_counters,
 )
 from dealflow_common.auth import mint_token
@@ -628,6 +629,8 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
     def dsn_of(database: str) -> str:
         return str(server.set(drivername="postgresql", database=database))
 
+    # Before anything of ours runs: how fast the host is this minute.
+    reference = reference_cpu_ms()
     admin = await asyncpg.connect(dsn_of("postgres"))
     await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
     await admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
@@ -767,6 +770,9 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             )
             measured: dict[str, Any] = {
                 "database_pool_size": pool_size or POOL_SIZE_DEFAULT,
+                # A fixed piece of work's CPU ms in the bench's process before the run
+                # (`reference_cpu_ms`): set a run's CPU per deal beside it.
+                "machine_reference_cpu_ms": reference,
                 "failure_reasons": {
                     "saturation": saturation_reasons,
                     "half_load": failure_reasons(half_load_failures),

@@ -11,10 +11,12 @@ import os
 import statistics
 import time
 from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from dealflow_common.runtime.broker import free_port
 from dealflow_common.runtime.embedded import embedded_service_env
@@ -56,6 +58,29 @@ def machine_busy_seconds() -> float:
         fields = [int(v) for v in f.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
+def reference_cpu_ms(repeats: int = 5) -> float:
+    """CPU milliseconds this process takes for a fixed piece of work of the kind the
+    services do (JSON, Decimal, dicts and strings), median of `repeats`: the host's
+    speed at the moment. On the development machine the same code's CPU per deal has
+    moved by half from one hour to the next; a run's figures are comparable with another
+    run's only beside this one."""
+    timings = []
+    for _ in range(repeats):
+        started = time.process_time()
+        _reference_work()
+        timings.append((time.process_time() - started) * 1000)
+    return round(statistics.median(timings), 1)
+
+
+def _reference_work() -> None:
+    total = Decimal(0)
+    cent = Decimal("0.01")
+    for n in range(20_000):
+        record = {"id": f"deal-{n}", "amount": str((Decimal(n) / 7).quantize(cent)), "n": [n] * 4}
+        total += Decimal(orjson.loads(orjson.dumps(record))["amount"])
+    assert total > 0
 
 
 def machine_context_switches() -> int:

@@ -29,7 +29,7 @@ from bench.invariants import (
     from_metrics,
     violations,
 )
-from bench.measure import machine_context_switches
+from bench.measure import machine_context_switches, reference_cpu_ms
 from dealflow_common.messaging.consumer import ConsumerMetrics
 from dealflow_common.messaging.kafka import ConsumerLoopMetrics
 from dealflow_common.recent import RecentCopies
@@ -264,6 +264,14 @@ def test_the_machines_context_switches_are_counted_and_grow() -> None:
     before = machine_context_switches()
     time.sleep(0.01)  # this process sleeps: one switch at least
     assert machine_context_switches() > before > 0
+
+
+def test_the_reference_work_is_measured_in_this_process_cpu() -> None:
+    # 20,000 JSON round trips with Decimal arithmetic: milliseconds on any machine, and a
+    # measure of wall time or of nothing would not give one decimal of them.
+    measured = reference_cpu_ms(repeats=1)
+    assert 1.0 < measured < 5_000.0
+    assert measured == round(measured, 1)
 
 
 def test_copies_per_deal_are_counted_by_outcome_over_the_window() -> None:
