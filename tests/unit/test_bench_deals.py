@@ -267,8 +267,8 @@ def test_the_machines_context_switches_are_counted_and_grow() -> None:
 
 
 def test_the_reference_work_is_measured_in_this_process_cpu() -> None:
-    # 20,000 JSON round trips with Decimal arithmetic: milliseconds on any machine, and a
-    # measure of wall time or of nothing would not give one decimal of them.
+    # 20,000 JSON round trips with Decimal arithmetic take milliseconds of CPU on any
+    # machine: a measure that counted nothing, or seconds as milliseconds, falls outside.
     measured = reference_cpu_ms(repeats=1)
     assert 1.0 < measured < 5_000.0
     assert measured == round(measured, 1)
