@@ -580,9 +580,10 @@ POOL_SIZE_DEFAULT: int = ServiceSettings.model_fields["database_pool_size"].defa
 CONNECTIONS_RESERVED = 10
 """Connections the bench keeps for itself beside its baseline's (admin, invariants)."""
 BASELINE_CONNECTIONS = 32
-"""Connections of the baseline's commit rate: as many as the default clients, and fixed,
-so that a run with more clients does not ask, after its saturation run, for more
-connections than the services' pools have left on the server ("too many clients")."""
+"""Connections of the baseline's commit rate: as many as the clients were by default until
+the twenty-third round, and fixed, so that a run with more clients does not ask, after
+its saturation run, for more connections than the services' pools have left on the
+server ("too many clients"), and the ratio stays comparable with earlier reports."""
 
 
 async def pool_size_within(
