@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, sqltypes
 
 from dealflow_common import one_write
 
@@ -243,6 +243,10 @@ def _compile(
     expanded = compiled.construct_expanded_state(dict.fromkeys(names))
     positions = tuple(expanded.positiontup or ())
     processors = {**compiled._bind_processors, **expanded.processors}
+    for name in names:
+        parameter = compiled.binds.get(name)
+        if parameter is not None and _copies_only(parameter.type, dialect):
+            processors.pop(name, None)
     columns = compiled._result_columns  # (key, name, objects, type) of each column returned
     fixed = tuple((name in names, expanded.parameters.get(name)) for name in positions)
     row = None
@@ -258,6 +262,16 @@ def _compile(
         row=row,
         writes=one_write.writes(expanded.statement),
     )
+
+
+def _copies_only(type_: Any, dialect: Any) -> bool:
+    """Whether SQLAlchemy's processing of this bind only copies the value: an ARRAY whose
+    items the dialect binds as they are (text, UUID, integers). asyncpg encodes a list or
+    tuple itself. The copy is small (0.35 µs an array on the bench machine), but every
+    write with events binds eight arrays (`outbox.appended_after`)."""
+    if not isinstance(type_, sqltypes.ARRAY):
+        return False
+    return type_.item_type.dialect_impl(dialect).bind_processor(dialect) is None
 
 
 async def _results(

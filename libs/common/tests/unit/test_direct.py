@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    TypeDecorator,
     Uuid,
     any_,
     bindparam,
@@ -165,6 +167,42 @@ async def test_a_list_parameter_is_refused_where_statements_run_directly(
         else:
             found = await given.all(connection, {"b_stages": ["lead", "won"]})
             assert [row.id for row in found] == [deal["id"]]
+
+
+class _Lowered(TypeDecorator[str]):
+    """A type of ours that changes what it binds: its arrays must keep their processing."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else value.lower()
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_arrays_bind_as_through_sqlalchemy(deals: AsyncEngine) -> None:
+    """An array whose items the dialect binds as they are goes to the driver as given
+    (a list or a tuple); one whose items have a type of ours is still processed item by
+    item."""
+    by_ids = DirectStatement(
+        select(_deals.c.id).where(
+            _deals.c.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(Uuid)))
+        )
+    )
+    by_stages = DirectStatement(
+        select(_deals.c.id).where(
+            _deals.c.stage == any_(bindparam("b_stages", type_=postgresql.ARRAY(_Lowered)))
+        )
+    )
+    first, second = _deal(), _deal(stage="won")
+    async with deals.begin() as connection:
+        await _INSERT.each(connection, [first, second])
+        for ids in ([first["id"], uuid.uuid4()], (first["id"],)):
+            found = [row.id for row in await by_ids.all(connection, {"b_ids": ids})]
+            through = (await connection.execute(by_ids.statement, {"b_ids": ids})).scalars()
+            assert found == list(through) == [first["id"]]
+        found = [row.id for row in await by_stages.all(connection, {"b_stages": ["WON"]})]
+        assert found == [second["id"]]
 
 
 # PostgreSQL only: SQLite has no server connection to lose.
