@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from dealflow_common.runtime.broker import free_port
+from dealflow_common.runtime.broker import EmbeddedBroker, broker_environment, free_port
 from dealflow_common.runtime.embedded import (
     RestartBackoff,
     _print_banner,
@@ -138,3 +138,22 @@ def test_a_free_port_is_outside_the_range_outgoing_connections_take() -> None:
         assert 1024 <= port < low
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def _tokio_workers(pid: int) -> int:
+    threads = Path(f"/proc/{pid}/task").iterdir()
+    return sum((thread / "comm").read_text().startswith("tokio-rt-worker") for thread in threads)
+
+
+def test_the_embedded_broker_runs_one_worker_thread_unless_told_otherwise() -> None:
+    """Tansu's Tokio runtime would start a worker per core, each handing work to the
+    other on cores every process shares; the embedded broker runs one. An explicit
+    `TOKIO_WORKER_THREADS` in the environment is kept."""
+    assert broker_environment({"PATH": "/bin"}) == {"PATH": "/bin", "TOKIO_WORKER_THREADS": "1"}
+    assert broker_environment({"TOKIO_WORKER_THREADS": "3"})["TOKIO_WORKER_THREADS"] == "3"
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    broker.start()
+    try:
+        assert _tokio_workers(broker.pid) == 1
+    finally:
+        broker.stop()

