@@ -68,10 +68,11 @@ def broker_environment(environment: Mapping[str, str]) -> dict[str, str]:
 
     Tokio starts a worker per core and hands tasks between them. On a machine whose
     cores every process of the system shares, that is a wake-up of another thread for
-    much of what the broker does: measured in the deal benchmark on the 2-core machine,
-    one worker cut the broker's CPU a deal by about a sixth and the machine's context
-    switches a deal by a tenth (docs/performance.md, issue 13's twenty-fourth round).
-    The embedded broker's load is one system's; a thread of it is a small part of a core.
+    much of what the broker does: in the deal benchmark on the 2-core machine, one worker
+    took the broker's CPU a deal down by 15 % and the machine's context switches a deal
+    by 12 % (medians of 8 and 9 runs; docs/performance.md, issue 13's twenty-fourth
+    round). Idle, it changes nothing measurable. The embedded broker's load is one
+    system's; it uses a small part of one core.
     """
     return {"TOKIO_WORKER_THREADS": "1", **environment}
 
