@@ -6,12 +6,11 @@ A fake clock and fake processes: nothing sleeps and nothing is started.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from pathlib import Path
 from typing import Any
 
-from dealflow_common.runtime.broker import EmbeddedBroker, broker_environment, free_port
+from dealflow_common.runtime.broker import broker_environment, free_port
 from dealflow_common.runtime.embedded import (
     RestartBackoff,
     _print_banner,
@@ -143,16 +142,7 @@ def test_a_free_port_is_outside_the_range_outgoing_connections_take() -> None:
 
 def test_the_embedded_broker_runs_one_worker_thread_unless_told_otherwise() -> None:
     """Tansu's Tokio runtime would start a worker per core, each handing work to the
-    other on cores every process shares; the embedded broker is started with one. An
-    explicit `TOKIO_WORKER_THREADS` in the environment is kept. (Its threads are not
-    counted: Tokio names its blocking pool's threads as it names its workers.)"""
+    other on cores every process shares; the embedded broker is given one. An explicit
+    `TOKIO_WORKER_THREADS` in the environment is kept."""
     assert broker_environment({"PATH": "/bin"}) == {"PATH": "/bin", "TOKIO_WORKER_THREADS": "1"}
     assert broker_environment({"TOKIO_WORKER_THREADS": "3"})["TOKIO_WORKER_THREADS"] == "3"
-    broker = EmbeddedBroker("127.0.0.1", free_port())
-    broker.start()
-    try:
-        environment = Path(f"/proc/{broker.pid}/environ").read_bytes().split(b"\0")
-        workers = os.environ.get("TOKIO_WORKER_THREADS", "1")
-        assert f"TOKIO_WORKER_THREADS={workers}".encode() in environment
-    finally:
-        broker.stop()
