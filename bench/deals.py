@@ -84,6 +84,7 @@ from bench.measure import (
     cpu_seconds,
     keep_report,
     reference_cpu_ms,
+    reference_round_trip_us,
     scrape_counters,
 )
 from dealflow_common.auth import mint_token
@@ -630,8 +631,10 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
     def dsn_of(database: str) -> str:
         return str(server.set(drivername="postgresql", database=database))
 
-    # Before anything of ours runs: how fast the host is this minute.
+    # Before anything of ours runs: how fast the host is this minute, in Python and in
+    # what crosses the kernel to another process.
     reference = reference_cpu_ms()
+    round_trip = reference_round_trip_us()
     admin = await asyncpg.connect(dsn_of("postgres"))
     await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
     await admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
@@ -774,6 +777,9 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                 # A fixed piece of work's CPU ms in the bench's process before the run
                 # (`reference_cpu_ms`): set a run's CPU per deal beside it.
                 "machine_reference_cpu_ms": reference,
+                # And of a loopback round trip to another process, both sides
+                # (`reference_round_trip_us`): the kind of work that slows most.
+                "machine_reference_round_trip_us": round_trip,
                 "failure_reasons": {
                     "saturation": saturation_reasons,
                     "half_load": failure_reasons(half_load_failures),
@@ -1016,6 +1022,8 @@ def cli() -> None:
         "saturation.events_per_deal_by_group.total.applied": "records applied per deal",
         "idle_cpu_ms_per_s.total": "idle CPU ms per second, our processes",
         "stage_moves.opportunity_cpu_us_per_move": "opportunity CPU µs per stage move",
+        "machine_reference_cpu_ms": "host speed: reference work, CPU ms",
+        "machine_reference_round_trip_us": "host speed: loopback round trip, CPU µs",
     }
     figures.update(
         {

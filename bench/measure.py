@@ -8,7 +8,10 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from decimal import Decimal
@@ -81,6 +84,53 @@ def _reference_work() -> None:
         record = {"id": f"deal-{n}", "amount": str((Decimal(n) / 7).quantize(cent)), "n": [n] * 4}
         total += Decimal(orjson.loads(orjson.dumps(record))["amount"])
     assert total > 0
+
+
+def reference_round_trip_us(repeats: int = 3, round_trips: int = 2_000) -> float:
+    """CPU microseconds one loopback TCP round trip to another process costs both
+    processes (200 bytes each way, an echo in a child process), median of `repeats`.
+
+    `reference_cpu_ms` is Python in one process; the system's work is mostly sends,
+    receives and wake-ups of other processes, and on the development machine (a VM) those
+    slowed more than that loop from one hour to the next: PostgreSQL's and the broker's CPU
+    a deal 1.65-2.9 times, the loop 1.25-1.4 times (docs/performance.md, issue 13's
+    twenty-fourth round). This is the second reading of the host's speed."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        echo = subprocess.Popen(
+            [sys.executable, "-c", _ECHO, str(listener.getsockname()[1])],
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            listener.settimeout(30)
+            connection, _ = listener.accept()
+            with connection:
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                timings = [_round_trips(connection, echo.pid, round_trips) for _ in range(repeats)]
+        finally:
+            echo.kill()
+            echo.wait()
+    return round(statistics.median(timings), 1)
+
+
+_ECHO = """
+import socket, sys
+connection = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while data := connection.recv(65536):
+    connection.sendall(data)
+"""
+
+
+def _round_trips(connection: socket.socket, echo: int, round_trips: int) -> float:
+    message = b"x" * 200
+    started, echo_started = time.process_time(), on_cpu_seconds(echo)
+    for _ in range(round_trips):
+        connection.sendall(message)
+        received = 0
+        while received < len(message):
+            received += len(connection.recv(65536))
+    spent = time.process_time() - started + on_cpu_seconds(echo) - echo_started
+    return spent / round_trips * 1e6
 
 
 def machine_context_switches() -> int:

@@ -29,7 +29,7 @@ from bench.invariants import (
     from_metrics,
     violations,
 )
-from bench.measure import machine_context_switches, reference_cpu_ms
+from bench.measure import machine_context_switches, reference_cpu_ms, reference_round_trip_us
 from dealflow_common.messaging.consumer import ConsumerMetrics
 from dealflow_common.messaging.kafka import ConsumerLoopMetrics
 from dealflow_common.recent import RecentCopies
@@ -271,6 +271,14 @@ def test_the_reference_work_is_measured_in_this_process_cpu() -> None:
     # machine: a measure that counted nothing, or seconds as milliseconds, falls outside.
     measured = reference_cpu_ms(repeats=1)
     assert 1.0 < measured < 5_000.0
+    assert measured == round(measured, 1)
+
+
+def test_a_loopback_round_trip_is_measured_in_both_processes_cpu() -> None:
+    # A round trip to another process costs microseconds of CPU on any machine: a
+    # measure that counted nothing, or the whole run as one trip, falls outside.
+    measured = reference_round_trip_us(repeats=1, round_trips=200)
+    assert 1.0 < measured < 10_000.0
     assert measured == round(measured, 1)
 
 
