@@ -128,7 +128,10 @@ def _round_trips(connection: socket.socket, echo: int, round_trips: int) -> floa
         connection.sendall(message)
         received = 0
         while received < len(message):
-            received += len(connection.recv(65536))
+            echoed = connection.recv(65536)
+            if not echoed:
+                raise RuntimeError("the echo process closed the connection")
+            received += len(echoed)
     spent = time.process_time() - started + on_cpu_seconds(echo) - echo_started
     return spent / round_trips * 1e6
 
