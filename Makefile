@@ -7,7 +7,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen
 
-.PHONY: help run test lint unit component integration bench bench-requests bench-purge bench-sequences bench-reporting chaos contracts docs format clean
+.PHONY: help run test lint unit component integration bench bench-requests bench-instructions bench-purge bench-sequences bench-reporting chaos contracts docs format clean
 
 help:
 	@echo "make run          start the whole system on the embedded broker and SQLite (Ctrl-C stops)"
@@ -16,6 +16,7 @@ help:
 	@echo "make unit | component | integration   one test tier"
 	@echo "make bench        the deal benchmark (JSON report)"
 	@echo "make bench-requests  CPU per request of the deal, in-process, app and PostgreSQL (opportunity, quote)"
+	@echo "make bench-instructions  instructions per request of the deal, counted under valgrind (host-independent)"
 	@echo "make bench-purge  the purge benchmark: 10,000 closed deals, 3 quotes each (JSON report)"
 	@echo "make bench-sequences  the follow-up scheduler: 10,000 steps due over a minute (JSON report)"
 	@echo "make bench-reporting  pipeline and forecast over 100,000 deals in the read model (JSON report)"
@@ -56,6 +57,9 @@ bench: .venv/.synced
 
 bench-requests: .venv/.synced
 	@$(RUN) python -m bench.requests $(BENCH_ARGS)
+
+bench-instructions: .venv/.synced
+	@$(RUN) python -m bench.instructions $(BENCH_ARGS)
 
 bench-purge: .venv/.synced
 	@$(RUN) python -m bench.purge $(BENCH_ARGS)

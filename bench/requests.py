@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -234,27 +235,31 @@ async def quote_block(call: Call, quotes: ServiceUnderTest, timings: Timings, de
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    server = make_url(args.database_url)
-    admin = await asyncpg.connect(str(server.set(drivername="postgresql", database="postgres")))
+    admin = await fresh_database(args.database_url, args.database)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {args.database}")
         return await _measure(args, admin)
     finally:
         await admin.close()
 
 
-async def _measure(args: argparse.Namespace, admin: asyncpg.Connection) -> dict[str, Any]:
-    server = make_url(args.database_url)
-    url = str(server.set(drivername="postgresql+asyncpg", database=args.database))
+async def fresh_database(server_url: str, database: str) -> asyncpg.Connection:
+    """`database` dropped and created anew on the server of `server_url`; an admin
+    connection to that server, for the caller to close."""
+    server = make_url(server_url).set(drivername="postgresql", database="postgres")
+    admin = await asyncpg.connect(str(server))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {database}")
+    except BaseException:
+        await admin.close()
+        raise
+    return admin
 
-    def token(*_: Any, **__: Any) -> str:  # the kit's own calls are not measured
-        return mint_token(
-            SECRET, sub=USER, roles=["rep", "manager"], teams=[TEAM], now=int(time.time())
-        )
 
-    backends = Backends(admin, args.database)
-    timings = Timings(backends)
+@contextlib.asynccontextmanager
+async def deal_services(url: str) -> AsyncIterator[tuple[ServiceUnderTest, ServiceUnderTest]]:
+    """The opportunity and quote apps of the deal, each on its own schema of `url`'s
+    database, migrated: (opportunities, quotes)."""
     async with (
         service_under_test(
             ServiceUnderTest,
@@ -272,6 +277,21 @@ async def _measure(args: argparse.Namespace, admin: asyncpg.Connection) -> dict[
             bench_token,
             [QUOTE_EVENTS],
         ) as quotes,
+    ):
+        yield opportunities, quotes
+
+
+def database_url(server_url: str, database: str) -> str:
+    """The asyncpg URL of `database` on the server of `server_url`."""
+    return str(make_url(server_url).set(drivername="postgresql+asyncpg", database=database))
+
+
+async def _measure(args: argparse.Namespace, admin: asyncpg.Connection) -> dict[str, Any]:
+    backends = Backends(admin, args.database)
+    timings = Timings(backends)
+    async with deal_services(database_url(args.database_url, args.database)) as (
+        opportunities,
+        quotes,
     ):
         opportunity_call = caller(opportunities.app)
         quote_call = caller(quotes.app)

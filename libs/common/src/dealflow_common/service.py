@@ -78,7 +78,7 @@ def serve(
 
 def _serve(app: FastAPI, settings: ProcessSettings, graceful_shutdown_seconds: int) -> None:
     tolerate_closed_connections()
-    _settle_garbage_collector()
+    settle_garbage_collector()
     uvicorn.run(
         app,
         host=settings.host,
@@ -97,7 +97,7 @@ def _serve(app: FastAPI, settings: ProcessSettings, graceful_shutdown_seconds: i
     )
 
 
-def _settle_garbage_collector() -> None:
+def settle_garbage_collector() -> None:
     """What the process built to start (modules, the app, compiled statements) lives as
     long as the process: freeze it out of the collector's scans. A request or an event
     allocates many short-lived objects (rows, models, dicts), so the youngest generation
