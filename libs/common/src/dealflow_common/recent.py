@@ -82,8 +82,14 @@ class RecentCopies(Generic[K, A]):
         self._served_in_window = 0
         self._refused_in_window = 0
         self._paused = 0
-        self._outcomes = _outcomes_in(registry) if registry is not None else None
-        self._kind = kind
+        # Each outcome's child of the counter, looked up once: `labels` validates and
+        # looks up its arguments on every call, and a copy is served on most changes.
+        outcomes = _outcomes_in(registry) if registry is not None else None
+        self._counted = (
+            {outcome: outcomes.labels(kind, outcome) for outcome in ("served", "refused")}
+            if outcomes is not None
+            else {}
+        )
 
     def take(self, key: K) -> A | None:
         """A copy of what this process last committed of `key`, or None: none kept, or
@@ -131,5 +137,6 @@ class RecentCopies(Generic[K, A]):
         return len(self._kept)
 
     def _count(self, outcome: str) -> None:
-        if self._outcomes is not None:
-            self._outcomes.labels(self._kind, outcome).inc()
+        counted = self._counted.get(outcome)
+        if counted is not None:
+            counted.inc()

@@ -100,13 +100,14 @@ class Outbox:
         counts: dict[str, int] = {}
         for event, flow in events:
             event_id = uuid.uuid4()
-            counts[event.subject] = counts.get(event.subject, 0) + 1
+            subject = event.subject  # made from the deal's id on each use: taken once
+            counts[subject] = counts.get(subject, 0) + 1
             envelope = {
                 "specversion": "1.0",
                 "id": str(event_id),
                 "source": self.source,
                 "type": event.event_type,
-                "subject": event.subject,
+                "subject": subject,
                 "time": now.isoformat(),
                 "datacontenttype": "application/json",
                 "dataschema": event.dataschema(),
@@ -120,10 +121,10 @@ class Outbox:
                 {
                     "event_id": event_id,
                     "topic": event.topic,
-                    "subject": event.subject,
+                    "subject": subject,
                     # The event's place among this work's events of its subject; its
                     # `sequence` is the subject's last one before the work, plus this.
-                    "nth": counts[event.subject],
+                    "nth": counts[subject],
                     "event_type": event.event_type,
                     "correlation_id": flow.correlation_id,
                     # Without `sequence`: it is appended when allocated (`_numbered`).

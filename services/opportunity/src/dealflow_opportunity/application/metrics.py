@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from dealflow_common.contracts.base import EventPayload
-from dealflow_common.contracts.opportunity import OpportunityStageChanged
+from dealflow_common.contracts.opportunity import OpportunityStageChanged, Stage
 
 
 class DealMetrics:
@@ -24,7 +26,17 @@ class DealMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
 
+        # Each move's child of the counter, found once (at most 36 of them): `labels()`
+        # validates and looks up its arguments on every call, and every move counts.
+        self._moves: dict[tuple[Stage, Stage], Any] = {}
+
     def committed(self, events: tuple[EventPayload, ...]) -> None:
         for event in events:
             if isinstance(event, OpportunityStageChanged):
-                self.stage_moves.labels(event.from_stage.value, event.to_stage.value).inc()
+                move = (event.from_stage, event.to_stage)
+                counted = self._moves.get(move)
+                if counted is None:
+                    counted = self._moves[move] = self.stage_moves.labels(
+                        event.from_stage.value, event.to_stage.value
+                    )
+                counted.inc()
