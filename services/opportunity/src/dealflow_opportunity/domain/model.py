@@ -12,7 +12,6 @@ of the sequence service); which value wins is `domain.next_action`'s rule.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -48,6 +47,7 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.contracts.sequence import SEQUENCE_ACTOR
+from dealflow_common.copying import shallow_copy
 from dealflow_common.errors import StaleVersion
 from dealflow_common.messaging.projection import AppliedSequences
 from dealflow_opportunity.domain import next_action as next_actions
@@ -306,7 +306,7 @@ class Opportunity:
     def snapshot(self) -> Opportunity:
         """A copy to change apart from this one, with nothing pending: its lists and maps
         are its own (what they hold is immutable), its version not yet moved."""
-        twin = copy.copy(self)
+        twin = shallow_copy(self)
         twin.owners = list(self.owners)
         twin.shares = list(self.shares)
         twin.custom_fields = dict(self.custom_fields)

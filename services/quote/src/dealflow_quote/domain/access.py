@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypedDict
 from uuid import UUID
 
 from dealflow_common.auth import Principal, Role
 from dealflow_common.contracts.opportunity import Share, Stage
+from dealflow_common.copying import shallow_copy
 from dealflow_common.deal_access import WRITERS, can_edit_deal, can_view_deal
 from dealflow_common.errors import NotPermitted
 from dealflow_common.messaging.projection import AppliedSequences
@@ -69,7 +70,10 @@ class KnownOpportunity:
     def snapshot(self) -> KnownOpportunity:
         """A copy to change apart from this one: its lists are its own (what they hold
         is immutable, as `sequences` is)."""
-        return replace(self, owners=list(self.owners), shares=list(self.shares))
+        twin = shallow_copy(self)
+        twin.owners = list(self.owners)
+        twin.shares = list(self.shares)
+        return twin
 
     def learn(self, facts: DealFacts, *, source: str, sequence: int) -> bool:
         """Take those of the facts that are newer than the ones held, field by field, so

@@ -30,6 +30,7 @@ from dealflow_common.contracts.quote import (
     QuoteStatus,
     QuoteUpdated,
 )
+from dealflow_common.copying import shallow_copy
 from dealflow_common.errors import StaleVersion
 from dealflow_quote.domain import lifecycle
 from dealflow_quote.domain.errors import (
@@ -164,9 +165,12 @@ class Quote:
     def snapshot(self) -> Quote:
         """A copy to change apart from this one, with nothing pending: its list of lines
         is its own (the lines are immutable), its version not yet moved."""
-        return replace(
-            self, lines=list(self.lines), events=[], lines_changed=False, version_bumped=False
-        )
+        twin = shallow_copy(self)
+        twin.lines = list(self.lines)
+        twin.events = []
+        twin.lines_changed = False
+        twin.version_bumped = False
+        return twin
 
     def check_version(self, expected: int | None) -> None:
         if expected is not None and expected != self.version:
