@@ -106,6 +106,24 @@ def test_revising_a_draft_records_quote_updated(quote_at: QuoteAt, line: LineOf)
     assert (updated.updated_by, updated.version) == ("bob", 4)  # type: ignore[attr-defined]
 
 
+def test_the_total_and_discount_follow_the_lines_through_revisions_and_snapshots(
+    line: LineOf,
+) -> None:
+    """They are summed once per list of lines and kept: a revision's new list is summed
+    again, and a snapshot, which has its own list, has the same sums."""
+    quote = _draft([line("100.00", quantity="2", discount="5")])
+    assert (quote.total, quote.discount_percent) == (Money.of("190.00", "USD"), Decimal("5.00"))
+
+    twin = quote.snapshot()
+    quote.revise("bob", NOW, lines=[line("50.00", quantity="3")])
+
+    assert (quote.total, quote.discount_percent) == (Money.of("150.00", "USD"), Decimal("0.00"))
+    assert twin.lines is not quote.lines
+    assert (twin.total, twin.discount_percent) == (Money.of("190.00", "USD"), Decimal("5.00"))
+    twin.revise("carol", NOW, lines=[line("10.00", discount="50")])
+    assert (twin.total, twin.discount_percent) == (Money.of("5.00", "USD"), Decimal("50.00"))
+
+
 @pytest.mark.parametrize(
     "status", [QuoteStatus.PRESENTED, QuoteStatus.APPROVED, QuoteStatus.PENDING_APPROVAL], ids=str
 )

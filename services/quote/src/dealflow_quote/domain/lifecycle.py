@@ -91,9 +91,20 @@ SYSTEM_ACTIONS: Final = frozenset(
 """Done by the saga or the scheduled jobs, never through the API."""
 
 
+_ALLOWED: Final = MappingProxyType(
+    {
+        status: tuple(
+            a for a in QuoteAction if a in TRANSITIONS[status] and a not in SYSTEM_ACTIONS
+        )
+        for status in QuoteStatus
+    }
+)
+"""`allowed_actions` of each status, listed once: every quote's answer carries them."""
+
+
 def allowed_actions(status: QuoteStatus) -> list[QuoteAction]:
     """What a person may do with a quote in `status` (for 409 answers and the API)."""
-    return [a for a in QuoteAction if a in TRANSITIONS[status] and a not in SYSTEM_ACTIONS]
+    return list(_ALLOWED[status])
 
 
 def mermaid_diagram() -> str:

@@ -89,6 +89,12 @@ class Quote:
     events: list[EventPayload] = field(default_factory=list, repr=False)
     lines_changed: bool = field(default=False, repr=False)
     version_bumped: bool = field(default=False, repr=False)
+    _priced: tuple[list[QuoteLine], Money, Decimal] | None = field(
+        default=None, init=False, repr=False
+    )
+    """The total and discount of the list of lines they were summed from: a change and its
+    answer ask for them six to ten times. A list of lines is never changed in place (a
+    revision puts a new one), so the list itself tells whether the sums still hold."""
 
     @classmethod
     def draft(
@@ -136,11 +142,19 @@ class Quote:
 
     @property
     def total(self) -> Money:
-        return total_of(self.lines, self.currency)
+        return self._pricing()[1]
 
     @property
     def discount_percent(self) -> Decimal:
-        return discount_percent_of(self.lines)
+        return self._pricing()[2]
+
+    def _pricing(self) -> tuple[list[QuoteLine], Money, Decimal]:
+        priced = self._priced
+        if priced is None or priced[0] is not self.lines:
+            lines = self.lines
+            priced = (lines, total_of(lines, self.currency), discount_percent_of(lines))
+            self._priced = priced
+        return priced
 
     @property
     def is_open(self) -> bool:
@@ -167,6 +181,8 @@ class Quote:
         is its own (the lines are immutable), its version not yet moved."""
         twin = shallow_copy(self)
         twin.lines = list(self.lines)
+        if self._priced is not None and self._priced[0] is self.lines:
+            twin._priced = (twin.lines, *self._priced[1:])  # the same lines, the same sums
         twin.events = []
         twin.lines_changed = False
         twin.version_bumped = False
