@@ -23,7 +23,8 @@ def test_the_copy_is_another_instance_of_the_class_with_the_same_values() -> Non
 
     twin = shallow_copy(deal)
 
-    assert type(twin) is Deal and twin is not deal
+    assert type(twin) is Deal
+    assert twin is not deal
     assert vars(twin) == vars(deal) == {"title": "Renamed", "owners": ["ann"], "made": 1}
     twin.title = "Changed apart"
     assert deal.title == "Renamed"

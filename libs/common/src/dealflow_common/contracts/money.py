@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dealflow_common.contracts.currencies import MINOR_UNITS
+from dealflow_common.contracts.trusted import trusted
 
 _AMOUNT = re.compile(r"^\d{1,15}(\.\d{1,6})?$")
 _TOO_LARGE = Decimal(10) ** 15
@@ -143,8 +144,7 @@ class Money(BaseModel):
         ):
             rounded = round_to_minor_unit(amount, currency)
             if rounded == amount:  # no decimal the currency does not have
-                fields = {"amount", "currency"}
-                return cls.model_construct(fields, amount=rounded, currency=currency)
+                return trusted(cls, {"amount": rounded, "currency": currency})
         return cls(amount=amount, currency=currency)
 
     @classmethod

@@ -21,6 +21,7 @@ from dealflow_common.contracts.opportunity import (
     Share,
     Stage,
 )
+from dealflow_common.contracts.trusted import trusted
 from dealflow_common.errors import RuleViolated
 from dealflow_common.http.audit import record_domain_refusal
 from dealflow_common.http.fields import ISO_DATE
@@ -103,11 +104,10 @@ def to_response(opportunity: Opportunity) -> OpportunityResponse:
     # validator twice (2.6 % of a stage move's CPU, measured in-process).
     state = opportunity.state()
     source = opportunity.next_action_source
-    return OpportunityResponse.model_construct(
-        **{name: getattr(state, name) for name in _STATE_FIELDS},
-        allowed_moves=opportunity.allowed_moves(),
-        next_action_source=source.value if source else None,
-    )
+    values = {name: getattr(state, name) for name in _STATE_FIELDS}
+    values["allowed_moves"] = opportunity.allowed_moves()
+    values["next_action_source"] = source.value if source else None
+    return trusted(OpportunityResponse, values)
 
 
 def _with_etag(response: Response, opportunity: Opportunity) -> OpportunityResponse:
