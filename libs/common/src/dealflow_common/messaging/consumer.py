@@ -164,6 +164,11 @@ class EventConsumer(Generic[U]):
         self._max_attempts = max_attempts
         self._backoff = retry_backoff
         self._metrics = metrics
+        # The events counter's child of each (contract type, outcome) counted on every
+        # record, found once: `labels()` validates and looks up its arguments per call.
+        # Only types of the contract come here (dead letters, whose type may be any
+        # string, are counted through `labels()`), so the map stays small.
+        self._counted: dict[tuple[str, str], Any] = {}
         self._infrastructure_answers = infrastructure_answers
         self._dead_letter_attempts = dead_letter_attempts
         self._before_batch = before_batch
@@ -259,7 +264,7 @@ class EventConsumer(Generic[U]):
         """A type of the contract this consumer does not need is skipped; a type no
         contract defines is a producer's mistake, and is dead-lettered to be seen."""
         if is_known_event_type(event_type):
-            self._metrics.events.labels(self.group_id, event_type, "ignored").inc()
+            self._count(event_type, "ignored")
             return
         await self._dead_letter(record, f"unknown event type {event_type[:100]!r}", None, "?")
 
@@ -282,7 +287,16 @@ class EventConsumer(Generic[U]):
                 outcomes.append((envelope.type, "applied"))
             await uow.commit()
         for event_type, outcome in outcomes:
-            self._metrics.events.labels(self.group_id, event_type, outcome).inc()
+            self._count(event_type, outcome)
+
+    def _count(self, event_type: str, outcome: str) -> None:
+        """One event of a type of the contract, applied, a duplicate or ignored."""
+        counted = self._counted.get((event_type, outcome))
+        if counted is None:
+            counted = self._counted[event_type, outcome] = self._metrics.events.labels(
+                self.group_id, event_type, outcome
+            )
+        counted.inc()
 
     def _span(self, item: _Decoded) -> contextlib.AbstractContextManager[None]:
         """The trace span of applying one record; nothing is built with tracing off."""

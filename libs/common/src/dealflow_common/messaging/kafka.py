@@ -36,6 +36,11 @@ from dealflow_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+LAG_REPORT_INTERVAL = 1.0
+"""Seconds between two reports of a member's lag while it reads records (an idle member
+reports at each empty poll). The lag is a gauge for dashboards; asking each partition's
+position after every batch cost a task a partition (`wait_for`), about 10 µs each."""
+
 
 async def ensure_topics(settings: ServiceSettings, topics: Iterable[str]) -> None:
     """Create each topic and its dead-letter topic if missing (idempotent)."""
@@ -286,6 +291,7 @@ class ConsumerLoop:
         self._commit_interval = settings.kafka_commit_interval_ms / 1000
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed_at = 0.0
+        self._lag_reported_at = 0.0
         self._next_offset: dict[TopicPartition, int] = {}
         """Per partition, the offset the next read should start at."""
         self._hole_read_again: dict[TopicPartition, tuple[int, int]] = {}
@@ -408,9 +414,11 @@ class ConsumerLoop:
                     offsets[partition] = OffsetAndMetadata(stop, "")
                 self._stall(kafka, partition, stop, rebalances)
             self._uncommitted.update(offsets)
-            if time.monotonic() - self._committed_at >= self._commit_interval:
+            now = time.monotonic()
+            if now - self._committed_at >= self._commit_interval:
                 await self._flush(kafka)
-            await self._report_lag(kafka)
+            if now - self._lag_reported_at >= LAG_REPORT_INTERVAL:
+                await self._report_lag(kafka)
             if self._linger:
                 await asyncio.sleep(self._linger)
 
@@ -548,6 +556,7 @@ class ConsumerLoop:
             log.warning("offset commit failed: %r", error)
 
     async def _report_lag(self, kafka: AIOKafkaConsumer) -> None:
+        self._lag_reported_at = time.monotonic()
         lag = 0
         for partition in kafka.assignment():
             highwater = kafka.highwater(partition)
