@@ -67,6 +67,9 @@ class VersionedTable:
             select(table.c.version).where(table.c.id == bindparam("b_id"))
         )
         self.columns = [c.name for c in table.c if c.name not in ("id", *unversioned)]
+        # Each column's parameter name, made once rather than formatted for every save.
+        self.value_params = tuple((f"v_{name}", name) for name in self.columns)
+        self._guard_params = tuple((f"g_{name}", name) for name in unchanged)
         self.saved = (
             self.versioned_update.values(  # every column but id, as `v_<name>`
                 {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in self.columns}
@@ -114,7 +117,7 @@ class VersionedTable:
     ) -> LastWrite:
         """`save` left for the commit, which sends it with the outbox rows (`last_write`);
         `values`: every column but `id` (the unversioned ones are left out)."""
-        params = {f"v_{name}": values[name] for name in self.columns}
+        params = {param: values[name] for param, name in self.value_params}
         params.update(b_id=row_id, b_version=loaded_version)
         params.update(self.guard_params(values))
         params.update(guarded or {})
@@ -129,7 +132,7 @@ class VersionedTable:
 
     def guard_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The `unchanged` columns' values, as the copy holds them."""
-        return {f"g_{name}": values[name] for name in self.unchanged}
+        return {param: values[name] for param, name in self._guard_params}
 
     async def refuse_unless_saved(
         self, connection: AsyncConnection, changed: int, row_id: Any, loaded_version: int
@@ -154,6 +157,7 @@ class VersionedSaveWithEntry:
         self._key = key
         saved = versioned.saved
         entry, self._entry_columns = entry_of(entries, key, saved.c.id)
+        self._entry_params = tuple((f"e_{name}", name) for name in self._entry_columns)
         self._statement = DirectStatement(entry)
         self._with_outbox = WithOutbox(saved, entry.cte("entry"))
 
@@ -200,8 +204,8 @@ class VersionedSaveWithEntry:
         values: Mapping[str, Any],
         entry: Mapping[str, Any],
     ) -> dict[str, Any]:
-        params = {f"v_{name}": values[name] for name in self._versioned.columns}
-        params.update({f"e_{name}": entry[name] for name in self._entry_columns})
+        params = {param: values[name] for param, name in self._versioned.value_params}
+        params.update({param: entry[name] for param, name in self._entry_params})
         params.update(b_id=row_id, b_version=loaded_version)
         params.update(self._versioned.guard_params(values))
         return params
