@@ -73,6 +73,9 @@ class InsertWithLines:
         self._gated = gate is not None
         self._columns = [c.name for c in table.c]
         self._line_columns = [c.name for c in lines.c if c.name != key]
+        # Each column's parameter name, made once rather than formatted for every add.
+        self._row_params = tuple((f"r_{name}", name) for name in self._columns)
+        self._line_params = tuple((f"l_{name}", name) for name in self._line_columns)
         values = {name: bindparam(f"r_{name}", type_=table.c[name].type) for name in self._columns}
         if gate is None:
             new_row = insert(table).values(values)
@@ -145,7 +148,7 @@ class InsertWithLines:
         also_params: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         params = {**(also_params or {})}
-        params.update({f"r_{name}": row[name] for name in self._columns})
-        for name in self._line_columns:
-            params[f"l_{name}"] = [line[name] for line in lines]
+        params.update({param: row[name] for param, name in self._row_params})
+        for param, name in self._line_params:
+            params[param] = [line[name] for line in lines]
         return params

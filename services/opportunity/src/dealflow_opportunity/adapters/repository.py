@@ -256,7 +256,8 @@ class OpportunityRepository:
             return None
         (entry,) = opportunity.new_history
         owners = [{"user_id": user, "position": i} for i, user in enumerate(opportunity.owners)]
-        also = {f"e_{name}": value for name, value in _history_row(entry).items()}
+        history = _history_row(entry)
+        also = {param: history[name] for param, name in _HISTORY_PARAMS}
         also["s_text"] = search.deal_text(opportunity)
         last = _OPENED.last_add(_to_row(opportunity), owners, also)
         opportunity.owners_changed = False
@@ -582,6 +583,12 @@ async def _shares_of(connection: AsyncConnection, ids: Sequence[UUID]) -> dict[U
             Share(kind=kind, id=holder, grant=ShareGrant(grant))
         )
     return shares
+
+
+_HISTORY_PARAMS = tuple(
+    (f"e_{c.name}", c.name) for c in sales_history.c if c.name not in ("id", "opportunity_id")
+)
+"""The parameter of each column of a deal's first history entry when it is opened."""
 
 
 def _history_row(e: SalesHistoryEntry) -> dict[str, Any]:
