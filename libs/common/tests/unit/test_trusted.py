@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,7 +37,7 @@ def same(a: BaseModel, b: BaseModel) -> bool:
 
 def test_every_field_given_builds_what_model_construct_builds() -> None:
     price = Money.of("10.00", "EUR")
-    values = {"tags": ["a"], "description": "Seat", "price": price}  # in any order
+    values: dict[str, Any] = {"tags": ["a"], "description": "Seat", "price": price}  # any order
 
     built = trusted(Line, dict(values))
 
