@@ -12,7 +12,8 @@ cachegrind) for the same reason.
 
 The opportunity and quote apps run in one process under callgrind as in
 `bench.requests`: ASGI calls, no server, broker or relay; the quote service learns of
-each deal by its consumer applying `opportunity.created`. PostgreSQL's side is not
+each deal by its consumer applying `opportunity.created`, and the opportunity service
+wins it by its consumer applying `quote.acceptance_requested`. PostgreSQL's side is not
 counted (its backends are not under valgrind; `bench.requests` measures their CPU).
 Requests run in segments of one kind each (every deal opened, then every deal moved,
 ...). Before a segment the counters are zeroed and after it they are dumped
@@ -21,7 +22,8 @@ what zeroing and dumping cost (a segment of no request, subtracted), and with th
 garbage collector's generations emptied before it. Warm-up runs uncounted, and the
 garbage collector is then settled as the services settle it. A kind's figure is its
 instructions per request, the median over rounds, with the spread over rounds beside
-it; the deal's figure adds up its requests as `bench.deals`' deal makes them.
+it; the deal's figure adds up its requests as `bench.deals`' deal makes them, and
+`the deal and its win` the opportunity's consumer's part of the saga besides.
 
 Counting runs the process about fifty times slower; the figures are instructions, not
 time: a change that trades instructions for memory stalls or system calls shows only
@@ -54,6 +56,7 @@ from bench.requests import (
     DATABASE,
     LINE,
     TEAM,
+    USER,
     Call,
     caller,
     database_url,
@@ -61,6 +64,8 @@ from bench.requests import (
     fresh_database,
     known_deal,
 )
+from dealflow_common.contracts.money import Money
+from dealflow_common.contracts.quote import QuoteAcceptanceRequested
 from dealflow_common.service import settle_garbage_collector
 from dealflow_common.testing import ServiceUnderTest
 
@@ -68,6 +73,7 @@ Request = Callable[[], Awaitable[dict[str, Any]]]
 Segment = Callable[[str, Sequence[Request]], Awaitable[list[dict[str, Any]]]]
 
 DEAL_KNOWN = "quote: deal known (event applied)"
+DEAL_WON = "opportunity: acceptance applied (deal won)"
 DEAL = {
     "opportunity: open": 1,
     "opportunity: stage move": 3,
@@ -79,14 +85,23 @@ DEAL = {
 }
 """The requests of `bench.deals`' deal (and the event that lets the quote service take
 its drafts), by kind: what one deal costs the two services."""
+WON = {**DEAL, DEAL_WON: 1}
+"""`DEAL` and the opportunity's consumer winning the deal on the quote's acceptance
+(counted from 6 December 2026; `the deal` stays comparable with earlier reports)."""
 
 CALIBRATION = "calibration"
 
 
 async def deal_segments(
-    opportunity: Call, quote: Call, quotes: ServiceUnderTest, deals: int, segment: Segment
+    opportunity: Call,
+    quote: Call,
+    services: tuple[ServiceUnderTest, ServiceUnderTest],
+    deals: int,
+    segment: Segment,
 ) -> None:
-    """`deals` deals, request kind by request kind, each kind one `segment`."""
+    """`deals` deals, request kind by request kind, each kind one `segment`;
+    `services`: the opportunity and quote services, whose consumers are given events."""
+    opportunities, quotes = services
     opening = {
         "title": "Bench deal",
         "customer": {"kind": "organization", "id": "bench", "name": "Bench Corp"},
@@ -133,9 +148,26 @@ async def deal_segments(
             for q in others
         ],
     )
-    await segment(
+    accepted = await segment(
         "quote: accept",
         [functools.partial(quote, "POST", f"/quotes/{q}/accept", None) for q in chosen],
+    )
+
+    async def won(deal: uuid.UUID, answer: dict[str, Any]) -> dict[str, Any]:
+        await opportunities.consume(
+            QuoteAcceptanceRequested(
+                opportunity_id=deal,
+                quote_id=uuid.UUID(answer["id"]),
+                total=Money.of(answer["total"]["amount"], answer["total"]["currency"]),
+                requested_by=USER,
+                requested_at=datetime.now(UTC),
+                via="api",
+            )
+        )
+        return {}
+
+    await segment(
+        DEAL_WON, [functools.partial(won, d, a) for d, a in zip(known, accepted, strict=True)]
     )
 
 
@@ -180,13 +212,14 @@ async def counted(args: argparse.Namespace) -> list[dict[str, Any]]:
     url = database_url(args.database_url, args.database)
     async with deal_services(url) as (opportunities, quotes):
         opportunity, quote = caller(opportunities.app), caller(quotes.app)
-        await deal_segments(opportunity, quote, quotes, args.warmup, uncounted)
+        services = (opportunities, quotes)
+        await deal_segments(opportunity, quote, services, args.warmup, uncounted)
         settle_garbage_collector()
         counter = Callgrind()
         counter.control("--instr=on")
         for _ in range(args.rounds):
             await counter.segment(CALIBRATION, [])
-            await deal_segments(opportunity, quote, quotes, args.deals, counter.segment)
+            await deal_segments(opportunity, quote, services, args.deals, counter.segment)
     return counter.segments
 
 
@@ -241,6 +274,7 @@ def report_of(by_kind: dict[str, list[float]], args: argparse.Namespace) -> dict
         for kind, values in by_kind.items()
     }
     deal = sum(medians[kind] * count for kind, count in DEAL.items())
+    deal_won = sum(medians[kind] * count for kind, count in WON.items())
     return {
         "benchmark": "instructions",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -250,9 +284,11 @@ def report_of(by_kind: dict[str, list[float]], args: argparse.Namespace) -> dict
         "deals_per_round": args.deals,
         "requests": requests,
         "deal_instructions": deal,
+        "deal_won_instructions": deal_won,
         "median": {
             **{kind: figures["instructions_median"] for kind, figures in requests.items()},
             "the deal": deal,
+            "the deal and its win": deal_won,
         },
     }
 
