@@ -77,8 +77,9 @@ class _Compiled:
     row: type | None
     writes: bool
     """Whether the statement may write (`one_write.writes`)."""
-    results: list[tuple[Callable[[Any], Any] | None, ...]] = field(default_factory=list)
-    """The dialect's processing of each column returned, once known (`_results`)."""
+    results: list[tuple[tuple[int, Callable[[Any], Any]], ...]] = field(default_factory=list)
+    """The dialect's processing of the columns returned that have one, by position, once
+    known (`_results`)."""
 
 
 class DirectStatement:
@@ -99,15 +100,17 @@ class DirectStatement:
         assert row is not None, "the statement returns no rows"
         if results is None:
             results = await _results(connection, driver, compiled)
-        if not any(results):
+        if not results:
             return [row._make(record) for record in records]  # type: ignore[attr-defined]
-        return [
-            row._make(  # type: ignore[attr-defined]
-                value if process is None else process(value)
-                for process, value in zip(results, record, strict=True)
-            )
-            for record in records
-        ]
+        rows = []
+        for record in records:
+            # Only the columns that need it are processed (a third of a deal's row): the
+            # rest are taken as the driver gave them.
+            values = list(record)
+            for index, process in results:
+                values[index] = process(values[index])
+            rows.append(row._make(values))  # type: ignore[attr-defined]
+        return rows
 
     async def first(self, connection: AsyncConnection, params: Mapping[str, Any]) -> Any | None:
         """The first row, or None."""
@@ -276,7 +279,7 @@ def _copies_only(type_: Any, dialect: Any) -> bool:
 
 async def _results(
     connection: AsyncConnection, driver: Any, compiled: _Compiled
-) -> tuple[Callable[[Any], Any] | None, ...]:
+) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
     """How the dialect processes each column, which for some types (NUMERIC) depends on
     the type the server names: asked once, from the statement prepared."""
     try:
@@ -284,9 +287,12 @@ async def _results(
     except Exception as error:
         raise await _translated(connection, compiled.sql, (), error) from error
     oids = [attribute.type.oid for attribute in prepared.get_attributes()]
-    results = tuple(
+    processors = (
         type_._cached_result_processor(connection.dialect, oid)
         for type_, oid in zip(compiled.types, oids, strict=True)
+    )
+    results = tuple(
+        (index, process) for index, process in enumerate(processors) if process is not None
     )
     compiled.results[:] = [results]
     return results
