@@ -301,7 +301,8 @@ def test_copies_per_deal_are_counted_by_outcome_over_the_window() -> None:
         recent.take("a")
     recent.refused("a")
     deals.take("a")
+    # Both outcomes of every kind are counted from the start, a refusal never seen at 0.
     assert copies_per_deal(before, now(), deals=3) == {
-        "deal": {"served": 0.33},
+        "deal": {"refused": 0.0, "served": 0.33},
         "opportunity": {"refused": 0.33, "served": 2.0},
     }
