@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dealflow_common.context import flow
+from dealflow_common.http.dispatch import route_by_shape
 from dealflow_common.http.fields import NUL_RULE
 from dealflow_common.http.lean import lean_routes
 from dealflow_common.http.limits import RequestLimits
@@ -210,6 +211,8 @@ def create_app(
         FastAPIInstrumentor.instrument_app(
             app, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
         )
+    # A request tries only the routes its path's shape could match (`http.dispatch`).
+    route_by_shape(app)
     return app
 
 
