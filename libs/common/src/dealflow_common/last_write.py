@@ -36,8 +36,8 @@ Refusal = Callable[[AsyncConnection], Awaitable[None]]
 class LastWrite:
     alone: Callable[[AsyncConnection], Awaitable[None]]
     """The write by itself (with its own refusal), when no outbox rows go with it."""
-    with_outbox: DirectStatement
-    """The write and the outbox append in one statement (`WithOutbox.statement`)."""
+    with_outbox: WithOutbox
+    """The write and the outbox append in one statement."""
     params: Mapping[str, Any]
     """The write's parameters in that statement (the append adds its own)."""
     refused: Refusal
@@ -45,19 +45,23 @@ class LastWrite:
 
 
 class WithOutbox:
-    """The statement of one kind of write followed by the outbox append, built at its
-    first use (the outbox's statement is built from the write's CTEs) and kept."""
+    """The statements of one kind of write followed by the outbox append, of one event or
+    of several (`appended_after`), each built at its first use (the outbox's statement is
+    built from the write's CTEs) and kept."""
 
     def __init__(self, gate: CTE, *companions: CTE) -> None:
         self._gate = gate
         self._companions = companions
-        self._statement: DirectStatement | None = None
+        self._statements: dict[bool, DirectStatement] = {}
 
-    @property
-    def statement(self) -> DirectStatement:
-        if self._statement is None:
-            self._statement = DirectStatement(appended_after(self._gate, *self._companions))
-        return self._statement
+    def appending(self, one: bool) -> DirectStatement:
+        """The statement for an append of one event (`one`) or of several."""
+        statement = self._statements.get(one)
+        if statement is None:
+            statement = self._statements[one] = DirectStatement(
+                appended_after(self._gate, *self._companions, one=one)
+            )
+        return statement
 
 
 async def never_refused(connection: AsyncConnection) -> None:

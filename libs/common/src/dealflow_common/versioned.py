@@ -128,7 +128,7 @@ class VersionedTable:
         async def refused(connection: AsyncConnection) -> None:
             await self.refuse_unless_saved(connection, 0, row_id, loaded_version)
 
-        return LastWrite(alone, self._with_outbox.statement, params, refused)
+        return LastWrite(alone, self._with_outbox, params, refused)
 
     def guard_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The `unchanged` columns' values, as the copy holds them."""
@@ -195,7 +195,7 @@ class VersionedSaveWithEntry:
             await self._versioned.refuse_unless_saved(connection, 0, row_id, loaded_version)
 
         params = self._params(row_id, loaded_version, values, entry)
-        return LastWrite(alone, self._with_outbox.statement, params, refused)
+        return LastWrite(alone, self._with_outbox, params, refused)
 
     def _params(
         self,

@@ -139,7 +139,7 @@ class InsertWithLines:
                 await refused(connection)
 
         params = self._params(row, lines, also_params)
-        return LastWrite(alone, self._with_outbox.statement, params, refused)
+        return LastWrite(alone, self._with_outbox, params, refused)
 
     def _params(
         self,

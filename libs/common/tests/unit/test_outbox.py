@@ -119,6 +119,22 @@ async def test_sequence_counts_each_opportunitys_events_from_one(engine: AsyncEn
     envelopes = [CloudEvent.model_validate_json(envelope) for *_, envelope in rows]
     assert [(e.sequence, e.id) for e in envelopes] == [(n, i) for _, n, i, _ in rows]
     assert [e.data["text"] for e in envelopes] == ["a1", "b1", "a2", "a3"]
+    # One event is appended by a statement of its own on PostgreSQL (values, not arrays):
+    # its row is filled as a row of several events' append is.
+    async with engine.connect() as connection:
+        described = (
+            await connection.execute(
+                select(
+                    outbox.c.topic,
+                    outbox.c.event_type,
+                    outbox.c.correlation_id,
+                    outbox.c.created_at,
+                    outbox.c.sent_at,
+                ).order_by(outbox.c.id)
+            )
+        ).all()
+    assert described[3] == described[2]
+    assert described[3].topic == "dealflow.opportunity.events"
 
 
 async def test_work_that_does_not_commit_writes_no_event(engine: AsyncEngine) -> None:

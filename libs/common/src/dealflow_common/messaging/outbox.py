@@ -134,19 +134,21 @@ class Outbox:
             )
         if is_postgres(connection):
             # Allocate the sequences and insert the rows in one statement.
-            params = {
-                "event_ids": [r["event_id"] for r in rows],
-                "topics": [r["topic"] for r in rows],
-                "subjects": [r["subject"] for r in rows],
-                "nths": [r["nth"] for r in rows],
-                "event_types": [r["event_type"] for r in rows],
-                "correlation_ids": [r["correlation_id"] for r in rows],
-                "envelopes": [r["envelope"] for r in rows],
-                "created_at": now,
-            }
+            one = len(rows) == 1
+            params: dict[str, Any] = {"created_at": now}
+            if one:
+                params.update(
+                    (ONE_EVENT_PREFIX + name, rows[0][name])
+                    for _, name, _ in _EVENT_COLUMNS
+                    if name != "nth"
+                )
+            else:
+                params.update((names, [r[name] for r in rows]) for names, name, _ in _EVENT_COLUMNS)
             if after is None:
-                await _APPEND_NUMBERED.rowcount(connection, params)
-            elif await after.with_outbox.rowcount(connection, {**after.params, **params}) == 0:
+                await _APPENDED[one].rowcount(connection, params)
+                return
+            appended = after.with_outbox.appending(one)
+            if await appended.rowcount(connection, {**after.params, **params}) == 0:
                 await after.refused(connection)  # the write did not happen: nor did these
             return
         if after is not None:
@@ -183,12 +185,29 @@ async def _allocate_sequences(
 
 
 def _numbered(envelope: str, sequence: int) -> str:
-    """The envelope's JSON with its `sequence` as the last attribute (as `_APPEND_NUMBERED`
+    """The envelope's JSON with its `sequence` as the last attribute (as `appended_after`
     writes it on PostgreSQL)."""
     return f'{envelope[:-1]},"sequence":{sequence}}}'
 
 
-def appended_after(gate: CTE | None = None, *companions: CTE) -> Insert:
+_EVENT_COLUMNS = (
+    ("event_ids", "event_id", Uuid),
+    ("topics", "topic", Text),
+    ("subjects", "subject", Text),
+    ("nths", "nth", BigInteger),
+    ("event_types", "event_type", Text),
+    ("correlation_ids", "correlation_id", Text),
+    ("envelopes", "envelope", Text),
+)
+"""The outbox append's parameters, one array each (`appended_after`), and the column each
+fills."""
+
+ONE_EVENT_PREFIX = "outbox_"
+"""An append of one event binds its column values as they are, each named the column
+with this prefix (`outbox_subject`), apart from the write's own parameters."""
+
+
+def appended_after(gate: CTE | None = None, *companions: CTE, one: bool = False) -> Insert:
     """PostgreSQL: the sequence upsert (in subject order, as `_allocate_sequences`) and the
     outbox insert as one statement, each row numbered from what the upsert returned and
     inserted in the order the events were recorded (the relay publishes in id order).
@@ -197,16 +216,44 @@ def appended_after(gate: CTE | None = None, *companions: CTE) -> Insert:
     and inserted only if it returned one: the last write of a unit of work and its events
     go together or not at all (`last_write`). `companions`: CTEs of that write that nothing
     selects from (its lines, its history entry), run in the same statement.
+
+    `one`: the statement for one event (every request's append), its values bound as
+    they are (`ONE_EVENT_PREFIX`) rather than as arrays of one: asyncpg checks each array
+    and each item against `collections.abc`'s classes (about 30 checks for the seven
+    arrays of one event, each a call into `abc`), and the database unnests, counts and
+    sorts nothing.
     """
-    subjects = (
-        func.unnest(bindparam("subjects", type_=postgresql.ARRAY(Text)))
-        .table_valued(column("subject", Text))
-        .render_derived(name="s")
-    )
-    counted = select(subjects.c.subject, func.count().label("n")).group_by(subjects.c.subject)
+    if one:
+
+        def value(name: str, type_: Any) -> Any:
+            return bindparam(ONE_EVENT_PREFIX + name, type_=type_)
+
+        subject = value("subject", Text)
+        counting = select(subject.label("subject"), literal(1, BigInteger).label("n"))
+        events: Any = select(
+            *(
+                (literal(1, BigInteger) if name == "nth" else value(name, type_)).label(name)
+                for _, name, type_ in _EVENT_COLUMNS
+            ),
+            literal(1, BigInteger).label("position"),
+        ).subquery("e")
+    else:
+        subjects = (
+            func.unnest(bindparam("subjects", type_=postgresql.ARRAY(Text)))
+            .table_valued(column("subject", Text))
+            .render_derived(name="s")
+        )
+        counting = select(subjects.c.subject, func.count().label("n")).group_by(subjects.c.subject)
+        events = (
+            func.unnest(
+                *(bindparam(name, type_=postgresql.ARRAY(t)) for name, _, t in _EVENT_COLUMNS)
+            )
+            .table_valued(*(column(c, t) for _, c, t in _EVENT_COLUMNS), with_ordinality="position")
+            .render_derived(name="e")
+        )
     if gate is not None:
-        counted = counted.where(exists(select(gate.c[0])))
-    counts = counted.cte("counts")
+        counting = counting.where(exists(select(gate.c[0])))
+    counts = counting.cte("counts")
     upsert = postgresql.insert(event_sequence).from_select(
         ["subject", "last_sequence"],
         select(counts.c.subject, counts.c.n).order_by(counts.c.subject),
@@ -218,20 +265,6 @@ def appended_after(gate: CTE | None = None, *companions: CTE) -> Insert:
         )
         .returning(event_sequence.c.subject, event_sequence.c.last_sequence)
         .cte("allocated")
-    )
-    arrays = [
-        ("event_ids", "event_id", Uuid),
-        ("topics", "topic", Text),
-        ("subjects", "subject", Text),
-        ("nths", "nth", BigInteger),
-        ("event_types", "event_type", Text),
-        ("correlation_ids", "correlation_id", Text),
-        ("envelopes", "envelope", Text),
-    ]
-    events = (
-        func.unnest(*(bindparam(name, type_=postgresql.ARRAY(t)) for name, _, t in arrays))
-        .table_valued(*(column(c, t) for _, c, t in arrays), with_ordinality="position")
-        .render_derived(name="e")
     )
     sequence = allocated.c.last_sequence - counts.c.n + events.c.nth
     # The envelope's JSON with its `sequence` as the last attribute (`_numbered`).
@@ -277,7 +310,8 @@ def appended_after(gate: CTE | None = None, *companions: CTE) -> Insert:
     return appended
 
 
-_APPEND_NUMBERED = DirectStatement(appended_after())
+_APPENDED = {one: DirectStatement(appended_after(one=one)) for one in (False, True)}
+"""The append with no write before it in its statement: of several events, of one."""
 
 _INSERT_OUTBOX = outbox.insert()
 
