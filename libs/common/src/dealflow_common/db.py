@@ -38,6 +38,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
 from dealflow_common.direct import count_direct_statements
+from dealflow_common.pool import KeepingPool
 from dealflow_common.settings import ServiceSettings
 
 # Autoincrementing 64-bit ids; SQLite only autoincrements an INTEGER PRIMARY KEY.
@@ -131,6 +132,8 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             echo=settings.database_echo,
             pool_size=settings.database_pool_size,
             max_overflow=0,
+            # Units of work keep their connections between works (`pool`).
+            poolclass=KeepingPool,
             # No pre-ping: it costs a round trip on every checkout. After a database
             # restart the first statement on a stale connection fails, SQLAlchemy then
             # drops the whole pool, and consumers retry; a request may see one 500.

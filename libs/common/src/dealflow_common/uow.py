@@ -28,6 +28,7 @@ from dealflow_common.errors import DomainError
 from dealflow_common.last_write import LastWrite
 from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.one_write import StaleCopy
+from dealflow_common.pool import give_back, take_kept
 from dealflow_common.telemetry import current_trace_headers
 
 
@@ -75,6 +76,7 @@ class UnitOfWork:
         self._one_write_asked = False
         self._one_write = False
         self._copies_served: list[Callable[[], None]] = []
+        self._released = False
 
     def one_write(self, asked: bool = True) -> Self:
         """Run the next `async with` in one-write mode (`one_write`): reads unlocked, no
@@ -94,6 +96,7 @@ class UnitOfWork:
             self._engine, await greenlet_spawn(_connect, self._engine.sync_engine)
         )
         self._connection = connection
+        self._released = False
         self._events = []
         self._after_commit = []
         self._before_commit = []
@@ -112,7 +115,8 @@ class UnitOfWork:
         connection = self.connection
         self._connection = None
         sync = connection.sync_connection
-        if sync is not None and not sync.closed:  # `commit` closes it
+        if sync is not None and not self._released:  # `commit` releases it
+            self._released = True
             await greenlet_spawn(_close, sync, not self._done, self._one_write)
         if self._copies_served and not self._done and isinstance(exc, DomainError):
             # Decided on a copy, the refusal may be the copy's, not the row's.
@@ -179,7 +183,8 @@ class UnitOfWork:
         assert sync is not None, "a work's connection is open"
         try:
             # The work is over once committed: the connection goes back to the pool in
-            # the same hop into SQLAlchemy's synchronous side.
+            # the same hop into SQLAlchemy's synchronous side, committed or not.
+            self._released = True
             after_commit = await greenlet_spawn(_commit, sync, self._one_write)
         except sa_exc.DBAPIError as error:
             if error.connection_invalidated:
@@ -217,8 +222,9 @@ class UnitOfWork:
 
 
 def _connect(engine: Engine) -> Connection:
-    """A pooled connection with its transaction begun."""
-    connection = engine.connect()
+    """A connection an earlier work kept (`pool`), or a pooled one, its transaction
+    begun."""
+    connection = take_kept(engine) or engine.connect()
     try:
         # On SQLite this is `BEGIN IMMEDIATE`, which fails once the busy timeout runs
         # out; the work is not entered then, so the connection is given back here.
@@ -252,10 +258,14 @@ def _commit(connection: Connection, in_one_write: bool) -> BaseException | None:
 
 
 def _close(connection: Connection, rollback: bool, in_one_write: bool) -> None:
+    """End the work's use of its connection: kept for the next work (`pool.give_back`)
+    only if nothing failed on the way, closed otherwise."""
+    clean = False
     try:
         if rollback:
             connection.rollback()
+        clean = True
     finally:
         if in_one_write:
             one_write.end(connection)
-        connection.close()
+        give_back(connection, clean)

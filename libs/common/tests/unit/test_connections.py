@@ -1,10 +1,12 @@
 """A work's connection and a reader's go back to the pool as they came, whatever happens:
 they are opened and closed through SQLAlchemy's synchronous connection, not
-`AsyncConnection`'s own `async with`."""
+`AsyncConnection`'s own `async with`. On PostgreSQL a work's connection that ended
+cleanly is kept for the next work (`pool`), which never makes anyone else wait."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.db import is_postgres, reading
 from dealflow_common.messaging.outbox import Outbox
+from dealflow_common.pool import KeepingPool
 from dealflow_common.uow import UnitOfWork
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -37,7 +40,17 @@ async def engine(both_engines: AsyncEngine) -> AsyncEngine:
 
 
 def checked_out(engine: AsyncEngine) -> int:
-    return engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined, no-any-return]
+    """Connections in use: checked out of the pool and not kept for the next work
+    (`pool.KeepingPool`, PostgreSQL)."""
+    pool: Any = engine.sync_engine.pool
+    in_use: int = pool.in_use() if isinstance(pool, KeepingPool) else pool.checkedout()
+    return in_use
+
+
+def kept(engine: AsyncEngine) -> list[Any]:
+    """The driver connections works keep, oldest first."""
+    pool: Any = engine.sync_engine.pool
+    return [c.connection.driver_connection for c in getattr(pool, "kept", [])]
 
 
 def driver_of(connection: AsyncConnection) -> Any:
@@ -168,3 +181,99 @@ async def test_a_reader_gives_its_connection_back_when_its_read_fails(
     assert checked_out(engine) == 0
     async with reading(engine) as connection:
         assert await connection.scalar(select(1)) == 1
+
+
+ON_POSTGRES = pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+"""Connections are kept between works on PostgreSQL only."""
+
+
+async def committed(engine: AsyncEngine, name: str) -> Any:
+    """A work that stores `name`; the driver connection it ran on."""
+    async with work(engine) as uow:
+        await uow.connection.execute(claims.insert().values(name=name))
+        used = driver_of(uow.connection)._connection
+        await uow.commit()
+    return used
+
+
+@ON_POSTGRES
+async def test_the_next_work_runs_on_the_connection_the_last_one_kept(engine: AsyncEngine) -> None:
+    first = await committed(engine, "one")
+    assert kept(engine) == [first]
+    assert await committed(engine, "two") is first
+
+    # A work refused and rolled back leaves its connection fit too: it is kept.
+    async def refused() -> None:
+        async with work(engine) as uow:
+            await uow.connection.execute(claims.insert().values(name="lost"))
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        await refused()
+    assert kept(engine) == [first]
+    assert await names(engine) == ["one", "two"]
+    # And a kept connection comes to the next work in transactions, out of autocommit.
+    async with work(engine) as uow:
+        assert driver_of(uow.connection).autocommit is False
+        assert uow.connection.in_transaction()
+        await uow.commit()
+
+
+@ON_POSTGRES
+async def test_a_connection_lost_during_a_work_is_not_kept(engine: AsyncEngine) -> None:
+    async def lost() -> None:
+        async with work(engine) as uow:
+            await uow.connection.execute(claims.insert().values(name="lost"))
+            await uow.connection.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    with pytest.raises(DBAPIError):
+        await lost()
+    assert kept(engine) == []
+    assert checked_out(engine) == 0
+    assert await committed(engine, "after") is not None
+    assert await names(engine) == ["after"]
+
+
+@ON_POSTGRES
+async def test_kept_connections_never_make_a_reader_wait(engine: AsyncEngine) -> None:
+    """Every connection of the pool kept by works at once: a reader still gets one at
+    once, not after the pool's timeout."""
+    size = engine.sync_engine.pool.size()  # type: ignore[attr-defined]
+    gate = asyncio.Event()
+
+    async def held_work(name: str) -> None:
+        async with work(engine) as uow:
+            await uow.connection.execute(claims.insert().values(name=name))
+            await gate.wait()
+            await uow.commit()
+
+    works = [asyncio.create_task(held_work(f"w{n}")) for n in range(size)]
+    await asyncio.sleep(0.1)
+    gate.set()
+    await asyncio.gather(*works)
+    assert len(kept(engine)) == size
+    async with asyncio.timeout(5), reading(engine) as connection:
+        assert await connection.scalar(select(func.count()).select_from(claims)) == size
+    assert len(kept(engine)) == size - 1
+
+
+@ON_POSTGRES
+async def test_a_kept_connection_older_than_the_pools_invalidation_is_replaced(
+    engine: AsyncEngine,
+) -> None:
+    old = await committed(engine, "before")
+    # What a database restart seen on another connection does: every connection
+    # opened before it is replaced at its next use.
+    pool: Any = engine.sync_engine.pool
+    pool._invalidate_time = time.time() + 1
+    new = await committed(engine, "after")
+    assert new is not old
+    assert old.is_closed()
+
+
+@ON_POSTGRES
+async def test_disposing_of_the_engine_closes_the_kept_connections(engine: AsyncEngine) -> None:
+    first = await committed(engine, "one")
+    await engine.dispose()
+    assert first.is_closed()
+    assert kept(engine) == []
