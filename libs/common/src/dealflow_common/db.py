@@ -38,7 +38,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
 from dealflow_common.direct import count_direct_statements
-from dealflow_common.pool import KeepingPool
+from dealflow_common.pool import KeepingPool, give_back, take_kept
 from dealflow_common.settings import ServiceSettings
 
 # Autoincrementing 64-bit ids; SQLite only autoincrements an INTEGER PRIMARY KEY.
@@ -59,9 +59,52 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     BEGIN and ROLLBACK were two of every read's three round trips. On SQLite a plain
     `BEGIN` keeps one snapshot for the whole read and never waits for the writer.
     """
-    options = {**READ_ONLY, "isolation_level": "AUTOCOMMIT"} if is_postgres(engine) else READ_ONLY
-    async with connected(engine, **options) as connection:
+    if is_postgres(engine):
+        async with in_autocommit(engine) as connection:
+            yield connection
+        return
+    async with connected(engine, **READ_ONLY) as connection:
         yield connection
+
+
+@asynccontextmanager
+async def in_autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """PostgreSQL: a connection whose statements each commit by themselves (a read, the
+    relay's stamp-and-read), for `async with`.
+
+    It is a connection a unit of work kept (`pool`), or a pooled one, put in autocommit
+    on SQLAlchemy's asyncpg adapter as a work's one-write mode does, rather than through
+    the `isolation_level` option, whose setting and reset at the pool are most of a
+    read's bookkeeping. Given back out of autocommit; kept for the next work or reader
+    if its use ended cleanly, else closed.
+    """
+    sync = await greenlet_spawn(_autocommit_connect, engine.sync_engine)
+    clean = False
+    try:
+        yield AsyncConnection(engine, sync)
+        clean = True
+    finally:
+        await _to_completion(greenlet_spawn(_autocommit_release, sync, clean))
+
+
+def _autocommit_connect(engine: Engine) -> Connection:
+    connection = take_kept(engine) or engine.connect()
+    connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+    return connection
+
+
+def _autocommit_release(connection: Connection, clean: bool) -> None:
+    try:
+        if connection.in_transaction():
+            # SQLAlchemy's own (autobegun) transaction: in autocommit the driver has
+            # nothing open, so nothing is sent.
+            connection.rollback()
+        if not connection.invalidated:
+            connection.connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+    except BaseException:
+        connection.close()
+        raise
+    give_back(connection, clean)
 
 
 @asynccontextmanager

@@ -235,9 +235,9 @@ async def test_a_connection_lost_during_a_work_is_not_kept(engine: AsyncEngine) 
 
 
 @ON_POSTGRES
-async def test_kept_connections_never_make_a_reader_wait(engine: AsyncEngine) -> None:
-    """Every connection of the pool kept by works at once: a reader still gets one at
-    once, not after the pool's timeout."""
+async def test_kept_connections_never_make_anyone_wait(engine: AsyncEngine) -> None:
+    """Every connection of the pool kept by works at once: whoever asks the pool for one
+    (the relay's lock, a stamp) still gets one at once, not after the pool's timeout."""
     size = engine.sync_engine.pool.size()  # type: ignore[attr-defined]
     gate = asyncio.Event()
 
@@ -252,9 +252,26 @@ async def test_kept_connections_never_make_a_reader_wait(engine: AsyncEngine) ->
     gate.set()
     await asyncio.gather(*works)
     assert len(kept(engine)) == size
-    async with asyncio.timeout(5), reading(engine) as connection:
+    async with asyncio.timeout(5), engine.connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(claims)) == size
     assert len(kept(engine)) == size - 1
+
+
+@ON_POSTGRES
+async def test_a_reader_runs_on_a_kept_connection_in_autocommit_and_gives_it_back(
+    engine: AsyncEngine,
+) -> None:
+    first = await committed(engine, "one")
+    async with reading(engine) as connection:
+        assert driver_of(connection)._connection is first
+        assert driver_of(connection).autocommit is True
+        assert await connection.scalar(select(func.count()).select_from(claims)) == 1
+    assert kept(engine) == [first]
+    async with work(engine) as uow:
+        assert driver_of(uow.connection).autocommit is False
+        await uow.connection.execute(claims.insert().values(name="two"))
+        await uow.commit()
+    assert await names(engine) == ["one", "two"]
 
 
 @ON_POSTGRES

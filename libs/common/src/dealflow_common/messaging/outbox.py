@@ -65,7 +65,7 @@ from sqlalchemy.sql.selectable import CTE
 from dealflow_common.context import FlowContext
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.envelope import CONTENT_TYPE
-from dealflow_common.db import connected, is_postgres, reading
+from dealflow_common.db import in_autocommit, is_postgres, reading
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
 from dealflow_common.telemetry import end_publish_span, start_publish_span, tracing_enabled
@@ -525,7 +525,7 @@ class OutboxRelay:
         if is_postgres(self._engine):
             # One statement stamps what the last batch sent and reads the next: in
             # autocommit, a transaction of its own, without BEGIN and COMMIT.
-            async with connected(self._engine, isolation_level="AUTOCOMMIT") as connection:
+            async with in_autocommit(self._engine) as connection:
                 rows = await _stamp_and_select_unsent(self._batch_size).all(
                     connection, {"b_ids": self._acked_unstamped, "b_sent_at": self._clock()}
                 )
