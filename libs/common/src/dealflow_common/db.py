@@ -38,7 +38,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
 from dealflow_common.direct import count_direct_statements
-from dealflow_common.pool import KeepingPool, give_back, take_kept
+from dealflow_common.pool import KeepingPool, give_back, kept_at_once, take_kept, take_kept_at_once
 from dealflow_common.settings import ServiceSettings
 
 # Autoincrementing 64-bit ids; SQLite only autoincrements an INTEGER PRIMARY KEY.
@@ -78,19 +78,32 @@ async def in_autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     read's bookkeeping. Given back out of autocommit; kept for the next work or reader
     if its use ended cleanly, else closed.
     """
-    sync = await greenlet_spawn(_autocommit_connect, engine.sync_engine)
+    # A kept connection is taken and given back without waiting on anything, so
+    # without a hop into SQLAlchemy's greenlet (`uow`); any other way takes one.
+    sync = take_kept_at_once(engine.sync_engine)
+    if sync is None:
+        sync = await greenlet_spawn(_autocommit_connect, engine.sync_engine)
+    else:
+        _set_autocommit(sync, True)
     clean = False
     try:
         yield AsyncConnection(engine, sync)
         clean = True
     finally:
-        await _to_completion(greenlet_spawn(_autocommit_release, sync, clean))
+        if clean and kept_at_once(sync):
+            _autocommit_release(sync, clean)
+        else:
+            await _to_completion(greenlet_spawn(_autocommit_release, sync, clean))
 
 
 def _autocommit_connect(engine: Engine) -> Connection:
     connection = take_kept(engine) or engine.connect()
-    connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+    _set_autocommit(connection, True)
     return connection
+
+
+def _set_autocommit(connection: Connection, on: bool) -> None:
+    connection.connection.dbapi_connection.autocommit = on  # type: ignore[union-attr]
 
 
 def _autocommit_release(connection: Connection, clean: bool) -> None:
@@ -100,7 +113,7 @@ def _autocommit_release(connection: Connection, clean: bool) -> None:
             # nothing open, so nothing is sent.
             connection.rollback()
         if not connection.invalidated:
-            connection.connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+            _set_autocommit(connection, False)
     except BaseException:
         connection.close()
         raise

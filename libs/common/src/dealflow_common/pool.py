@@ -69,6 +69,34 @@ def take_kept(engine: Engine) -> Connection | None:
     return None
 
 
+def take_kept_at_once(engine: Engine) -> Connection | None:
+    """`take_kept` where nothing needs to wait: the last connection kept if it is fit,
+    None if there is none or it must be closed first (which `take_kept` does, from
+    SQLAlchemy's greenlet)."""
+    pool = engine.pool
+    if not isinstance(pool, KeepingPool) or not pool.kept:
+        return None
+    connection = pool.kept[-1]
+    if connection.engine is not engine or not _fresh(connection, pool):
+        return None
+    return pool.kept.pop()
+
+
+def kept_at_once(connection: Connection) -> bool:
+    """Whether the work on `connection` can end without waiting on anything: its driver
+    has no transaction open (nothing to COMMIT), and the connection will be kept, not
+    closed (`give_back`)."""
+    adapted: Any = connection.connection.dbapi_connection
+    return (
+        isinstance(connection.engine.pool, KeepingPool)
+        and not connection.closed
+        and not connection.invalidated
+        and adapted is not None
+        and adapted._transaction is None
+        and not adapted._connection.is_closed()
+    )
+
+
 def give_back(connection: Connection, clean: bool) -> None:
     """End a work's use of `connection`: kept for the next work if its work ended
     `clean` (committed or rolled back) and nothing is left open on it, else closed."""
