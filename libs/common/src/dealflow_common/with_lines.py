@@ -2,7 +2,8 @@
 
 The row's insert is a CTE whose returned key the lines take; the lines travel as one
 array per column and are unnested, so the statement's text is the same whatever their
-number and stays prepared. One round trip instead of two for every quote and order
+number and stays prepared (one line, the common case, has a statement of its own that
+binds its values as they are). One round trip instead of two for every quote and order
 created. SQLite has no writing CTE: there it is the row's insert, then the lines'.
 
 Other rows may go with the new one (`also`): a deal's first history entry and its search
@@ -83,26 +84,46 @@ class InsertWithLines:
             opened = select(*values.values()).where(exists(gate.cte("gate").select()))
             new_row = insert(table).from_select(list(values), opened)
         row = new_row.returning(table.c.id).cte("added")
-        unnested = func.unnest(
-            *(
-                bindparam(f"l_{name}", type_=postgresql.ARRAY(lines.c[name].type))
-                for name in self._line_columns
-            )
-        ).table_valued(*(column(name, lines.c[name].type) for name in self._line_columns))
-        unnested = unnested.render_derived(name="line")  # AS line(line_no, ...)
-        rows = select(row.c.id, *(unnested.c[name] for name in self._line_columns)).select_from(
-            row.join(unnested, true())
-        )
-        both = insert(lines).from_select([key, *self._line_columns], rows)
         others = [
             other.cte(f"added_also_{n}") for n, other in enumerate(also(row.c.id) if also else ())
         ]
-        if others:
-            both = both.add_cte(*others)
-        self._both = DirectStatement(both)
-        self._with_outbox = WithOutbox(row, both.cte("added_lines"), *others)
+        # Per number of lines, one or any: the statement alone, and with the outbox.
+        self._statements = {
+            one: self._with_lines(row, lines, key, others, one) for one in (False, True)
+        }
         self._row = DirectStatement(insert(table))
         self._each_line = DirectStatement(insert(lines))
+
+    def _with_lines(
+        self, row: Any, lines: Table, key: str, others: list[Any], one: bool
+    ) -> tuple[DirectStatement, WithOutbox]:
+        """The row's insert with its lines' (and `others`): of any number of lines, bound
+        as one array per column and unnested, or (`one`) of one line, its values bound as
+        they are. One line is the common case (a quote of one product, a deal's one
+        owner), and each array costs asyncpg three or four instance checks against
+        `collections.abc`, calls into `abc` (`outbox.appended_after` does the same)."""
+        if one:
+            added: Any = select(
+                *(
+                    bindparam(f"l_{name}", type_=lines.c[name].type).label(name)
+                    for name in self._line_columns
+                )
+            ).subquery("line")
+        else:
+            added = func.unnest(
+                *(
+                    bindparam(f"l_{name}", type_=postgresql.ARRAY(lines.c[name].type))
+                    for name in self._line_columns
+                )
+            ).table_valued(*(column(name, lines.c[name].type) for name in self._line_columns))
+            added = added.render_derived(name="line")  # AS line(line_no, ...)
+        rows = select(row.c.id, *(added.c[name] for name in self._line_columns)).select_from(
+            row.join(added, true())
+        )
+        both = insert(lines).from_select([key, *self._line_columns], rows)
+        if others:
+            both = both.add_cte(*others)
+        return DirectStatement(both), WithOutbox(row, both.cte("added_lines"), *others)
 
     async def add(
         self,
@@ -120,7 +141,8 @@ class InsertWithLines:
                 connection, [{**line, self._key: row["id"]} for line in lines]
             )
             return True
-        inserted = await self._both.rowcount(connection, self._params(row, lines, also_params))
+        both, _ = self._statements[len(lines) == 1]
+        inserted = await both.rowcount(connection, self._params(row, lines, also_params))
         # Lines are inserted only after their row: none of them, none of it.
         return not (self._gated and lines and inserted == 0)
 
@@ -139,7 +161,8 @@ class InsertWithLines:
                 await refused(connection)
 
         params = self._params(row, lines, also_params)
-        return LastWrite(alone, self._with_outbox, params, refused)
+        _, with_outbox = self._statements[len(lines) == 1]
+        return LastWrite(alone, with_outbox, params, refused)
 
     def _params(
         self,
@@ -149,6 +172,11 @@ class InsertWithLines:
     ) -> dict[str, Any]:
         params = {**(also_params or {})}
         params.update({param: row[name] for param, name in self._row_params})
-        for param, name in self._line_params:
-            params[param] = [line[name] for line in lines]
+        if len(lines) == 1:
+            (line,) = lines
+            for param, name in self._line_params:
+                params[param] = line[name]
+        else:
+            for param, name in self._line_params:
+                params[param] = [line[name] for line in lines]
         return params
