@@ -12,10 +12,11 @@ ended cleanly: committed or rolled back, no transaction open, not invalidated. T
 work takes the last one kept (`take_kept`) and needs none of that; a work that ended
 otherwise closes its connection as before. Nothing but works keeps connections, and a
 kept connection is still checked out of the pool, so the pool gives one back before it
-would make anyone wait: whoever needs a connection (a reader, the relay) never waits
-for a kept one. A kept connection older than the pool's recycle age, or older than the
-pool's last invalidation (a database restart), is closed when taken, as the pool's
-checkout would have replaced it. Disposing of the pool closes the kept ones first.
+would make anyone wait, and a work that ends while someone waits for a connection gives
+its own back rather than keeping it: whoever needs a connection never waits for a kept
+one. A kept connection older than the pool's recycle age, or older than the pool's last
+invalidation (a database restart), is closed when taken, as the pool's checkout would
+have replaced it. Disposing of the pool closes the kept ones first.
 """
 
 from __future__ import annotations
@@ -33,13 +34,20 @@ class KeepingPool(AsyncAdaptedQueuePool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kept: list[Connection] = []
+        self.waiting = 0
+        """Checkouts under way, which may be waiting for a connection to come back:
+        while there are any, a work's connection goes back to the pool, not kept."""
 
     def _do_get(self) -> ConnectionPoolEntry:
         # No connection idle and none left to open: one kept goes back first, rather
         # than anyone waiting while a work's connection sits unused.
         if self.kept and self._pool.empty() and self._overflow >= self._max_overflow:
             self.kept.pop(0).close()
-        return super()._do_get()
+        self.waiting += 1
+        try:
+            return super()._do_get()
+        finally:
+            self.waiting -= 1
 
     def dispose(self) -> None:
         self.release_kept()
@@ -87,8 +95,10 @@ def kept_at_once(connection: Connection) -> bool:
     has no transaction open (nothing to COMMIT), and the connection will be kept, not
     closed (`give_back`)."""
     adapted: Any = connection.connection.dbapi_connection
+    pool = connection.engine.pool
     return (
-        isinstance(connection.engine.pool, KeepingPool)
+        isinstance(pool, KeepingPool)
+        and not pool.waiting
         and not connection.closed
         and not connection.invalidated
         and adapted is not None
@@ -104,6 +114,7 @@ def give_back(connection: Connection, clean: bool) -> None:
     if (
         clean
         and isinstance(pool, KeepingPool)
+        and not pool.waiting  # someone waits for a connection: this one goes to them
         and not connection.closed
         and not connection.invalidated
         and not connection.in_transaction()

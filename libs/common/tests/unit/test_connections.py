@@ -258,6 +258,43 @@ async def test_kept_connections_never_make_anyone_wait(engine: AsyncEngine) -> N
 
 
 @ON_POSTGRES
+async def test_a_work_ending_while_someone_waits_gives_its_connection_to_them(
+    engine: AsyncEngine,
+) -> None:
+    """Every connection in use by works, and a reader waiting for one: the first work to
+    end hands its connection over instead of keeping it."""
+    size = engine.sync_engine.pool.size()  # type: ignore[attr-defined]
+    gate, all_started = asyncio.Event(), asyncio.Event()
+    started = 0
+
+    async def held_work(name: str) -> None:
+        nonlocal started
+        async with work(engine) as uow:
+            await uow.connection.execute(claims.insert().values(name=name))
+            started += 1
+            if started == size:
+                all_started.set()
+            await gate.wait()
+            await uow.commit()
+
+    works = [asyncio.create_task(held_work(f"w{n}")) for n in range(size)]
+    await all_started.wait()
+
+    async def read() -> int:
+        async with reading(engine) as connection:
+            count: int = await connection.scalar(select(func.count()).select_from(claims))
+            return count
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.1)  # the reader waits on the pool
+    assert not reader.done()
+    gate.set()
+    async with asyncio.timeout(5):
+        assert await reader == size
+        await asyncio.gather(*works)
+
+
+@ON_POSTGRES
 async def test_a_reader_runs_on_a_kept_connection_in_autocommit_and_gives_it_back(
     engine: AsyncEngine,
 ) -> None:
