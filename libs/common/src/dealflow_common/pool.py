@@ -42,7 +42,7 @@ class KeepingPool(AsyncAdaptedQueuePool):
         # No connection idle and none left to open: one kept goes back first, rather
         # than anyone waiting while a work's connection sits unused.
         if self.kept and self._pool.empty() and self._overflow >= self._max_overflow:
-            self.kept.pop(0).close()
+            _return(self.kept.pop(0))
         self.waiting += 1
         try:
             return super()._do_get()
@@ -57,7 +57,7 @@ class KeepingPool(AsyncAdaptedQueuePool):
         """Give every kept connection back to the pool."""
         kept, self.kept = self.kept, []
         for connection in kept:
-            connection.close()
+            _return(connection)
 
     def in_use(self) -> int:
         """Connections checked out and not kept: in use by someone."""
@@ -73,8 +73,17 @@ def take_kept(engine: Engine) -> Connection | None:
         connection = pool.kept.pop()
         if connection.engine is engine and _fresh(connection, pool):
             return connection
-        connection.close()
+        _return(connection)
     return None
+
+
+def _return(connection: Connection) -> None:
+    """Give a kept connection back to the pool; one the server closed meanwhile is
+    invalidated first, so that the pool opens a new one in its place rather than hand
+    it to someone (the pool's checkout cannot tell)."""
+    if connection.connection.dbapi_connection._connection.is_closed():  # type: ignore[union-attr]
+        connection.invalidate()
+    connection.close()
 
 
 def take_kept_at_once(engine: Engine) -> Connection | None:
@@ -140,9 +149,13 @@ def _driver_idle(connection: Connection) -> bool:
 
 def _fresh(connection: Connection, pool: KeepingPool) -> bool:
     """What the pool's checkout checks of a connection: not older than the last
-    invalidation of the pool, nor than its recycle age."""
+    invalidation of the pool, nor than its recycle age; and, better than it can, that
+    the server has not closed it meanwhile (a restart, a terminated backend: the driver
+    saw the socket close), so no statement fails on it."""
     record: Any = connection.connection._connection_record
     if record is None or record.dbapi_connection is None:
+        return False
+    if record.dbapi_connection._connection.is_closed():
         return False
     started: float = record.starttime
     if pool._invalidate_time > started or record._soft_invalidate_time > started:

@@ -326,6 +326,21 @@ async def test_a_kept_connection_older_than_the_pools_invalidation_is_replaced(
 
 
 @ON_POSTGRES
+async def test_a_kept_connection_the_server_closed_is_replaced(engine: AsyncEngine) -> None:
+    """A backend terminated while its connection was kept (a database restart does the
+    same to all of them): the next work does not fail on it."""
+    old = await committed(engine, "before")
+    async with engine.connect() as connection:
+        await connection.execute(select(func.pg_terminate_backend(old.get_server_pid())))
+    async with asyncio.timeout(5):
+        while not old.is_closed():  # noqa: ASYNC110 - the driver's own state, no event
+            await asyncio.sleep(0.01)
+    new = await committed(engine, "after")
+    assert new is not old
+    assert await names(engine) == ["before", "after"]
+
+
+@ON_POSTGRES
 async def test_disposing_of_the_engine_closes_the_kept_connections(engine: AsyncEngine) -> None:
     first = await committed(engine, "one")
     await engine.dispose()
