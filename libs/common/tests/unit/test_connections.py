@@ -290,8 +290,10 @@ async def test_a_work_ending_while_someone_waits_gives_its_connection_to_them(
     assert not reader.done()
     gate.set()
     async with asyncio.timeout(5):
-        assert await reader == size
+        # It reads once the first work has committed, whichever the others have.
+        assert 1 <= await reader <= size
         await asyncio.gather(*works)
+    assert len(await names(engine)) == size
 
 
 @ON_POSTGRES
