@@ -282,7 +282,8 @@ async def test_a_work_ending_while_someone_waits_gives_its_connection_to_them(
 
     async def read() -> int:
         async with reading(engine) as connection:
-            count: int = await connection.scalar(select(func.count()).select_from(claims))
+            count = await connection.scalar(select(func.count()).select_from(claims))
+            assert count is not None
             return count
 
     reader = asyncio.create_task(read())
