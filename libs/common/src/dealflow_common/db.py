@@ -86,10 +86,12 @@ async def in_autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     else:
         _set_autocommit(sync, True)
     clean = False
+    connection = AsyncConnection(engine, sync)
     try:
-        yield AsyncConnection(engine, sync)
+        yield connection
         clean = True
     finally:
+        connection.sync_connection = None  # given back: a later use raises
         if clean and kept_at_once(sync):
             _autocommit_release(sync, clean)
         else:

@@ -8,9 +8,10 @@ again). Counted with callgrind, an empty work cost 250,000 instructions, about a
 of a stage move's, and every request and every batch of events runs one.
 
 `KeepingPool` is SQLAlchemy's pool for asyncio with a list of connections whose work
-ended cleanly: committed or rolled back, no transaction open, not invalidated. The next
-work takes the last one kept (`take_kept`) and needs none of that; a work that ended
-otherwise closes its connection as before. Nothing but works keeps connections, and a
+ended cleanly: committed or rolled back, no transaction open, not invalidated, its
+options and settings as a new connection's. The next work takes the last one kept
+(`take_kept`) and needs none of that; a work that ended otherwise closes its connection
+as before. Readers and the relay keep theirs the same way (`db.in_autocommit`). A
 kept connection is still checked out of the pool, so the pool gives one back before it
 would make anyone wait, and a work that ends while someone waits for a connection gives
 its own back rather than keeping it: whoever needs a connection never waits for a kept
@@ -29,7 +30,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 
 class KeepingPool(AsyncAdaptedQueuePool):
-    """SQLAlchemy's pool for asyncio, and the connections units of work keep."""
+    """SQLAlchemy's pool for asyncio, and the connections works and readers keep."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,10 +55,10 @@ class KeepingPool(AsyncAdaptedQueuePool):
         super().dispose()
 
     def release_kept(self) -> None:
-        """Give every kept connection back to the pool."""
-        kept, self.kept = self.kept, []
-        for connection in kept:
-            _return(connection)
+        """Give every kept connection back to the pool (until none is left: a work may
+        end, and keep its connection, while one is given back)."""
+        while self.kept:
+            _return(self.kept.pop())
 
     def in_use(self) -> int:
         """Connections checked out and not kept: in use by someone."""
@@ -65,25 +66,16 @@ class KeepingPool(AsyncAdaptedQueuePool):
 
 
 def take_kept(engine: Engine) -> Connection | None:
-    """A connection a work of `engine` kept, fit for another, if any."""
+    """A connection a work or reader of `engine` kept, fit for another, if any."""
     pool = engine.pool
     if not isinstance(pool, KeepingPool):
         return None
     while pool.kept:
         connection = pool.kept.pop()
-        if connection.engine is engine and _fresh(connection, pool):
+        if _fresh(connection, engine, pool):
             return connection
         _return(connection)
     return None
-
-
-def _return(connection: Connection) -> None:
-    """Give a kept connection back to the pool; one the server closed meanwhile is
-    invalidated first, so that the pool opens a new one in its place rather than hand
-    it to someone (the pool's checkout cannot tell)."""
-    if connection.connection.dbapi_connection._connection.is_closed():  # type: ignore[union-attr]
-        connection.invalidate()
-    connection.close()
 
 
 def take_kept_at_once(engine: Engine) -> Connection | None:
@@ -93,8 +85,7 @@ def take_kept_at_once(engine: Engine) -> Connection | None:
     pool = engine.pool
     if not isinstance(pool, KeepingPool) or not pool.kept:
         return None
-    connection = pool.kept[-1]
-    if connection.engine is not engine or not _fresh(connection, pool):
+    if not _fresh(pool.kept[-1], engine, pool):
         return None
     return pool.kept.pop()
 
@@ -103,56 +94,73 @@ def kept_at_once(connection: Connection) -> bool:
     """Whether the work on `connection` can end without waiting on anything: its driver
     has no transaction open (nothing to COMMIT), and the connection will be kept, not
     closed (`give_back`)."""
-    adapted: Any = connection.connection.dbapi_connection
-    pool = connection.engine.pool
-    return (
-        isinstance(pool, KeepingPool)
-        and not pool.waiting
-        and not connection.closed
-        and not connection.invalidated
-        and adapted is not None
-        and adapted._transaction is None
-        and not adapted._connection.is_closed()
-    )
+    adapted = _keepable_adapter(connection)
+    return adapted is not None and adapted._transaction is None
 
 
 def give_back(connection: Connection, clean: bool) -> None:
-    """End a work's use of `connection`: kept for the next work if its work ended
-    `clean` (committed or rolled back) and nothing is left open on it, else closed."""
-    pool = connection.engine.pool
-    if (
-        clean
-        and isinstance(pool, KeepingPool)
-        and not pool.waiting  # someone waits for a connection: this one goes to them
-        and not connection.closed
-        and not connection.invalidated
-        and not connection.in_transaction()
-        and _driver_idle(connection)
-    ):
-        pool.kept.append(connection)
-        return
+    """End a work's or a reader's use of `connection`: kept for the next one if its use
+    ended `clean` (committed or rolled back), nothing is left open on it and it is as a
+    new connection would be; else closed, back to the pool."""
+    if clean and not connection.in_transaction():
+        adapted = _keepable_adapter(connection)
+        if adapted is not None and adapted._transaction is None and not adapted.autocommit:
+            pool: Any = connection.engine.pool
+            pool.kept.append(connection)
+            return
     connection.close()
 
 
-def _driver_idle(connection: Connection) -> bool:
-    """SQLAlchemy's asyncpg adapter has no transaction of its own open (it begins one
-    lazily, before its first statement), is back out of autocommit (`one_write`), and its
-    connection is open."""
-    adapted: Any = connection.connection.dbapi_connection
-    return (
-        adapted is not None
-        and adapted._transaction is None
-        and not adapted.autocommit
-        and not adapted._connection.is_closed()
-    )
+def _keepable_adapter(connection: Connection) -> Any | None:
+    """SQLAlchemy's asyncpg adapter of `connection` if the connection may be kept once
+    its use is over, else None: a `KeepingPool`'s own (not one disposed of meanwhile,
+    whose connections go back to it), open, not invalidated, nobody waiting for a
+    connection (it goes to them), its options and the driver's settings untouched (the
+    pool's checkin would reset them; a kept connection skips it), the server's side open.
+    Checked in that order, on SQLAlchemy's attributes rather than its properties, which
+    would try to revalidate a connection closed or invalidated."""
+    pool = connection.engine.pool
+    if not isinstance(pool, KeepingPool) or pool.waiting:
+        return None
+    if connection.closed or connection.invalidated:
+        return None
+    fairy: Any = connection._dbapi_connection
+    if fairy is None or fairy._pool is not pool:
+        return None
+    if connection._execution_options is not connection.engine._execution_options:
+        return None  # `execution_options()` on the connection: an isolation level, ...
+    adapted: Any = fairy.dbapi_connection
+    if adapted is None or adapted._connection.is_closed():
+        return None
+    if adapted._isolation_setting is not None or adapted.readonly or adapted.deferrable:
+        return None
+    return adapted
 
 
-def _fresh(connection: Connection, pool: KeepingPool) -> bool:
-    """What the pool's checkout checks of a connection: not older than the last
-    invalidation of the pool, nor than its recycle age; and, better than it can, that
-    the server has not closed it meanwhile (a restart, a terminated backend: the driver
-    saw the socket close), so no statement fails on it."""
-    record: Any = connection.connection._connection_record
+def _return(connection: Connection) -> None:
+    """Give a kept connection back to the pool; one the server closed meanwhile is
+    invalidated first, so that the pool opens a new one in its place rather than hand
+    it to someone (the pool's checkout cannot tell)."""
+    fairy: Any = connection._dbapi_connection
+    if (
+        fairy is not None
+        and fairy.dbapi_connection is not None
+        and fairy.dbapi_connection._connection.is_closed()
+    ):
+        connection.invalidate()
+    connection.close()
+
+
+def _fresh(connection: Connection, engine: Engine, pool: KeepingPool) -> bool:
+    """Whether a kept connection may serve `engine` now: what the pool's checkout checks
+    of a connection (not older than the pool's last invalidation, nor than its recycle
+    age), and, better than it can, that the server has not closed it meanwhile (a
+    restart, a terminated backend: the driver saw the socket close), so no statement
+    fails on it."""
+    if connection.engine is not engine or connection.closed or connection.invalidated:
+        return False
+    fairy: Any = connection._dbapi_connection
+    record: Any = fairy._connection_record if fairy is not None else None
     if record is None or record.dbapi_connection is None:
         return False
     if record.dbapi_connection._connection.is_closed():

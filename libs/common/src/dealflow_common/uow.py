@@ -76,7 +76,6 @@ class UnitOfWork:
         self._one_write_asked = False
         self._one_write = False
         self._copies_served: list[Callable[[], None]] = []
-        self._released = False
 
     def one_write(self, asked: bool = True) -> Self:
         """Run the next `async with` in one-write mode (`one_write`): reads unlocked, no
@@ -108,7 +107,6 @@ class UnitOfWork:
                 raise
         connection = AsyncConnection(self._engine, sync)
         self._connection = connection
-        self._released = False
         self._events = []
         self._after_commit = []
         self._before_commit = []
@@ -127,8 +125,8 @@ class UnitOfWork:
         connection = self.connection
         self._connection = None
         sync = connection.sync_connection
-        if sync is not None and not self._released:  # `commit` releases it
-            self._released = True
+        if sync is not None:  # else `commit` released it
+            connection.sync_connection = None
             await greenlet_spawn(_close, sync, not self._done, self._one_write)
         if self._copies_served and not self._done and isinstance(exc, DomainError):
             # Decided on a copy, the refusal may be the copy's, not the row's.
@@ -172,8 +170,9 @@ class UnitOfWork:
         """Commit; `last`: the work's last write, which a repository left for the commit
         to send with the outbox rows, in one statement on PostgreSQL (`last_write`).
 
-        The connection goes back to the pool with the commit: nothing reads or writes
-        through the work after it, and a second commit is refused."""
+        The connection is given back with the commit (kept for the next work, or back
+        to the pool: `pool`): nothing reads or writes through the work after it (its
+        connection refuses to), and a second commit is refused."""
         if self._done:
             raise RuntimeError("the unit of work is already committed or rolled back")
         connection = self.connection
@@ -193,10 +192,12 @@ class UnitOfWork:
             await last.alone(connection)
         sync = connection.sync_connection
         assert sync is not None, "a work's connection is open"
+        # The work is over once committed: the connection is given back in the same
+        # hop into SQLAlchemy's synchronous side, committed or not, and the work's
+        # `AsyncConnection` lets go of it (a later use raises rather than reach a
+        # connection another work may hold by then).
+        connection.sync_connection = None
         try:
-            # The work is over once committed: the connection goes back to the pool in
-            # the same hop into SQLAlchemy's synchronous side, committed or not.
-            self._released = True
             if kept_at_once(sync):
                 # Nothing to send (a one-write work whose last write committed by
                 # itself) and the connection stays checked out: no hop either.
@@ -253,7 +254,7 @@ def _connect(engine: Engine) -> Connection:
 
 
 def _commit(connection: Connection, in_one_write: bool) -> BaseException | None:
-    """Commit, and give the connection back to the pool whatever the outcome.
+    """Commit, and give the connection back whatever the outcome (`_close`).
 
     A commit that fails is rolled back before the close: SQLAlchemy keeps the failed
     transaction on the connection, and the pool would take it back without resetting it

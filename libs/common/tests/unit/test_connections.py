@@ -344,6 +344,44 @@ async def test_a_kept_connection_the_server_closed_is_replaced(engine: AsyncEngi
 
 
 @ON_POSTGRES
+async def test_a_work_cannot_reach_its_connection_once_given_back(engine: AsyncEngine) -> None:
+    """Kept, it may be another work's by then."""
+    async with work(engine) as uow:
+        await uow.connection.execute(claims.insert().values(name="one"))
+        await uow.commit()
+        with pytest.raises(Exception, match="has not been started"):
+            await uow.connection.execute(select(1))
+        with pytest.raises(Exception, match="has not been started"):
+            await uow.rollback()
+    assert await names(engine) == ["one"]
+
+
+@ON_POSTGRES
+async def test_a_connection_whose_options_changed_is_not_kept(engine: AsyncEngine) -> None:
+    """The pool's checkin would reset them; a kept connection skips it."""
+    async with work(engine) as uow:
+        await uow.connection.execution_options(logging_token="audit")
+        await uow.connection.execute(claims.insert().values(name="one"))
+        await uow.commit()
+    assert kept(engine) == []
+    assert checked_out(engine) == 0
+
+
+@ON_POSTGRES
+async def test_a_work_running_while_the_engine_is_disposed_of_keeps_nothing(
+    engine: AsyncEngine,
+) -> None:
+    """Its connection belongs to the pool disposed of: it goes back there, not into the
+    new pool's kept ones."""
+    async with work(engine) as uow:
+        await uow.connection.execute(claims.insert().values(name="one"))
+        await engine.dispose()
+        await uow.commit()
+    assert kept(engine) == []
+    assert await names(engine) == ["one"]
+
+
+@ON_POSTGRES
 async def test_disposing_of_the_engine_closes_the_kept_connections(engine: AsyncEngine) -> None:
     first = await committed(engine, "one")
     await engine.dispose()
