@@ -12,6 +12,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 
@@ -149,3 +150,31 @@ def test_the_candidates_keep_the_tables_order(path: str, expected: list[str | No
     # A `path` parameter's route and the mount (None) cannot be told by shape: always
     # candidates, where the table has them.
     assert names == expected
+
+
+def test_paths_of_lengths_no_route_has_are_one_shape() -> None:
+    """However many segments a caller sends, the shapes (and the copies of the router
+    kept per shape) stay as many as the table's."""
+    index = RouteIndex(table().router.routes)
+    keys = {index.key("/x" * n) for n in range(4, 200)}
+    assert len(keys) == 1
+    assert [getattr(r, "name", None) for r in index.candidates(keys.pop())] == ["files", None]
+
+
+def test_a_convertor_of_ones_own_is_tried_on_every_path() -> None:
+    """Its pattern may take a `/`: the index cannot tell its route's length."""
+
+    class Dotted(StringConvertor):
+        regex = r"[a-z.]+(/[a-z.]+)?"
+
+    register_url_convertor("dotted", Dotted())
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/names/{name:dotted}")
+    async def named(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    index = RouteIndex(app.router.routes)
+    assert [r.path for r in index.candidates(index.key("/names/a.b/c"))] == [  # type: ignore[attr-defined]
+        "/names/{name:dotted}"
+    ]

@@ -29,7 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette._utils import get_route_path  # what `Route.matches` matches against
-from starlette.convertors import PathConvertor
+from starlette.convertors import FloatConvertor, IntegerConvertor, StringConvertor, UUIDConvertor
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
@@ -38,6 +38,10 @@ _ANY = object()
 parameter's segment can take it, so every such segment (an id) has the same routes."""
 
 Key = tuple[int, object, object]
+
+_ONE_SEGMENT = (StringConvertor, IntegerConvertor, FloatConvertor, UUIDConvertor)
+"""Starlette's convertors whose pattern matches within one segment (`path` spans
+several; one registered by an app may too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +68,8 @@ def shape_of(route: BaseRoute) -> Shape | None:
     spans segments. `APIRoute` matches as `Route` does, by its compiled path."""
     if not isinstance(route, Route) or not route.path.startswith("/"):
         return None
-    if any(isinstance(c, PathConvertor) for c in route.param_convertors.values()):
-        return None
+    if not all(type(c) in _ONE_SEGMENT for c in route.param_convertors.values()):
+        return None  # `path`, or a convertor of one's own whose pattern may take a `/`
     segments = route.path[1:].split("/")
     first, last = segments[0], segments[-1]
     return Shape(
@@ -83,6 +87,7 @@ class RouteIndex:
         self._shapes = [shape_of(route) for route in self.routes]
         self._firsts: dict[int, set[str]] = {}
         self._lasts: dict[int, set[str]] = {}
+        self._lengths = {shape.segments for shape in self._shapes if shape is not None}
         for shape in self._shapes:
             if shape is not None and shape.first is not None:
                 self._firsts.setdefault(shape.segments, set()).add(shape.first)
@@ -90,9 +95,13 @@ class RouteIndex:
                 self._lasts.setdefault(shape.segments, set()).add(shape.last)
 
     def key(self, path: str) -> Key:
-        """The path's shape as the index tells shapes apart: a path `/…` of N segments."""
+        """The path's shape as the index tells shapes apart: a path `/…` of N segments.
+        Every length no route has is one shape (0), so that the shapes are bounded
+        whatever paths are asked for."""
         segments = path[1:].split("/")
         count, first, last = len(segments), segments[0], segments[-1]
+        if count not in self._lengths:
+            return (0, _ANY, _ANY)
         return (
             count,
             first if first in self._firsts.get(count, ()) else _ANY,
@@ -117,14 +126,16 @@ class ShapeRouting:
         self._index = RouteIndex(router.routes)
         # Per shape: a copy of the router over the candidates only (same settings, same
         # low-priority routes), or None where nothing is skipped. Shapes are bounded:
-        # a segment no route names is `_ANY`.
+        # a segment no route names is `_ANY`, a length no route has is one shape.
         self._narrowed: dict[Key, tuple[list[BaseRoute], Any] | None] = {}
 
     def _narrowed_for(self, path: str) -> tuple[list[BaseRoute], Any] | None:
         routes = self._router.routes
         index = self._index
         if len(index.routes) != len(routes) or (routes and index.routes[-1] is not routes[-1]):
-            # Routes added after startup (a test, a late router): index them again.
+            # Routes added or removed after startup (a test, a late router): index them
+            # again. A route replaced in place, the table's length and last route
+            # unchanged, is not seen: the services never change a table once serving.
             index = self._index = RouteIndex(routes)
             self._narrowed = {}
         key = index.key(path)
