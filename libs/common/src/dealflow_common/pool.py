@@ -60,10 +60,6 @@ class KeepingPool(AsyncAdaptedQueuePool):
         while self.kept:
             _return(self.kept.pop())
 
-    def in_use(self) -> int:
-        """Connections checked out and not kept: in use by someone."""
-        return self.checkedout() - len(self.kept)
-
 
 def take_kept(engine: Engine) -> Connection | None:
     """A connection a work or reader of `engine` kept, fit for another, if any."""
@@ -114,25 +110,33 @@ def give_back(connection: Connection, clean: bool) -> None:
 def _keepable_adapter(connection: Connection) -> Any | None:
     """SQLAlchemy's asyncpg adapter of `connection` if the connection may be kept once
     its use is over, else None: a `KeepingPool`'s own (not one disposed of meanwhile,
-    whose connections go back to it), open, not invalidated, nobody waiting for a
-    connection (it goes to them), its options and the driver's settings untouched (the
-    pool's checkin would reset them; a kept connection skips it), the server's side open.
-    Checked in that order, on SQLAlchemy's attributes rather than its properties, which
-    would try to revalidate a connection closed or invalidated."""
+    whose connections go back to it), nobody waiting for a connection (it goes to them),
+    open on both sides (`_open_adapter`), its options and the driver's settings
+    untouched (the pool's checkin would reset them; a kept connection skips it)."""
     pool = connection.engine.pool
     if not isinstance(pool, KeepingPool) or pool.waiting:
         return None
-    if connection.closed or connection.invalidated:
-        return None
-    fairy: Any = connection._dbapi_connection
-    if fairy is None or fairy._pool is not pool:
+    adapted = _open_adapter(connection)
+    if adapted is None or connection._dbapi_connection._pool is not pool:  # type: ignore[union-attr]
         return None
     if connection._execution_options is not connection.engine._execution_options:
         return None  # `execution_options()` on the connection: an isolation level, ...
-    adapted: Any = fairy.dbapi_connection
-    if adapted is None or adapted._connection.is_closed():
-        return None
     if adapted._isolation_setting is not None or adapted.readonly or adapted.deferrable:
+        return None
+    return adapted
+
+
+def _open_adapter(connection: Connection) -> Any | None:
+    """SQLAlchemy's asyncpg adapter of `connection` if the connection is open, valid and
+    its server side open (a terminated backend, a restart: the driver saw the socket
+    close, which the pool's checkout cannot tell), else None. Read from SQLAlchemy's
+    attributes rather than its properties, which would try to revalidate a connection
+    closed or invalidated."""
+    if connection.closed or connection.invalidated:
+        return None
+    fairy: Any = connection._dbapi_connection
+    adapted: Any = fairy.dbapi_connection if fairy is not None else None
+    if adapted is None or adapted._connection.is_closed():
         return None
     return adapted
 
@@ -140,31 +144,19 @@ def _keepable_adapter(connection: Connection) -> Any | None:
 def _return(connection: Connection) -> None:
     """Give a kept connection back to the pool; one the server closed meanwhile is
     invalidated first, so that the pool opens a new one in its place rather than hand
-    it to someone (the pool's checkout cannot tell)."""
-    fairy: Any = connection._dbapi_connection
-    if (
-        fairy is not None
-        and fairy.dbapi_connection is not None
-        and fairy.dbapi_connection._connection.is_closed()
-    ):
+    it to someone."""
+    if _open_adapter(connection) is None and not connection.closed:
         connection.invalidate()
     connection.close()
 
 
 def _fresh(connection: Connection, engine: Engine, pool: KeepingPool) -> bool:
-    """Whether a kept connection may serve `engine` now: what the pool's checkout checks
-    of a connection (not older than the pool's last invalidation, nor than its recycle
-    age), and, better than it can, that the server has not closed it meanwhile (a
-    restart, a terminated backend: the driver saw the socket close), so no statement
-    fails on it."""
-    if connection.engine is not engine or connection.closed or connection.invalidated:
+    """Whether a kept connection may serve `engine` now: open on both sides
+    (`_open_adapter`), and what the pool's checkout checks of a connection: not older
+    than the pool's last invalidation, nor than its recycle age."""
+    if connection.engine is not engine or _open_adapter(connection) is None:
         return False
-    fairy: Any = connection._dbapi_connection
-    record: Any = fairy._connection_record if fairy is not None else None
-    if record is None or record.dbapi_connection is None:
-        return False
-    if record.dbapi_connection._connection.is_closed():
-        return False
+    record: Any = connection._dbapi_connection._connection_record  # type: ignore[union-attr]
     started: float = record.starttime
     if pool._invalidate_time > started or record._soft_invalidate_time > started:
         return False

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dealflow_common.db import is_postgres, reading
 from dealflow_common.messaging.outbox import Outbox
-from dealflow_common.pool import KeepingPool
 from dealflow_common.uow import UnitOfWork
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -43,7 +42,7 @@ def checked_out(engine: AsyncEngine) -> int:
     """Connections in use: checked out of the pool and not kept for the next work
     (`pool.KeepingPool`, PostgreSQL)."""
     pool: Any = engine.sync_engine.pool
-    in_use: int = pool.in_use() if isinstance(pool, KeepingPool) else pool.checkedout()
+    in_use: int = pool.checkedout() - len(getattr(pool, "kept", []))
     return in_use
 
 
@@ -196,6 +195,29 @@ async def committed(engine: AsyncEngine, name: str) -> Any:
     return used
 
 
+async def every_connection_in_a_work(
+    engine: AsyncEngine, size: int
+) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+    """`size` works, each holding a connection with a row written, until the event is
+    set; returned once every one holds its connection."""
+    gate, all_started = asyncio.Event(), asyncio.Event()
+    started = 0
+
+    async def held_work(name: str) -> None:
+        nonlocal started
+        async with work(engine) as uow:
+            await uow.connection.execute(claims.insert().values(name=name))
+            started += 1
+            if started == size:
+                all_started.set()
+            await gate.wait()
+            await uow.commit()
+
+    works = [asyncio.create_task(held_work(f"w{n}")) for n in range(size)]
+    await all_started.wait()
+    return gate, works
+
+
 @ON_POSTGRES
 async def test_the_next_work_runs_on_the_connection_the_last_one_kept(engine: AsyncEngine) -> None:
     first = await committed(engine, "one")
@@ -239,16 +261,7 @@ async def test_kept_connections_never_make_anyone_wait(engine: AsyncEngine) -> N
     """Every connection of the pool kept by works at once: whoever asks the pool for one
     (the relay's lock, a stamp) still gets one at once, not after the pool's timeout."""
     size = engine.sync_engine.pool.size()  # type: ignore[attr-defined]
-    gate = asyncio.Event()
-
-    async def held_work(name: str) -> None:
-        async with work(engine) as uow:
-            await uow.connection.execute(claims.insert().values(name=name))
-            await gate.wait()
-            await uow.commit()
-
-    works = [asyncio.create_task(held_work(f"w{n}")) for n in range(size)]
-    await asyncio.sleep(0.1)
+    gate, works = await every_connection_in_a_work(engine, size)
     gate.set()
     await asyncio.gather(*works)
     assert len(kept(engine)) == size
@@ -264,21 +277,7 @@ async def test_a_work_ending_while_someone_waits_gives_its_connection_to_them(
     """Every connection in use by works, and a reader waiting for one: the first work to
     end hands its connection over instead of keeping it."""
     size = engine.sync_engine.pool.size()  # type: ignore[attr-defined]
-    gate, all_started = asyncio.Event(), asyncio.Event()
-    started = 0
-
-    async def held_work(name: str) -> None:
-        nonlocal started
-        async with work(engine) as uow:
-            await uow.connection.execute(claims.insert().values(name=name))
-            started += 1
-            if started == size:
-                all_started.set()
-            await gate.wait()
-            await uow.commit()
-
-    works = [asyncio.create_task(held_work(f"w{n}")) for n in range(size)]
-    await all_started.wait()
+    gate, works = await every_connection_in_a_work(engine, size)
 
     async def read() -> int:
         async with reading(engine) as connection:

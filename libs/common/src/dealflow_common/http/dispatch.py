@@ -124,12 +124,12 @@ class ShapeRouting:
     def __init__(self, router: Any) -> None:
         self._router = router
         self._index = RouteIndex(router.routes)
-        # Per shape: a copy of the router over the candidates only (same settings, same
-        # low-priority routes), or None where nothing is skipped. Shapes are bounded:
-        # a segment no route names is `_ANY`, a length no route has is one shape.
-        self._narrowed: dict[Key, tuple[list[BaseRoute], Any] | None] = {}
+        # Per shape: a copy of the router whose table is the candidates only (same
+        # settings, same low-priority routes), or None where nothing is skipped. Shapes
+        # are bounded: a segment no route names is `_ANY`, a length no route has is one.
+        self._narrowed: dict[Key, Any] = {}
 
-    def _narrowed_for(self, path: str) -> tuple[list[BaseRoute], Any] | None:
+    def _narrowed_for(self, path: str) -> Any:
         routes = self._router.routes
         index = self._index
         if len(index.routes) != len(routes) or (routes and index.routes[-1] is not routes[-1]):
@@ -146,9 +146,8 @@ class ShapeRouting:
         candidates = index.candidates(key)
         narrowed = None
         if len(candidates) < len(index.routes):
-            router = copy.copy(self._router)
-            router.routes = candidates
-            narrowed = (candidates, router)
+            narrowed = copy.copy(self._router)
+            narrowed.routes = candidates
         self._narrowed[key] = narrowed
         return narrowed
 
@@ -159,15 +158,14 @@ class ShapeRouting:
         if narrowed is None:
             await router.app(scope, receive, send)
             return
-        candidates, narrowed_router = narrowed
-        if not any(route.matches(scope)[0] is not Match.NONE for route in candidates):
+        if not any(route.matches(scope)[0] is not Match.NONE for route in narrowed.routes):
             # No route matches: the whole table decides (the 404, the redirect to the
             # path with or without its trailing slash, the low-priority routes).
             await router.app(scope, receive, send)
             return
         if "router" not in scope:
             scope["router"] = router  # `url_for` finds any route of the table
-        await narrowed_router.app(scope, receive, send)
+        await narrowed.app(scope, receive, send)
 
 
 def route_by_shape(app: FastAPI) -> None:
