@@ -16,7 +16,10 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 
+from fastapi.routing import APIRoute
+
 from dealflow_common.http.dispatch import RouteIndex, ShapeRouting, route_by_shape
+from dealflow_common.http.lean import LEAN, lean_routes
 
 
 def table() -> FastAPI:
@@ -115,6 +118,44 @@ async def test_routing_by_shape_answers_as_the_whole_table() -> None:
     statuses = {status for status, _, _ in expected}
     # The table exercises every outcome: found, redirected, not found, wrong method.
     assert {200, 307, 404, 405} <= statuses
+
+
+async def test_planned_routes_are_called_without_fastapis_router_in_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request fully matching a planned route (`http.lean`) goes straight to its app;
+    every other request (a 405, a route FastAPI serves itself) through FastAPI's router,
+    and every answer is the whole table's."""
+    plain, shaped = table(), table()
+    expected = await served(plain)
+    lean_routes(shaped)
+    planned = [r for r in shaped.router.routes if getattr(r, LEAN, False)]
+    assert planned, "the table's routes are planned"
+    planned[0].__dict__.pop(LEAN)  # one route FastAPI keeps serving through its router
+    route_by_shape(shaped)
+    handled: list[str] = []
+    handle = APIRoute.handle
+
+    async def counted(self: APIRoute, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        handled.append(scope["method"] + " " + self.path)
+        await handle(self, scope, receive, send)
+
+    monkeypatch.setattr(APIRoute, "handle", counted)
+    got = await served(shaped)
+    for request, want, have in zip(REQUESTS, expected, got, strict=True):
+        assert have == want, request
+    # Through the router: the route left unplanned, and the paths matched but not by method.
+    assert handled == [
+        "GET /",  # the unplanned route, asked for as `/` and as `//`
+        "PATCH /things/{id}",
+        "GET /things/{id}/stage",
+        "DELETE /things/{id}/stage",
+        "GET /things",
+        "POST /things/",
+        "POST /{anything}/stage",
+        "GET /",
+        "HEAD /things/{id}",
+    ], handled
 
 
 async def test_a_route_added_after_startup_is_routed() -> None:

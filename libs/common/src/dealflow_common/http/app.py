@@ -203,6 +203,7 @@ def create_app(
         # Each route's handler planned once (`http.lean`); with tracing on, FastAPI's own
         # handler stays, with the spans it makes.
         lean_routes(app)
+        without_idle_layers(app)
     else:
         # Imported here: with tracing off the instrumentation is not even loaded.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -229,6 +230,49 @@ def native_telemetry() -> TelemetryConfig | None:
     to Prometheus and log on their own. With tracing on, FastAPI keeps its defaults, next
     to the instrumentation `create_app` installs."""
     return None if tracing_enabled() else NO_NATIVE_TELEMETRY
+
+
+def without_idle_layers(app: FastAPI) -> None:
+    """Leaves out of `app`'s middleware stack the two layers FastAPI adds that do nothing
+    in our configuration, each an awaited call on every request.
+
+    - `ExceptionTelemetryMiddleware` reports an exception to FastAPI's own telemetry,
+      which is off (`NO_NATIVE_TELEMETRY`): it only re-raises.
+    - `AppBodyLimitMiddleware` enforces FastAPI's `max_body_size`, which no app or route
+      of ours sets (`RequestLimits` bounds bodies): it only passes the request on.
+
+    A layer is left out only when that holds for this app; a FastAPI whose modules
+    moved leaves the stack whole."""
+    try:
+        from fastapi._body_limit import AppBodyLimitMiddleware
+        from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
+    except ImportError:  # pragma: no cover - another FastAPI: nothing is left out
+        return
+    telemetry_off = native_telemetry() is NO_NATIVE_TELEMETRY
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        # Built at the first request, when every route is in the table.
+        no_body_limit = app.max_body_size is None and not any(
+            getattr(route, "max_body_size", None) is not None for route in app.router.routes
+        )
+
+        def idle(layer: Any) -> bool:
+            if isinstance(layer, ExceptionTelemetryMiddleware):
+                return telemetry_off
+            # Without a limit it wraps nothing (`wrap_app_with_body_limit`).
+            return isinstance(layer, AppBodyLimitMiddleware) and no_body_limit
+
+        stack = build()
+        outer = stack
+        while (inner := getattr(outer, "app", None)) is not None and inner is not app.router:
+            if idle(inner):
+                outer.app = inner.app
+            else:
+                outer = inner
+        return stack
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 PLATFORM_RULES = (

@@ -33,6 +33,8 @@ from starlette.convertors import FloatConvertor, IntegerConvertor, StringConvert
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
+from dealflow_common.http.lean import LEAN
+
 _ANY = object()
 """A request's segment that no route of its length names as a literal: only a
 parameter's segment can take it, so every such segment (an id) has the same routes."""
@@ -158,7 +160,24 @@ class ShapeRouting:
         if narrowed is None:
             await router.app(scope, receive, send)
             return
-        if not any(route.matches(scope)[0] is not Match.NONE for route in narrowed.routes):
+        matched = False
+        for route in narrowed.routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                if _served_directly(route, child_scope, scope, router):
+                    # What FastAPI's router and the route's `handle` would do before
+                    # calling its app: the method is the route's (a FULL match), there
+                    # are no form limits or route contexts to apply, and the telemetry
+                    # FastAPI would name the route for is off.
+                    if "router" not in scope:
+                        scope["router"] = router
+                    scope.update(child_scope)
+                    await route.app(scope, receive, send)
+                    return
+                matched = True
+                break
+            matched = matched or match is not Match.NONE
+        if not matched:
             # No route matches: the whole table decides (the 404, the redirect to the
             # path with or without its trailing slash, the low-priority routes).
             await router.app(scope, receive, send)
@@ -166,6 +185,19 @@ class ShapeRouting:
         if "router" not in scope:
             scope["router"] = router  # `url_for` finds any route of the table
         await narrowed.app(scope, receive, send)
+
+
+def _served_directly(route: BaseRoute, child_scope: Scope, scope: Scope, router: Any) -> bool:
+    """Whether a fully matched route's app may be called without FastAPI's router and
+    the route's `handle` in between: a route served by a planned handler (`http.lean`),
+    under a router with no form limits, outside FastAPI's own telemetry, with no route
+    context of FastAPI's in its match (an included router's)."""
+    return (
+        getattr(route, LEAN, False)
+        and not getattr(router, "form_limits", None)
+        and "fastapi.telemetry" not in scope
+        and "fastapi" not in child_scope
+    )
 
 
 def route_by_shape(app: FastAPI) -> None:

@@ -53,7 +53,6 @@ from fastapi.exceptions import HTTPException, RequestValidationError, ResponseVa
 from fastapi.routing import APIRoute, _extract_endpoint_context, serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic_core import PydanticUndefined
-from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -377,22 +376,23 @@ async def _body(request: Request, strict: bool, context: Callable[[Request], Any
 
 
 def _asgi(route: APIRoute, handler: Handler, fastapis: ASGIApp) -> ASGIApp:
-    """The route's ASGI app: the planned handler inside Starlette's exception handling
-    (FastAPI's `request_response` without the exit stacks, which only dependencies with
-    yield and uploaded files use), or FastAPI's app while dependency overrides are set."""
+    """The route's ASGI app: the planned handler (FastAPI's `request_response` without
+    the exit stacks, which only dependencies with yield and uploaded files use), or
+    FastAPI's app while dependency overrides are set.
+
+    An exception it raises is answered by the app's `ExceptionMiddleware`, with the
+    same handlers and the same request scope: `request_response` wraps the route in
+    Starlette's exception handling once more, which only matters to a route with
+    middleware of its own: an `APIRoute` takes none but a body limit, and a route with
+    one is not planned (`lean_routes`)."""
     overrides = route.dependency_overrides_provider
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if overrides is not None and getattr(overrides, "dependency_overrides", None):
             await fastapis(scope, receive, send)
             return
-        request = Request(scope, receive, send)
-
-        async def answer(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await handler(request)
-            await response(scope, receive, send)
-
-        await wrap_app_handling_exceptions(answer, request)(scope, receive, send)
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
 
     return app
 
