@@ -12,11 +12,10 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
-
-from fastapi.routing import APIRoute
 
 from dealflow_common.http.dispatch import RouteIndex, ShapeRouting, route_by_shape
 from dealflow_common.http.lean import LEAN, lean_routes

@@ -264,7 +264,7 @@ def without_idle_layers(app: FastAPI) -> None:
             return isinstance(layer, AppBodyLimitMiddleware) and no_body_limit
 
         stack = build()
-        outer = stack
+        outer: Any = stack
         while (inner := getattr(outer, "app", None)) is not None and inner is not app.router:
             if idle(inner):
                 outer.app = inner.app
