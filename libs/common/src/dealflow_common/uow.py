@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
@@ -47,14 +47,17 @@ def work_committed() -> bool:
     return _committed.get()
 
 
-@contextlib.contextmanager
-def work_scope() -> Iterator[None]:
-    """One request's scope for `work_committed`, whatever task runs it."""
-    token = _committed.set(False)
-    try:
-        yield
-    finally:
-        _committed.reset(token)
+class work_scope:  # noqa: N801 - used as a function: `with work_scope():`
+    """One request's scope for `work_committed`, whatever task runs it (a class, as
+    `context.flow` is, for the same reason)."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _committed.set(False)
+
+    def __exit__(self, *exc: object) -> None:
+        _committed.reset(self._token)
 
 
 class CommitOutcomeUnknown(Exception):
