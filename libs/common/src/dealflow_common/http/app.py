@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dealflow_common.context import flow
-from dealflow_common.http.dispatch import route_by_shape
+from dealflow_common.http.dispatch import ShapeRouting, route_by_shape
 from dealflow_common.http.fields import NUL_RULE
 from dealflow_common.http.lean import lean_routes
 from dealflow_common.http.limits import RequestLimits
@@ -233,18 +233,22 @@ def native_telemetry() -> TelemetryConfig | None:
 
 
 def without_idle_layers(app: FastAPI) -> None:
-    """Leaves out of `app`'s middleware stack the two layers FastAPI adds that do nothing
-    in our configuration, each an awaited call on every request.
+    """Leaves out of `app`'s middleware stack the layers FastAPI adds that do nothing for
+    a planned route (`http.lean`), each an awaited call on every request.
 
     - `ExceptionTelemetryMiddleware` reports an exception to FastAPI's own telemetry,
       which is off (`NO_NATIVE_TELEMETRY`): it only re-raises.
     - `AppBodyLimitMiddleware` enforces FastAPI's `max_body_size`, which no app or route
       of ours sets (`RequestLimits` bounds bodies): it only passes the request on.
+    - `AsyncExitStackMiddleware` opens an exit stack that FastAPI's own handlers close
+      uploaded files with; a planned route takes no files. Routing by shape
+      (`http.dispatch`) gives the stack to every request it hands to FastAPI's router.
 
     A layer is left out only when that holds for this app; a FastAPI whose modules
     moved leaves the stack whole."""
     try:
         from fastapi._body_limit import AppBodyLimitMiddleware
+        from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
         from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
     except ImportError:  # pragma: no cover - another FastAPI: nothing is left out
         return
@@ -257,9 +261,14 @@ def without_idle_layers(app: FastAPI) -> None:
             getattr(route, "max_body_size", None) is not None for route in app.router.routes
         )
 
+        routing = app.router.middleware_stack
+
         def idle(layer: Any) -> bool:
             if isinstance(layer, ExceptionTelemetryMiddleware):
                 return telemetry_off
+            if isinstance(layer, AsyncExitStackMiddleware) and isinstance(routing, ShapeRouting):
+                routing.file_stack = True
+                return True
             # Without a limit it wraps nothing (`wrap_app_with_body_limit`).
             return isinstance(layer, AppBodyLimitMiddleware) and no_body_limit
 

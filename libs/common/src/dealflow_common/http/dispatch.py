@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,11 @@ class ShapeRouting:
         # settings, same low-priority routes), or None where nothing is skipped. Shapes
         # are bounded: a segment no route names is `_ANY`, a length no route has is one.
         self._narrowed: dict[Key, Any] = {}
+        self.file_stack = False
+        """Whether a request handed to FastAPI's router gets the exit stack FastAPI's own
+        handlers close uploaded files with (`fastapi_middleware_astack`), as the app's
+        `AsyncExitStackMiddleware` gave every request before `without_idle_layers` took
+        that layer out: a planned route, called directly, takes no files."""
 
     def _narrowed_for(self, path: str) -> Any:
         routes = self._router.routes
@@ -158,7 +164,7 @@ class ShapeRouting:
         path = get_route_path(scope) if scope["type"] == "http" else ""
         narrowed = self._narrowed_for(path) if path.startswith("/") else None
         if narrowed is None:
-            await router.app(scope, receive, send)
+            await self._fastapis(router.app, scope, receive, send)
             return
         matched = False
         for route in narrowed.routes:
@@ -180,11 +186,20 @@ class ShapeRouting:
         if not matched:
             # No route matches: the whole table decides (the 404, the redirect to the
             # path with or without its trailing slash, the low-priority routes).
-            await router.app(scope, receive, send)
+            await self._fastapis(router.app, scope, receive, send)
             return
         if "router" not in scope:
             scope["router"] = router  # `url_for` finds any route of the table
-        await narrowed.app(scope, receive, send)
+        await self._fastapis(narrowed.app, scope, receive, send)
+
+    async def _fastapis(self, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's router serves the request, with the file stack if it is ours to give."""
+        if not self.file_stack:
+            await app(scope, receive, send)
+            return
+        async with AsyncExitStack() as stack:
+            scope["fastapi_middleware_astack"] = stack
+            await app(scope, receive, send)
 
 
 def _served_directly(route: BaseRoute, child_scope: Scope, scope: Scope, router: Any) -> bool:
