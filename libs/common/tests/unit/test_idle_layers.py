@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi._body_limit import AppBodyLimitMiddleware
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
 from pydantic import BaseModel
 
@@ -90,7 +91,9 @@ async def test_the_idle_layers_are_left_out_and_every_answer_is_the_same() -> No
     lean_routes(served_as_ours)
     without_idle_layers(served_as_ours)
     route_by_shape(served_as_ours)
-    planned = [r.path for r in served_as_ours.router.routes if getattr(r, LEAN, False)]
+    planned = [
+        r.path for r in served_as_ours.router.routes if isinstance(r, APIRoute) and hasattr(r, LEAN)
+    ]
     assert "/things/{id}" in planned
     assert "/sync/{id}" not in planned
 
