@@ -1,18 +1,25 @@
 """`without_idle_layers`: FastAPI's layers that do nothing for a planned route are left
 out of the stack, and every answer stays what the whole stack gives.
 
+A review of the first version found three cases that changed, each a test here: a
+planned route under dependency overrides (FastAPI's handler then serves it, and needs
+the exit stack), an exception handler that raises another exception, and one that
+reads the body the route read.
+
 One table is served twice: as FastAPI builds it, and planned (`lean_routes`), without
 the idle layers and routed by shape, as `create_app` serves it. It holds planned routes,
 a route FastAPI keeps serving itself (a sync endpoint, whose handler needs the exit
-stack the left-out `AsyncExitStackMiddleware` opened), and routes that raise: a planned
-route's exception is answered by the app's `ExceptionMiddleware` alone now.
+stack the left-out `AsyncExitStackMiddleware` opened), and routes that raise.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi._body_limit import AppBodyLimitMiddleware
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -118,3 +125,68 @@ async def test_a_body_limit_keeps_its_layer() -> None:
     route_by_shape(app)
     assert (await served(app))[0][0] == 413
     assert AppBodyLimitMiddleware in layers(app)
+
+
+class Conflict(Exception):
+    pass
+
+
+async def real() -> str:
+    return "real"
+
+
+def edge_cases() -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=NO_NATIVE_TELEMETRY)
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, error: Conflict) -> JSONResponse:
+        raise HTTPException(status_code=409, detail="conflict")  # the next handler answers
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"sent": (await request.body()).decode()}, status_code=422)
+
+    @app.get("/deps/{id}")
+    async def with_dependency(id: str, source: str = Depends(real)) -> dict[str, str]:
+        return {"id": id, "source": source}
+
+    @app.get("/deps/{id}/conflict")
+    async def conflicting(id: str) -> dict[str, str]:
+        raise Conflict(id)
+
+    @app.post("/deps/{id}")
+    async def change(id: str, thing: Thing) -> dict[str, str]:
+        return {"id": id}
+
+    lean_routes(app)
+    without_idle_layers(app)
+    route_by_shape(app)
+    return app
+
+
+def client(app: FastAPI) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_dependency_overrides_reach_fastapis_handler_with_its_exit_stack() -> None:
+    app = edge_cases()
+
+    async def fake() -> str:
+        return "fake"
+
+    app.dependency_overrides[real] = fake
+    async with client(app) as http:
+        answer = await http.get("/deps/7")
+    assert (answer.status_code, answer.json()) == (200, {"id": "7", "source": "fake"})
+
+
+async def test_an_exception_raised_by_a_handler_is_handled_by_the_next() -> None:
+    async with client(edge_cases()) as http:
+        assert (await http.get("/deps/7/conflict")).status_code == 409
+
+
+async def test_a_handler_reads_the_body_the_route_read() -> None:
+    async with client(edge_cases()) as http:
+        answer = await asyncio.wait_for(http.post("/deps/7", json={"name": 7}), timeout=5)
+    assert answer.json() == {"sent": '{"name":7}'}

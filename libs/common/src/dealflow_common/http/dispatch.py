@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,7 @@ from starlette.convertors import FloatConvertor, IntegerConvertor, StringConvert
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
-from dealflow_common.http.lean import LEAN
+from dealflow_common.http.lean import LEAN, with_file_stack
 
 _ANY = object()
 """A request's segment that no route of its length names as a literal: only a
@@ -194,11 +193,9 @@ class ShapeRouting:
 
     async def _fastapis(self, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI's router serves the request, with the file stack if it is ours to give."""
-        if not self.file_stack:
-            await app(scope, receive, send)
-            return
-        async with AsyncExitStack() as stack:
-            scope["fastapi_middleware_astack"] = stack
+        if self.file_stack:
+            await with_file_stack(app, scope, receive, send)
+        else:
             await app(scope, receive, send)
 
 

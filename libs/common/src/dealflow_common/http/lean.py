@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from contextlib import AsyncExitStack
 from copy import deepcopy
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +54,7 @@ from fastapi.exceptions import HTTPException, RequestValidationError, ResponseVa
 from fastapi.routing import APIRoute, _extract_endpoint_context, serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic_core import PydanticUndefined
+from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -376,25 +378,44 @@ async def _body(request: Request, strict: bool, context: Callable[[Request], Any
 
 
 def _asgi(route: APIRoute, handler: Handler, fastapis: ASGIApp) -> ASGIApp:
-    """The route's ASGI app: the planned handler (FastAPI's `request_response` without
-    the exit stacks, which only dependencies with yield and uploaded files use), or
-    FastAPI's app while dependency overrides are set.
+    """The route's ASGI app: the planned handler inside Starlette's exception handling
+    (FastAPI's `request_response` without the exit stacks, which only dependencies with
+    yield and uploaded files use), or FastAPI's app while dependency overrides are set.
 
-    An exception it raises is answered by the app's `ExceptionMiddleware`, with the
-    same handlers and the same request scope: `request_response` wraps the route in
-    Starlette's exception handling once more, which only matters to a route with
-    middleware of its own: an `APIRoute` takes none but a body limit, and a route with
-    one is not planned (`lean_routes`)."""
+    The route's own exception handling stays, though the app's `ExceptionMiddleware`
+    has the same handlers: a handler is given the request the route read (its body
+    cached on it), and an exception a handler raises is handled once more outside."""
     overrides = route.dependency_overrides_provider
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if overrides is not None and getattr(overrides, "dependency_overrides", None):
-            await fastapis(scope, receive, send)
+            await with_file_stack(fastapis, scope, receive, send)
             return
-        response = await handler(Request(scope, receive, send))
-        await response(scope, receive, send)
+        request = Request(scope, receive, send)
+
+        async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handler(request)
+            await response(scope, receive, send)
+
+        await wrap_app_handling_exceptions(answer, request)(scope, receive, send)
 
     return app
+
+
+FILE_STACK = "fastapi_middleware_astack"
+"""Where FastAPI's own handlers find the exit stack they close uploaded files with."""
+
+
+async def with_file_stack(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """`app` (FastAPI's), with the exit stack its handler requires, opened here unless
+    the app's `AsyncExitStackMiddleware` opened it (routing by shape may call a planned
+    route without it: `http.app.without_idle_layers`)."""
+    if FILE_STACK in scope:
+        await app(scope, receive, send)
+        return
+    async with AsyncExitStack() as stack:
+        scope[FILE_STACK] = stack
+        await app(scope, receive, send)
 
 
 LEAN = "dealflow_lean"
