@@ -43,7 +43,8 @@ class flow:  # noqa: N801 - used as a function: `with flow(...) as ctx`
 
     A class rather than a `@contextmanager` generator: every request and every event
     applied enters one, and the generator's machinery (its frame, the wrapper object,
-    a `next` on entry and on exit) cost three times as many instructions."""
+    a `next` on entry and on exit) cost more than the call it wraps. An instance is
+    entered once (`with flow(...)`), as the generator allowed."""
 
     __slots__ = ("_ctx", "_token")
 

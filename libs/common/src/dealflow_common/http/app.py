@@ -267,7 +267,7 @@ def without_idle_layers(app: FastAPI) -> None:
             if isinstance(layer, ExceptionTelemetryMiddleware):
                 return telemetry_off
             if isinstance(layer, AsyncExitStackMiddleware) and isinstance(routing, ShapeRouting):
-                routing.file_stack = True
+                routing.file_stack = True  # routing by shape opens the stack instead
                 return True
             # Without a limit it wraps nothing (`wrap_app_with_body_limit`).
             return isinstance(layer, AppBodyLimitMiddleware) and no_body_limit
