@@ -235,6 +235,23 @@ def by_service(figures: Mapping[str, float], service_of: Mapping[str, str]) -> d
     return summed
 
 
+LOAD_CLIENT = "load client"
+
+
+def in_load_client_units(cpu_ms_per_deal: Mapping[str, float]) -> float | None:
+    """The deal's CPU over every process, in units of the load client's CPU per deal.
+
+    The load client does the same work for every deal whatever the code under test, yet
+    its CPU per deal moves with the host's hour as every process's does (1.26 to 1.81 ms
+    over four runs of one build, the whole deal 24.8 to 34.1 ms), which the reference
+    work before a run does not always see. The ratio moved far less (18.8 to 19.7): a
+    figure to compare builds measured at different hours. None without a load client."""
+    client = cpu_ms_per_deal.get(LOAD_CLIENT, 0.0)
+    if client <= 0:
+        return None
+    return round(sum(v for name, v in cpu_ms_per_deal.items() if name != "total") / client, 2)
+
+
 @dataclass
 class Driver:
     http: JsonClient
@@ -721,7 +738,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             )
             before = await commits(admin)
             counted_before = await service_counters(session, processes)
-            sampler = CpuSampler(admin, pids, BENCH_DATABASE, alone={"load client": os.getpid()})
+            sampler = CpuSampler(admin, pids, BENCH_DATABASE, alone={LOAD_CLIENT: os.getpid()})
             await sampler.start()
             results, elapsed = await saturation(driver, args.deals, args.concurrency)
             by_replica = await sampler.stop()
@@ -800,6 +817,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     # From /proc over the saturation window; PostgreSQL's
                     # backends are grouped by the service they serve.
                     "cpu_ms_per_deal": cpu_ms_per_deal,
+                    "cpu_per_deal_in_load_client_units": in_load_client_units(cpu_ms_per_deal),
                     **({"cpu_ms_per_deal_by_replica": replica_cpu} if replica_cpu else {}),
                     # Of each process's CPU, the share spent in the kernel: about a
                     # tenth for the services, so the Python they run is the rest.
@@ -1015,6 +1033,7 @@ def cli() -> None:
         "saturation.deals_per_s": "deals/s",
         "half_load.accept_to_won_ms.p99": "accept-to-won p99 at half load (ms)",
         "saturation.cpu_ms_per_deal.total": "CPU ms per deal, every process",
+        "saturation.cpu_per_deal_in_load_client_units": "CPU per deal, in load-client units",
         "saturation.db_statements_per_deal.total": "statements per deal",
         "saturation.db_round_trips_per_deal.total": "database round trips per deal",
         "saturation.db_commits_per_deal_by_service.total": "commits per deal",

@@ -17,6 +17,7 @@ from bench.deals import (
     copies_per_deal,
     events_consumed,
     events_per_deal,
+    in_load_client_units,
     per_deal,
     replica_name,
 )
@@ -306,3 +307,11 @@ def test_copies_per_deal_are_counted_by_outcome_over_the_window() -> None:
         "deal": {"refused": 0.0, "served": 0.33},
         "opportunity": {"refused": 0.33, "served": 2.0},
     }
+
+
+def test_the_deals_cpu_is_given_in_units_of_the_load_clients() -> None:
+    cpu = {"quote": 8.0, "opportunity": 6.0, "load client": 2.0, "total": 16.0}
+    assert in_load_client_units(cpu) == 8.0  # every process, the total not counted twice
+    slower_hour = {name: value * 1.3 for name, value in cpu.items()}
+    assert in_load_client_units(slower_hour) == 8.0
+    assert in_load_client_units({"quote": 8.0, "total": 8.0}) is None
