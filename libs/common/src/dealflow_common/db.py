@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -38,6 +38,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
 from dealflow_common.direct import count_direct_statements
+from dealflow_common.metrics import LoopCounter
 from dealflow_common.pool import KeepingPool, give_back, kept_at_once, take_kept, take_kept_at_once
 from dealflow_common.settings import ServiceSettings
 
@@ -315,12 +316,12 @@ def count_statements(engine: AsyncEngine, registry: CollectorRegistry) -> None:
     per deal, per service: the cheapest statement is the one not sent), and on PostgreSQL
     the BEGIN, COMMIT and ROLLBACK sent around them, on every connection the engine
     opens from now on (the platform counts from its first)."""
-    statements = Counter(
+    statements = LoopCounter(
         "dealflow_db_statements",
         "SQL statements executed (executemany counts once)",
         registry=registry,
     )
-    commits = Counter("dealflow_db_commits", "Transactions committed", registry=registry)
+    commits = LoopCounter("dealflow_db_commits", "Transactions committed", registry=registry)
 
     def on_statement(*_: Any) -> None:
         statements.inc()
@@ -334,7 +335,7 @@ def count_statements(engine: AsyncEngine, registry: CollectorRegistry) -> None:
     # Registered on SQLite too, so that dashboards find it on every back end; it stays at
     # 0 there: SQLite's BEGIN goes out as a statement (`_configure_sqlite`) and is counted
     # among them, and its COMMIT is a call into the library, not a round trip.
-    controls = Counter(
+    controls = LoopCounter(
         "dealflow_db_transaction_statements",
         "BEGIN, COMMIT and ROLLBACK sent (PostgreSQL): round trips beside the statements",
         registry=registry,

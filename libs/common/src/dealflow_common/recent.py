@@ -34,7 +34,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+
+from dealflow_common.metrics import LoopCounter
 
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")
@@ -45,14 +47,14 @@ PAUSE = 1_024
 """Changes that read instead after a window in which more than a quarter were refused."""
 
 
-_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+_counters: weakref.WeakKeyDictionary[CollectorRegistry, LoopCounter] = weakref.WeakKeyDictionary()
 
 
-def _outcomes_in(registry: CollectorRegistry) -> Counter:
+def _outcomes_in(registry: CollectorRegistry) -> LoopCounter:
     """The registry's one counter of copies, which every kind of copy shares."""
     counter = _counters.get(registry)
     if counter is None:
-        counter = _counters[registry] = Counter(
+        counter = _counters[registry] = LoopCounter(
             "dealflow_recent_copies",
             "Changes that skipped their read with a copy of what this process wrote "
             "last (served), and those the write or a rule refused (refused)",

@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.telemetry import TelemetryConfig
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +34,7 @@ from dealflow_common.http.lean import lean_routes
 from dealflow_common.http.limits import RequestLimits
 from dealflow_common.http.problems import PLATFORM_PROBLEMS, install_problem_handlers
 from dealflow_common.http.ratelimit import RateLimiter
+from dealflow_common.metrics import LoopCounter, LoopHistogram
 from dealflow_common.platform import Platform
 from dealflow_common.telemetry import tracing_enabled
 from dealflow_common.uow import work_scope
@@ -50,13 +51,13 @@ class FlowMiddleware:
 
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
         self.app = app
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "dealflow_http_requests",
             "HTTP requests",
             ["method", "route", "status"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "dealflow_http_request_duration_seconds",
             "HTTP request latency",
             ["method", "route"],

@@ -52,6 +52,7 @@ from dealflow_common.contracts.topics import dead_letter_topic
 from dealflow_common.db import is_postgres
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.tables import inbox
+from dealflow_common.metrics import LoopCounter
 from dealflow_common.telemetry import consume_span, record_trace_headers, tracing_enabled
 from dealflow_common.uow import UnitOfWork
 
@@ -116,7 +117,7 @@ InfrastructureProbe = Callable[[], Awaitable[bool]]
 
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter(
+        self.events = LoopCounter(
             "dealflow_events_consumed",
             "Events consumed, by outcome: applied, duplicate, ignored, dead_lettered",
             ["group", "type", "outcome"],

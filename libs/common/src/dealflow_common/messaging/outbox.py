@@ -68,6 +68,7 @@ from dealflow_common.contracts.envelope import CONTENT_TYPE
 from dealflow_common.db import in_autocommit, is_postgres, reading
 from dealflow_common.direct import DirectStatement
 from dealflow_common.messaging.tables import event_sequence, inbox, outbox
+from dealflow_common.metrics import LoopCounter
 from dealflow_common.telemetry import end_publish_span, start_publish_span, tracing_enabled
 
 if TYPE_CHECKING:
@@ -345,13 +346,13 @@ class RecordSender(Protocol):
 
 class RelayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.published = Counter(
+        self.published = LoopCounter(
             "dealflow_outbox_published",
             "Events published from the outbox",
             ["topic"],
             registry=registry,
         )
-        self.batches = Counter(
+        self.batches = LoopCounter(
             "dealflow_outbox_relay_batches",
             "Reads of unsent outbox rows that found some: published per batch is the ratio",
             registry=registry,

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from dealflow_common.contracts.base import EventPayload
 from dealflow_common.contracts.opportunity import OpportunityStageChanged, Stage
+from dealflow_common.metrics import LoopCounter, LoopHistogram
 
 
 class DealMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.stage_moves = Counter(
+        self.stage_moves = LoopCounter(
             "dealflow_opportunity_stage_moves",
             "Deals moved from one stage to another (committed moves only)",
             ["from_stage", "to_stage"],
             registry=registry,
         )
-        self.accept_to_won = Histogram(
+        self.accept_to_won = LoopHistogram(
             "dealflow_saga_accept_to_won_seconds",
             "From the customer's acceptance of a quote (the quote service's request) to "
             "the deal won by it, committed in the opportunity service",
