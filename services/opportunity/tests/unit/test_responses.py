@@ -1,14 +1,18 @@
-"""The API's view of a deal: built from its validated state without validating it again."""
+"""The API's view of a deal: built from its fields without validating them again."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime
 
 from dealflow_common.contracts.money import Money
 from dealflow_common.contracts.opportunity import (
     Address,
+    Competitor,
     Contact,
     Customer,
+    DealContact,
+    DecisionIssue,
     NextAction,
     Share,
     ShareGrant,
@@ -36,6 +40,11 @@ def a_deal_with_every_part() -> Opportunity:
         team_id="emea",
     )
     deal.shares = [Share(kind="team", id="apac", grant=ShareGrant.READ)]
+    deal.owners = ["alice", "bob"]
+    deal.competitors = [Competitor(id=uuid.uuid4(), name="Rival", strengths="price")]
+    deal.decision_issues = [DecisionIssue(id=uuid.uuid4(), description="Budget sign-off")]
+    deal.contacts = [DealContact(id=uuid.uuid4(), name="Cy", role="champion")]
+    deal.custom_fields = {"region": "north", "budget": Money.of("1200", "EUR")}
     deal.move_to(Stage.QUALIFICATION, "alice", NOW)
     return deal
 
@@ -54,3 +63,16 @@ def test_the_response_is_what_validating_the_state_again_would_give() -> None:
     assert built == validated
     assert built.model_dump_json() == validated.model_dump_json()
     assert built.model_fields_set == set(OpportunityResponse.model_fields)
+
+
+def test_the_response_keeps_its_own_lists() -> None:
+    deal = a_deal_with_every_part()
+    built = to_response(deal)
+
+    deal.owners.append("carol")
+    deal.shares.clear()
+    deal.custom_fields["region"] = "south"
+
+    assert built.owners == ["alice", "bob"]
+    assert len(built.shares) == 1
+    assert built.custom_fields["region"] == "north"
