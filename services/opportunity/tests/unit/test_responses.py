@@ -1,4 +1,5 @@
-"""The API's view of a deal: built from its fields without validating them again."""
+"""The deal's state (what its events carry) and the API's view of it: built from its
+fields without validating them again, and the same as validating them would give."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dealflow_common.contracts.opportunity import (
     DealContact,
     DecisionIssue,
     NextAction,
+    OpportunityState,
     Share,
     ShareGrant,
     Stage,
@@ -63,6 +65,16 @@ def test_the_response_is_what_validating_the_state_again_would_give() -> None:
     assert built == validated
     assert built.model_dump_json() == validated.model_dump_json()
     assert built.model_fields_set == set(OpportunityResponse.model_fields)
+
+
+def test_the_state_is_what_validating_it_would_give() -> None:
+    deal = a_deal_with_every_part()
+    state = deal.state()
+
+    validated = OpportunityState.model_validate(state.model_dump())
+
+    assert state == validated
+    assert state.model_dump_json() == validated.model_dump_json()
 
 
 def test_the_response_keeps_its_own_lists() -> None:

@@ -47,6 +47,7 @@ from dealflow_common.contracts.opportunity import (
     Stage,
 )
 from dealflow_common.contracts.sequence import SEQUENCE_ACTOR
+from dealflow_common.contracts.trusted import trusted
 from dealflow_common.copying import shallow_copy
 from dealflow_common.errors import StaleVersion
 from dealflow_common.messaging.projection import AppliedSequences
@@ -272,35 +273,42 @@ class Opportunity:
         return stages.targets(self.stage, stages.HAND_TRIGGERS)
 
     def state(self) -> OpportunityState:
-        return OpportunityState(
-            id=self.id,
-            title=self.title,
-            description=self.description,
-            customer=self.customer,
-            contact=self.contact,
-            contact_address=self.contact_address,
-            value=self.value,
-            stage=self.stage,
-            probability=self.probability,
-            expected_close_date=self.expected_close_date,
-            next_action=self.next_action,
-            lead_origin=self.lead_origin,
-            external_reference=self.external_reference,
-            owners=list(self.owners),
-            team_id=self.team_id,
-            won_quote_id=self.won_quote_id,
-            order_id=self.order_id,
-            lost_reason=self.lost_reason,
-            created_by=self.created_by,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            closed_at=self.closed_at,
-            version=self.version,
-            shares=list(self.shares),
-            custom_fields=dict(self.custom_fields),
-            competitors=list(self.competitors),
-            decision_issues=list(self.decision_issues),
-            contacts=list(self.contacts),
+        """The deal as its events carry it. Built as it is, not validated again: every
+        field was validated on its way in (a request's body, a row, an event) and the
+        rules change them only to valid values; validating 27 fields cost a change
+        86,000 instructions (`make bench-instructions`)."""
+        return trusted(
+            OpportunityState,
+            dict(
+                id=self.id,
+                title=self.title,
+                description=self.description,
+                customer=self.customer,
+                contact=self.contact,
+                contact_address=self.contact_address,
+                value=self.value,
+                stage=self.stage,
+                probability=self.probability,
+                expected_close_date=self.expected_close_date,
+                next_action=self.next_action,
+                lead_origin=self.lead_origin,
+                external_reference=self.external_reference,
+                owners=list(self.owners),
+                team_id=self.team_id,
+                won_quote_id=self.won_quote_id,
+                order_id=self.order_id,
+                lost_reason=self.lost_reason,
+                created_by=self.created_by,
+                created_at=self.created_at,
+                updated_at=self.updated_at,
+                closed_at=self.closed_at,
+                version=self.version,
+                shares=list(self.shares),
+                custom_fields=dict(self.custom_fields),
+                competitors=list(self.competitors),
+                decision_issues=list(self.decision_issues),
+                contacts=list(self.contacts),
+            ),
         )
 
     def snapshot(self) -> Opportunity:
