@@ -270,7 +270,7 @@ class Opportunity:
 
     def allowed_moves(self) -> list[Stage]:
         """What a person may move this deal to now (the stage endpoint's choices)."""
-        return stages.targets(self.stage, stages.HAND_TRIGGERS)
+        return list(stages.HAND_TARGETS[self.stage])
 
     def state(self) -> OpportunityState:
         """The deal as its events carry it. Built as it is, not validated again: every

@@ -102,6 +102,13 @@ def targets(stage: Stage, triggers: Iterable[Trigger]) -> list[Stage]:
     return [s for s in Stage if s in reachable]
 
 
+HAND_TARGETS: Final[Mapping[Stage, tuple[Stage, ...]]] = MappingProxyType(
+    {stage: tuple(targets(stage, HAND_TRIGGERS)) for stage in TRANSITIONS}
+)
+"""What a person may move a deal to from each stage (every response lists it): worked
+out once, since walking the stages costs a Python call per stage to hash each one."""
+
+
 def allows(stage: Stage, trigger: Trigger, target: Stage) -> bool:
     return target in TRANSITIONS[stage].get(trigger, frozenset())
 
