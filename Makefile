@@ -2,6 +2,9 @@
 # the first target that runs installs a pinned uv into .tools/ and the locked dependencies.
 SHELL := /bin/bash
 PYTHON ?= python3
+# The interpreter .venv is built on: an optimised CPython (PGO and LTO, as production's
+# python:3.11-slim image is) if the machine has one, else $(PYTHON) (tools/venv_python.py).
+VENV_PYTHON ?= $(shell $(PYTHON) tools/venv_python.py)
 UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
@@ -27,8 +30,9 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-.venv/.synced: $(UV) uv.lock pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml
-	$(UV) sync --frozen --all-packages
+# The Makefile is a prerequisite so that a change of interpreter rebuilds an existing .venv.
+.venv/.synced: $(UV) uv.lock pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml Makefile tools/venv_python.py
+	$(UV) sync --frozen --all-packages --python "$(VENV_PYTHON)"
 	@touch $@
 
 run: .venv/.synced
