@@ -296,6 +296,10 @@ def compare_with_previous(
     previous = json.loads(earlier[-1].read_text())
     now = json.loads(current.read_text())
     lines = [f"against {earlier[-1].name}:"]
+    if (ran_before := _python_of(previous)) != (ran_now := _python_of(now)):
+        # The interpreter alone moved the deal's instructions by 12 % (pyenv's 3.11.7
+        # against Debian's 3.11.2, docs/performance.md, issue 13's twenty-ninth round).
+        lines.append(f"  (that report ran on Python {ran_before}, this one on {ran_now})")
     for key, label in figures.items():
         before, after = previous.get("median", {}).get(key), now.get("median", {}).get(key)
         if before is None or after is None:
@@ -304,6 +308,13 @@ def compare_with_previous(
         change = (after - before) / before * 100 if before else float("nan")
         lines.append(f"  {label}: {before} -> {after} ({change:+.1f} %)")
     return lines
+
+
+def _python_of(report: dict[str, Any]) -> str | None:
+    """The Python a report ran on, where the benchmark recorded it."""
+    machine = report.get("machine")
+    found = report.get("python") or (machine.get("python") if isinstance(machine, dict) else None)
+    return str(found) if found is not None else None
 
 
 def flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
