@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # The interpreter .venv is built on: an optimised CPython (PGO and LTO, as production's
 # python:3.11-slim image is) if the machine has one, else $(PYTHON) (tools/venv_python.py).
-VENV_PYTHON ?= $(shell $(PYTHON) tools/venv_python.py)
+VENV_PYTHON ?= $(shell $(PYTHON) tools/venv_python.py || echo $(PYTHON))
 UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv

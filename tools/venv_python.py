@@ -5,9 +5,8 @@
 An optimised CPython if the machine has one, else the one running this. CPython built
 with profile-guided optimisation and link-time optimisation runs our code in fewer
 instructions, and fewer cycles each. The python:3.11-slim image our Dockerfile builds on
-is such a build, and so are the distributions' own (Debian builds /usr/bin/python3 that
-way, without saying so in `CONFIG_ARGS`). pyenv and asdf build CPython from source without
-either unless asked, and as a shared library. On the development machine the deal's
+is such a build, and so is Debian's /usr/bin/python3. pyenv and asdf build CPython from
+source without either unless asked, and as a shared library. On the development machine the deal's
 requests ran 13.5 % more instructions on pyenv's 3.11.7 than on Debian's 3.11.2
 (`make bench-instructions`, docs/performance.md, issue 13's twenty-ninth round): the
 benchmarks measured an interpreter slower than the one production runs.
@@ -48,7 +47,8 @@ class Interpreter:
     def optimised(self) -> bool:
         """Built with PGO and LTO, as far as the interpreter tells: `--enable-optimizations`
         (python.org's builds, the official images, python-build-standalone), or a
-        distribution's build (installed under /usr), which all build it so."""
+        distribution's build, installed under /usr. Debian's says so only in its
+        changelog ("Enable LTO/PGO builds"): it keeps the flags out of `CONFIG_ARGS`."""
         return "--enable-optimizations" in self.config_args or self.base_prefix == "/usr"
 
 
