@@ -779,7 +779,7 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             )
             driver.failures.clear()
             # What the half load cost, process by process: half of the saturation rate
-            # was found to keep the machine 83-96 % busy, not half (docs/performance.md,
+            # was found to keep the machine 83-97 % busy, not half (docs/performance.md,
             # issue 13's twenty-ninth round), and its latency is queueing for the CPU.
             half_sampler = CpuSampler(admin, pids, BENCH_DATABASE, alone={LOAD_CLIENT: os.getpid()})
             await half_sampler.start()
