@@ -476,6 +476,9 @@ class Counted:
     """By service: the statements and commits it sent."""
     events: dict[str, dict[str, float]]
     """By consumer group: the records it took, by outcome (applied, ignored, ...)."""
+    batches: dict[str, float] = field(default_factory=dict)
+    """By consumer group: the batches it read (`dealflow_consumer_batches`), a fetch that
+    found records each."""
     copies: dict[tuple[str, str], float] = field(default_factory=dict)
     """Changes started from a copy of what the process wrote last, by kind (opportunity,
     quote, deal) and outcome (served, refused), replicas summed (`dealflow_recent_copies`)."""
@@ -492,6 +495,8 @@ async def service_counters(
         for (group, outcome), value in events_consumed(text).items():
             by_outcome = counted.events.setdefault(group, {})
             by_outcome[outcome] = by_outcome.get(outcome, 0.0) + value
+        for group, value in batches_read(text).items():
+            counted.batches[group] = counted.batches.get(group, 0.0) + value
         for (kind, outcome), value in copies_counted(text).items():
             counted.copies[kind, outcome] = counted.copies.get((kind, outcome), 0.0) + value
     return counted
@@ -517,18 +522,31 @@ def events_consumed(text: str) -> dict[tuple[str, ...], float]:
     return labelled_by(text, "dealflow_events_consumed", "group", "outcome")
 
 
+def batches_read(text: str) -> dict[str, float]:
+    """`dealflow_consumer_batches` of one exposition by group."""
+    return {
+        group: value
+        for (group,), value in labelled_by(text, "dealflow_consumer_batches", "group").items()
+    }
+
+
 def events_per_deal(before: Counted, after: Counted, deals: int) -> dict[str, dict[str, float]]:
     """Records each consumer group took per deal, by outcome, with their sum: a record
-    `ignored` was fetched and skipped unparsed (its type is not the group's)."""
+    `ignored` was fetched and skipped unparsed (its type is not the group's). And the
+    batches they came in: records a batch is what each fetch, transaction and inbox
+    insert is shared by."""
     figures: dict[str, dict[str, float]] = {}
     for group, outcomes in sorted(after.events.items()):
         earlier = before.events.get(group, {})
         spent = {o: n - earlier.get(o, 0.0) for o, n in outcomes.items()}
         figures[group] = {o: round(n / max(1, deals), 1) for o, n in sorted(spent.items()) if n}
         figures[group]["records"] = round(sum(spent.values()) / max(1, deals), 1)
+        batches = after.batches.get(group, 0.0) - before.batches.get(group, 0.0)
+        figures[group]["batches"] = round(batches / max(1, deals), 2)
     figures["total"] = {
         "records": round(sum(f["records"] for f in figures.values()), 1),
         "applied": round(sum(f.get("applied", 0.0) for f in figures.values()), 1),
+        "batches": round(sum(f["batches"] for f in figures.values()), 2),
     }
     return figures
 
@@ -781,11 +799,17 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             # What the half load cost, process by process: half of the saturation rate
             # was found to keep the machine 83-97 % busy, not half (docs/performance.md,
             # issue 13's twenty-ninth round), and its latency is queueing for the CPU.
+            half_counted_before = await service_counters(session, processes)
             half_sampler = CpuSampler(admin, pids, BENCH_DATABASE, alone={LOAD_CLIENT: os.getpid()})
             await half_sampler.start()
             paced_results, achieved = await paced(driver, half_rate, args.half_load_seconds)
             half_cpu = by_service(await half_sampler.stop(), service_of)
+            half_counted_after = await service_counters(session, processes)
             half_done = max(1, len(paced_results))
+            half_consumed = events_per_deal(half_counted_before, half_counted_after, half_done)
+            half_counted = per_deal(
+                half_counted_before.database, half_counted_after.database, half_done
+            )
             half_cpu_ms_per_deal = {
                 name: round(seconds * 1000 / half_done, 2) for name, seconds in half_cpu.items()
             }
@@ -871,6 +895,15 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                         1,
                     ),
                     "cpu_ms_per_deal": half_cpu_ms_per_deal,
+                    "machine_context_switches_per_deal": round(
+                        half_sampler.context_switches / half_done
+                    ),
+                    # As at saturation: how many deals each consumer batch, transaction
+                    # and relay batch serves. Here fewer, so a deal costs more of each
+                    # (docs/performance.md, issue 13's thirtieth round).
+                    "events_per_deal_by_group": half_consumed,
+                    "db_round_trips_per_deal": half_counted["round_trips"],
+                    "relay_batches_per_deal": half_counted["relay_batches"],
                     "completed": len(paced_results),
                     "failed": len(half_load_failures),
                     "accept_to_won_ms": percentiles([r.accept_to_won_ms for r in paced_results]),

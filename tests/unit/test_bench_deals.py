@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bench.deals import (
     Counted,
     RoundRobin,
+    batches_read,
     by_service,
     copies_counted,
     copies_per_deal,
@@ -213,16 +214,21 @@ def test_lag_and_skipped_duplicates_are_summed_over_replicas() -> None:
 def test_records_per_deal_are_counted_by_group_and_outcome_over_the_window() -> None:
     registry = CollectorRegistry()
     consumed = ConsumerMetrics(registry).events
+    batches = ConsumerLoopMetrics(registry).batches
 
     def now() -> Counted:
         text = generate_latest(registry).decode()
         counted = Counted({}, {})
         for (group, outcome), value in events_consumed(text).items():
             counted.events.setdefault(group, {})[outcome] = value
+        counted.batches.update(batches_read(text))
         return counted
 
     consumed.labels("order-service", "quote.created", "ignored").inc(7)  # before the window
+    batches.labels("order-service").inc(3)
     before = now()
+    batches.labels("order-service").inc(25)
+    batches.labels("purge-service").inc(2)
     consumed.labels("order-service", "quote.accepted", "applied").inc(10)
     consumed.labels("order-service", "opportunity.won", "applied").inc(10)
     consumed.labels("order-service", "quote.created", "ignored").inc(20)
@@ -230,9 +236,14 @@ def test_records_per_deal_are_counted_by_group_and_outcome_over_the_window() -> 
 
     figures = events_per_deal(before, now(), deals=10)
 
-    assert figures["order-service"] == {"applied": 2.0, "ignored": 2.0, "records": 4.0}
-    assert figures["purge-service"] == {"duplicate": 0.5, "records": 0.5}
-    assert figures["total"] == {"records": 4.5, "applied": 2.0}
+    assert figures["order-service"] == {
+        "applied": 2.0,
+        "ignored": 2.0,
+        "records": 4.0,
+        "batches": 2.5,
+    }
+    assert figures["purge-service"] == {"duplicate": 0.5, "records": 0.5, "batches": 0.2}
+    assert figures["total"] == {"records": 4.5, "applied": 2.0, "batches": 2.7}
 
 
 def test_round_trips_per_deal_are_the_statements_with_their_transaction_statements() -> None:

@@ -228,6 +228,32 @@ async def test_a_background_loop_waits_after_each_batch_and_a_live_one_does_not(
     assert 0.03 not in slept
 
 
+async def test_a_background_loop_reads_again_at_once_after_a_full_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dealflow_common.messaging import kafka as kafka_module
+
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(kafka_module.asyncio, "sleep", recording_sleep)
+    loop = loop_for(ScriptedConsumer([]), background=True)
+    loop._batch_size = 2
+    # Five records, two a poll: two full batches, then one of a single record.
+    await drive(loop, FakeKafka({P0: 5}, per_poll=2))
+    assert slept.count(0.03) == 1  # only after the batch that was not full
+
+
+async def test_each_batch_read_is_counted_for_its_group() -> None:
+    loop = loop_for(ScriptedConsumer([]))
+    await drive(loop, FakeKafka({P0: 5}, per_poll=2))
+    assert loop._metrics.batches.labels("test-group")._value.get() == 3
+
+
 def offset_gaps(loop: ConsumerLoop, confirmed: str) -> float:
     return loop._metrics.offset_gaps.labels("test-group", confirmed)._value.get()
 

@@ -232,6 +232,13 @@ class ConsumerLoopMetrics:
             ["group", "confirmed"],
             registry=registry,
         )
+        self.batches = Counter(
+            "dealflow_consumer_batches",
+            "Batches of records a consumer read and applied: one fetch that found records "
+            "each, so records per batch show how well the fetches are filled",
+            ["group"],
+            registry=registry,
+        )
         self.lag = Gauge(
             "dealflow_consumer_lag",
             "Records on the broker not yet applied by this consumer, per group",
@@ -263,8 +270,8 @@ class ConsumerLoop:
     such a loss into a second read, or at least into a warning naming the offsets.
 
     A `background` loop (one no request waits on) lets the broker hold its fetches
-    longer and waits `kafka_background_linger_ms` after each batch, trading a fraction of
-    a second of its latency for fewer, larger batches.
+    longer and waits `kafka_background_linger_ms` after each batch that was not full,
+    trading a fraction of a second of its latency for fewer, larger batches.
     """
 
     def __init__(
@@ -288,6 +295,7 @@ class ConsumerLoop:
             else settings.kafka_fetch_max_wait_ms
         )
         self._linger = settings.kafka_background_linger_ms / 1000 if background else 0.0
+        self._batch_size = settings.kafka_consumer_batch_size
         self._commit_interval = settings.kafka_commit_interval_ms / 1000
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed_at = 0.0
@@ -385,6 +393,7 @@ class ConsumerLoop:
             if not batches:
                 continue
             records = [record for partition in batches.values() for record in partition]
+            self._metrics.batches.labels(group).inc()
             # A revocation while the batch is applied (aiokafka's coordinator runs
             # meanwhile) forgets expectations this batch must not write back.
             rebalances = self._rebalances
@@ -419,7 +428,8 @@ class ConsumerLoop:
                 await self._flush(kafka)
             if now - self._lag_reported_at >= LAG_REPORT_INTERVAL:
                 await self._report_lag(kafka)
-            if self._linger:
+            # A full batch means more is waiting: lingering then only adds to the lag.
+            if self._linger and len(records) < self._batch_size:
                 await asyncio.sleep(self._linger)
 
     def _stall(
