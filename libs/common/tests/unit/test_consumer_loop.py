@@ -251,7 +251,7 @@ async def test_a_background_loop_reads_again_at_once_after_a_full_batch(
 async def test_each_batch_read_is_counted_for_its_group() -> None:
     loop = loop_for(ScriptedConsumer([]))
     await drive(loop, FakeKafka({P0: 5}, per_poll=2))
-    assert loop._metrics.batches.labels("test-group")._value.get() == 3
+    assert loop._metrics.batches.labels("test-group").value == 3
 
 
 def offset_gaps(loop: ConsumerLoop, confirmed: str) -> float:

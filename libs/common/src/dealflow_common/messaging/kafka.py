@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from dealflow_common.contracts.topics import dead_letter_topic
 from dealflow_common.messaging.consumer import EventConsumer, PartitionKey
+from dealflow_common.metrics import LoopCounter
 from dealflow_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class ConsumerLoopMetrics:
             ["group", "confirmed"],
             registry=registry,
         )
-        self.batches = Counter(
+        self.batches = LoopCounter(
             "dealflow_consumer_batches",
             "Batches of records a consumer read and applied: one fetch that found records "
             "each, so records per batch show how well the fetches are filled",
