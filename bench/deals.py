@@ -898,8 +898,8 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
                     "machine_context_switches_per_deal": round(
                         half_sampler.context_switches / half_done
                     ),
-                    # As at saturation: how many deals each consumer batch, transaction
-                    # and relay batch serves. Here fewer, so a deal costs more of each
+                    # As at saturation: the consumer batches, round trips and relay
+                    # batches a deal took. Here more, as each carries fewer deals
                     # (docs/performance.md, issue 13's thirtieth round).
                     "events_per_deal_by_group": half_consumed,
                     "db_round_trips_per_deal": half_counted["round_trips"],

@@ -235,8 +235,8 @@ class ConsumerLoopMetrics:
         )
         self.batches = LoopCounter(
             "dealflow_consumer_batches",
-            "Batches of records a consumer read and applied: one fetch that found records "
-            "each, so records per batch show how well the fetches are filled",
+            "Batches of records a consumer read, one fetch that found records each: "
+            "events consumed per batch show how full the fetches are",
             ["group"],
             registry=registry,
         )
