@@ -978,6 +978,8 @@ async def main(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "runs": args.runs,
             "warmup_deals": args.warmup,
             "half_load_seconds": args.half_load_seconds,
+            # None: half the rate the saturation run measured.
+            "half_load_rate": args.half_load_rate,
             "replicas": args.replicas,
             "topic_partitions": args.partitions,
         },

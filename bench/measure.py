@@ -289,13 +289,22 @@ def keep_report(report: dict[str, Any], benchmark: str) -> Path:
 def compare_with_previous(
     results: Path, current: Path, pattern: str, figures: dict[str, str]
 ) -> list[str]:
-    """Lines saying how each figure changed since the newest earlier report."""
+    """Lines saying how each figure changed since the newest earlier report run with
+    the same options, else since the newest earlier report, saying which options
+    differ: a half load paced at 5 deals/s is no baseline for one at half the rate."""
     earlier = sorted(p for p in results.glob(pattern) if p.name < current.name)
     if not earlier:
         return [f"no earlier {pattern} in {results} to compare with"]
-    previous = json.loads(earlier[-1].read_text())
     now = json.loads(current.read_text())
-    lines = [f"against {earlier[-1].name}:"]
+    chosen, previous = earlier[-1], json.loads(earlier[-1].read_text())
+    for path in reversed(earlier):
+        report = json.loads(path.read_text())
+        if not _options_differ(report, now):
+            chosen, previous = path, report
+            break
+    lines = [f"against {chosen.name}:"]
+    if differ := _options_differ(previous, now):
+        lines.append(f"  (no earlier report ran with these options; that one differs in {differ})")
     if (ran_before := _python_of(previous)) != (ran_now := _python_of(now)):
         # The interpreter alone moved the deal's instructions by 12 % (pyenv's 3.11.7
         # against Debian's 3.11.2, docs/performance.md, issue 13's twenty-ninth round).
@@ -308,6 +317,17 @@ def compare_with_previous(
         change = (after - before) / before * 100 if before else float("nan")
         lines.append(f"  {label}: {before} -> {after} ({change:+.1f} %)")
     return lines
+
+
+def _options_differ(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """The options (`config`) two reports were run with that differ, as `name a -> b`;
+    an option a report does not record counts as its default, None."""
+    old, new = before.get("config") or {}, now.get("config") or {}
+    return ", ".join(
+        f"{name} {old.get(name)} -> {new.get(name)}"
+        for name in sorted(old.keys() | new.keys())
+        if old.get(name) != new.get(name)
+    )
 
 
 def _python_of(report: dict[str, Any]) -> str | None:
