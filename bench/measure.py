@@ -320,8 +320,9 @@ def compare_with_previous(
 
 
 def _options_differ(before: dict[str, Any], now: dict[str, Any]) -> str:
-    """The options (`config`) two reports were run with that differ, as `name a -> b`;
-    an option a report does not record counts as its default, None."""
+    """The options (`config`) two reports were run with that differ, as `name a -> b`.
+    An option a report does not record counts as None: the default of `half_load_rate`,
+    which the deal reports before it was recorded were all run with."""
     old, new = before.get("config") or {}, now.get("config") or {}
     return ", ".join(
         f"{name} {old.get(name)} -> {new.get(name)}"
