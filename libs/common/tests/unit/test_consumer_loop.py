@@ -208,19 +208,25 @@ async def test_a_commit_held_back_never_passes_a_record_not_done() -> None:
     assert kafka.committed == {P0: 2}
 
 
-async def test_a_background_loop_waits_after_each_batch_and_a_live_one_does_not(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The loop's sleeps, recorded and not slept."""
     from dealflow_common.messaging import kafka as kafka_module
 
-    slept: list[float] = []
+    recorded: list[float] = []
     real_sleep = asyncio.sleep
 
     async def recording_sleep(seconds: float) -> None:
-        slept.append(seconds)
+        recorded.append(seconds)
         await real_sleep(0)
 
     monkeypatch.setattr(kafka_module.asyncio, "sleep", recording_sleep)
+    return recorded
+
+
+async def test_a_background_loop_waits_after_each_batch_and_a_live_one_does_not(
+    slept: list[float],
+) -> None:
     await drive(loop_for(ScriptedConsumer([]), background=True), FakeKafka({P0: 3}, per_poll=1))
     assert slept.count(0.03) == 3  # the linger, once after each of the three batches
     slept.clear()
@@ -229,18 +235,8 @@ async def test_a_background_loop_waits_after_each_batch_and_a_live_one_does_not(
 
 
 async def test_a_background_loop_reads_again_at_once_after_a_full_batch(
-    monkeypatch: pytest.MonkeyPatch,
+    slept: list[float],
 ) -> None:
-    from dealflow_common.messaging import kafka as kafka_module
-
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def recording_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await real_sleep(0)
-
-    monkeypatch.setattr(kafka_module.asyncio, "sleep", recording_sleep)
     loop = loop_for(ScriptedConsumer([]), background=True)
     loop._batch_size = 2
     # Five records, two a poll: two full batches, then one of a single record.

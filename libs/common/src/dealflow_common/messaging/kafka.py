@@ -297,6 +297,7 @@ class ConsumerLoop:
         )
         self._linger = settings.kafka_background_linger_ms / 1000 if background else 0.0
         self._batch_size = settings.kafka_consumer_batch_size
+        self._batches_read = metrics.batches.labels(consumer.group_id)
         self._commit_interval = settings.kafka_commit_interval_ms / 1000
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed_at = 0.0
@@ -394,7 +395,7 @@ class ConsumerLoop:
             if not batches:
                 continue
             records = [record for partition in batches.values() for record in partition]
-            self._metrics.batches.labels(group).inc()
+            self._batches_read.inc()
             # A revocation while the batch is applied (aiokafka's coordinator runs
             # meanwhile) forgets expectations this batch must not write back.
             rebalances = self._rebalances
