@@ -46,7 +46,11 @@ class LoopCount:
         self.created = time.time()
 
     def inc(self, amount: float = 1.0) -> None:
-        """Add `amount` (not negative: a counter only grows; not checked, it is hot)."""
+        """Add `amount`. A negative one is refused, as prometheus_client refuses it: a
+        counter only grows, and a rate over one that fell reads as a reset. One
+        comparison, next to the attribute write it guards."""
+        if amount < 0:
+            raise ValueError(f"a counter only grows: {amount} refused")
         self.value += amount
 
 
@@ -152,7 +156,7 @@ class LoopCounter(_LoopMetric[LoopCount]):
 
     def inc(self, amount: float = 1.0) -> None:
         """Add `amount` to a counter that has no labels."""
-        self._the_series().value += amount
+        self._the_series().inc(amount)
 
     def _new(self) -> LoopCount:
         return LoopCount()

@@ -91,3 +91,17 @@ def test_wrong_label_counts_and_a_second_name_are_refused() -> None:
         LoopCounter("dealflow_answers", "Again", registry=registry)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         Counter("dealflow_answers", "Theirs", registry=registry)
+
+
+def test_a_counter_refuses_to_fall() -> None:
+    registry = CollectorRegistry()
+    labelled = LoopCounter("dealflow_answers", "Answers", ["status"], registry=registry)
+    unlabelled = LoopCounter("dealflow_questions", "Questions", registry=registry)
+    labelled.labels("200").inc(2)
+    unlabelled.inc(2)
+    with pytest.raises(ValueError, match="only grows"):
+        labelled.labels("200").inc(-1)
+    with pytest.raises(ValueError, match="only grows"):
+        unlabelled.inc(-0.5)
+    assert registry.get_sample_value("dealflow_answers_total", {"status": "200"}) == 2
+    assert registry.get_sample_value("dealflow_questions_total") == 2
