@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
 from pydantic import BaseModel
 
@@ -125,6 +126,18 @@ async def test_a_body_limit_keeps_its_layer() -> None:
     route_by_shape(app)
     assert (await served(app))[0][0] == 413
     assert AppBodyLimitMiddleware in layers(app)
+
+
+async def test_fastapis_own_telemetry_keeps_its_layer() -> None:
+    """The layer is left out for what the app was built with, whatever our tracing
+    setting says: with FastAPI's own telemetry on, it reports exceptions."""
+    logs_only: TelemetryConfig = {"tracing": False, "metrics": False, "logs": True}
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=logs_only)
+    lean_routes(app)
+    without_idle_layers(app)
+    route_by_shape(app)
+    app.middleware_stack = app.build_middleware_stack()
+    assert ExceptionTelemetryMiddleware in layers(app)
 
 
 class Conflict(Exception):

@@ -237,8 +237,8 @@ def without_idle_layers(app: FastAPI) -> None:
     """Leaves out of `app`'s middleware stack the layers FastAPI adds that do nothing for
     a planned route (`http.lean`), each an awaited call on every request.
 
-    - `ExceptionTelemetryMiddleware` reports an exception to FastAPI's own telemetry,
-      which is off (`NO_NATIVE_TELEMETRY`): it only re-raises.
+    - `ExceptionTelemetryMiddleware` reports an exception to FastAPI's own telemetry:
+      when the app was built with it all off (`NO_NATIVE_TELEMETRY`), it only re-raises.
     - `AppBodyLimitMiddleware` enforces FastAPI's `max_body_size`, which no app or route
       of ours sets (`RequestLimits` bounds bodies): it only passes the request on.
     - `AsyncExitStackMiddleware` opens an exit stack that FastAPI's own handlers close
@@ -253,7 +253,13 @@ def without_idle_layers(app: FastAPI) -> None:
         from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
     except ImportError:  # pragma: no cover - another FastAPI: nothing is left out
         return
-    telemetry_off = native_telemetry() is NO_NATIVE_TELEMETRY
+    # Asked of the app itself, not of our tracing setting: an app built with FastAPI's
+    # telemetry on keeps the layer. An app that no longer keeps its configuration there
+    # keeps it too.
+    config = getattr(app, "_telemetry", None)
+    telemetry_off = isinstance(config, dict) and not any(
+        config.get(signal, True) for signal in ("tracing", "metrics", "logs")
+    )
     build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
