@@ -63,6 +63,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
+from bench.hops import SAGA_EVENTS, AcceptTimes, SeenOnKafka, accept_to_won_parts
 from bench.http import JsonClient
 from bench.invariants import (
     CompletedDeal,
@@ -133,6 +134,8 @@ class Milestones:
 
     won_at: float | None = None
     order_at: float | None = None
+    on_kafka: dict[str, SeenOnKafka] = field(default_factory=dict)
+    """The accept saga's events (`bench.hops`), by type."""
 
 
 class WonWatcher:
@@ -176,16 +179,20 @@ class WonWatcher:
         while True:
             batches = await self._consumer.getmany(timeout_ms=200)
             seen_at = time.perf_counter()
+            seen_wall_ms = time.time() * 1000
             for records in batches.values():
                 for record in records:
-                    self._note(orjson.loads(record.value), seen_at)
+                    event = orjson.loads(record.value)
+                    self._note(event, seen_at, SeenOnKafka(record.timestamp, seen_wall_ms))
 
-    def _note(self, event: dict[str, Any], seen_at: float) -> None:
+    def _note(self, event: dict[str, Any], seen_at: float, on_kafka: SeenOnKafka) -> None:
         waiting = self._waiting.get(event["subject"])
         if waiting is None:
             return
         quote_id, future, missing, seen = waiting
         data = event["data"]
+        if event["type"] in SAGA_EVENTS:
+            seen.on_kafka.setdefault(event["type"], on_kafka)
         if event["type"] == "opportunity.won" and data.get("won_quote_id") == quote_id:
             missing.discard("won")
         elif event["type"] == "quote.accepted" and data.get("quote_id") == quote_id:
@@ -205,6 +212,7 @@ class DealResult:
     accept_to_won_ms: float
     accept_to_order_ms: float
     create_to_order_ms: float
+    accept_times: AcceptTimes
 
 
 def replica_name(service: str, number: int, count: int) -> str:
@@ -309,6 +317,7 @@ class Driver:
             await self.move(deal, "negotiation")
             won = self.watcher.expect(deal, quote_a)
             accepted_at = time.perf_counter()
+            accept_called_ms = time.time() * 1000
             await self._call("POST", "quote", f"/quotes/{quote_a}/accept")
             seen = await asyncio.wait_for(won, timeout=60)
         except Exception as error:  # a failed deal is counted and reported, not hidden
@@ -322,6 +331,7 @@ class Driver:
             accept_to_won_ms=(seen.won_at - accepted_at) * 1000,
             accept_to_order_ms=(seen.order_at - accepted_at) * 1000,
             create_to_order_ms=(seen.order_at - started) * 1000,
+            accept_times=AcceptTimes(deal, accept_called_ms, seen.on_kafka),
         )
 
 
@@ -917,6 +927,10 @@ async def _one_system(args: argparse.Namespace, log_dir: Path, run: int) -> Syst
             print("invariants: draining, then checking", file=sys.stderr, flush=True)
             bench_db = await asyncpg.connect(dsn_of(BENCH_DATABASE))
             try:
+                # Where the half load's accept-to-won time went, part by part.
+                measured["half_load"]["accept_to_won_parts"] = await accept_to_won_parts(
+                    bench_db, [r.accept_times for r in paced_results]
+                )
                 invariants = await check_invariants(
                     bench_db, session, processes, offsets, driver.completed
                 )
