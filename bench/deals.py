@@ -63,7 +63,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
-from bench.hops import SAGA_EVENTS, AcceptTimes, SeenOnKafka, accept_to_won_parts
+from bench.hops import PARTS, SAGA_EVENTS, AcceptTimes, SeenOnKafka, accept_to_won_parts
 from bench.http import JsonClient
 from bench.invariants import (
     CompletedDeal,
@@ -1117,6 +1117,12 @@ def cli() -> None:
             f"saturation.cpu_ms_per_deal.{name}": f"CPU ms per deal: {name}"
             for name in sorted(report["runs"][0]["saturation"]["cpu_ms_per_deal"])
             if name != "total"
+        }
+    )
+    figures.update(
+        {
+            f"half_load.accept_to_won_parts.ms.{name}.mean": f"half load: {name}, mean ms"
+            for name, _ in PARTS
         }
     )
     for line in compare_with_previous(RESULTS, written, "deals-*.json", figures):
