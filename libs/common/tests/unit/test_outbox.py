@@ -265,3 +265,100 @@ async def test_a_session_lost_at_the_commit_is_an_unknown_outcome(engine: AsyncE
             await uow.commit()
     # The pool recovers: the next unit of work commits.
     await commit(engine, writer, note(A, "after"))
+
+
+async def _relay_lock_holder(engine: AsyncEngine) -> tuple[int, str]:
+    """The backend that holds a relay's advisory lock, and the statement it ran last."""
+    async with engine.connect() as connection:
+        holders = (
+            await connection.exec_driver_sql(
+                "SELECT a.pid, a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                " WHERE l.locktype = 'advisory' AND l.granted AND a.pid <> pg_backend_pid()"
+                " AND a.datname = current_database()"
+            )
+        ).all()
+    assert len(holders) == 1, holders
+    holder = holders[0]._mapping
+    return int(holder["pid"]), str(holder["query"])
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_the_relay_reads_and_stamps_on_its_lock_connection_by_index(
+    engine: AsyncEngine,
+) -> None:
+    """Only the lock's holder reads and stamps, and only its session plans without
+    sequential scans (a generic plan made on the empty outbox would read it whole on
+    every stamp); every other session keeps PostgreSQL's default."""
+    writer, sender = Outbox("/dealflow/test"), FakeSender()
+    await commit(engine, writer, note(A, "a1"))
+    relayer = relay(engine, sender, writer)
+    assert await relayer.relay_once() == 1
+    await commit(engine, writer, note(A, "a2"))
+    assert await relayer.relay_once() == 1  # stamps a1, reads a2
+    _, last = await _relay_lock_holder(engine)
+    assert "UPDATE" in last
+    assert "sent_at" in last
+    lock = relayer._leadership.connection  # type: ignore[union-attr]  # the relay's own
+    shown = await lock.exec_driver_sql("SHOW enable_seqscan")
+    assert shown.scalar_one() == "off"
+    async with engine.connect() as connection:
+        shown = await connection.exec_driver_sql("SHOW enable_seqscan")
+        assert shown.scalar_one() == "on"
+    assert await unsent_texts(engine) == ["a2"]
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_relay_whose_lock_session_is_lost_takes_the_lock_again_and_goes_on(
+    engine: AsyncEngine,
+) -> None:
+    writer, sender = Outbox("/dealflow/test"), FakeSender()
+    await commit(engine, writer, note(A, "a1"))
+    relayer = relay(engine, sender, writer)
+    assert await relayer.relay_once() == 1
+    pid, _ = await _relay_lock_holder(engine)
+    async with engine.connect() as killer:
+        await killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        await killer.commit()
+    await commit(engine, writer, note(A, "a2"))
+    with pytest.raises(sa_exc.DBAPIError):
+        await relayer.relay_once()  # the read fails with its session
+    # The next read checks the session, takes the lock on a new one and goes on: it
+    # stamps a1, whose stamp the failed read did not make, and sends a2 once.
+    assert await relayer.relay_once() == 1
+    assert [e.data["text"] for e in sender.sent] == ["a1", "a2"]
+    new_pid, _ = await _relay_lock_holder(engine)
+    assert new_pid != pid
+    assert await unsent_texts(engine) == ["a2"]
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_the_relays_plan_made_on_an_empty_outbox_still_stamps_by_index(
+    engine: AsyncEngine,
+) -> None:
+    """The relay's statement, prepared and run on an empty outbox, still stamps through
+    the primary key once the table has grown: without the session's setting, the
+    generic plan PostgreSQL settled on there read the whole table every round."""
+    writer, sender = Outbox("/dealflow/test"), FakeSender()
+    relayer = relay(engine, sender, writer)
+    for n in range(8):  # past the five custom plans PostgreSQL makes before a generic one
+        await commit(engine, writer, note(A, f"a{n}"))
+        assert await relayer.relay_once() == 1
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO outbox (event_id, topic, subject, sequence, event_type,"
+            " correlation_id, envelope, created_at, sent_at) SELECT gen_random_uuid(), 't',"
+            " 's', n, 'e', 'c', '{}', now(), now() FROM generate_series(1, 5000) AS n"
+        )
+    lock = relayer._leadership.connection  # type: ignore[union-attr]  # the relay's own
+    prepared = await lock.exec_driver_sql(
+        # The one the relay ran (the driver also prepares it once to describe its rows).
+        "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'WITH stamped AS%'"
+        " ORDER BY generic_plans + custom_plans DESC LIMIT 1"
+    )
+    name = prepared.scalar_one()
+    plan = await lock.exec_driver_sql(
+        f"EXPLAIN (COSTS OFF) EXECUTE {name}(now(), ARRAY[1]::bigint[], 500)"
+    )
+    text = "\n".join(row[0] for row in plan)
+    assert "Seq Scan" not in text, text
+    assert "outbox_pkey" in text, text
