@@ -267,14 +267,17 @@ async def test_a_session_lost_at_the_commit_is_an_unknown_outcome(engine: AsyncE
     await commit(engine, writer, note(A, "after"))
 
 
-async def _relay_lock_holder(engine: AsyncEngine) -> tuple[int, str]:
-    """The backend that holds a relay's advisory lock, and the statement it ran last."""
+async def _relay_lock_holder(engine: AsyncEngine, relayer: OutboxRelay) -> tuple[int, str]:
+    """The backend that holds the relay's advisory lock, and the statement it ran last."""
+    key = relayer._leadership._key  # type: ignore[union-attr]  # the relay's own lock
     async with engine.connect() as connection:
         holders = (
             await connection.exec_driver_sql(
+                # A bigint key is shown split: its high half as classid, its low as objid.
                 "SELECT a.pid, a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                " WHERE l.locktype = 'advisory' AND l.granted AND a.pid <> pg_backend_pid()"
-                " AND a.datname = current_database()"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                f" AND l.classid = {key >> 32} AND l.objid = {key & 0xFFFFFFFF}"
             )
         ).all()
     assert len(holders) == 1, holders
@@ -295,7 +298,7 @@ async def test_the_relay_reads_and_stamps_on_its_lock_connection_by_index(
     assert await relayer.relay_once() == 1
     await commit(engine, writer, note(A, "a2"))
     assert await relayer.relay_once() == 1  # stamps a1, reads a2
-    _, last = await _relay_lock_holder(engine)
+    _, last = await _relay_lock_holder(engine, relayer)
     assert "UPDATE" in last
     assert "sent_at" in last
     lock = relayer._leadership.connection  # type: ignore[union-attr]  # the relay's own
@@ -315,7 +318,7 @@ async def test_a_relay_whose_lock_session_is_lost_takes_the_lock_again_and_goes_
     await commit(engine, writer, note(A, "a1"))
     relayer = relay(engine, sender, writer)
     assert await relayer.relay_once() == 1
-    pid, _ = await _relay_lock_holder(engine)
+    pid, _ = await _relay_lock_holder(engine, relayer)
     async with engine.connect() as killer:
         await killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
         await killer.commit()
@@ -326,7 +329,7 @@ async def test_a_relay_whose_lock_session_is_lost_takes_the_lock_again_and_goes_
     # stamps a1, whose stamp the failed read did not make, and sends a2 once.
     assert await relayer.relay_once() == 1
     assert [e.data["text"] for e in sender.sent] == ["a1", "a2"]
-    new_pid, _ = await _relay_lock_holder(engine)
+    new_pid, _ = await _relay_lock_holder(engine, relayer)
     assert new_pid != pid
     assert await unsent_texts(engine) == ["a2"]
 
