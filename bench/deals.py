@@ -84,6 +84,7 @@ from bench.measure import (
     compare_with_previous,
     cpu_seconds,
     keep_report,
+    percentiles,
     reference_cpu_ms,
     reference_round_trip_us,
     scrape_counters,
@@ -115,17 +116,6 @@ IDLE_SETTLE_SECONDS = 3.0
 # to catch up before the invariants are judged.
 DRAIN_SECONDS = 60.0
 DEFAULT_PARTITIONS = EMBEDDED_PARTITIONS
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
 
 
 @dataclass

@@ -30,6 +30,8 @@ from typing import Any
 
 import asyncpg
 
+from bench.measure import percentiles
+
 ACCEPTANCE_REQUESTED = "quote.acceptance_requested"
 WON = "opportunity.won"
 ACCEPTED = "quote.accepted"
@@ -121,14 +123,12 @@ def summarise(per_deal: Sequence[Sequence[float]]) -> dict[str, dict[str, float 
     mean accept-to-won time, the percentiles do not."""
     summary: dict[str, dict[str, float | None]] = {}
     for index, (name, _) in enumerate(PARTS):
-        values = sorted(parts[index] for parts in per_deal)
-        if not values:
-            summary[name] = {"mean": None, "p50": None, "p99": None}
-            continue
+        values = [parts[index] for parts in per_deal]
+        shares = percentiles(values)
         summary[name] = {
-            "mean": round(statistics.fmean(values), 1),
-            "p50": round(values[len(values) // 2], 1),
-            "p99": round(values[min(len(values) - 1, int(0.99 * len(values)))], 1),
+            "mean": round(statistics.fmean(values), 1) if values else None,
+            "p50": shares["p50"],
+            "p99": shares["p99"],
         }
     return summary
 
