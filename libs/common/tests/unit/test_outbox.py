@@ -291,7 +291,8 @@ async def test_the_relay_reads_and_stamps_on_its_lock_connection_by_index(
 ) -> None:
     """Only the lock's holder reads and stamps, and only its session plans without
     sequential scans (a generic plan made on the empty outbox would read it whole on
-    every stamp); every other session keeps PostgreSQL's default."""
+    every stamp) and commits without waiting for the flush (a lost stamp is a duplicate
+    the inboxes skip); every other session keeps PostgreSQL's defaults."""
     writer, sender = Outbox("/dealflow/test"), FakeSender()
     await commit(engine, writer, note(A, "a1"))
     relayer = relay(engine, sender, writer)
@@ -302,11 +303,12 @@ async def test_the_relay_reads_and_stamps_on_its_lock_connection_by_index(
     assert "UPDATE" in last
     assert "sent_at" in last
     lock = relayer._leadership.connection  # type: ignore[union-attr]  # the relay's own
-    shown = await lock.exec_driver_sql("SHOW enable_seqscan")
-    assert shown.scalar_one() == "off"
-    async with engine.connect() as connection:
-        shown = await connection.exec_driver_sql("SHOW enable_seqscan")
-        assert shown.scalar_one() == "on"
+    for setting in ("enable_seqscan", "synchronous_commit"):
+        shown = await lock.exec_driver_sql(f"SHOW {setting}")
+        assert shown.scalar_one() == "off", setting
+        async with engine.connect() as connection:
+            shown = await connection.exec_driver_sql(f"SHOW {setting}")
+            assert shown.scalar_one() == "on", setting
     assert await unsent_texts(engine) == ["a2"]
 
 

@@ -397,6 +397,13 @@ class _RelayLeadership:
     the relay's reads have an index made for them, so an index is always the plan.
     Planning every round instead (`plan_cache_mode`) cost 0.74 ms a round
     (docs/performance.md, issue 13's thirty-first round).
+
+    The session's commits, which are only the relay's stamps, do not wait for their WAL
+    flush (`synchronous_commit = off`): a stamp lost in a database crash only sends its
+    row again, which every inbox skips. It saves the stamp its flush, about half of its
+    round trip (docs/performance.md, issue 13's thirty-second round). Every other
+    session, and so every business write and its outbox row, keeps the synchronous
+    commit.
     """
 
     def __init__(self, engine: AsyncEngine, key: int) -> None:
@@ -421,6 +428,7 @@ class _RelayLeadership:
             connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
             if await connection.scalar(select(func.pg_try_advisory_lock(self._key))):
                 await connection.exec_driver_sql("SET enable_seqscan = off")
+                await connection.exec_driver_sql("SET synchronous_commit = off")
                 self._connection = connection
                 self._checked_at = time.monotonic()
                 return True
