@@ -70,8 +70,8 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 @asynccontextmanager
 async def in_autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """PostgreSQL: a connection whose statements each commit by themselves (a read, the
-    relay's stamp-and-read), for `async with`.
+    """PostgreSQL: a connection whose statements each commit by themselves (a read), for
+    `async with`.
 
     It is a connection a unit of work kept (`pool`), or a pooled one, put in autocommit
     on SQLAlchemy's asyncpg adapter as a work's one-write mode does, rather than through

@@ -11,7 +11,8 @@ of a stage move's, and every request and every batch of events runs one.
 ended cleanly: committed or rolled back, no transaction open, not invalidated, its
 options and settings as a new connection's. The next work takes the last one kept
 (`take_kept`) and needs none of that; a work that ended otherwise closes its connection
-as before. Readers and the relay keep theirs the same way (`db.in_autocommit`). A
+as before. Readers keep theirs the same way (`db.in_autocommit`); the relay reads on its
+lock's connection, which never comes back to the pool (`outbox._RelayLeadership`). A
 kept connection is still checked out of the pool, so the pool gives one back before it
 would make anyone wait, and a work that ends while someone waits for a connection gives
 its own back rather than keeping it: whoever needs a connection never waits for a kept

@@ -367,3 +367,32 @@ async def test_the_relays_plan_made_on_an_empty_outbox_still_stamps_by_index(
     text = "\n".join(row[0] for row in plan)
     assert "Seq Scan" not in text, text
     assert "outbox_pkey" in text, text
+
+
+@pytest.mark.parametrize("both_engines", ["postgresql"], indirect=True)
+async def test_a_relay_that_gives_up_its_lock_leaves_no_session_of_its_settings_in_the_pool(
+    engine: AsyncEngine,
+) -> None:
+    """The lock's session plans without sequential scans and commits without waiting for
+    the flush: handed back to the pool, it would serve a business write that a database
+    crash could lose. Giving the lock up ends the session instead."""
+    writer, sender = Outbox("/dealflow/test"), FakeSender()
+    await commit(engine, writer, note(A, "a1"))
+    relayer = relay(engine, sender, writer)
+    assert await relayer.relay_once() == 1
+    pid, _ = await _relay_lock_holder(engine, relayer)
+    await relayer.release()
+    async with engine.connect() as connection:
+        alive = await connection.exec_driver_sql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+        )
+        assert alive.scalar_one() == 0
+    # Every connection the pool can give now commits synchronously.
+    connections = [await engine.connect() for _ in range(3)]
+    try:
+        for connection in connections:
+            shown = await connection.exec_driver_sql("SHOW synchronous_commit")
+            assert shown.scalar_one() == "on"
+    finally:
+        for connection in connections:
+            await connection.close()

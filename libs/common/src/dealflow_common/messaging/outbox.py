@@ -433,7 +433,7 @@ class _RelayLeadership:
                 self._checked_at = time.monotonic()
                 return True
         except BaseException:
-            await connection.close()
+            await _end_session(connection)  # it may hold the lock or some of its settings
             raise
         await connection.close()
         return False
@@ -455,11 +455,17 @@ class _RelayLeadership:
     async def release(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            with contextlib.suppress(Exception):
-                # Closing the session releases the lock, also when the unlock fails.
-                await connection.execute(select(func.pg_advisory_unlock(self._key)))
-            with contextlib.suppress(Exception):
-                await connection.close()
+            await _end_session(connection)
+
+
+async def _end_session(connection: AsyncConnection) -> None:
+    """Close the lock's connection for good, not back into the pool: its session ends,
+    and with it the lock and the session's settings. Pooled, it would go on holding the
+    lock, and serve business writes that commit without waiting for their flush."""
+    with contextlib.suppress(Exception):
+        await connection.invalidate()
+    with contextlib.suppress(Exception):
+        await connection.close()
 
 
 class OutboxRelay:
