@@ -28,6 +28,7 @@ from dealflow_common.direct import run_through_sqlalchemy
 from dealflow_common.idempotency import forget_old_keys
 from dealflow_common.messaging.consumer import (
     BatchPreparation,
+    ChangesNothing,
     ConsumerMetrics,
     EventConsumer,
     EventHandler,
@@ -86,12 +87,15 @@ class Platform:
         unit_of_work: Callable[[], U],
         background: bool = False,
         before_batch: BatchPreparation | None = None,
+        changes_nothing: ChangesNothing | None = None,
     ) -> EventConsumer[U]:
         """Apply `handlers` to events of `topics`, once each, in consumer group `group_id`.
 
         `background`: no request and no saga step waits on this consumer, so it reads
         less often and in larger batches (`ConsumerLoop`). `before_batch` runs first in
         each batch's transaction (it locks the handlers' projection rows ahead).
+        `changes_nothing` names the events of handled types their handler would leave
+        as they are: they are skipped before the transaction, as `ignored`.
         """
         if self._consumer_metrics is None or self._loop_metrics is None:
             self._consumer_metrics = ConsumerMetrics(self.registry)
@@ -108,6 +112,7 @@ class Platform:
             metrics=self._consumer_metrics,
             infrastructure_answers=self._database_answers,
             before_batch=before_batch,
+            changes_nothing=changes_nothing,
         )
         self.consumers.append(consumer)
         self.consumer_loops.append(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dealflow_common.contracts.opportunity import NoteReason, OpportunityNoteAdded
 from dealflow_common.messaging.consumer import (
     BatchPreparation,
+    ChangesNothing,
     ConsumerMetrics,
     EventConsumer,
     IncomingEvent,
@@ -98,8 +99,11 @@ class Harness:
         fail_texts: set[str] | None = None,
         outage: int = 0,
         before_batch: BatchPreparation | None = None,
+        changes_nothing: ChangesNothing | None = None,
     ) -> None:
         self.engine = engine
+        self.transactions = 0
+        self.registry = CollectorRegistry()
         self.dead_letters: list[tuple[str, dict[str, str]]] = []
         self.fail_texts = fail_texts or set()
         self.outage = outage
@@ -108,15 +112,20 @@ class Harness:
             group_id="test-group",
             topics=[TOPIC],
             handlers={"opportunity.note_added": self.apply_note},
-            unit_of_work=lambda: UnitOfWork(engine, Outbox("/dealflow/test"), lambda: NOW),
+            unit_of_work=self.unit_of_work,
             send_dead_letter=self.dead_letter,
             clock=lambda: NOW,
             max_attempts=3,
             retry_backoff=0.0,
-            metrics=ConsumerMetrics(CollectorRegistry()),
+            metrics=ConsumerMetrics(self.registry),
             infrastructure_answers=self.database_answers,
             before_batch=before_batch,
+            changes_nothing=changes_nothing,
         )
+
+    def unit_of_work(self) -> UnitOfWork:
+        self.transactions += 1
+        return UnitOfWork(self.engine, Outbox("/dealflow/test"), lambda: NOW)
 
     async def database_answers(self) -> bool:
         return self.outage == 0
@@ -204,6 +213,34 @@ async def test_before_a_batch_its_new_events_are_prepared_in_its_transaction(
         *("prepared", "old"),
         *("prepared", "new 0", "new 1", "new 2"),
     ]
+
+
+async def test_an_event_that_changes_nothing_is_skipped_without_an_inbox_row(
+    engine: AsyncEngine,
+) -> None:
+    """What the handler would leave as it is, told from the event alone, is counted as
+    ignored: no handler call, no inbox row, and for a batch of only such events no
+    transaction at all. The others of its batch apply as ever."""
+    harness = Harness(engine, changes_nothing=lambda payload: payload.text.startswith("noop"))
+    inert = [FakeRecord(envelope(f"noop {i}"), offset=i) for i in range(3)]
+    assert await harness.consumer.apply_batch(inert) == {}
+    assert harness.transactions == 0
+    mixed = [FakeRecord(envelope("noop again"), offset=3), FakeRecord(envelope("real"), offset=4)]
+    assert await harness.consumer.apply_batch(mixed) == {}
+    assert harness.transactions == 1
+    assert harness.attempts == {"real": 1}
+    assert await harness.applied() == ["real"]
+    async with engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(inbox)) == 1
+    counted = {
+        outcome: harness.registry.get_sample_value(
+            "dealflow_events_consumed_total",
+            {"group": "test-group", "type": "opportunity.note_added", "outcome": outcome},
+        )
+        for outcome in ("ignored", "applied")
+    }
+    assert counted == {"ignored": 4, "applied": 1}
+    assert harness.dead_letters == []
 
 
 async def test_unreadable_records_go_to_the_dead_letter_topic_and_the_rest_applies(

@@ -139,6 +139,7 @@ def build_app(settings: PurgeSettings, platform: Platform | None = None) -> Fast
         unit_of_work=unit_of_work,
         background=True,
         before_batch=projection.lock_ahead,
+        changes_nothing=projection.changes_nothing,
     )
     platform.scheduler.add_job(
         agent.tick,

@@ -144,6 +144,7 @@ def build_app(settings: QuoteSettings, platform: Platform | None = None) -> Fast
         handlers=saga.handlers(arrivals),
         unit_of_work=unit_of_work,
         before_batch=saga.lock_ahead,
+        changes_nothing=saga.changes_nothing,
     )
     platform.add_consumer(
         group_id="quote-service-purge",

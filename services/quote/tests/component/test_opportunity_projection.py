@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dealflow_common.contracts.opportunity import (
     OpportunityAssigned,
@@ -19,6 +19,7 @@ from dealflow_common.contracts.opportunity import (
     ShareGrant,
     Stage,
 )
+from dealflow_common.messaging.tables import inbox
 from dealflow_quote.adapters.tables import known_opportunities
 
 FREE = {
@@ -108,14 +109,32 @@ async def test_a_late_team_move_is_kept_where_no_newer_event_said_otherwise(serv
 
 async def test_a_move_between_open_stages_changes_nothing_the_service_keeps(service) -> None:
     # Only whether a deal is open matters here; the owners a stage move carries changed,
-    # if at all, with their own event. Such a move is not even written.
+    # if at all, with their own event. Such a move is not even written, nor remembered
+    # in the inbox: applied again, it would change nothing either.
     deal = await service.deal(owners=("alice",), stage=Stage.PROPOSAL)
     before = await known_row(service, deal)
+    remembered = await inbox_rows(service)
     await service.consume(
         stage_changed(deal, Stage.PROPOSAL, Stage.NEGOTIATION, ["alice", "bob"]), sequence=2
     )
     assert await known_row(service, deal) == before
+    assert await inbox_rows(service) == remembered
     assert await quote_answer(service, deal, "alice", ()) == 201
+
+
+async def test_a_move_into_a_closed_stage_is_learnt_and_remembered(service) -> None:
+    deal = await service.deal(owners=("alice",), stage=Stage.NEGOTIATION)
+    remembered = await inbox_rows(service)
+    await service.consume(
+        stage_changed(deal, Stage.NEGOTIATION, Stage.CLOSED_LOST, ["alice"]), sequence=2
+    )
+    assert (await known_row(service, deal))["stage"] == Stage.CLOSED_LOST.value
+    assert await inbox_rows(service) == remembered + 1
+
+
+async def inbox_rows(service) -> int:
+    async with service.engine.connect() as connection:
+        return int(await connection.scalar(select(func.count()).select_from(inbox)))
 
 
 async def known_row(service, deal: str) -> dict[str, Any]:

@@ -13,6 +13,10 @@ What cannot be applied, and what happens to it:
   not UTF-8 or that disagrees with the envelope) goes to `<topic>.dlq` at once.
 - A known type this consumer has no handler for is skipped, from its `ce_type` header
   without parsing the value when the producer set one.
+- An event its handler would leave everything as it is, as the event alone tells
+  (`changes_nothing`: a move between two open stages, for a service that only asks
+  whether a deal is closed), is skipped too. Applying it twice changes nothing either,
+  so it needs no inbox row, and a batch of only such events no transaction.
 - When the batch fails, each event is retried alone so one bad event does not hold the
   others. After each failure the consumer asks the database whether it answers: if it
   does not, the failure is the world's, not the event's, and the event is retried until
@@ -112,6 +116,9 @@ one of their own (`ProjectionRows.lock_ahead`)."""
 
 DeadLetterSender = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
 InfrastructureProbe = Callable[[], Awaitable[bool]]
+ChangesNothing = Callable[[Any], bool]
+"""(validated payload) -> whether its handler would leave every row as it is, decided
+from the event alone, so that any order of arrival and any repetition agree."""
 """Answers whether the database (what every handler needs) answers now."""
 
 
@@ -155,6 +162,7 @@ class EventConsumer(Generic[U]):
         infrastructure_answers: InfrastructureProbe,
         dead_letter_attempts: int = 3,
         before_batch: BatchPreparation | None = None,
+        changes_nothing: ChangesNothing | None = None,
     ) -> None:
         self.group_id = group_id
         self.topics = tuple(topics)
@@ -173,6 +181,7 @@ class EventConsumer(Generic[U]):
         self._infrastructure_answers = infrastructure_answers
         self._dead_letter_attempts = dead_letter_attempts
         self._before_batch = before_batch
+        self._changes_nothing = changes_nothing
 
     @property
     def handled_types(self) -> tuple[str, ...]:
@@ -258,6 +267,9 @@ class EventConsumer(Generic[U]):
             payload = cls.model_validate(envelope.data, extra="ignore")
         except ValidationError as error:
             await self._dead_letter(record, "data does not match its schema", error, envelope.type)
+            return None
+        if self._changes_nothing is not None and self._changes_nothing(payload):
+            self._count(envelope.type, "ignored")
             return None
         return _Decoded(record, IncomingEvent(envelope, payload), handler, headers)
 

@@ -94,16 +94,22 @@ def _learning(facts_of: FactsOf) -> EventHandler:
     return apply
 
 
-def _worth_learning(payload: Any) -> bool:
-    """Whether an event can change what the agent decides on.
+def changes_nothing(payload: Any) -> bool:
+    """Whether an event cannot change what the agent decides on.
 
     A move between two open stages cannot: the agent asks only whether a deal is closed
     (and since when), and a closed deal is never reopened, so its open stage is of no
     use; the owners it carries changed, if at all, with their own event
-    (`opportunity.assigned`). Skipping it saves two statements per stage move. Skipping
-    is a fact of the event alone, so any order of arrival still leaves the same copy.
+    (`opportunity.assigned`). Skipping it saves two statements per stage move, and the
+    consumer skips it before the batch's transaction, without an inbox row (applied
+    again, it still changes nothing). Skipping is a fact of the event alone, so any
+    order of arrival still leaves the same copy.
     """
-    return not isinstance(payload, OpportunityStageChanged) or payload.to_stage in CLOSED
+    return isinstance(payload, OpportunityStageChanged) and payload.to_stage not in CLOSED
+
+
+def _worth_learning(payload: Any) -> bool:
+    return not changes_nothing(payload)
 
 
 _learn_purged = _learning(_purged)
