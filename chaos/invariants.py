@@ -4,7 +4,8 @@ The checker reads the services' tables (read-only, in their PostgreSQL schemas) 
 every record on the event topics and their dead-letter topics (from offset 0), and
 sorts what it finds into:
 
-- lost: an outbox row never seen on Kafka; an event a consumer group handles that is
+- lost: an outbox row never seen on Kafka; an event a consumer group handles (and does
+  not skip as changing nothing, `EventConsumer`'s `changes_nothing`) that is
   not in that group's inbox; a dead letter that is not one of the injected poison
   records; a poison record a group committed past without dead-lettering it;
 - stuck: a quote left in accept_pending; an open quote of a closed opportunity; an
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -37,6 +40,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from chaos.load import Deal
 from chaos.records import EVENT_TOPICS, KafkaLog, Record
 from chaos.stack import SERVICES, Stack
+from dealflow_common.contracts.base import payload_class
+from dealflow_quote.application import saga as quote_saga
 from dealflow_quote.domain.access import OPEN_STAGES
 
 SOURCES = {f"/dealflow/{service}": service for service in SERVICES}
@@ -56,6 +61,27 @@ class ConsumerGroup:
     group: str
     service: str
     topics: dict[str, frozenset[str]]
+    changes_nothing: Callable[[dict[str, Any]], bool] = lambda _event: False
+    """Events the group skips before its inbox (`EventConsumer`'s `changes_nothing`):
+    never in its inbox, and not lost for that."""
+
+
+# What each service's bootstrap gives its consumer as `changes_nothing`.
+_CHANGES_NOTHING = {"quote": quote_saga.changes_nothing}
+
+
+def _skipped_by(service: str) -> Callable[[dict[str, Any]], bool]:
+    predicate = _CHANGES_NOTHING.get(service)
+    if predicate is None:
+        return lambda _event: False
+
+    def skipped(event: dict[str, Any]) -> bool:
+        cls = payload_class(str(event.get("type")), str(event.get("dataschema")))
+        if cls is None:
+            return False
+        return bool(predicate(cls.model_validate(event.get("data"), extra="ignore")))
+
+    return skipped
 
 
 async def consumer_groups(stack: Stack) -> list[ConsumerGroup]:
@@ -78,7 +104,9 @@ async def consumer_groups(stack: Stack) -> list[ConsumerGroup]:
                 }
                 topics[channel["address"]] = frozenset(names)
             # The group id is the service's name by convention (each bootstrap.py).
-            groups.append(ConsumerGroup(f"{service}-service", service, topics))
+            groups.append(
+                ConsumerGroup(f"{service}-service", service, topics, _skipped_by(service))
+            )
     return groups
 
 
@@ -241,7 +269,9 @@ class Checker:
                 event_id: record
                 for copies in events.values()
                 for event_id, record in copies.items()
-                if record.event and record.event.get("type") in group.topics.get(record.topic, ())
+                if record.event
+                and record.event.get("type") in group.topics.get(record.topic, ())
+                and not group.changes_nothing(record.event)
             }
             if not should:
                 continue
