@@ -26,6 +26,7 @@ from dealflow_common.platform import Platform, build_platform
 from dealflow_common.recent import RecentCopies
 from dealflow_common.service import load_settings, run_service
 from dealflow_common.settings import ServiceSettings
+from dealflow_opportunity.adapters.custom_fields import KeptDefinitions
 from dealflow_opportunity.adapters.tables import request_keys
 from dealflow_opportunity.api.routes import (
     bulk_routes,
@@ -60,7 +61,8 @@ class OpportunitySettings(ServiceSettings):
         ge=0,
         description="Deals this process keeps as it last wrote them, so that the next "
         "change of one skips its read (the change's versioned write checks the copy, "
-        "`dealflow_common.recent`); 0 reads every time.",
+        "`dealflow_common.recent`); 0 reads every time, the custom field definitions a "
+        "new deal is checked against too.",
     )
 
 
@@ -96,9 +98,12 @@ def build_app(settings: OpportunitySettings, platform: Platform | None = None) -
         else None
     )
 
+    # The definitions a deal's custom fields are checked against, copied as `recent` is.
+    definitions = KeptDefinitions() if settings.recent_copies else None
+
     def unit_of_work() -> OpportunityUnitOfWork:
         return OpportunityUnitOfWork(
-            platform.engine, platform.outbox, platform.clock, metrics, recent
+            platform.engine, platform.outbox, platform.clock, metrics, recent, definitions
         )
 
     platform.add_consumer(

@@ -20,6 +20,7 @@ from dealflow_common.testing import ComponentDatabases, service_under_test
 from dealflow_opportunity.bootstrap import MIGRATIONS, OpportunitySettings, build_app
 
 from .conftest import Api
+from .test_api import assert_problem
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
@@ -160,3 +161,40 @@ async def test_a_change_that_writes_nothing_answers_from_a_read(
     same = await a.call("PATCH", f"/opportunities/{deal}", {"title": "Fleet renewal"})
     assert same.status_code == 200, same.text
     assert (same.json()["stage"], same.headers["ETag"]) == ("qualification", '"2"')
+
+
+ADMIN = {"user": "root", "roles": ("admin",), "teams": ()}
+
+
+async def test_definitions_another_replica_changed_refuse_the_kept_copy(
+    replicas: tuple[Api, Api],
+) -> None:
+    """A field another replica made required is asked for at once, and a field it added
+    is accepted at once: the insert finds the table changed, and the deal is checked
+    again against a read."""
+    a, b = replicas
+    await a.open()  # a keeps the definitions as they are now
+    region = f"region_{uuid.uuid4().hex[:8]}"
+    body = {"key": region, "label": "Region", "type": "text", "required": True}
+    defined = await b.call("POST", "/custom-fields", body, **ADMIN)
+    assert defined.status_code == 201, defined.text
+    try:
+        before = await a.written()
+        refused = await a.call(
+            "POST",
+            "/opportunities",
+            {
+                "title": "No region",
+                "customer": {"kind": "organization", "id": "acme", "name": "ACME"},
+                "value": {"amount": "1.00", "currency": "USD"},
+            },
+        )
+        assert_problem(refused, 422, f"custom_fields.{region}")
+        assert await a.written() == before
+        deal = await a.open(custom_fields={region: "north"})
+        assert deal["custom_fields"] == {region: "north"}
+    finally:
+        retired = await b.call("PATCH", f"/custom-fields/{region}", {"retired": True}, **ADMIN)
+        assert retired.status_code == 200, retired.text
+    # Retired by b: a's copy, which a made the required field from, is refused again.
+    assert (await a.open())["custom_fields"] == {}

@@ -13,7 +13,20 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, and_, any_, bindparam, delete, func, insert, or_, select, tuple_
+from sqlalchemy import (
+    JSON,
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
@@ -45,6 +58,8 @@ from dealflow_common.recent import RecentCopies
 from dealflow_common.versioned import VersionedTable
 from dealflow_common.with_lines import InsertWithLines, entry_of
 from dealflow_opportunity.adapters import search
+from dealflow_opportunity.adapters.custom_fields import FINGERPRINT as DEFINITIONS_FINGERPRINT
+from dealflow_opportunity.adapters.custom_fields import DefinitionsAsRead
 from dealflow_opportunity.adapters.tables import (
     assignment_history,
     notes,
@@ -67,17 +82,29 @@ from dealflow_opportunity.domain.next_action import NextActionSource
 _SELECT = select(opportunities).where(opportunities.c.id == bindparam("b_id"))
 # A new deal and its owners in one statement.
 _INSERT_WITH_OWNERS = InsertWithLines(opportunities, opportunity_owners, "opportunity_id")
+
+
 # On PostgreSQL a new deal, its owners, its first history entry and its search document
 # go with its events in one statement (`add_at_commit`): opening a deal was BEGIN, five
 # statements and COMMIT.
-_OPENED = InsertWithLines(
+def _opened_with(deal_id: Any) -> list[Any]:
+    return [
+        entry_of(sales_history, "opportunity_id", deal_id)[0],
+        search.new_deal_document(deal_id),
+    ]
+
+
+_OPENED = InsertWithLines(opportunities, opportunity_owners, "opportunity_id", also=_opened_with)
+# A deal whose custom fields were checked against this process's copy of the
+# definitions is inserted only while the table still has the copy's fingerprint.
+_OPENED_ON_COPIED_DEFINITIONS = InsertWithLines(
     opportunities,
     opportunity_owners,
     "opportunity_id",
-    also=lambda deal_id: [
-        entry_of(sales_history, "opportunity_id", deal_id)[0],
-        search.new_deal_document(deal_id),
-    ],
+    also=_opened_with,
+    gate=select(literal_column("1").label("unchanged")).where(
+        bindparam("g_definitions", type_=String) == DEFINITIONS_FINGERPRINT
+    ),
 )
 # Where the next action came from, and which sequence steps were applied, are
 # bookkeeping, not a change of the deal: written without a new version, only under the
@@ -176,8 +203,10 @@ class OpportunityRepository:
         connection: AsyncConnection,
         recent: RecentCopies[UUID, Opportunity] | None = None,
         served: Callable[[UUID], None] | None = None,
+        forget_definitions: Callable[[], None] | None = None,
     ) -> None:
         self._connection = connection
+        self._forget_definitions = forget_definitions
         self._loaded_versions: dict[UUID, int] = {}
         self._loaded_text: dict[UUID, str] = {}
         self._ahead: dict[UUID, Opportunity] = {}
@@ -240,10 +269,15 @@ class OpportunityRepository:
         await self._search.add(opportunity)
         self.written[opportunity.id] = opportunity
 
-    async def add_at_commit(self, opportunity: Opportunity) -> LastWrite | None:
+    async def add_at_commit(
+        self, opportunity: Opportunity, definitions: DefinitionsAsRead | None = None
+    ) -> LastWrite | None:
         """A new deal: on PostgreSQL its row, owners, first history entry and search
         document, for the commit to send with the outbox rows (`UnitOfWork.commit`); on
-        SQLite they are written here (None)."""
+        SQLite they are written here (None). `definitions`: what its custom fields were
+        checked against; from a copy (with a fingerprint), the insert checks that they
+        are still the table's, and `StaleCopy` is raised when they are not."""
+        fingerprint = definitions.fingerprint if definitions is not None else None
         alone = (
             not is_postgres(self._connection)
             or len(opportunity.new_history) != 1  # a new deal entered `lead`, once
@@ -252,6 +286,12 @@ class OpportunityRepository:
             or opportunity.new_assignments
         )
         if alone:
+            if fingerprint is not None:
+                # Written in steps, the deal has no insert to carry the gate: it runs
+                # again from a read of the definitions (no API opens such a deal now).
+                if self._forget_definitions is not None:
+                    self._forget_definitions()
+                raise StaleCopy("a deal written in steps is checked against a read")
             await self.add(opportunity)
             return None
         (entry,) = opportunity.new_history
@@ -259,12 +299,24 @@ class OpportunityRepository:
         history = _history_row(entry)
         also = {param: history[name] for param, name in _HISTORY_PARAMS}
         also["s_text"] = search.deal_text(opportunity)
-        last = _OPENED.last_add(_to_row(opportunity), owners, also)
+        if fingerprint is None:
+            last = _OPENED.last_add(_to_row(opportunity), owners, also)
+        else:
+            also["g_definitions"] = fingerprint
+            last = _OPENED_ON_COPIED_DEFINITIONS.last_add(
+                _to_row(opportunity), owners, also, self._definitions_refused
+            )
         opportunity.owners_changed = False
         opportunity.new_history.clear()
         self._loaded_versions[opportunity.id] = opportunity.version
         self.written[opportunity.id] = opportunity
         return last
+
+    async def _definitions_refused(self, _connection: AsyncConnection) -> None:
+        """The definitions changed since the copy a new deal was checked against."""
+        if self._forget_definitions is not None:
+            self._forget_definitions()
+        raise StaleCopy("the custom field definitions changed since they were copied")
 
     async def save(self, opportunity: Opportunity) -> None:
         last = await self.save_at_commit(opportunity)

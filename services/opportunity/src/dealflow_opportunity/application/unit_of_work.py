@@ -15,7 +15,7 @@ from dealflow_common.messaging.outbox import Outbox
 from dealflow_common.recent import RecentCopies
 from dealflow_common.uow import UnitOfWork
 from dealflow_opportunity.adapters.archive import OpportunityArchive
-from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions
+from dealflow_opportunity.adapters.custom_fields import CustomFieldDefinitions, KeptDefinitions
 from dealflow_opportunity.adapters.follow_ups import DealTasks
 from dealflow_opportunity.adapters.repository import OpportunityRepository
 from dealflow_opportunity.adapters.tables import request_keys
@@ -36,10 +36,12 @@ class OpportunityUnitOfWork(UnitOfWork):
         clock: Callable[[], datetime],
         metrics: DealMetrics | None = None,
         recent: RecentCopies[UUID, Opportunity] | None = None,
+        definitions: KeptDefinitions | None = None,
     ) -> None:
         super().__init__(engine, outbox, clock)
         self.metrics = metrics
         self._recent = recent
+        self._definitions = definitions
         self._archive: OpportunityArchive | None = None
 
     @property
@@ -63,9 +65,12 @@ class OpportunityUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self._archive = None
-        self.opportunities = OpportunityRepository(self.connection, self._recent, self._served)
+        kept = self._definitions
+        self.opportunities = OpportunityRepository(
+            self.connection, self._recent, self._served, kept.forget if kept else None
+        )
         self.tasks = DealTasks(self.connection)
-        self.custom_fields = CustomFieldDefinitions(self.connection)
+        self.custom_fields = CustomFieldDefinitions(self.connection, kept, self.served_copy)
         self.request_keys = RequestKeys(self.connection, request_keys)
         return self
 

@@ -71,8 +71,10 @@ async def open_opportunity(
     asked_fields = fields.get("custom_fields") or {}
 
     async def once(unlocked: bool) -> Opened:
-        # One-write: the custom fields are read without a transaction (as they were read
-        # without a lock), and the new deal goes with its events in one statement.
+        # One-write: the custom fields are checked against this process's copy of the
+        # definitions (or a read without a transaction, as they were read without a
+        # lock), and the new deal goes with its events in one statement, which checks
+        # that a copy is still what the table holds (`adapters.custom_fields`).
         async with uow.one_write(unlocked):
             if idempotency is not None:
                 # A retry is answered with the deal the first request opened (a key
@@ -80,14 +82,15 @@ async def open_opportunity(
                 earlier = await uow.request_keys.earlier(principal.user_id, idempotency)
                 if earlier is not None:
                     return Opened(await uow.opportunities.get(earlier), replayed=True)
-            values = custom_fields.values_for_new_deal(await uow.custom_fields.all(), asked_fields)
+            definitions = await uow.custom_fields.for_new_deal()
+            values = custom_fields.values_for_new_deal(definitions.definitions, asked_fields)
             now = uow.clock()
             opportunity = Opportunity.open(
                 by=principal.user_id, now=now, **{**fields, "custom_fields": values}
             )
             if idempotency is not None:
                 await uow.request_keys.claim(principal.user_id, idempotency, opportunity.id, now)
-            last = await uow.opportunities.add_at_commit(opportunity)
+            last = await uow.opportunities.add_at_commit(opportunity, definitions)
             uow.collect(opportunity)
             await uow.commit(last)
         return Opened(opportunity, replayed=False)
