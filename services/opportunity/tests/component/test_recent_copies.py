@@ -21,6 +21,7 @@ from dealflow_opportunity.bootstrap import MIGRATIONS, OpportunitySettings, buil
 
 from .conftest import Api
 from .test_api import assert_problem
+from .test_custom_fields import ADMIN
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
@@ -161,9 +162,6 @@ async def test_a_change_that_writes_nothing_answers_from_a_read(
     same = await a.call("PATCH", f"/opportunities/{deal}", {"title": "Fleet renewal"})
     assert same.status_code == 200, same.text
     assert (same.json()["stage"], same.headers["ETag"]) == ("qualification", '"2"')
-
-
-ADMIN = {"user": "root", "roles": ("admin",), "teams": ()}
 
 
 async def test_definitions_another_replica_changed_refuse_the_kept_copy(

@@ -116,10 +116,10 @@ one of their own (`ProjectionRows.lock_ahead`)."""
 
 DeadLetterSender = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
 InfrastructureProbe = Callable[[], Awaitable[bool]]
+"""Answers whether the database (what every handler needs) answers now."""
 ChangesNothing = Callable[[Any], bool]
 """(validated payload) -> whether its handler would leave every row as it is, decided
 from the event alone, so that any order of arrival and any repetition agree."""
-"""Answers whether the database (what every handler needs) answers now."""
 
 
 class ConsumerMetrics:
