@@ -51,11 +51,17 @@ _ALL_WITH_FINGERPRINT = DirectStatement(
 Definitions = dict[str, CustomFieldDefinition]
 
 
+def _nothing_to_forget() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class DefinitionsAsRead:
     definitions: Definitions
     fingerprint: str | None
     """The rows' fingerprint when the deal's insert is to check it: only for a copy."""
+    forget: Callable[[], None] = _nothing_to_forget
+    """Forgets the copy they came from, when the insert finds the table changed."""
 
 
 class KeptDefinitions:
@@ -100,7 +106,7 @@ class CustomFieldDefinitions:
         copy = kept.take()
         if copy is not None and self._served is not None and is_one_write(self._connection):
             self._served(kept.forget)
-            return DefinitionsAsRead(*copy)
+            return DefinitionsAsRead(*copy, forget=kept.forget)
         rows = await _ALL_WITH_FINGERPRINT.all(self._connection, {})
         definitions = {row.key: _to_definition(row) for row in rows}
         kept.keep(definitions, rows[0].fingerprint if rows else _EMPTY_FINGERPRINT)

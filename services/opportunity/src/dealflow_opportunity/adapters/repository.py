@@ -203,10 +203,8 @@ class OpportunityRepository:
         connection: AsyncConnection,
         recent: RecentCopies[UUID, Opportunity] | None = None,
         served: Callable[[UUID], None] | None = None,
-        forget_definitions: Callable[[], None] | None = None,
     ) -> None:
         self._connection = connection
-        self._forget_definitions = forget_definitions
         self._loaded_versions: dict[UUID, int] = {}
         self._loaded_text: dict[UUID, str] = {}
         self._ahead: dict[UUID, Opportunity] = {}
@@ -277,7 +275,7 @@ class OpportunityRepository:
         SQLite they are written here (None). `definitions`: what its custom fields were
         checked against; from a copy (with a fingerprint), the insert checks that they
         are still the table's, and `StaleCopy` is raised when they are not."""
-        fingerprint = definitions.fingerprint if definitions is not None else None
+        copy = definitions if definitions is not None and definitions.fingerprint else None
         alone = (
             not is_postgres(self._connection)
             or len(opportunity.new_history) != 1  # a new deal entered `lead`, once
@@ -286,11 +284,10 @@ class OpportunityRepository:
             or opportunity.new_assignments
         )
         if alone:
-            if fingerprint is not None:
+            if copy is not None:
                 # Written in steps, the deal has no insert to carry the gate: it runs
                 # again from a read of the definitions (no API opens such a deal now).
-                if self._forget_definitions is not None:
-                    self._forget_definitions()
+                copy.forget()
                 raise StaleCopy("a deal written in steps is checked against a read")
             await self.add(opportunity)
             return None
@@ -299,24 +296,24 @@ class OpportunityRepository:
         history = _history_row(entry)
         also = {param: history[name] for param, name in _HISTORY_PARAMS}
         also["s_text"] = search.deal_text(opportunity)
-        if fingerprint is None:
+        if copy is None:
             last = _OPENED.last_add(_to_row(opportunity), owners, also)
         else:
-            also["g_definitions"] = fingerprint
+            forget = copy.forget
+
+            async def definitions_changed(_connection: AsyncConnection) -> None:
+                forget()
+                raise StaleCopy("the custom field definitions changed since they were copied")
+
+            also["g_definitions"] = copy.fingerprint
             last = _OPENED_ON_COPIED_DEFINITIONS.last_add(
-                _to_row(opportunity), owners, also, self._definitions_refused
+                _to_row(opportunity), owners, also, definitions_changed
             )
         opportunity.owners_changed = False
         opportunity.new_history.clear()
         self._loaded_versions[opportunity.id] = opportunity.version
         self.written[opportunity.id] = opportunity
         return last
-
-    async def _definitions_refused(self, _connection: AsyncConnection) -> None:
-        """The definitions changed since the copy a new deal was checked against."""
-        if self._forget_definitions is not None:
-            self._forget_definitions()
-        raise StaleCopy("the custom field definitions changed since they were copied")
 
     async def save(self, opportunity: Opportunity) -> None:
         last = await self.save_at_commit(opportunity)

@@ -65,12 +65,11 @@ class OpportunityUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self._archive = None
-        kept = self._definitions
-        self.opportunities = OpportunityRepository(
-            self.connection, self._recent, self._served, kept.forget if kept else None
-        )
+        self.opportunities = OpportunityRepository(self.connection, self._recent, self._served)
         self.tasks = DealTasks(self.connection)
-        self.custom_fields = CustomFieldDefinitions(self.connection, kept, self.served_copy)
+        self.custom_fields = CustomFieldDefinitions(
+            self.connection, self._definitions, self.served_copy
+        )
         self.request_keys = RequestKeys(self.connection, request_keys)
         return self
 

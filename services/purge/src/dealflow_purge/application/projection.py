@@ -79,7 +79,7 @@ def _purged(payload: OpportunityPurged) -> DealFacts:
 
 def _learning(facts_of: FactsOf) -> EventHandler:
     async def apply(uow: PurgeUnitOfWork, event: IncomingEvent[Any]) -> None:
-        if not _worth_learning(event.payload):
+        if changes_nothing(event.payload):
             return
         now = uow.clock()
         deal = await uow.store.lock_or_add_deal(KnownDeal.unseen(event.payload.opportunity_id), now)
@@ -108,10 +108,6 @@ def changes_nothing(payload: Any) -> bool:
     return isinstance(payload, OpportunityStageChanged) and payload.to_stage not in CLOSED
 
 
-def _worth_learning(payload: Any) -> bool:
-    return not changes_nothing(payload)
-
-
 _learn_purged = _learning(_purged)
 
 
@@ -120,7 +116,7 @@ async def lock_ahead(uow: PurgeUnitOfWork, events: Sequence[IncomingEvent[Any]])
     await uow.store.lock_deals_ahead(
         event.payload.opportunity_id
         for event in events
-        if event.envelope.type.startswith("opportunity.") and _worth_learning(event.payload)
+        if event.envelope.type.startswith("opportunity.") and not changes_nothing(event.payload)
     )
 
 
