@@ -55,3 +55,23 @@ async def test_a_crash_before_the_commit_leaves_the_step_due_and_it_then_runs_on
     await service.tick()
     assert len(await service.tasks_of(deal)) == 1
     assert (await service.types_of(deal)).count("sequence.step_executed") == 1
+
+
+async def test_a_tick_with_nothing_due_only_looks(service) -> None:
+    (deal,) = await enrolled_deals(service, 1)  # its first step is due in a minute
+    registry = service.platform.registry
+
+    def round_trips() -> float:
+        return sum(
+            registry.get_sample_value(f"dealflow_db_{counter}_total") or 0.0
+            for counter in ("statements", "transaction_statements")
+        )
+
+    before = round_trips()
+    assert await service.tick() == 0
+    if service.engine.dialect.name == "postgresql":
+        # The look, with no BEGIN or COMMIT around it (SQLite's BEGIN is a statement).
+        assert round_trips() - before == 1
+    service.clock.advance(minutes=1)
+    await service.tick()  # due now: the look finds it and the batch runs it
+    assert len(await service.tasks_of(deal)) == 1

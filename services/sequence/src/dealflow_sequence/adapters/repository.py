@@ -100,6 +100,15 @@ _LIVE_OF = (
     )
     .order_by(enrollments.c.enrolled_at, enrollments.c.id)
 )
+# Whether a tick has anything to run: most ticks have nothing (`run_due_steps`).
+_ANY_DUE = DirectStatement(
+    select(enrollments.c.id)
+    .where(
+        enrollments.c.state == EnrollmentState.ACTIVE.value,
+        enrollments.c.next_due_at <= bindparam("b_now"),
+    )
+    .limit(1)
+)
 # On PostgreSQL the same read, locked and run directly (every opportunity event asks it).
 _LIVE_OF_LOCKED = DirectStatement(_LIVE_OF.with_for_update())
 # The same for a consumer's batch of deals, in one statement.
@@ -284,6 +293,11 @@ class EnrollmentRepository:
             return self._keep(locked)
         rows = await self._connection.execute(_LIVE_OF, {"b_opportunity": opportunity_id})
         return self._keep(rows.all())
+
+    async def any_due(self, now: datetime) -> bool:
+        """Whether a step is due now, looked at without a lock: one statement, which in
+        one-write mode needs no transaction around it."""
+        return await _ANY_DUE.first(self._connection, {"b_now": now}) is not None
 
     async def due(self, now: datetime, limit: int) -> list[Enrollment]:
         """Active enrollments whose next step is due, earliest first, locked; rows another
