@@ -39,6 +39,7 @@ run: .venv/.synced
 	$(RUN) dealflow-run
 
 test: lint
+	tools/test_packages.sh
 	$(RUN) pytest
 
 unit: .venv/.synced
@@ -48,6 +49,7 @@ component: .venv/.synced
 	$(RUN) pytest services -m "not integration"
 
 integration: .venv/.synced
+	tools/test_packages.sh
 	$(RUN) pytest tests/integration
 
 lint: .venv/.synced
