@@ -8,7 +8,8 @@
 set -euo pipefail
 
 missing=()
-{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || missing+=(chromium chromium-driver)
+# The browser tests use DEALFLOW_CHROMIUM when it is set, as on a machine without apt.
+[ -x "${DEALFLOW_CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium chromium-driver)
 { command -v valgrind && command -v callgrind_control; } >/dev/null 2>&1 || missing+=(valgrind)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

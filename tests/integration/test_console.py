@@ -65,7 +65,7 @@ def chromium() -> str:
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"no Chromium at {CHROMIUM}: install Debian's chromium and chromium-driver "
-            f"(`.ci/run` does) or point DEALFLOW_CHROMIUM at one"
+            f"(`make test` does) or point DEALFLOW_CHROMIUM at one"
         )
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     return CHROMIUM
