@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from dealflow_common.contracts.topics import OPPORTUNITY_EVENTS
@@ -22,6 +23,12 @@ from dealflow_opportunity.bootstrap import MIGRATIONS, OpportunitySettings, buil
 
 class Api(ServiceUnderTest):
     async def open(self, **overrides: Any) -> dict[str, Any]:
+        response = await self.opening(**overrides)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    async def opening(self, **overrides: Any) -> httpx.Response:
+        """The response to opening a deal (`open`'s body, with `overrides`), whatever it is."""
         body: dict[str, Any] = {
             "title": "Fleet renewal",
             "customer": {"kind": "organization", "id": "acme", "name": "ACME Corp"},
@@ -31,11 +38,7 @@ class Api(ServiceUnderTest):
         roles = overrides.pop("roles", ("rep",))
         teams = overrides.pop("teams", ("emea",))
         body.update(overrides)
-        response = await self.call(
-            "POST", "/opportunities", body, user=user, roles=roles, teams=teams
-        )
-        assert response.status_code == 201, response.text
-        return dict(response.json())
+        return await self.call("POST", "/opportunities", body, user=user, roles=roles, teams=teams)
 
     async def written(self) -> dict[str, int]:
         return await self.row_counts(

@@ -139,15 +139,7 @@ async def test_a_list_filter_on_an_unknown_field_or_a_bad_value_is_refused(api) 
 
 async def test_a_required_field_is_needed_to_open_a_deal(api, required_region) -> None:
     before = await written(api)
-    response = await api.call(
-        "POST",
-        "/opportunities",
-        {
-            "title": "No region",
-            "customer": {"kind": "organization", "id": "acme", "name": "ACME"},
-            "value": {"amount": "1.00", "currency": "USD"},
-        },
-    )
+    response = await api.opening(title="No region")
     assert_problem(response, 422, f"custom_fields.{required_region}")
     assert await written(api) == before
 
