@@ -40,12 +40,13 @@ async def test_a_valid_token_names_the_caller_roles_and_teams() -> None:
 
 async def test_a_remembered_token_is_refused_once_it_expires() -> None:
     check = verifier()
-    token = mint_token(
-        SECRET, sub="alice", roles=["rep"], teams=[], ttl_seconds=1, now=int(time.time())
-    )
+    # Issued at a whole second, a one-second token may have expired before its first use
+    # on a loaded machine: it lives three, and the test waits until just past its end.
+    now = int(time.time())
+    token = mint_token(SECRET, sub="alice", roles=["rep"], teams=[], ttl_seconds=3, now=now)
     assert (await check.verify(token)).user_id == "alice"
     assert (await check.verify(token)).user_id == "alice"  # from memory
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(now + 3 - time.time() + 0.2)
     with pytest.raises(InvalidToken):
         await check.verify(token)
 
